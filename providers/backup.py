@@ -1,0 +1,271 @@
+"""The `backup` provider: observe a resource's facts, and its effects.
+
+`observe` and `predict` only read. `take_snapshot`, `prune` and the hooks
+change things; the applier is their only caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from providers import fs
+from providers.naming import is_snapshot_name
+from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, Walk
+from reconcile.model import CrossFs, Resource
+
+# Work in progress carries one of these prefixes, never a snapshot name.
+PARTIAL_PREFIX = ".hardsnap-partial."
+PRUNING_PREFIX = ".hardsnap-pruning."
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a snapshot would copy and link, from a dry walk."""
+
+    files_to_copy: int
+    files_to_link: int
+    bytes_to_copy: int
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What is true on disk for one resource, read without changing anything."""
+
+    # target_path with symlinks resolved: where snapshots really go.
+    target: str
+    target_exists: bool
+    # Snapshot names found in the target, oldest first.
+    snapshots: tuple[str, ...]
+    source_exists: bool
+    # None when the source is missing.
+    same_filesystem: bool | None
+    source_filesystem: str
+    target_filesystem: str
+    # Free bytes on the target's filesystem (its nearest existing ancestor's).
+    free_bytes: int | None
+    prediction: Prediction | None = None
+
+
+def list_snapshots(target: str) -> tuple[str, ...]:
+    """Return the snapshot-named real directories in `target`, oldest first."""
+    try:
+        entries = os.scandir(target)
+    except OSError:
+        return ()
+    with entries:
+        names = [
+            entry.name
+            for entry in entries
+            if is_snapshot_name(entry.name) and entry.is_dir(follow_symlinks=False)
+        ]
+    return tuple(sorted(names))
+
+
+def observe(resource: Resource) -> Facts:
+    """Return the facts of a resource, reading only."""
+    target = os.path.realpath(resource.target_path)
+    target_exists = os.path.isdir(target)
+    source_exists = os.path.isdir(resource.source_dir)
+    target_probe = fs.existing_ancestor(target)
+    same = None
+    if source_exists:
+        same = os.stat(resource.source_dir).st_dev == os.stat(target_probe).st_dev
+    try:
+        free: int | None = fs.free_bytes(target_probe)
+    except OSError:
+        free = None
+    return Facts(
+        target=target,
+        target_exists=target_exists,
+        snapshots=list_snapshots(target) if target_exists else (),
+        source_exists=source_exists,
+        same_filesystem=same,
+        source_filesystem=fs.describe_filesystem(resource.source_dir) if source_exists else "",
+        target_filesystem=fs.describe_filesystem(target_probe),
+        free_bytes=free,
+    )
+
+
+def links_unchanged(resource: Resource, facts: Facts) -> bool:
+    """Whether unchanged files are hard-linked (else every file is copied)."""
+    return bool(facts.same_filesystem) or resource.cross_fs is CrossFs.LINK
+
+
+def predict(resource: Resource, facts: Facts) -> Facts:
+    """Return `facts` with a prediction of the next snapshot's copies and links,
+    from a dry walk of the source against the newest snapshot."""
+    if not facts.source_exists:
+        return facts
+    walk = _walk(resource, facts, links_unchanged(resource, facts), 0)
+    with _open_roots(resource, facts) as (source_fd, reference_fd):
+        walk.run(source_fd, reference_fd, None)
+    report = walk.report
+    return replace(
+        facts,
+        prediction=Prediction(report.files_copied, report.files_linked, report.bytes_copied),
+    )
+
+
+def _walk(resource: Resource, facts: Facts, link: bool, min_free_space: int) -> Walk:
+    identity = None
+    if facts.target_exists:
+        info = os.stat(facts.target)
+        identity = (info.st_dev, info.st_ino)
+    return Walk(Excludes(resource.exclude), link, min_free_space, identity)
+
+
+@contextlib.contextmanager
+def _open_roots(resource: Resource, facts: Facts) -> Iterator[tuple[int, int | None]]:
+    source_fd = os.open(resource.source_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    reference_fd = None
+    try:
+        if facts.snapshots:
+            reference_fd = fs.open_directory(os.path.join(facts.target, facts.snapshots[-1]))
+        yield source_fd, reference_fd
+    finally:
+        os.close(source_fd)
+        if reference_fd is not None:
+            os.close(reference_fd)
+
+
+@contextlib.contextmanager
+def locked_target(target: str) -> Iterator[int]:
+    """Create the target (0700) if missing, open it and hold its lock.
+
+    The lock is an flock on the target directory itself, so two applies with
+    different state directories still never write one target at once.
+    """
+    os.makedirs(target, mode=0o700, exist_ok=True)
+    target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(target_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise SnapshotFailed(
+                    f"another hardsnap process is writing to {target}"
+                ) from None
+            raise
+        yield target_fd
+    finally:
+        os.close(target_fd)
+
+
+def remove_leftovers(target_fd: int) -> list[str]:
+    """Remove the work directories of runs that were killed; return their names."""
+    removed = []
+    with os.scandir(target_fd) as entries:
+        names = [
+            entry.name
+            for entry in entries
+            if entry.name.startswith((PARTIAL_PREFIX, PRUNING_PREFIX))
+            and entry.is_dir(follow_symlinks=False)
+        ]
+    for name in names:
+        fs.remove_tree(name, target_fd)
+        removed.append(name)
+    return removed
+
+
+def take_snapshot(resource: Resource, name: str, target: str) -> SnapshotReport:
+    """Make snapshot `name` of the resource's source in `target`.
+
+    The snapshot is built under a work name and renamed into place only when
+    complete and flushed to disk. On any failure the work is removed and
+    SnapshotFailed is raised: earlier snapshots are never touched.
+    """
+    facts = observe(resource)
+    if not facts.source_exists:
+        raise SnapshotFailed(f"source_dir {resource.source_dir} does not exist")
+    if facts.same_filesystem is False and resource.cross_fs is CrossFs.FAIL:
+        raise SnapshotFailed(cross_fs_refusal(resource, facts))
+    with locked_target(target) as target_fd:
+        remove_leftovers(target_fd)
+        facts = replace(facts, target_exists=True, snapshots=list_snapshots(target))
+        if name in facts.snapshots:
+            raise SnapshotFailed(f"snapshot {name} already exists in {target}")
+        work = PARTIAL_PREFIX + name
+        walk = _walk(resource, facts, links_unchanged(resource, facts), resource.min_free_space)
+        os.mkdir(work, 0o700, dir_fd=target_fd)
+        try:
+            work_fd = fs.open_directory(work, target_fd)
+            try:
+                with _open_roots(resource, facts) as (source_fd, reference_fd):
+                    walk.run(source_fd, reference_fd, work_fd)
+                fs.sync_filesystem(work_fd)
+            finally:
+                os.close(work_fd)
+            os.rename(work, name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+            os.fsync(target_fd)
+        except BaseException as error:
+            fs.remove_tree(work, target_fd)
+            if isinstance(error, fs.OutOfSpace):
+                raise SnapshotFailed(f"{error}; partial snapshot removed") from None
+            if isinstance(error, OSError):
+                where = f" ({error.filename})" if error.filename else ""
+                raise SnapshotFailed(
+                    f"snapshot failed: {error.strerror}{where}; partial snapshot removed"
+                ) from None
+            raise
+    return walk.report
+
+
+def free_space_refusal(resource: Resource, facts: Facts) -> str | None:
+    """Return why the target lacks room to start a snapshot, or None."""
+    if resource.min_free_space <= 0 or facts.free_bytes is None:
+        return None
+    if facts.free_bytes >= resource.min_free_space:
+        return None
+    return (
+        f"only {format_bytes(facts.free_bytes)} free on {facts.target_filesystem}, "
+        f"below min_free_space {format_bytes(resource.min_free_space)}"
+    )
+
+
+def cross_fs_refusal(resource: Resource, facts: Facts) -> str:
+    return (
+        f"source_dir {resource.source_dir} is on {facts.source_filesystem} but target_path "
+        f"{resource.target_path} is on {facts.target_filesystem}: hard links cannot cross "
+        f"filesystems. Put target_path on the source's filesystem, or set cross_fs: copy "
+        f"(copy every file on every run), warn (the same, warning once) or link (link "
+        f"unchanged files to the previous snapshot)"
+    )
+
+
+def prune(target: str, names: list[str]) -> list[str]:
+    """Remove the named snapshots from `target`; return those removed.
+
+    Each is first renamed out of the snapshot namespace, so a prune killed
+    half-way never leaves a partly deleted directory under a snapshot name.
+    """
+    removed = []
+    with locked_target(target) as target_fd:
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(info.st_mode):
+                continue
+            doomed = PRUNING_PREFIX + name
+            os.rename(name, doomed, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+            fs.remove_tree(doomed, target_fd)
+            removed.append(name)
+        os.fsync(target_fd)
+    return removed
+
+
+def format_bytes(count: int) -> str:
+    """Return a byte count for humans, 1024-based: '512 B', '1.5 GiB'."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"

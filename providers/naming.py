@@ -1,0 +1,93 @@
+"""Snapshot names, schedule windows and retention: pure functions of time.
+
+A snapshot is named after the UTC minute it was taken, `YYYY.JJJ.HH.MM`
+(year, day of year, hour, minute), so names sort in time order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+
+from reconcile.model import Schedule
+
+SNAPSHOT_NAME = re.compile(r"(\d{4})\.(\d{3})\.(\d{2})\.(\d{2})")
+UTC = dt.UTC
+
+
+def snapshot_name(now: dt.datetime) -> str:
+    """Given an aware time, return the snapshot name of its UTC minute."""
+    return now.astimezone(UTC).strftime("%Y.%j.%H.%M")
+
+
+def snapshot_time(name: str) -> dt.datetime | None:
+    """Given a directory name, return the UTC time it names, or None if it is
+    not a snapshot name (including impossible days, hours or minutes)."""
+    match = SNAPSHOT_NAME.fullmatch(name)
+    if not match:
+        return None
+    year, day, hour, minute = (int(part) for part in match.groups())
+    if not (1 <= year and 1 <= day <= 366 and hour < 24 and minute < 60):
+        return None
+    start = dt.datetime(year, 1, 1, hour, minute, tzinfo=UTC)
+    moment = start + dt.timedelta(days=day - 1)
+    if moment.year != year:
+        return None
+    return moment
+
+
+def is_snapshot_name(name: str) -> bool:
+    return snapshot_time(name) is not None
+
+
+def window_of(moment: dt.datetime, schedule: Schedule) -> str:
+    """Given a time and a schedule, return a label naming its window.
+
+    Two times share a window exactly when their labels are equal: the same
+    UTC hour (hourly), UTC date (daily) or ISO week, Monday to Sunday (weekly).
+    """
+    moment = moment.astimezone(UTC)
+    if schedule is Schedule.HOURLY:
+        return moment.strftime("%Y.%j.%H")
+    if schedule is Schedule.DAILY:
+        return moment.strftime("%Y.%j")
+    year, week, _ = moment.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def snapshot_in_window(
+    names: Iterable[str], now: dt.datetime, schedule: Schedule
+) -> str | None:
+    """Given snapshot names, return the newest one in the window of `now`, if any."""
+    current = window_of(now, schedule)
+    found = None
+    for name in sorted(names):
+        moment = snapshot_time(name)
+        if moment is not None and window_of(moment, schedule) == current:
+            found = name
+    return found
+
+
+def expired(
+    names: Iterable[str], now: dt.datetime, retain_days: int, keep_min: int
+) -> list[str]:
+    """Given snapshot names, return those to prune, oldest first.
+
+    A snapshot expires when its name time lies more than `retain_days` days
+    before `now`; the `keep_min` newest are kept whatever their age.
+    """
+    ordered = sorted(name for name in names if snapshot_time(name) is not None)
+    protected = set(ordered[len(ordered) - keep_min :]) if keep_min > 0 else set()
+    limit = dt.timedelta(days=retain_days)
+    return [
+        name
+        for name in ordered
+        if name not in protected and now - _time(name) > limit
+    ]
+
+
+def _time(name: str) -> dt.datetime:
+    moment = snapshot_time(name)
+    assert moment is not None
+    return moment

@@ -1,0 +1,337 @@
+"""The snapshot engine: walk the source once, link what is unchanged, copy the rest.
+
+Everything is done relative to open directory descriptors (opened with
+O_NOFOLLOW below the roots), so a symlink swapped in mid-run is never
+followed and path length never limits the depth of a tree. The walk streams
+each directory with os.scandir; nothing holds the whole tree in memory.
+
+The same walk also runs dry, to predict for `plan` how many files a
+snapshot will copy and link.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from providers import fs
+
+# Free space is re-read from the filesystem at least this often while copying.
+SPACE_RECHECK_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An entry of the source left out of the snapshot, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class SnapshotReport:
+    """What a snapshot walk did (or, dry, would do)."""
+
+    files_copied: int = 0
+    files_linked: int = 0
+    bytes_copied: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+    # Files that kept changing while they were copied: kept, but reported.
+    unstable: list[str] = field(default_factory=list)
+
+
+class SnapshotFailed(Exception):
+    """The snapshot could not be completed; its partial work has been removed."""
+
+
+class Excludes:
+    """Exclude patterns, matched as SPEC.md says.
+
+    A pattern with a `/` is matched (fnmatch) against the path relative to
+    the source, anchored at the source root; one without matches any single
+    name at any depth. A trailing `/` restricts a pattern to directories.
+    """
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        name_any: list[str] = []
+        path_any: list[str] = []
+        name_dirs: list[str] = []
+        path_dirs: list[str] = []
+        for pattern in patterns:
+            directories_only = pattern.endswith("/")
+            pattern = pattern.rstrip("/")
+            if not pattern:
+                continue
+            anchored = "/" in pattern
+            pattern = pattern.lstrip("/")
+            if anchored:
+                (path_dirs if directories_only else path_any).append(pattern)
+            else:
+                (name_dirs if directories_only else name_any).append(pattern)
+        self._name = _compile(name_any)
+        self._path = _compile(path_any)
+        self._name_dir = _compile(name_any + name_dirs)
+        self._path_dir = _compile(path_any + path_dirs)
+
+    def file(self, relative: str, name: str) -> bool:
+        return _hit(self._name, name) or _hit(self._path, relative)
+
+    def directory(self, relative: str, name: str) -> bool:
+        return _hit(self._name_dir, name) or _hit(self._path_dir, relative)
+
+
+def _compile(patterns: list[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns), re.DOTALL)
+
+
+def _hit(pattern: re.Pattern[str] | None, text: str) -> bool:
+    return pattern is not None and pattern.match(text) is not None
+
+
+def is_unchanged(source: os.stat_result, reference: os.stat_result) -> bool:
+    """Given the stats of a source file and of the reference snapshot's copy,
+    return whether the copy can stand for it: a regular file of the same
+    size, mtime (ns), permission bits and, as root, owner and group."""
+    return (
+        stat.S_ISREG(reference.st_mode)
+        and source.st_size == reference.st_size
+        and source.st_mtime_ns == reference.st_mtime_ns
+        and stat.S_IMODE(source.st_mode) == stat.S_IMODE(reference.st_mode)
+        and (not fs.IS_ROOT or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid))
+    )
+
+
+class Walk:
+    """One pass over a source tree, building a snapshot into `target_fd`
+    (or only counting, when `target_fd` is None)."""
+
+    def __init__(
+        self,
+        excludes: Excludes,
+        link_unchanged: bool,
+        min_free_space: int,
+        skip_identity: tuple[int, int] | None,
+    ) -> None:
+        self.excludes = excludes
+        self.link_unchanged = link_unchanged
+        self.min_free_space = min_free_space
+        # (device, inode) of the target directory, never walked into.
+        self.skip_identity = skip_identity
+        self.report = SnapshotReport()
+        self._space_fd: int | None = None
+        self._budget = 0
+        self._since_check = 0
+
+    # -- entry point -----------------------------------------------------------
+
+    def run(self, source_fd: int, reference_fd: int | None, target_fd: int | None) -> None:
+        if target_fd is not None and self.min_free_space > 0:
+            self._space_fd = target_fd
+            self._recheck_space(0)
+        self._directory(source_fd, reference_fd, target_fd, "")
+        if target_fd is not None:
+            fs.apply_metadata(target_fd, os.fstat(source_fd))
+
+    # -- free space ------------------------------------------------------------
+
+    def _recheck_space(self, needed: int) -> None:
+        assert self._space_fd is not None
+        free = fs.free_bytes(self._space_fd)
+        self._budget = free - self.min_free_space
+        self._since_check = 0
+        if self._budget < needed:
+            raise fs.OutOfSpace(
+                f"free space on the target fell to {free} bytes, below min_free_space "
+                f"({self.min_free_space} bytes)"
+            )
+
+    def _reserve(self, size: int) -> None:
+        if self._space_fd is None:
+            return
+        if size > self._budget or self._since_check > SPACE_RECHECK_BYTES:
+            self._recheck_space(size)
+        self._budget -= size
+        self._since_check += size
+
+    # -- the walk --------------------------------------------------------------
+
+    def _skip(self, relative: str, reason: str) -> None:
+        self.report.skipped.append(Skip(relative, reason))
+
+    def _directory(
+        self, source_fd: int, reference_fd: int | None, target_fd: int | None, prefix: str
+    ) -> None:
+        try:
+            entries = os.scandir(source_fd)
+        except OSError as error:
+            self._skip(prefix.rstrip("/") or ".", f"unreadable directory: {error.strerror}")
+            return
+        with entries:
+            for entry in entries:
+                name = entry.name
+                relative = prefix + name
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    self._skip(relative, "vanished before it was read")
+                    continue
+                except OSError as error:
+                    self._skip(relative, f"unreadable: {error.strerror}")
+                    continue
+                mode = info.st_mode
+                if stat.S_ISREG(mode):
+                    if not self.excludes.file(relative, name):
+                        self._file(name, relative, info, source_fd, reference_fd, target_fd)
+                elif stat.S_ISDIR(mode):
+                    if (info.st_dev, info.st_ino) == self.skip_identity:
+                        continue
+                    if not self.excludes.directory(relative, name):
+                        self._subdirectory(name, relative, info, source_fd, reference_fd, target_fd)
+                elif not self.excludes.file(relative, name):
+                    kind = "symlink" if stat.S_ISLNK(mode) else "special file"
+                    self._skip(relative, f"{kind}: not copied")
+
+    def _subdirectory(
+        self,
+        name: str,
+        relative: str,
+        info: os.stat_result,
+        source_parent: int,
+        reference_parent: int | None,
+        target_parent: int | None,
+    ) -> None:
+        try:
+            source_fd = fs.open_directory(name, source_parent)
+        except FileNotFoundError:
+            self._skip(relative, "vanished before it was read")
+            return
+        except OSError as error:
+            self._skip(relative, f"unreadable directory: {error.strerror}")
+            return
+        reference_fd = target_fd = None
+        try:
+            if reference_parent is not None:
+                try:
+                    reference_fd = fs.open_directory(name, reference_parent)
+                except OSError:
+                    reference_fd = None
+            if target_parent is not None:
+                os.mkdir(name, 0o700, dir_fd=target_parent)
+                target_fd = fs.open_directory(name, target_parent)
+            self._directory(source_fd, reference_fd, target_fd, relative + "/")
+            if target_fd is not None:
+                fs.apply_metadata(target_fd, info)
+        finally:
+            for fd in (source_fd, reference_fd, target_fd):
+                if fd is not None:
+                    os.close(fd)
+
+    def _file(
+        self,
+        name: str,
+        relative: str,
+        info: os.stat_result,
+        source_fd: int,
+        reference_fd: int | None,
+        target_fd: int | None,
+    ) -> None:
+        if self.link_unchanged and reference_fd is not None:
+            try:
+                reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
+            except OSError:
+                reference = None
+            if reference is not None and is_unchanged(info, reference):
+                if target_fd is None:
+                    self.report.files_linked += 1
+                    return
+                try:
+                    os.link(
+                        name,
+                        name,
+                        src_dir_fd=reference_fd,
+                        dst_dir_fd=target_fd,
+                        follow_symlinks=False,
+                    )
+                    self.report.files_linked += 1
+                    return
+                except OSError as error:
+                    # Too many links on the reference's inode: copy instead.
+                    if error.errno != errno.EMLINK:
+                        raise
+        if target_fd is None:
+            self._count_copy(name, relative, info, source_fd)
+        else:
+            self._copy(name, relative, source_fd, target_fd)
+
+    def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> None:
+        try:
+            os.close(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_fd))
+        except OSError as error:
+            self._skip(relative, f"unreadable: {error.strerror}")
+            return
+        self.report.files_copied += 1
+        self.report.bytes_copied += info.st_size
+
+    def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NOATIME if fs.IS_ROOT else 0)
+        try:
+            input_fd = os.open(name, flags, dir_fd=source_fd)
+        except FileNotFoundError:
+            self._skip(relative, "vanished before it was copied")
+            return
+        except OSError as error:
+            self._skip(relative, f"unreadable: {error.strerror}")
+            return
+        try:
+            for attempt in range(2):
+                before = os.fstat(input_fd)
+                if not stat.S_ISREG(before.st_mode):
+                    self._skip(relative, "no longer a regular file")
+                    return
+                self._reserve(before.st_size)
+                if attempt:
+                    os.unlink(name, dir_fd=target_fd)
+                    os.lseek(input_fd, 0, os.SEEK_SET)
+                copied = self._write_copy(name, input_fd, target_fd, before)
+                after = os.fstat(input_fd)
+                if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+                    break
+            else:
+                self.report.unstable.append(relative)
+            self.report.files_copied += 1
+            self.report.bytes_copied += copied
+        except OSError as error:
+            if error.errno in fs.NO_SPACE:
+                raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
+            if error.errno in (errno.EIO, errno.EACCES):
+                # A read failed part-way: leave no half-copied file behind.
+                try:
+                    os.unlink(name, dir_fd=target_fd)
+                except FileNotFoundError:
+                    pass
+                self._skip(relative, f"unreadable: {error.strerror}")
+                return
+            raise
+        finally:
+            os.close(input_fd)
+
+    def _write_copy(self, name: str, input_fd: int, target_fd: int, info: os.stat_result) -> int:
+        output_fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=target_fd,
+        )
+        try:
+            copied = fs.copy_contents(input_fd, output_fd)
+            fs.apply_metadata(output_fd, info)
+            return copied
+        finally:
+            os.close(output_fd)

@@ -1,0 +1,3 @@
+"""hardsnap: a declarative reconciler for hardlink-based incremental snapshots."""
+
+__version__ = "0.1.0"

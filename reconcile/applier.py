@@ -1,0 +1,268 @@
+"""The applier: carries out a plan, and is the only caller of effects.
+
+Each resource's actions run in the plan's order; an action whose
+predecessor failed does not run and is marked "upstream_failed". The
+resource's record is saved after every action, so an apply that dies
+leaves true partial state behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers import backup, hooks
+from providers.snapshot import SnapshotFailed
+from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+from state.store import StateStore
+
+
+class Result(enum.StrEnum):
+    CHANGED = "changed"
+    SETTLED = "settled"
+    FAILED = "failed"
+    UPSTREAM_FAILED = "upstream_failed"
+
+
+@dataclass
+class ActionOutcome:
+    action: Action
+    result: Result
+    message: str | None = None
+    duration: float = 0.0
+    # Kind-specific results: counts of a snapshot, exit code of a hook, ...
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        document = self.action.to_json()
+        document.update(self.details)
+        document.update(result=self.result.value, message=self.message, duration=self.duration)
+        return document
+
+
+@dataclass
+class ResourceOutcome:
+    name: str
+    result: Result = Result.SETTLED
+    actions: list[ActionOutcome] = field(default_factory=list)
+    message: str | None = None
+    notes: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "result": self.result.value,
+            "message": self.message,
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "actions": [outcome.to_json() for outcome in self.actions],
+        }
+
+
+@dataclass
+class ApplyReport:
+    resources: list[ResourceOutcome]
+    unmanaged: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return any(outcome.result is Result.FAILED for outcome in self.resources)
+
+
+Listener = Callable[[ResourceOutcome, ActionOutcome | None], None]
+
+
+def apply(plan: Plan, store: StateStore, hook_cwd: str, listener: Listener | None = None) -> ApplyReport:
+    """Carry out `plan`, recording every result in `store`; return the report.
+
+    `listener` is told of each finished action (and of each resource, with
+    None, when it ends) so the caller can show progress.
+    """
+    report = ApplyReport(resources=[], unmanaged=plan.unmanaged)
+    for resource_plan in plan.resources:
+        outcome = _Resource(resource_plan, plan.now, store, hook_cwd, listener).run()
+        report.resources.append(outcome)
+        if listener:
+            listener(outcome, None)
+    return report
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class _Resource:
+    """The apply of one resource: its actions, its record, its outcome."""
+
+    def __init__(
+        self,
+        plan: ResourcePlan,
+        now: dt.datetime,
+        store: StateStore,
+        hook_cwd: str,
+        listener: Listener | None,
+    ) -> None:
+        self.plan = plan
+        self.resource = plan.resource
+        self.now = now
+        self.store = store
+        self.hook_cwd = hook_cwd
+        self.listener = listener
+        self.outcome = ResourceOutcome(plan.resource.name, notes=plan.notes)
+        self.record = store.record(self.resource.name)
+        self.run_record: dict[str, Any] = {
+            "at": _iso(now),
+            "started": _iso(dt.datetime.now(dt.UTC)),
+            "result": None,
+            "duration": None,
+            "actions": [],
+        }
+
+    def run(self) -> ResourceOutcome:
+        started = time.monotonic()
+        resource = self.resource
+        if not resource.revert:
+            # A normal apply re-arms a spent revert.
+            self.record["revert_spent_at"] = None
+        if not resource.post_command:
+            self.record["pending_post"] = None
+        self.record["target"] = self.plan.target
+        if self.plan.refusal:
+            self.outcome.result = Result.FAILED
+            self.outcome.message = self.plan.refusal
+        elif self.plan.has_changes:
+            self.record["runs"].append(self.run_record)
+            self._save()
+            self._run_actions()
+        self.run_record["duration"] = round(time.monotonic() - started, 3)
+        self.run_record["result"] = self.outcome.result.value
+        self.run_record["message"] = self.outcome.message
+        if self.plan.refusal:
+            self.record["runs"].append(self.run_record)
+        self._save()
+        return self.outcome
+
+    def _save(self) -> None:
+        self.store.save(self.resource.name, self.record)
+
+    def _run_actions(self) -> None:
+        if self.plan.warning:
+            self.outcome.warnings.append(self.plan.warning)
+            self.record["cross_fs_warned"] = True
+        results: dict[ActionKind, Result] = {}
+        for action in self.plan.actions:
+            upstream = [
+                kind for kind in self.plan.depends_on(action.kind) if results[kind] is not Result.CHANGED
+            ]
+            if upstream:
+                outcome = ActionOutcome(
+                    action,
+                    Result.UPSTREAM_FAILED,
+                    f"not run: {upstream[0].value} did not succeed",
+                )
+            else:
+                outcome = self._run_action(action)
+            results[action.kind] = outcome.result
+            self.outcome.actions.append(outcome)
+            self.run_record["actions"].append(
+                {
+                    key: value
+                    for key, value in outcome.to_json().items()
+                    if key not in ("skipped_entries",)
+                }
+            )
+            self._save()
+            if self.listener:
+                self.listener(self.outcome, outcome)
+        failed = any(result is not Result.CHANGED for result in results.values())
+        self.outcome.result = Result.FAILED if failed else Result.CHANGED
+        if failed:
+            first = next(o for o in self.outcome.actions if o.result is Result.FAILED)
+            self.outcome.message = f"{first.action.kind.value} failed: {first.message}"
+
+    def _run_action(self, action: Action) -> ActionOutcome:
+        started = time.monotonic()
+        runner = {
+            ActionKind.PRE_COMMAND: self._hook,
+            ActionKind.POST_COMMAND: self._hook,
+            ActionKind.REVERT: self._hook,
+            ActionKind.SNAPSHOT: self._snapshot,
+            ActionKind.PRUNE: self._prune,
+        }[action.kind]
+        outcome = runner(action)
+        outcome.duration = round(time.monotonic() - started, 3)
+        return outcome
+
+    def _snapshot_path(self, name: str | None) -> str | None:
+        return os.path.join(self.resource.target_path, name) if name else None
+
+    def _hook(self, action: Action) -> ActionOutcome:
+        assert action.command is not None
+        environment = hooks.hook_environment(
+            self.resource.name,
+            self.resource.source_dir,
+            self.resource.target_path,
+            self._snapshot_path(action.snapshot),
+        )
+        result = hooks.run_hook(action.command, environment, self.hook_cwd)
+        details = {"exit_code": result.exit_code, "output_tail": result.output_tail}
+        if action.kind is ActionKind.POST_COMMAND:
+            self.record["pending_post"] = (
+                None
+                if result.succeeded
+                else {"snapshot": action.snapshot, "failed_at": _iso(self.now)}
+            )
+        if action.kind is ActionKind.REVERT and result.succeeded:
+            self.record["revert_spent_at"] = _iso(self.now)
+        if result.succeeded:
+            return ActionOutcome(action, Result.CHANGED, details=details)
+        message = f"exit code {result.exit_code}"
+        last_line = result.output_tail.strip().splitlines()[-1:] if result.output_tail else []
+        if last_line:
+            message += f": {last_line[0]}"
+        return ActionOutcome(action, Result.FAILED, message, details=details)
+
+    def _snapshot(self, action: Action) -> ActionOutcome:
+        assert action.snapshot is not None
+        try:
+            report = backup.take_snapshot(self.resource, action.snapshot, self.plan.target)
+        except SnapshotFailed as error:
+            return ActionOutcome(action, Result.FAILED, str(error))
+        details = {
+            "files_copied": report.files_copied,
+            "files_linked": report.files_linked,
+            "bytes_copied": report.bytes_copied,
+            "skipped": len(report.skipped),
+            "skipped_entries": [
+                {"path": skip.path, "reason": skip.reason} for skip in report.skipped
+            ],
+            "unstable": list(report.unstable),
+        }
+        for skip in report.skipped:
+            if not skip.reason.endswith("not copied"):
+                self.outcome.warnings.append(f"skipped {skip.path}: {skip.reason}")
+        for path in report.unstable:
+            self.outcome.warnings.append(f"{path} kept changing while it was copied")
+        self.record["snapshots"][action.snapshot] = {
+            "created_at": _iso(self.now),
+            "files_copied": report.files_copied,
+            "files_linked": report.files_linked,
+            "bytes_copied": report.bytes_copied,
+            "skipped": len(report.skipped),
+        }
+        return ActionOutcome(action, Result.CHANGED, details=details)
+
+    def _prune(self, action: Action) -> ActionOutcome:
+        try:
+            removed = backup.prune(self.plan.target, list(action.prune))
+        except (OSError, SnapshotFailed) as error:
+            return ActionOutcome(action, Result.FAILED, f"prune failed: {error}")
+        for name in removed:
+            self.record["snapshots"].pop(name, None)
+        return ActionOutcome(action, Result.CHANGED, details={"pruned": removed})

@@ -1,0 +1,214 @@
+"""The hardsnap command line: parse options, call one operation, render, exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from reconcile import clock, render
+from reconcile.exitcodes import ExitCode
+
+app = typer.Typer(
+    name="hardsnap",
+    help="Declarative hardlink snapshots: validate, plan, apply, audit.",
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+state_app = typer.Typer(help="Show recorded state.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+ConfigOption = Annotated[
+    str, typer.Option("--config", "-c", help="Config file.", show_default=True)
+]
+StateDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state-dir",
+        help="State directory (default: $HARDSNAP_STATE_DIR, $XDG_STATE_HOME/hardsnap, "
+        "/var/lib/hardsnap as root, else ~/.local/state/hardsnap).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
+    typer.echo(f"hardsnap: {message}", err=True)
+    raise typer.Exit(int(code))
+
+
+def _state_dir(option: str | None) -> str:
+    from state.store import default_state_dir
+
+    return option or default_state_dir()
+
+
+def _color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _print_json(document: Any) -> None:
+    typer.echo(json.dumps(document, indent=2, sort_keys=False))
+
+
+def _load(config: str) -> Any:
+    """Load the config or exit 2 with every located problem on stderr."""
+    from reconcile.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as error:
+        for problem in error.problems:
+            typer.echo(str(problem), err=True)
+        count = len(error.problems)
+        typer.echo(f"{config}: invalid, {count} problem{'s' if count != 1 else ''}", err=True)
+        raise typer.Exit(int(ExitCode.INVALID)) from None
+
+
+def _now() -> Any:
+    try:
+        return clock.now()
+    except clock.ClockError as error:
+        _fail(str(error))
+
+
+@app.command()
+def validate(
+    config: ConfigOption = "hardsnap.yaml",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Check the config file; exit 0 when valid, 2 when not."""
+    loaded = _load(config)
+    count = len(loaded.resources)
+    typer.echo(f"{config}: valid, {count} resource{'s' if count != 1 else ''}")
+
+
+@app.command()
+def plan(
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode", help="Exit 0 when no changes, 2 with changes, 1 on error."
+        ),
+    ] = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Show what apply would do. Changes nothing."""
+    from reconcile.operations import plan_config
+    from state.store import StateError
+
+    try:
+        loaded = _load(config)
+    except typer.Exit:
+        if detailed_exitcode:
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+        raise
+    try:
+        result = plan_config(loaded, _state_dir(state_dir), _now())
+    except StateError as error:
+        _fail(str(error))
+    if as_json:
+        _print_json(render.plan_json(result))
+    else:
+        typer.echo(render.plan_text(result, config, _color()))
+    if result.refused:
+        raise typer.Exit(int(ExitCode.FAILED))
+    if detailed_exitcode and result.has_changes:
+        raise typer.Exit(int(ExitCode.CHANGES))
+
+
+@app.command()
+def apply(
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    resource: Annotated[
+        list[str] | None,
+        typer.Option("--resource", help="Apply only this resource (repeatable)."),
+    ] = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Converge: snapshot, prune, run hooks and reverts. No prompt."""
+    from reconcile.applier import ActionOutcome, ResourceOutcome
+    from reconcile.operations import UnknownResource, apply_config
+    from state.lock import LockHeld
+    from state.store import StateError
+
+    loaded = _load(config)
+    now = _now()
+    color = _color()
+
+    def show(outcome: ResourceOutcome, action: ActionOutcome | None) -> None:
+        if action is None:
+            typer.echo(render.resource_outcome_line(outcome, color))
+            for warning in outcome.warnings:
+                typer.echo(f"warning: {outcome.name}: {warning}", err=True)
+            if outcome.message:
+                typer.echo(f"error: {outcome.name}: {outcome.message}", err=True)
+        else:
+            typer.echo(render.action_outcome_line(action, color))
+
+    def warn_only(outcome: ResourceOutcome, action: ActionOutcome | None) -> None:
+        if action is None:
+            for warning in outcome.warnings:
+                typer.echo(f"warning: {outcome.name}: {warning}", err=True)
+            if outcome.message:
+                typer.echo(f"error: {outcome.name}: {outcome.message}", err=True)
+
+    try:
+        report = apply_config(
+            loaded, _state_dir(state_dir), now, resource or [], warn_only if as_json else show
+        )
+    except UnknownResource as error:
+        _fail(str(error), ExitCode.INVALID)
+    except LockHeld as error:
+        _fail(str(error))
+    except StateError as error:
+        _fail(str(error))
+    if as_json:
+        _print_json(render.apply_json(report, now.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    else:
+        typer.echo(render.apply_summary(report))
+    if report.failed:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@state_app.command("show")
+def state_show(
+    name: Annotated[str | None, typer.Argument(help="Show only this resource.")] = None,
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Show recorded state: snapshots, last runs, reverts, pending hooks."""
+    from reconcile.config import ConfigError, load_config
+    from reconcile.operations import state_view
+    from state.store import StateError
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as error:
+        loaded = None
+        typer.echo(
+            f"warning: {error.problems[0]}; resources cannot be matched to a config",
+            err=True,
+        )
+    try:
+        view = state_view(loaded, _state_dir(state_dir), name)
+    except StateError as error:
+        _fail(str(error))
+    if name is not None and name not in view:
+        typer.echo(f"warning: no recorded state or resource named {name!r}", err=True)
+    if as_json:
+        _print_json({"resources": view})
+    else:
+        typer.echo(render.state_text(view))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,386 @@
+"""Load and validate a hardsnap config file.
+
+Validation runs in layers, the way an operator reads the file: YAML syntax,
+then each resource's keys and value types, then the rules that span fields
+and resources. Every problem found is collected with its position and
+reported together, so one run of `hardsnap validate` shows them all.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from reconcile.model import Config, CrossFs, Resource, Schedule
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+SIZE_PATTERN = re.compile(r"(\d+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+TOP_LEVEL_KEYS = ("resources",)
+RESOURCE_KEYS = (
+    "name",
+    "type",
+    "source_dir",
+    "target_path",
+    "retain",
+    "schedule",
+    "exclude",
+    "cross_fs",
+    "min_free_space",
+    "pre_command",
+    "post_command",
+    "revert",
+    "on_revert",
+    "keep_min",
+)
+REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
+RESOURCE_TYPES = ("backup",)
+ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located config error; line and column are 1-based."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config file is invalid; `problems` holds every error found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
+
+
+def closest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    """Given a misspelt word, return ' (did you mean "x"?)' or ''."""
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{matches[0]}"?)' if matches else ""
+
+
+def load_config(path: str) -> Config:
+    """Given the path of a config file, return its validated Config.
+
+    Raise ConfigError listing every problem found, each located.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError([Problem(path, 1, 1, f"cannot read config file: {reason}")]) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str) -> Config:
+    """Given a config file's text and its path, return its validated Config."""
+    document = _parse_yaml(text, path)
+    checker = _Checker(path)
+    resources = checker.document(document)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return Config(path=path, resources=tuple(resources))
+
+
+def _parse_yaml(text: str, path: str) -> Any:
+    yaml = YAML(typ="rt")
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError([Problem(path, line, column, f"YAML syntax: {message}")]) from None
+    except YAMLError as error:
+        raise ConfigError([Problem(path, 1, 1, f"YAML syntax: {error}")]) from None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Checker:
+    """Walks the parsed YAML and gathers problems; one instance per file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.base = os.path.dirname(os.path.abspath(path))
+        self.problems: list[Problem] = []
+
+    def report(self, position: tuple[int, int], message: str) -> None:
+        line, column = position
+        self.problems.append(Problem(self.path, line + 1, column + 1, message))
+
+    def document(self, document: Any) -> list[Resource]:
+        if document is None:
+            self.report((0, 0), 'config is empty: expected a mapping with "resources"')
+            return []
+        if not isinstance(document, CommentedMap):
+            self.report(_node_position(document), 'expected a mapping with key "resources"')
+            return []
+        for key in document:
+            if key not in TOP_LEVEL_KEYS:
+                self.report(
+                    document.lc.key(key), f'unknown key "{key}"{closest(str(key), TOP_LEVEL_KEYS)}'
+                )
+        if "resources" not in document:
+            self.report((document.lc.line, document.lc.col), 'missing required key "resources"')
+            return []
+        items = document["resources"]
+        if items is None:
+            return []
+        if not isinstance(items, CommentedSeq):
+            self.report(document.lc.value("resources"), '"resources" must be a list')
+            return []
+        resources: list[tuple[Resource, CommentedMap]] = []
+        for index, item in enumerate(items):
+            if not isinstance(item, CommentedMap):
+                self.report(items.lc.item(index), "each resource must be a mapping")
+                continue
+            resource = self.resource(item)
+            if resource is not None:
+                resources.append((resource, item))
+        self.across(resources)
+        return [resource for resource, _ in resources]
+
+    def resource(self, item: CommentedMap) -> Resource | None:
+        before = len(self.problems)
+        for key in item:
+            if key not in RESOURCE_KEYS:
+                self.report(item.lc.key(key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}')
+        for key in REQUIRED_KEYS:
+            if item.get(key) is None:
+                where = item.lc.key(key) if key in item else (item.lc.line, item.lc.col)
+                label = f' in resource "{item["name"]}"' if _is_text(item.get("name")) else ""
+                self.report(where, f'missing required key "{key}"{label}')
+
+        values: dict[str, Any] = {}
+        for key, check in self.checks.items():
+            if item.get(key) is None:
+                continue
+            value = check(self, item[key], item.lc.value(key))
+            if value is not None:
+                values[key] = value
+
+        if values.get("revert") and not values.get("on_revert"):
+            self.report(item.lc.key("revert"), '"on_revert" is required when "revert" is true')
+        if len(self.problems) > before:
+            return None
+        return Resource(
+            name=values["name"],
+            source_dir=values["source_dir"],
+            target_path=values["target_path"],
+            retain_days=values.get("retain", 30),
+            schedule=values.get("schedule", Schedule.DAILY),
+            exclude=values.get("exclude", ()),
+            cross_fs=values.get("cross_fs", CrossFs.FAIL),
+            min_free_space=values.get("min_free_space", 1024**3),
+            pre_command=values.get("pre_command") or None,
+            post_command=values.get("post_command") or None,
+            revert=values.get("revert", False),
+            on_revert=values.get("on_revert") or None,
+            keep_min=values.get("keep_min", 1),
+        )
+
+    # -- one check per key: given the YAML value and its position, return the
+    # -- typed value, or None after reporting a problem.
+
+    def check_name(self, value: Any, position: tuple[int, int]) -> str | None:
+        if not _is_text(value) or not NAME_PATTERN.fullmatch(value):
+            self.report(position, f'"name" must match [A-Za-z0-9_.-]+, got {_show(value)}')
+            return None
+        return str(value)
+
+    def check_type(self, value: Any, position: tuple[int, int]) -> str | None:
+        if value not in RESOURCE_TYPES:
+            hint = closest(str(value), RESOURCE_TYPES) if _is_text(value) else ""
+            self.report(position, f'"type" must be "backup", got {_show(value)}{hint}')
+            return None
+        return str(value)
+
+    def check_path(self, value: Any, position: tuple[int, int]) -> str | None:
+        if not _is_text(value) or not value.strip():
+            self.report(position, f"a path must be a non-empty string, got {_show(value)}")
+            return None
+        expanded = os.path.expanduser(str(value))
+        return os.path.normpath(os.path.join(self.base, expanded))
+
+    def check_retain(self, value: Any, position: tuple[int, int]) -> int | None:
+        number = _whole_number(value)
+        if number is None or number < 1:
+            self.report(
+                position, f'"retain" must be a whole number of days >= 1, got {_show(value)}'
+            )
+            return None
+        return number
+
+    def check_keep_min(self, value: Any, position: tuple[int, int]) -> int | None:
+        number = _whole_number(value)
+        if number is None or number < 0:
+            self.report(position, f'"keep_min" must be a whole number >= 0, got {_show(value)}')
+            return None
+        return number
+
+    def check_schedule(self, value: Any, position: tuple[int, int]) -> Schedule | None:
+        return self._choice("schedule", Schedule, value, position)
+
+    def check_cross_fs(self, value: Any, position: tuple[int, int]) -> CrossFs | None:
+        return self._choice("cross_fs", CrossFs, value, position)
+
+    def _choice(
+        self, key: str, enum: type[ChoiceT], value: Any, position: tuple[int, int]
+    ) -> ChoiceT | None:
+        choices = tuple(member.value for member in enum)
+        if _is_text(value) and value in choices:
+            return enum(value)
+        hint = closest(str(value), choices) if _is_text(value) else ""
+        allowed = " | ".join(choices)
+        self.report(position, f'"{key}" must be one of {allowed}, got {_show(value)}{hint}')
+        return None
+
+    def check_exclude(self, value: Any, position: tuple[int, int]) -> tuple[str, ...] | None:
+        if _is_text(value):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, CommentedSeq):
+            patterns: list[str] = []
+            for index, pattern in enumerate(value):
+                if not _is_text(pattern) or not pattern.strip():
+                    self.report(
+                        value.lc.item(index),
+                        f"an exclude pattern must be a non-empty string, got {_show(pattern)}",
+                    )
+                    continue
+                patterns.append(pattern.strip())
+            return tuple(patterns)
+        self.report(
+            position,
+            f'"exclude" must be a comma-separated string or a list, got {_show(value)}',
+        )
+        return None
+
+    def check_min_free_space(self, value: Any, position: tuple[int, int]) -> int | None:
+        if _is_integer(value) and value >= 0:
+            return int(value)
+        if _is_text(value):
+            match = SIZE_PATTERN.fullmatch(value.strip())
+            if match:
+                return int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+        self.report(
+            position,
+            f'"min_free_space" must be bytes with an optional K/M/G/T suffix '
+            f'(e.g. 1G, 512M, 0), got {_show(value)}',
+        )
+        return None
+
+    def check_command(self, value: Any, position: tuple[int, int]) -> str | None:
+        if not _is_text(value):
+            self.report(position, f"a command must be a string, got {_show(value)}")
+            return None
+        return str(value)
+
+    def check_revert(self, value: Any, position: tuple[int, int]) -> bool | None:
+        if not isinstance(value, bool):
+            self.report(position, f'"revert" must be true or false, got {_show(value)}')
+            return None
+        return value
+
+    checks: dict[str, Callable[[_Checker, Any, tuple[int, int]], Any]] = {
+        "name": check_name,
+        "type": check_type,
+        "source_dir": check_path,
+        "target_path": check_path,
+        "retain": check_retain,
+        "schedule": check_schedule,
+        "exclude": check_exclude,
+        "cross_fs": check_cross_fs,
+        "min_free_space": check_min_free_space,
+        "pre_command": check_command,
+        "post_command": check_command,
+        "revert": check_revert,
+        "on_revert": check_command,
+        "keep_min": check_keep_min,
+    }
+
+    def across(self, resources: list[tuple[Resource, CommentedMap]]) -> None:
+        """Rules that span resources: unique names and targets, sources outside targets."""
+        seen_names: dict[str, int] = {}
+        seen_targets: dict[str, str] = {}
+        for resource, item in resources:
+            if resource.name in seen_names:
+                self.report(
+                    item.lc.value("name"),
+                    f'duplicate resource name "{resource.name}" '
+                    f"(first defined on line {seen_names[resource.name]})",
+                )
+            else:
+                seen_names[resource.name] = item.lc.value("name")[0] + 1
+            target = _canonical(resource.target_path)
+            if target in seen_targets:
+                self.report(
+                    item.lc.value("target_path"),
+                    f'target_path {resource.target_path} is already used by resource '
+                    f'"{seen_targets[target]}"',
+                )
+            else:
+                seen_targets[target] = resource.name
+        for resource, item in resources:
+            source = _canonical(resource.source_dir)
+            for other in resources:
+                target = _canonical(other[0].target_path)
+                if source == target or source.startswith(target.rstrip("/") + "/"):
+                    owner = "its own" if other[0] is resource else f'"{other[0].name}"\'s'
+                    self.report(
+                        item.lc.value("source_dir"),
+                        f"source_dir {resource.source_dir} is inside {owner} target_path "
+                        f"{other[0].target_path}: snapshots would back themselves up",
+                    )
+
+
+def _canonical(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def _whole_number(value: Any) -> int | None:
+    if _is_integer(value):
+        return int(value)
+    if _is_text(value) and value.strip().isdigit() and value.strip().isascii():
+        return int(value.strip())
+    return None
+
+
+def _node_position(node: Any) -> tuple[int, int]:
+    lc = getattr(node, "lc", None)
+    return (lc.line, lc.col) if lc is not None else (0, 0)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (CommentedMap, dict)):
+        return "a mapping"
+    if isinstance(value, (CommentedSeq, list)):
+        return "a list"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)

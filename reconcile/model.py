@@ -1,0 +1,58 @@
+"""The desired state: typed, validated `backup` resources."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Schedule(enum.StrEnum):
+    """How often a resource wants a snapshot: one per window of this length."""
+
+    HOURLY = "hourly"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+class CrossFs(enum.StrEnum):
+    """What to do when source and target sit on different filesystems."""
+
+    FAIL = "fail"
+    COPY = "copy"
+    WARN = "warn"
+    LINK = "link"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One validated `backup` resource; paths are absolute."""
+
+    name: str
+    source_dir: str
+    target_path: str
+    retain_days: int = 30
+    schedule: Schedule = Schedule.DAILY
+    exclude: tuple[str, ...] = ()
+    cross_fs: CrossFs = CrossFs.FAIL
+    # Bytes; 0 disables the check.
+    min_free_space: int = 1024**3
+    pre_command: str | None = None
+    post_command: str | None = None
+    revert: bool = False
+    # Always set when `revert` is true (validation guarantees it).
+    on_revert: str | None = None
+    keep_min: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole config file: its resources in file order."""
+
+    path: str
+    resources: tuple[Resource, ...]
+
+    def resource(self, name: str) -> Resource | None:
+        for resource in self.resources:
+            if resource.name == name:
+                return resource
+        return None

@@ -1,0 +1,137 @@
+"""The plan: a value describing what a converge would do, per resource."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from reconcile.model import Resource
+
+
+class ActionKind(enum.StrEnum):
+    """The closed vocabulary of actions, in their usual order of execution."""
+
+    PRE_COMMAND = "pre_command"
+    SNAPSHOT = "snapshot"
+    PRUNE = "prune"
+    POST_COMMAND = "post_command"
+    REVERT = "revert"
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+    @property
+    def rank(self) -> int:
+        return list(ActionKind).index(self)
+
+
+_SYMBOLS = {
+    ActionKind.PRE_COMMAND: ">",
+    ActionKind.SNAPSHOT: "+",
+    ActionKind.PRUNE: "-",
+    ActionKind.POST_COMMAND: "<",
+    ActionKind.REVERT: "~",
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing a resource will do. `reason` explains it to humans only."""
+
+    kind: ActionKind
+    reason: str
+    # The hook's shell command (pre_command, post_command, revert).
+    command: str | None = None
+    # snapshot: the name to create. Hooks: the snapshot they see as
+    # HARDSNAP_SNAPSHOT, if any.
+    snapshot: str | None = None
+    # snapshot: the newest existing snapshot, linked against.
+    reference: str | None = None
+    # snapshot: whether unchanged files are hard-linked (else all are copied).
+    link_unchanged: bool = True
+    # snapshot: predicted counts, None when the walk was not done.
+    files_to_copy: int | None = None
+    files_to_link: int | None = None
+    bytes_to_copy: int | None = None
+    # prune: the snapshots to remove, oldest first.
+    prune: tuple[str, ...] = ()
+    # post_command: true when retrying one that failed on an earlier apply.
+    retry: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"kind": self.kind.value, "reason": self.reason}
+        if self.kind is ActionKind.SNAPSHOT:
+            document.update(
+                snapshot=self.snapshot,
+                reference=self.reference,
+                link_unchanged=self.link_unchanged,
+                files_to_copy=self.files_to_copy,
+                files_to_link=self.files_to_link,
+                bytes_to_copy=self.bytes_to_copy,
+            )
+        elif self.kind is ActionKind.PRUNE:
+            document.update(snapshots=list(self.prune), bytes_freed=None)
+        else:
+            document.update(command=self.command, snapshot=self.snapshot)
+            if self.kind is ActionKind.POST_COMMAND:
+                document["retry"] = self.retry
+        return document
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """The actions of one resource, as a dependency graph.
+
+    `graph` has one node per ActionKind, each with its Action under the
+    attribute "action"; an edge means "runs after, and only if it succeeded".
+    """
+
+    resource: Resource
+    # target_path with symlinks resolved.
+    target: str
+    graph: nx.DiGraph = field(compare=False)
+    # Why nothing (or less) is planned, and warnings, for humans.
+    notes: tuple[str, ...] = ()
+    # Set when the resource cannot converge: nothing of it will run.
+    refusal: str | None = None
+    # One-time cross_fs warning this run will give (and record).
+    warning: str | None = None
+
+    @property
+    def actions(self) -> list[Action]:
+        order = nx.lexicographical_topological_sort(self.graph, key=lambda kind: kind.rank)
+        return [self.graph.nodes[kind]["action"] for kind in order]
+
+    def action(self, kind: ActionKind) -> Action | None:
+        if kind in self.graph:
+            action: Action = self.graph.nodes[kind]["action"]
+            return action
+        return None
+
+    def depends_on(self, kind: ActionKind) -> list[ActionKind]:
+        return sorted(self.graph.predecessors(kind), key=lambda kind: kind.rank)
+
+    @property
+    def has_changes(self) -> bool:
+        return self.graph.number_of_nodes() > 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    now: dt.datetime
+    resources: tuple[ResourcePlan, ...]
+    # Resources with recorded state but absent from the config.
+    unmanaged: tuple[str, ...] = ()
+
+    @property
+    def has_changes(self) -> bool:
+        return any(resource.has_changes for resource in self.resources)
+
+    @property
+    def refused(self) -> bool:
+        return any(resource.refusal for resource in self.resources)

@@ -1,0 +1,266 @@
+"""Rendering: plans, apply reports and state, as text for people or JSON.
+
+Nothing here decides anything; it only shows values it is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.backup import format_bytes
+from reconcile.applier import ActionOutcome, ApplyReport, ResourceOutcome, Result
+from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+
+_COLORS = {
+    ActionKind.PRE_COMMAND: "33",
+    ActionKind.POST_COMMAND: "33",
+    ActionKind.REVERT: "35",
+    ActionKind.SNAPSHOT: "32",
+    ActionKind.PRUNE: "31",
+    Result.CHANGED: "32",
+    Result.SETTLED: "2",
+    Result.FAILED: "31",
+    Result.UPSTREAM_FAILED: "31",
+}
+
+
+class Painter:
+    """Wraps text in ANSI colours, or leaves it plain."""
+
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def __call__(self, text: str, key: object = None, code: str | None = None) -> str:
+        code = code or _COLORS.get(key)  # type: ignore[call-overload]
+        if not self.color or not code:
+            return text
+        return f"\x1b[{code}m{text}\x1b[0m"
+
+    def bold(self, text: str) -> str:
+        return self(text, code="1")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _hook_target(action: Action) -> str:
+    return action.command or ""
+
+
+def _action_headline(action: Action) -> str:
+    if action.kind is ActionKind.SNAPSHOT:
+        reference = action.reference or "none, first snapshot"
+        return f"{action.snapshot} (reference: {reference})"
+    if action.kind is ActionKind.PRUNE:
+        return ", ".join(action.prune)
+    return _hook_target(action)
+
+
+def _prediction(action: Action) -> str | None:
+    if action.files_to_copy is None:
+        return None
+    assert action.files_to_link is not None and action.bytes_to_copy is not None
+    text = (
+        f"{action.files_to_copy} to copy ({format_bytes(action.bytes_to_copy)}), "
+        f"{action.files_to_link} to link"
+    )
+    if not action.link_unchanged:
+        text += " (different filesystems: every file is copied)"
+    return text
+
+
+# -- plan ---------------------------------------------------------------------
+
+
+def plan_text(plan: Plan, config_path: str, color: bool = False) -> str:
+    paint = Painter(color)
+    lines = [f"hardsnap plan for {config_path} at {_iso(plan)}", ""]
+    for resource_plan in plan.resources:
+        lines.extend(_resource_plan_lines(resource_plan, paint))
+        lines.append("")
+    if plan.unmanaged:
+        lines.append(
+            "No longer in the config (recorded state kept, nothing undone): "
+            + ", ".join(plan.unmanaged)
+        )
+        lines.append("")
+    lines.append(plan_summary(plan))
+    return "\n".join(lines)
+
+
+def _iso(plan: Plan) -> str:
+    return plan.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[str]:
+    resource = resource_plan.resource
+    target = resource.target_path
+    if resource_plan.target != target:
+        target += f" (-> {resource_plan.target})"
+    heading = f'resource "{resource.name}": {resource.source_dir} -> {target}'
+    lines = [paint.bold(heading)]
+    if resource_plan.refusal:
+        lines.append("  " + paint("refused: " + resource_plan.refusal, code="31"))
+    if resource_plan.warning:
+        lines.append("  " + paint("warning: " + resource_plan.warning, code="33"))
+    actions = resource_plan.actions
+    if not actions:
+        lines.append("  no changes")
+    for action in actions:
+        symbol = paint(action.kind.symbol, action.kind)
+        lines.append(f"  {symbol} {action.kind.value:<13} {_action_headline(action)}")
+        prediction = _prediction(action)
+        if prediction:
+            lines.append(f"      {prediction}")
+        lines.append(f"      {action.reason}")
+    for note in resource_plan.notes:
+        lines.append(f"  {note}")
+    return lines
+
+
+def plan_summary(plan: Plan) -> str:
+    if not plan.has_changes:
+        return "No changes. Every resource is converged."
+    counts = {kind: 0 for kind in ActionKind}
+    pruned = 0
+    for resource_plan in plan.resources:
+        for action in resource_plan.actions:
+            counts[action.kind] += 1
+            pruned += len(action.prune)
+    parts = []
+    if counts[ActionKind.SNAPSHOT]:
+        parts.append(_plural(counts[ActionKind.SNAPSHOT], "snapshot"))
+    if pruned:
+        parts.append(f"{_plural(pruned, 'snapshot')} pruned")
+    hooks = counts[ActionKind.PRE_COMMAND] + counts[ActionKind.POST_COMMAND]
+    if hooks:
+        parts.append(_plural(hooks, "hook"))
+    if counts[ActionKind.REVERT]:
+        parts.append(_plural(counts[ActionKind.REVERT], "revert"))
+    refused = sum(1 for resource_plan in plan.resources if resource_plan.refusal)
+    if refused:
+        parts.append(f"{_plural(refused, 'resource')} refused")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "now": _iso(plan),
+        "resources": [
+            {
+                "name": resource_plan.resource.name,
+                "target": resource_plan.target,
+                "changes": resource_plan.has_changes,
+                "refusal": resource_plan.refusal,
+                "warning": resource_plan.warning,
+                "notes": list(resource_plan.notes),
+                "actions": [action.to_json() for action in resource_plan.actions],
+            }
+            for resource_plan in plan.resources
+        ],
+        "unmanaged": list(plan.unmanaged),
+    }
+
+
+# -- apply --------------------------------------------------------------------
+
+
+def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
+    paint = Painter(color)
+    action = outcome.action
+    symbol = paint(action.kind.symbol, action.kind)
+    result = paint(outcome.result.value, outcome.result)
+    if outcome.result is Result.CHANGED and action.kind is ActionKind.SNAPSHOT:
+        details = outcome.details
+        detail = (
+            f"{action.snapshot}: {details['files_copied']} copied "
+            f"({format_bytes(details['bytes_copied'])}), {details['files_linked']} linked"
+        )
+        if details["skipped"]:
+            detail += f", {details['skipped']} skipped"
+    elif outcome.result is Result.CHANGED and action.kind is ActionKind.PRUNE:
+        detail = "removed " + (", ".join(outcome.details["pruned"]) or "nothing")
+    elif outcome.result is Result.CHANGED:
+        detail = "ok"
+    else:
+        detail = outcome.message or ""
+    return f"  {symbol} {action.kind.value:<13} {result}: {detail} ({outcome.duration:.1f}s)"
+
+
+def resource_outcome_line(outcome: ResourceOutcome, color: bool = False) -> str:
+    paint = Painter(color)
+    line = f"{paint.bold(outcome.name)}: {paint(outcome.result.value, outcome.result)}"
+    if outcome.message:
+        line += f": {outcome.message}"
+    elif outcome.result is Result.SETTLED and outcome.notes:
+        line += f" ({'; '.join(outcome.notes)})"
+    return line
+
+
+def apply_summary(report: ApplyReport) -> str:
+    counts = {result: 0 for result in Result}
+    for outcome in report.resources:
+        counts[outcome.result] += 1
+    lines = []
+    if report.unmanaged:
+        lines.append(
+            "No longer in the config (recorded state kept, nothing undone): "
+            + ", ".join(report.unmanaged)
+        )
+    if report.resources and counts[Result.SETTLED] == len(report.resources):
+        lines.append("No changes. Every resource is converged.")
+    else:
+        lines.append(
+            f"Apply complete: {counts[Result.CHANGED]} changed, "
+            f"{counts[Result.SETTLED]} settled, {counts[Result.FAILED]} failed."
+        )
+    return "\n".join(lines)
+
+
+def apply_json(report: ApplyReport, plan_now: str) -> dict[str, Any]:
+    return {
+        "now": plan_now,
+        "resources": [outcome.to_json() for outcome in report.resources],
+        "unmanaged": list(report.unmanaged),
+    }
+
+
+# -- state show ---------------------------------------------------------------
+
+
+def state_text(view: dict[str, Any]) -> str:
+    if not view:
+        return "No recorded state and no resources."
+    lines = []
+    for name, entry in view.items():
+        managed = "" if entry["managed"] else " (no longer in the config)"
+        lines.append(f'resource "{name}"{managed}')
+        lines.append(f"  target:    {entry['target_path']}")
+        lines.append(f"  revert:    {entry['revert']}")
+        pending = entry["post_command_pending"]
+        if pending:
+            lines.append(
+                f"  post_command pending: failed at {pending['failed_at']} "
+                f"after snapshot {pending['snapshot']}; retried by the next apply"
+            )
+        snapshots = entry["snapshots"]
+        lines.append(f"  snapshots: {len(snapshots)}")
+        for snapshot in snapshots:
+            extra = ""
+            if "files_copied" in snapshot:
+                extra = (
+                    f"  {snapshot['files_copied']} copied "
+                    f"({format_bytes(snapshot['bytes_copied'])}), "
+                    f"{snapshot['files_linked']} linked"
+                )
+            lines.append(f"    {snapshot['name']}{extra}")
+        runs = entry["runs"]
+        if runs:
+            lines.append("  last runs:")
+            for run in runs[-5:]:
+                kinds = ", ".join(f"{a['kind']} {a['result']}" for a in run["actions"])
+                message = f" - {run['message']}" if run.get("message") else ""
+                lines.append(f"    {run['at']}  {run['result']}  [{kinds}]{message}")
+        lines.append("")
+    return "\n".join(lines).rstrip()

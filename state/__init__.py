@@ -1,0 +1,1 @@
+"""Persisted state of hardsnap: runs, results, reverts, pending hooks, the apply lock."""

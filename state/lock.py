@@ -1,0 +1,65 @@
+"""The apply lock: one apply at a time per state directory.
+
+An flock on a file in the state directory. The kernel drops it when the
+holder's process ends, however it ends, so a killed apply leaves no stale lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from types import TracebackType
+
+LOCK_FILE = "apply.lock"
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; `pid` names it when known."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f"pid {pid}" if pid else "another process"
+        super().__init__(f"another hardsnap apply ({holder}) holds the lock {path}")
+        self.pid = pid
+
+
+class ApplyLock:
+    """Hold the apply lock of a directory for the duration of a `with` block."""
+
+    def __init__(self, directory: str, file_name: str = LOCK_FILE) -> None:
+        self.path = os.path.join(directory, file_name)
+        self._fd: int | None = None
+
+    def __enter__(self) -> ApplyLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise LockHeld(self.path, holder) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
