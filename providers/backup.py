@@ -148,9 +148,7 @@ def locked_target(target: str) -> Iterator[int]:
             fcntl.flock(target_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise SnapshotFailed(
-                    f"another hardsnap process is writing to {target}"
-                ) from None
+                raise SnapshotFailed(f"another hardsnap process is writing to {target}") from None
             raise
         yield target_fd
     finally:

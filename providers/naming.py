@@ -28,7 +28,7 @@ def snapshot_time(name: str) -> dt.datetime | None:
     if not match:
         return None
     year, day, hour, minute = (int(part) for part in match.groups())
-    if not (1 <= year and 1 <= day <= 366 and hour < 24 and minute < 60):
+    if not (year >= 1 and 1 <= day <= 366 and hour < 24 and minute < 60):
         return None
     start = dt.datetime(year, 1, 1, hour, minute, tzinfo=UTC)
     moment = start + dt.timedelta(days=day - 1)
@@ -56,9 +56,7 @@ def window_of(moment: dt.datetime, schedule: Schedule) -> str:
     return f"{year}-W{week:02d}"
 
 
-def snapshot_in_window(
-    names: Iterable[str], now: dt.datetime, schedule: Schedule
-) -> str | None:
+def snapshot_in_window(names: Iterable[str], now: dt.datetime, schedule: Schedule) -> str | None:
     """Given snapshot names, return the newest one in the window of `now`, if any."""
     current = window_of(now, schedule)
     found = None
@@ -69,9 +67,7 @@ def snapshot_in_window(
     return found
 
 
-def expired(
-    names: Iterable[str], now: dt.datetime, retain_days: int, keep_min: int
-) -> list[str]:
+def expired(names: Iterable[str], now: dt.datetime, retain_days: int, keep_min: int) -> list[str]:
     """Given snapshot names, return those to prune, oldest first.
 
     A snapshot expires when its name time lies more than `retain_days` days
@@ -80,11 +76,7 @@ def expired(
     ordered = sorted(name for name in names if snapshot_time(name) is not None)
     protected = set(ordered[len(ordered) - keep_min :]) if keep_min > 0 else set()
     limit = dt.timedelta(days=retain_days)
-    return [
-        name
-        for name in ordered
-        if name not in protected and now - _time(name) > limit
-    ]
+    return [name for name in ordered if name not in protected and now - _time(name) > limit]
 
 
 def _time(name: str) -> dt.datetime:

@@ -11,6 +11,7 @@ snapshot will copy and link.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import os
@@ -104,7 +105,9 @@ def is_unchanged(source: os.stat_result, reference: os.stat_result) -> bool:
         and source.st_size == reference.st_size
         and source.st_mtime_ns == reference.st_mtime_ns
         and stat.S_IMODE(source.st_mode) == stat.S_IMODE(reference.st_mode)
-        and (not fs.IS_ROOT or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid))
+        and (
+            not fs.IS_ROOT or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid)
+        )
     )
 
 
@@ -312,10 +315,8 @@ class Walk:
                 raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
             if error.errno in (errno.EIO, errno.EACCES):
                 # A read failed part-way: leave no half-copied file behind.
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=target_fd)
-                except FileNotFoundError:
-                    pass
                 self._skip(relative, f"unreadable: {error.strerror}")
                 return
             raise

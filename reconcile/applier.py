@@ -78,7 +78,9 @@ class ApplyReport:
 Listener = Callable[[ResourceOutcome, ActionOutcome | None], None]
 
 
-def apply(plan: Plan, store: StateStore, hook_cwd: str, listener: Listener | None = None) -> ApplyReport:
+def apply(
+    plan: Plan, store: StateStore, hook_cwd: str, listener: Listener | None = None
+) -> ApplyReport:
     """Carry out `plan`, recording every result in `store`; return the report.
 
     `listener` is told of each finished action (and of each resource, with
@@ -158,7 +160,9 @@ class _Resource:
         results: dict[ActionKind, Result] = {}
         for action in self.plan.actions:
             upstream = [
-                kind for kind in self.plan.depends_on(action.kind) if results[kind] is not Result.CHANGED
+                kind
+                for kind in self.plan.depends_on(action.kind)
+                if results[kind] is not Result.CHANGED
             ]
             if upstream:
                 outcome = ActionOutcome(

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -166,7 +166,9 @@ class _Checker:
         before = len(self.problems)
         for key in item:
             if key not in RESOURCE_KEYS:
-                self.report(item.lc.key(key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}')
+                self.report(
+                    item.lc.key(key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}'
+                )
         for key in REQUIRED_KEYS:
             if item.get(key) is None:
                 where = item.lc.key(key) if key in item else (item.lc.line, item.lc.col)
@@ -287,7 +289,7 @@ class _Checker:
         self.report(
             position,
             f'"min_free_space" must be bytes with an optional K/M/G/T suffix '
-            f'(e.g. 1G, 512M, 0), got {_show(value)}',
+            f"(e.g. 1G, 512M, 0), got {_show(value)}",
         )
         return None
 
@@ -303,7 +305,7 @@ class _Checker:
             return None
         return value
 
-    checks: dict[str, Callable[[_Checker, Any, tuple[int, int]], Any]] = {
+    checks: ClassVar[dict[str, Callable[[_Checker, Any, tuple[int, int]], Any]]] = {
         "name": check_name,
         "type": check_type,
         "source_dir": check_path,
@@ -337,7 +339,7 @@ class _Checker:
             if target in seen_targets:
                 self.report(
                     item.lc.value("target_path"),
-                    f'target_path {resource.target_path} is already used by resource '
+                    f"target_path {resource.target_path} is already used by resource "
                     f'"{seen_targets[target]}"',
                 )
             else:

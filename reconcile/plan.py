@@ -118,7 +118,7 @@ class ResourcePlan:
 
     @property
     def has_changes(self) -> bool:
-        return self.graph.number_of_nodes() > 0
+        return bool(self.graph.number_of_nodes() > 0)
 
 
 @dataclass(frozen=True)

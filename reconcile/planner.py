@@ -105,7 +105,8 @@ def plan_resource(
         refusal, warning = _snapshot_problems(resource, facts, recorded)
         if not facts.source_exists:
             notes.append(f"source_dir {resource.source_dir} does not exist (yet)")
-        post_snapshot, post_reason, retry = name, "runs after the snapshot and prune", False
+        post_snapshot: str | None = name
+        post_reason, retry = "runs after the snapshot and prune", False
     else:
         notes.append(f"{resource.schedule.value} window {window} already has {current}")
         after_snapshot = list(facts.snapshots)

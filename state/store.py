@@ -93,7 +93,9 @@ class StateStore:
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as error:
-            raise StateError(f"cannot create state directory {directory}: {error.strerror}") from None
+            raise StateError(
+                f"cannot create state directory {directory}: {error.strerror}"
+            ) from None
         cache = _open_cache(directory)
         store = cls(directory, cache)
         with store._guard():

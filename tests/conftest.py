@@ -1,0 +1,77 @@
+"""Shared fixtures: an isolated state dir per test and a driver for the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from reconcile.cli import app
+
+T0 = "2026-03-29T06:00:00Z"  # a Sunday, day 088 of 2026
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def __str__(self) -> str:
+        return f"exit {self.exit_code}\n--stdout--\n{self.stdout}\n--stderr--\n{self.stderr}"
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own state directory (never the real one)."""
+    directory = tmp_path / "state"
+    monkeypatch.setenv("HARDSNAP_STATE_DIR", str(directory))
+    monkeypatch.delenv("HARDSNAP_NOW", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "300")
+    return directory
+
+
+@pytest.fixture
+def cli() -> Iterator[Any]:
+    """Run the CLI in-process (crashes fail the test): cli("plan", "-c", f, now=T0)."""
+    runner = CliRunner()
+
+    def run(*args: str, now: str | None = T0, env: dict[str, str] | None = None) -> Outcome:
+        environment = dict(env or {})
+        if now is not None:
+            environment["HARDSNAP_NOW"] = now
+        result = runner.invoke(app, [str(a) for a in args], env=environment, catch_exceptions=False)
+        return Outcome(result.exit_code, result.stdout, result.stderr)
+
+    yield run
+
+
+def hardsnap_command() -> list[str]:
+    """The installed CLI as a subprocess command (for kill, lock and uid tests)."""
+    if "HARDSNAP_CMD" in os.environ:
+        return shlex.split(os.environ["HARDSNAP_CMD"])
+    return [sys.executable, "-m", "reconcile"]
+
+
+def write_config(path: Path, *resources: dict[str, Any]) -> Path:
+    """Write a config file holding `resources` (values rendered as JSON, valid YAML)."""
+    lines = ["resources:"]
+    for resource in resources:
+        for index, (key, value) in enumerate(resource.items()):
+            lead = "  - " if index == 0 else "    "
+            lines.append(f"{lead}{key}: {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
