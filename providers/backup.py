@@ -103,8 +103,12 @@ def predict(resource: Resource, facts: Facts) -> Facts:
     if not facts.source_exists:
         return facts
     walk = _walk(resource, facts, links_unchanged(resource, facts), 0)
-    with _open_roots(resource, facts) as (source_fd, reference_fd):
-        walk.run(source_fd, reference_fd, None)
+    try:
+        with _open_roots(resource, facts) as (source_fd, reference_fd):
+            walk.run(source_fd, reference_fd, None)
+    except OSError:
+        # The source cannot be read now; apply will report why.
+        return facts
     report = walk.report
     return replace(
         facts,
@@ -180,7 +184,8 @@ def take_snapshot(resource: Resource, name: str, target: str) -> SnapshotReport:
     """
     facts = observe(resource)
     if not facts.source_exists:
-        raise SnapshotFailed(f"source_dir {resource.source_dir} does not exist")
+        reason = "is not a directory" if os.path.exists(resource.source_dir) else "does not exist"
+        raise SnapshotFailed(f"source_dir {resource.source_dir} {reason}")
     if facts.same_filesystem is False and resource.cross_fs is CrossFs.FAIL:
         raise SnapshotFailed(cross_fs_refusal(resource, facts))
     with locked_target(target) as target_fd:

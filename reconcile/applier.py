@@ -238,6 +238,9 @@ class _Resource:
             report = backup.take_snapshot(self.resource, action.snapshot, self.plan.target)
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            return ActionOutcome(action, Result.FAILED, f"{error.strerror}{where}")
         details = {
             "files_copied": report.files_copied,
             "files_linked": report.files_linked,
@@ -265,8 +268,11 @@ class _Resource:
     def _prune(self, action: Action) -> ActionOutcome:
         try:
             removed = backup.prune(self.plan.target, list(action.prune))
-        except (OSError, SnapshotFailed) as error:
-            return ActionOutcome(action, Result.FAILED, f"prune failed: {error}")
+        except SnapshotFailed as error:
+            return ActionOutcome(action, Result.FAILED, str(error))
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            return ActionOutcome(action, Result.FAILED, f"{error.strerror}{where}")
         for name in removed:
             self.record["snapshots"].pop(name, None)
         return ActionOutcome(action, Result.CHANGED, details={"pruned": removed})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Annotated, Any, NoReturn
 
@@ -36,7 +37,19 @@ StateDirOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
-def _fail(message: str, code: ExitCode = ExitCode.FAILED) -> NoReturn:
+def _interrupt_on_termination() -> None:
+    """Turn SIGTERM and SIGHUP (systemd stopping us, a closed terminal) into
+    KeyboardInterrupt, so an apply stops by unwinding: partial work removed,
+    state saved, locks released."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
+def _fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:
     typer.echo(f"hardsnap: {message}", err=True)
     raise typer.Exit(int(code))
 
@@ -143,27 +156,34 @@ def apply(
     now = _now()
     color = _color()
 
+    def warn(outcome: ResourceOutcome) -> None:
+        for warning in outcome.warnings:
+            typer.echo(f"warning: {outcome.name}: {warning}", err=True)
+        if outcome.message:
+            typer.echo(f"error: {outcome.name}: {outcome.message}", err=True)
+
     def show(outcome: ResourceOutcome, action: ActionOutcome | None) -> None:
         if action is None:
             typer.echo(render.resource_outcome_line(outcome, color))
-            for warning in outcome.warnings:
-                typer.echo(f"warning: {outcome.name}: {warning}", err=True)
-            if outcome.message:
-                typer.echo(f"error: {outcome.name}: {outcome.message}", err=True)
-        else:
-            typer.echo(render.action_outcome_line(action, color))
+            warn(outcome)
+            return
+        if len(outcome.actions) == 1:
+            typer.echo(render.resource_heading(outcome.name, color))
+        typer.echo(render.action_outcome_line(action, color))
+        for line in render.hook_output_lines(action):
+            typer.echo(line)
 
     def warn_only(outcome: ResourceOutcome, action: ActionOutcome | None) -> None:
         if action is None:
-            for warning in outcome.warnings:
-                typer.echo(f"warning: {outcome.name}: {warning}", err=True)
-            if outcome.message:
-                typer.echo(f"error: {outcome.name}: {outcome.message}", err=True)
+            warn(outcome)
 
+    _interrupt_on_termination()
     try:
         report = apply_config(
             loaded, _state_dir(state_dir), now, resource or [], warn_only if as_json else show
         )
+    except KeyboardInterrupt:
+        _fail("interrupted; partial work was removed, earlier snapshots are untouched", 130)
     except UnknownResource as error:
         _fail(str(error), ExitCode.INVALID)
     except LockHeld as error:

@@ -188,9 +188,23 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
     return f"  {symbol} {action.kind.value:<13} {result}: {detail} ({outcome.duration:.1f}s)"
 
 
+def resource_heading(name: str, color: bool = False) -> str:
+    return Painter(color).bold(f'resource "{name}":')
+
+
+HOOK_OUTPUT_LINES = 10
+
+
+def hook_output_lines(outcome: ActionOutcome) -> list[str]:
+    """Return the last lines a hook printed, indented under its action line."""
+    tail = outcome.details.get("output_tail") or ""
+    lines = tail.rstrip("\n").splitlines()[-HOOK_OUTPUT_LINES:]
+    return [f"      | {line}" for line in lines]
+
+
 def resource_outcome_line(outcome: ResourceOutcome, color: bool = False) -> str:
     paint = Painter(color)
-    line = f"{paint.bold(outcome.name)}: {paint(outcome.result.value, outcome.result)}"
+    line = f"{paint.bold(outcome.name)} {paint(outcome.result.value, outcome.result)}"
     if outcome.message:
         line += f": {outcome.message}"
     elif outcome.result is Result.SETTLED and outcome.notes:
