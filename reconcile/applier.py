@@ -174,13 +174,7 @@ class _Resource:
                 outcome = self._run_action(action)
             results[action.kind] = outcome.result
             self.outcome.actions.append(outcome)
-            self.run_record["actions"].append(
-                {
-                    key: value
-                    for key, value in outcome.to_json().items()
-                    if key not in ("skipped_entries",)
-                }
-            )
+            self.run_record["actions"].append(outcome.to_json())
             self._save()
             if self.listener:
                 self.listener(self.outcome, outcome)
@@ -245,10 +239,7 @@ class _Resource:
             "files_copied": report.files_copied,
             "files_linked": report.files_linked,
             "bytes_copied": report.bytes_copied,
-            "skipped": len(report.skipped),
-            "skipped_entries": [
-                {"path": skip.path, "reason": skip.reason} for skip in report.skipped
-            ],
+            "skipped": [{"path": skip.path, "reason": skip.reason} for skip in report.skipped],
             "unstable": list(report.unstable),
         }
         for skip in report.skipped:

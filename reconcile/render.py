@@ -178,7 +178,7 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
             f"({format_bytes(details['bytes_copied'])}), {details['files_linked']} linked"
         )
         if details["skipped"]:
-            detail += f", {details['skipped']} skipped"
+            detail += f", {len(details['skipped'])} skipped"
     elif outcome.result is Result.CHANGED and action.kind is ActionKind.PRUNE:
         detail = "removed " + (", ".join(outcome.details["pruned"]) or "nothing")
     elif outcome.result is Result.CHANGED:
