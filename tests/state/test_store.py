@@ -1,0 +1,128 @@
+"""The diskcache state store and the apply lock, on real directories."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from state.lock import ApplyLock, LockHeld
+from state.store import (
+    SCHEMA_KEY,
+    SCHEMA_VERSION,
+    RecordedState,
+    StateError,
+    StateStore,
+    default_state_dir,
+)
+
+
+def test_read_of_a_missing_directory_is_empty_and_creates_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    with StateStore.read(str(directory)) as store:
+        assert store.names() == []
+        assert store.record("r")["runs"] == []
+        assert store.recorded() == {}
+    assert not directory.exists()
+
+
+def test_write_creates_a_private_directory_with_a_schema_version(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    with StateStore.write(str(directory)):
+        pass
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    import diskcache
+
+    with diskcache.Cache(str(directory)) as cache:
+        assert cache.get(SCHEMA_KEY) == SCHEMA_VERSION
+
+
+def test_saved_record_is_read_back_by_a_new_store(tmp_path: Path) -> None:
+    directory = str(tmp_path / "state")
+    with StateStore.write(directory) as store:
+        record = store.record("etc")
+        record["revert_spent_at"] = "2026-03-29T06:00:00Z"
+        record["pending_post"] = {"snapshot": "2026.088.06.00", "failed_at": "x"}
+        store.save("etc", record)
+    with StateStore.read(directory) as store:
+        assert store.names() == ["etc"]
+        assert store.recorded() == {
+            "etc": RecordedState(revert_spent=True, pending_post_snapshot="2026.088.06.00")
+        }
+
+
+def test_save_keeps_only_the_newest_runs(tmp_path: Path) -> None:
+    directory = str(tmp_path / "state")
+    with StateStore.write(directory) as store:
+        record = store.record("r")
+        record["runs"] = [{"at": str(index)} for index in range(50)]
+        store.save("r", record)
+        runs = store.record("r")["runs"]
+    assert [run["at"] for run in runs] == [str(index) for index in range(30, 50)]
+
+
+def test_unknown_schema_version_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    import diskcache
+
+    with diskcache.Cache(str(directory)) as cache:
+        cache.set(SCHEMA_KEY, SCHEMA_VERSION + 1)
+    with pytest.raises(StateError, match="schema version"):
+        StateStore.write(str(directory))
+
+
+def test_corrupt_store_gives_a_clear_error_naming_the_path(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir()
+    (directory / "cache.db").write_bytes(b"this is not an sqlite database" * 100)
+    with pytest.raises(StateError) as raised:
+        StateStore.read(str(directory)).names()
+    assert str(directory) in str(raised.value)
+    assert "move it aside" in str(raised.value)
+
+
+def test_default_state_dir_prefers_flag_env_then_xdg(tmp_path: Path) -> None:
+    assert default_state_dir({"HARDSNAP_STATE_DIR": "/s"}) == "/s"
+    assert default_state_dir({"XDG_STATE_HOME": "/x"}) == "/x/hardsnap"
+    expected = (
+        "/var/lib/hardsnap" if os.geteuid() == 0 else os.path.expanduser("~/.local/state/hardsnap")
+    )
+    assert default_state_dir({}) == expected
+
+
+def test_second_lock_names_the_holder_pid(tmp_path: Path) -> None:
+    with ApplyLock(str(tmp_path)):
+        # flock locks belong to the open file: a second open conflicts even here.
+        with pytest.raises(LockHeld) as raised:
+            ApplyLock(str(tmp_path)).__enter__()
+        assert raised.value.pid == os.getpid()
+        assert f"pid {os.getpid()}" in str(raised.value)
+
+
+def test_lock_of_a_killed_holder_is_free_again(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from state.lock import ApplyLock\n"
+            f"lock = ApplyLock({str(tmp_path)!r}); lock.__enter__()\n"
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"held"
+        with pytest.raises(LockHeld) as raised:
+            ApplyLock(str(tmp_path)).__enter__()
+        assert raised.value.pid == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    with ApplyLock(str(tmp_path)):
+        pass
