@@ -151,27 +151,30 @@ class _Checker:
         if not isinstance(items, CommentedSeq):
             self.report(document.lc.value("resources"), '"resources" must be a list')
             return []
-        resources: list[tuple[Resource, CommentedMap]] = []
+        checked: list[tuple[dict[str, Any], CommentedMap]] = []
+        resources: list[Resource] = []
         for index, item in enumerate(items):
             if not isinstance(item, CommentedMap):
                 self.report(items.lc.item(index), "each resource must be a mapping")
                 continue
-            resource = self.resource(item)
-            if resource is not None:
-                resources.append((resource, item))
-        self.across(resources)
-        return [resource for resource, _ in resources]
+            before = len(self.problems)
+            values = self.values(item)
+            checked.append((values, item))
+            if len(self.problems) == before:
+                resources.append(self.resource(values))
+        self.across(checked)
+        return resources
 
-    def resource(self, item: CommentedMap) -> Resource | None:
-        before = len(self.problems)
+    def values(self, item: CommentedMap) -> dict[str, Any]:
+        """Check one resource's keys and values; return the values that are valid."""
         for key in item:
             if key not in RESOURCE_KEYS:
                 self.report(
-                    item.lc.key(key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}'
+                    _key_at(item, key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}'
                 )
         for key in REQUIRED_KEYS:
             if item.get(key) is None:
-                where = item.lc.key(key) if key in item else (item.lc.line, item.lc.col)
+                where = _key_at(item, key) if key in item else _node_position(item)
                 label = f' in resource "{item["name"]}"' if _is_text(item.get("name")) else ""
                 self.report(where, f'missing required key "{key}"{label}')
 
@@ -179,14 +182,16 @@ class _Checker:
         for key, check in self.checks.items():
             if item.get(key) is None:
                 continue
-            value = check(self, item[key], item.lc.value(key))
+            value = check(self, item[key], _value_at(item, key))
             if value is not None:
                 values[key] = value
 
         if values.get("revert") and not values.get("on_revert"):
-            self.report(item.lc.key("revert"), '"on_revert" is required when "revert" is true')
-        if len(self.problems) > before:
-            return None
+            self.report(_key_at(item, "revert"), '"on_revert" is required when "revert" is true')
+        return values
+
+    @staticmethod
+    def resource(values: dict[str, Any]) -> Resource:
         return Resource(
             name=values["name"],
             source_dir=values["source_dir"],
@@ -322,38 +327,48 @@ class _Checker:
         "keep_min": check_keep_min,
     }
 
-    def across(self, resources: list[tuple[Resource, CommentedMap]]) -> None:
-        """Rules that span resources: unique names and targets, sources outside targets."""
+    def across(self, checked: list[tuple[dict[str, Any], CommentedMap]]) -> None:
+        """Rules that span resources: unique names and targets, sources outside
+        targets. Checked on every valid value, also of resources with other problems."""
         seen_names: dict[str, int] = {}
         seen_targets: dict[str, str] = {}
-        for resource, item in resources:
-            if resource.name in seen_names:
+        targets: list[tuple[str, str, str | None]] = []
+        for values, item in checked:
+            name = values.get("name")
+            if name is not None and name in seen_names:
                 self.report(
-                    item.lc.value("name"),
-                    f'duplicate resource name "{resource.name}" '
-                    f"(first defined on line {seen_names[resource.name]})",
+                    _value_at(item, "name"),
+                    f'duplicate resource name "{name}" (first defined on line {seen_names[name]})',
                 )
-            else:
-                seen_names[resource.name] = item.lc.value("name")[0] + 1
-            target = _canonical(resource.target_path)
+            elif name is not None:
+                seen_names[name] = _value_at(item, "name")[0] + 1
+            if "target_path" not in values:
+                continue
+            target = _canonical(values["target_path"])
+            targets.append((target, values["target_path"], name))
             if target in seen_targets:
                 self.report(
-                    item.lc.value("target_path"),
-                    f"target_path {resource.target_path} is already used by resource "
+                    _value_at(item, "target_path"),
+                    f"target_path {values['target_path']} is already used by resource "
                     f'"{seen_targets[target]}"',
                 )
             else:
-                seen_targets[target] = resource.name
-        for resource, item in resources:
-            source = _canonical(resource.source_dir)
-            for other in resources:
-                target = _canonical(other[0].target_path)
+                seen_targets[target] = name or "?"
+        for values, item in checked:
+            if "source_dir" not in values:
+                continue
+            source = _canonical(values["source_dir"])
+            for target, target_path, owner_name in targets:
                 if source == target or source.startswith(target.rstrip("/") + "/"):
-                    owner = "its own" if other[0] is resource else f'"{other[0].name}"\'s'
+                    owner = (
+                        "its own"
+                        if owner_name is not None and owner_name == values.get("name")
+                        else f'"{owner_name}"\'s'
+                    )
                     self.report(
-                        item.lc.value("source_dir"),
-                        f"source_dir {resource.source_dir} is inside {owner} target_path "
-                        f"{other[0].target_path}: snapshots would back themselves up",
+                        _value_at(item, "source_dir"),
+                        f"source_dir {values['source_dir']} is inside {owner} target_path "
+                        f"{target_path}: snapshots would back themselves up",
                     )
 
 
@@ -367,6 +382,24 @@ def _whole_number(value: Any) -> int | None:
     if _is_text(value) and value.strip().isdigit() and value.strip().isascii():
         return int(value.strip())
     return None
+
+
+def _key_at(mapping: CommentedMap, key: str) -> tuple[int, int]:
+    """Position of a key; a key merged in (`<<: *base`) has none of its own,
+    so the mapping's position stands for it."""
+    try:
+        line, column = mapping.lc.key(key)[:2]
+        return line, column
+    except (KeyError, TypeError):
+        return _node_position(mapping)
+
+
+def _value_at(mapping: CommentedMap, key: str) -> tuple[int, int]:
+    try:
+        line, column = mapping.lc.value(key)[:2]
+        return line, column
+    except (KeyError, TypeError):
+        return _node_position(mapping)
 
 
 def _node_position(node: Any) -> tuple[int, int]:
