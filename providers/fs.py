@@ -66,38 +66,102 @@ def describe_filesystem(path: str) -> str:
     return f"{best[1]} at {best[0]}"
 
 
-def copy_contents(source_fd: int, target_fd: int) -> int:
-    """Copy all bytes from one open file to another; return the count.
+def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
+    """Copy all bytes of an open file (described by `info`) to another;
+    return the bytes copied.
 
-    Uses copy_file_range (in-kernel, and a reflink on filesystems that share
-    extents), falling back to a plain read/write loop where the kernel refuses.
+    In-kernel with copy_file_range (a reflink where the filesystem shares
+    extents). A sparse file is copied extent by extent (SEEK_DATA/SEEK_HOLE),
+    so its holes stay holes.
     """
+    if info.st_blocks * 512 < info.st_size:
+        return _copy_sparse(source_fd, target_fd, info.st_size)
+    return _copy_range(source_fd, target_fd, None, None)
+
+
+def _copy_sparse(source_fd: int, target_fd: int, size: int) -> int:
+    copied = 0
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(source_fd, offset, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # only a hole is left
+                break
+            raise
+        hole = os.lseek(source_fd, data, os.SEEK_HOLE)
+        copied += _copy_range(source_fd, target_fd, data, hole - data)
+        offset = hole
+    os.ftruncate(target_fd, max(size, offset))
+    return copied
+
+
+def _copy_range(source_fd: int, target_fd: int, offset: int | None, length: int | None) -> int:
+    """Copy `length` bytes from `offset` (to the same offset), or, with None,
+    everything from the current positions."""
     copied = 0
     try:
-        while True:
-            count = os.copy_file_range(source_fd, target_fd, COPY_CHUNK)
+        while length is None or copied < length:
+            chunk = COPY_CHUNK if length is None else length - copied
+            if offset is None:
+                count = os.copy_file_range(source_fd, target_fd, chunk)
+            else:
+                position = offset + copied
+                count = os.copy_file_range(source_fd, target_fd, chunk, position, position)
             if count == 0:
                 return copied
             copied += count
+        return copied
     except OSError as error:
         if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
             raise
-    while True:
-        block = os.read(source_fd, 1 << 20)
+    while length is None or copied < length:
+        want = 1 << 20 if length is None else min(1 << 20, length - copied)
+        if offset is None:
+            block = os.read(source_fd, want)
+        else:
+            block = os.pread(source_fd, want, offset + copied)
         if not block:
-            return copied
+            break
         view = memoryview(block)
-        while view:
-            written = os.write(target_fd, view)
-            view = view[written:]
+        written_here = 0
+        while written_here < len(block):
+            if offset is None:
+                written = os.write(target_fd, view[written_here:])
+            else:
+                written = os.pwrite(target_fd, view[written_here:], offset + copied + written_here)
+            written_here += written
         copied += len(block)
+    return copied
 
 
-def apply_metadata(fd: int, info: os.stat_result) -> None:
-    """Give an open file or directory the owner (as root), permission bits and
-    times of `info`. Owner first: chown clears setuid and setgid bits."""
+def copy_xattrs(source_fd: int, target_fd: int) -> None:
+    """Copy the extended attributes (user.*; as root also security.*, trusted.*
+    and ACLs) of one open file to another. Names the target filesystem or our
+    privileges refuse are left out; a full disk is raised."""
+    try:
+        names = os.listxattr(source_fd)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.setxattr(target_fd, name, os.getxattr(source_fd, name))
+        except OSError as error:
+            if error.errno in NO_SPACE:
+                raise
+
+
+def apply_metadata(fd: int, info: os.stat_result, source_fd: int | None = None) -> None:
+    """Give an open file or directory the owner (as root), extended
+    attributes (from `source_fd`), permission bits and times of `info`.
+
+    Order matters: chown clears setuid/setgid bits and file capabilities,
+    and an ACL rewrites the group permission bits.
+    """
     if IS_ROOT:
         os.fchown(fd, info.st_uid, info.st_gid)
+    if source_fd is not None:
+        copy_xattrs(source_fd, fd)
     os.fchmod(fd, stat.S_IMODE(info.st_mode))
     os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
 

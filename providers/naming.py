@@ -12,13 +12,15 @@ from collections.abc import Iterable
 
 from reconcile.model import Schedule
 
-SNAPSHOT_NAME = re.compile(r"(\d{4})\.(\d{3})\.(\d{2})\.(\d{2})")
+SNAPSHOT_NAME = re.compile(r"([0-9]{4})\.([0-9]{3})\.([0-9]{2})\.([0-9]{2})")
 UTC = dt.UTC
 
 
 def snapshot_name(now: dt.datetime) -> str:
     """Given an aware time, return the snapshot name of its UTC minute."""
-    return now.astimezone(UTC).strftime("%Y.%j.%H.%M")
+    moment = now.astimezone(UTC)
+    day = moment.timetuple().tm_yday
+    return f"{moment.year:04d}.{day:03d}.{moment.hour:02d}.{moment.minute:02d}"
 
 
 def snapshot_time(name: str) -> dt.datetime | None:

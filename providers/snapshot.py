@@ -111,9 +111,37 @@ def is_unchanged(source: os.stat_result, reference: os.stat_result) -> bool:
     )
 
 
+@dataclass
+class _Frame:
+    """A directory being walked: its descriptors and the subdirectories left."""
+
+    source_fd: int
+    reference_fd: int | None
+    # None in a dry walk.
+    target_fd: int | None
+    # Relative path of this directory with a trailing "/", "" at the root.
+    prefix: str
+    # The source directory's stat, given to the target directory when done.
+    info: os.stat_result
+    subdirectories: list[tuple[str, os.stat_result]] = field(default_factory=list)
+    # Resuming only: names in the target directory that this walk produced;
+    # anything else there is left from an older source and is removed.
+    kept: set[str] | None = None
+
+    def close(self) -> None:
+        for fd in (self.source_fd, self.reference_fd, self.target_fd):
+            if fd is not None:
+                os.close(fd)
+
+
 class Walk:
-    """One pass over a source tree, building a snapshot into `target_fd`
-    (or only counting, when `target_fd` is None)."""
+    """One pass over a source tree, building a snapshot into a target
+    directory (or only counting, when there is no target).
+
+    Files are handled while their directory is streamed; subdirectories are
+    remembered and walked after, from an explicit stack, so depth is limited
+    neither by Python's recursion nor by open scandir iterators.
+    """
 
     def __init__(
         self,
@@ -121,16 +149,23 @@ class Walk:
         link_unchanged: bool,
         min_free_space: int,
         skip_identity: tuple[int, int] | None,
+        resume: bool = False,
     ) -> None:
         self.excludes = excludes
         self.link_unchanged = link_unchanged
         self.min_free_space = min_free_space
         # (device, inode) of the target directory, never walked into.
         self.skip_identity = skip_identity
+        # The target already holds part of this snapshot from a killed run.
+        self.resume = resume
         self.report = SnapshotReport()
         self._space_fd: int | None = None
         self._budget = 0
         self._since_check = 0
+        self._root_target_fd: int | None = None
+        # Source inodes with several names: (device, inode) -> relative path
+        # of their first name in the snapshot, so later names link to it.
+        self._first_names: dict[tuple[int, int], str] = {}
 
     # -- entry point -----------------------------------------------------------
 
@@ -138,9 +173,34 @@ class Walk:
         if target_fd is not None and self.min_free_space > 0:
             self._space_fd = target_fd
             self._recheck_space(0)
-        self._directory(source_fd, reference_fd, target_fd, "")
-        if target_fd is not None:
-            fs.apply_metadata(target_fd, os.fstat(source_fd))
+        self._root_target_fd = target_fd
+        root = _Frame(
+            source_fd,
+            reference_fd,
+            target_fd,
+            "",
+            os.fstat(source_fd),
+            kept=set() if self.resume else None,
+        )
+        self._scan(root)
+        stack = [root]
+        try:
+            while stack:
+                frame = stack[-1]
+                if frame.subdirectories:
+                    name, info = frame.subdirectories.pop()
+                    child = self._enter(frame, name, info)
+                    if child is not None:
+                        stack.append(child)
+                    continue
+                stack.pop()
+                self._leave(frame)
+                if frame is not root:
+                    frame.close()
+        finally:
+            for frame in stack:
+                if frame is not root:
+                    frame.close()
 
     # -- free space ------------------------------------------------------------
 
@@ -163,23 +223,22 @@ class Walk:
         self._budget -= size
         self._since_check += size
 
-    # -- the walk --------------------------------------------------------------
+    # -- directories -----------------------------------------------------------
 
     def _skip(self, relative: str, reason: str) -> None:
         self.report.skipped.append(Skip(relative, reason))
 
-    def _directory(
-        self, source_fd: int, reference_fd: int | None, target_fd: int | None, prefix: str
-    ) -> None:
+    def _scan(self, frame: _Frame) -> None:
+        """Stream one directory: handle its files now, queue its subdirectories."""
         try:
-            entries = os.scandir(source_fd)
+            entries = os.scandir(frame.source_fd)
         except OSError as error:
-            self._skip(prefix.rstrip("/") or ".", f"unreadable directory: {error.strerror}")
+            self._skip(frame.prefix.rstrip("/") or ".", f"unreadable directory: {error.strerror}")
             return
         with entries:
             for entry in entries:
                 name = entry.name
-                relative = prefix + name
+                relative = frame.prefix + name
                 try:
                     info = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
@@ -191,87 +250,167 @@ class Walk:
                 mode = info.st_mode
                 if stat.S_ISREG(mode):
                     if not self.excludes.file(relative, name):
-                        self._file(name, relative, info, source_fd, reference_fd, target_fd)
+                        self._file(name, relative, info, frame)
                 elif stat.S_ISDIR(mode):
-                    if (info.st_dev, info.st_ino) == self.skip_identity:
-                        continue
-                    if not self.excludes.directory(relative, name):
-                        self._subdirectory(name, relative, info, source_fd, reference_fd, target_fd)
+                    if (info.st_dev, info.st_ino) != self.skip_identity and not (
+                        self.excludes.directory(relative, name)
+                    ):
+                        frame.subdirectories.append((name, info))
                 elif not self.excludes.file(relative, name):
                     kind = "symlink" if stat.S_ISLNK(mode) else "special file"
                     self._skip(relative, f"{kind}: not copied")
+        frame.subdirectories.reverse()
 
-    def _subdirectory(
-        self,
-        name: str,
-        relative: str,
-        info: os.stat_result,
-        source_parent: int,
-        reference_parent: int | None,
-        target_parent: int | None,
-    ) -> None:
+    def _enter(self, parent: _Frame, name: str, info: os.stat_result) -> _Frame | None:
+        relative = parent.prefix + name
         try:
-            source_fd = fs.open_directory(name, source_parent)
+            source_fd = fs.open_directory(name, parent.source_fd)
         except FileNotFoundError:
             self._skip(relative, "vanished before it was read")
-            return
+            return None
         except OSError as error:
             self._skip(relative, f"unreadable directory: {error.strerror}")
-            return
-        reference_fd = target_fd = None
+            return None
+        frame = _Frame(source_fd, None, None, relative + "/", info)
         try:
-            if reference_parent is not None:
-                try:
-                    reference_fd = fs.open_directory(name, reference_parent)
-                except OSError:
-                    reference_fd = None
-            if target_parent is not None:
-                os.mkdir(name, 0o700, dir_fd=target_parent)
-                target_fd = fs.open_directory(name, target_parent)
-            self._directory(source_fd, reference_fd, target_fd, relative + "/")
-            if target_fd is not None:
-                fs.apply_metadata(target_fd, info)
-        finally:
-            for fd in (source_fd, reference_fd, target_fd):
-                if fd is not None:
-                    os.close(fd)
+            if parent.reference_fd is not None:
+                with contextlib.suppress(OSError):
+                    frame.reference_fd = fs.open_directory(name, parent.reference_fd)
+            if parent.target_fd is not None:
+                self._make_directory(name, parent)
+                frame.target_fd = fs.open_directory(name, parent.target_fd)
+                if self.resume:
+                    frame.kept = set()
+            self._scan(frame)
+        except BaseException:
+            frame.close()
+            raise
+        return frame
 
-    def _file(
-        self,
-        name: str,
-        relative: str,
-        info: os.stat_result,
-        source_fd: int,
-        reference_fd: int | None,
-        target_fd: int | None,
-    ) -> None:
-        if self.link_unchanged and reference_fd is not None:
-            try:
-                reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
-            except OSError:
-                reference = None
-            if reference is not None and is_unchanged(info, reference):
-                if target_fd is None:
-                    self.report.files_linked += 1
-                    return
-                try:
-                    os.link(
-                        name,
-                        name,
-                        src_dir_fd=reference_fd,
-                        dst_dir_fd=target_fd,
-                        follow_symlinks=False,
-                    )
-                    self.report.files_linked += 1
-                    return
-                except OSError as error:
-                    # Too many links on the reference's inode: copy instead.
-                    if error.errno != errno.EMLINK:
-                        raise
-        if target_fd is None:
-            self._count_copy(name, relative, info, source_fd)
+    def _make_directory(self, name: str, parent: _Frame) -> None:
+        assert parent.target_fd is not None
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent.target_fd)
+        except FileExistsError:
+            if not self.resume:
+                raise
+            existing = os.stat(name, dir_fd=parent.target_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(existing.st_mode):
+                os.unlink(name, dir_fd=parent.target_fd)
+                os.mkdir(name, 0o700, dir_fd=parent.target_fd)
+        if parent.kept is not None:
+            parent.kept.add(name)
+
+    def _leave(self, frame: _Frame) -> None:
+        """A directory is complete: drop leftovers, then set its metadata
+        (last, since adding entries changes a directory's mtime)."""
+        if frame.target_fd is None:
+            return
+        if frame.kept is not None:
+            self._remove_extras(frame.target_fd, frame.kept)
+        fs.apply_metadata(frame.target_fd, frame.info, frame.source_fd)
+
+    def _remove_extras(self, target_fd: int, kept: set[str]) -> None:
+        with os.scandir(target_fd) as entries:
+            extras = [entry.name for entry in entries if entry.name not in kept]
+        for name in extras:
+            info = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                fs.remove_tree(name, target_fd)
+            else:
+                os.unlink(name, dir_fd=target_fd)
+
+    # -- files -----------------------------------------------------------------
+
+    def _file(self, name: str, relative: str, info: os.stat_result, frame: _Frame) -> None:
+        target_fd = frame.target_fd
+        if frame.kept is not None and self._resumed(name, info, frame):
+            return
+        several_names = info.st_nlink > 1
+        if several_names and self._link_to_first_name(name, info, target_fd):
+            return
+        if self._link_to_reference(name, info, frame.reference_fd, target_fd):
+            pass
+        elif target_fd is None:
+            self._count_copy(name, relative, info, frame.source_fd)
+        elif not self._copy(name, relative, frame.source_fd, target_fd):
+            return
+        if frame.kept is not None:
+            frame.kept.add(name)
+        if several_names:
+            self._first_names[(info.st_dev, info.st_ino)] = relative
+
+    def _resumed(self, name: str, info: os.stat_result, frame: _Frame) -> bool:
+        """Resuming: keep a file a killed run already finished, else clear the way."""
+        assert frame.target_fd is not None and frame.kept is not None
+        try:
+            existing = os.stat(name, dir_fd=frame.target_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if is_unchanged(info, existing):
+            frame.kept.add(name)
+            reference = None
+            if frame.reference_fd is not None:
+                with contextlib.suppress(OSError):
+                    reference = os.stat(name, dir_fd=frame.reference_fd, follow_symlinks=False)
+            if reference is not None and reference.st_ino == existing.st_ino:
+                self.report.files_linked += 1
+            else:
+                self.report.files_copied += 1
+                self.report.bytes_copied += existing.st_size
+            if info.st_nlink > 1:
+                self._first_names[(info.st_dev, info.st_ino)] = frame.prefix + name
+            return True
+        if stat.S_ISDIR(existing.st_mode):
+            fs.remove_tree(name, frame.target_fd)
         else:
-            self._copy(name, relative, source_fd, target_fd)
+            os.unlink(name, dir_fd=frame.target_fd)
+        return False
+
+    def _link_to_first_name(self, name: str, info: os.stat_result, target_fd: int | None) -> bool:
+        """Give a second name of a source inode the snapshot inode of its first."""
+        first = self._first_names.get((info.st_dev, info.st_ino))
+        if first is None:
+            return False
+        if target_fd is not None:
+            try:
+                os.link(
+                    first,
+                    name,
+                    src_dir_fd=self._root_target_fd,
+                    dst_dir_fd=target_fd,
+                    follow_symlinks=False,
+                )
+            except OSError as error:
+                if error.errno not in (errno.EMLINK, errno.ENAMETOOLONG, errno.ENOENT):
+                    raise
+                return False
+        self.report.files_linked += 1
+        return True
+
+    def _link_to_reference(
+        self, name: str, info: os.stat_result, reference_fd: int | None, target_fd: int | None
+    ) -> bool:
+        if not self.link_unchanged or reference_fd is None:
+            return False
+        try:
+            reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if not is_unchanged(info, reference):
+            return False
+        if target_fd is not None:
+            try:
+                os.link(
+                    name, name, src_dir_fd=reference_fd, dst_dir_fd=target_fd, follow_symlinks=False
+                )
+            except OSError as error:
+                # Too many links on the reference's inode: copy instead.
+                if error.errno != errno.EMLINK:
+                    raise
+                return False
+        self.report.files_linked += 1
+        return True
 
     def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> None:
         try:
@@ -282,22 +421,23 @@ class Walk:
         self.report.files_copied += 1
         self.report.bytes_copied += info.st_size
 
-    def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> None:
+    def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> bool:
+        """Copy one file; return False when it was skipped instead."""
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NOATIME if fs.IS_ROOT else 0)
         try:
             input_fd = os.open(name, flags, dir_fd=source_fd)
         except FileNotFoundError:
             self._skip(relative, "vanished before it was copied")
-            return
+            return False
         except OSError as error:
             self._skip(relative, f"unreadable: {error.strerror}")
-            return
+            return False
         try:
             for attempt in range(2):
                 before = os.fstat(input_fd)
                 if not stat.S_ISREG(before.st_mode):
                     self._skip(relative, "no longer a regular file")
-                    return
+                    return False
                 self._reserve(before.st_size)
                 if attempt:
                     os.unlink(name, dir_fd=target_fd)
@@ -310,6 +450,7 @@ class Walk:
                 self.report.unstable.append(relative)
             self.report.files_copied += 1
             self.report.bytes_copied += copied
+            return True
         except OSError as error:
             if error.errno in fs.NO_SPACE:
                 raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
@@ -318,7 +459,7 @@ class Walk:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=target_fd)
                 self._skip(relative, f"unreadable: {error.strerror}")
-                return
+                return False
             raise
         finally:
             os.close(input_fd)
@@ -331,8 +472,8 @@ class Walk:
             dir_fd=target_fd,
         )
         try:
-            copied = fs.copy_contents(input_fd, output_fd)
-            fs.apply_metadata(output_fd, info)
+            copied = fs.copy_contents(input_fd, output_fd, info)
+            fs.apply_metadata(output_fd, info, input_fd)
             return copied
         finally:
             os.close(output_fd)
