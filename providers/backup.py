@@ -116,12 +116,14 @@ def predict(resource: Resource, facts: Facts) -> Facts:
     )
 
 
-def _walk(resource: Resource, facts: Facts, link: bool, min_free_space: int) -> Walk:
+def _walk(
+    resource: Resource, facts: Facts, link: bool, min_free_space: int, resume: bool = False
+) -> Walk:
     identity = None
     if facts.target_exists:
         info = os.stat(facts.target)
         identity = (info.st_dev, info.st_ino)
-    return Walk(Excludes(resource.exclude), link, min_free_space, identity)
+    return Walk(Excludes(resource.exclude), link, min_free_space, identity, resume)
 
 
 @contextlib.contextmanager
@@ -159,20 +161,28 @@ def locked_target(target: str) -> Iterator[int]:
         os.close(target_fd)
 
 
-def remove_leftovers(target_fd: int) -> list[str]:
-    """Remove the work directories of runs that were killed; return their names."""
-    removed = []
+def adopt_leftovers(target_fd: int, work: str) -> bool:
+    """Deal with what killed runs left in the target: remove half-pruned
+    snapshots, and make the newest partial snapshot the work directory
+    `work` (removing any older ones), so its finished files are reused.
+    Return whether a partial snapshot was adopted."""
     with os.scandir(target_fd) as entries:
-        names = [
+        names = sorted(
             entry.name
             for entry in entries
             if entry.name.startswith((PARTIAL_PREFIX, PRUNING_PREFIX))
             and entry.is_dir(follow_symlinks=False)
-        ]
+        )
+    partials = [name for name in names if name.startswith(PARTIAL_PREFIX)]
+    newest = partials[-1] if partials else None
     for name in names:
-        fs.remove_tree(name, target_fd)
-        removed.append(name)
-    return removed
+        if name != newest:
+            fs.remove_tree(name, target_fd)
+    if newest is None:
+        return False
+    if newest != work:
+        os.rename(newest, work, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+    return True
 
 
 def take_snapshot(resource: Resource, name: str, target: str) -> SnapshotReport:
@@ -189,13 +199,16 @@ def take_snapshot(resource: Resource, name: str, target: str) -> SnapshotReport:
     if facts.same_filesystem is False and resource.cross_fs is CrossFs.FAIL:
         raise SnapshotFailed(cross_fs_refusal(resource, facts))
     with locked_target(target) as target_fd:
-        remove_leftovers(target_fd)
         facts = replace(facts, target_exists=True, snapshots=list_snapshots(target))
         if name in facts.snapshots:
             raise SnapshotFailed(f"snapshot {name} already exists in {target}")
         work = PARTIAL_PREFIX + name
-        walk = _walk(resource, facts, links_unchanged(resource, facts), resource.min_free_space)
-        os.mkdir(work, 0o700, dir_fd=target_fd)
+        resume = adopt_leftovers(target_fd, work)
+        walk = _walk(
+            resource, facts, links_unchanged(resource, facts), resource.min_free_space, resume
+        )
+        if not resume:
+            os.mkdir(work, 0o700, dir_fd=target_fd)
         try:
             work_fd = fs.open_directory(work, target_fd)
             try:

@@ -121,7 +121,8 @@ class _Resource:
         self.run_record: dict[str, Any] = {
             "at": _iso(now),
             "started": _iso(dt.datetime.now(dt.UTC)),
-            "result": None,
+            # Overwritten when the run ends: what a killed run leaves behind.
+            "result": "incomplete",
             "duration": None,
             "actions": [],
         }
