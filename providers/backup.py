@@ -50,6 +50,8 @@ class Facts:
     # Free bytes on the target's filesystem (its nearest existing ancestor's).
     free_bytes: int | None
     prediction: Prediction | None = None
+    # (snapshots, bytes): what pruning exactly those snapshots would free.
+    bytes_freed: tuple[tuple[str, ...], int] | None = None
 
 
 def list_snapshots(target: str) -> tuple[str, ...]:
@@ -114,6 +116,15 @@ def predict(resource: Resource, facts: Facts) -> Facts:
         facts,
         prediction=Prediction(report.files_copied, report.files_linked, report.bytes_copied),
     )
+
+
+def measure_prune(facts: Facts, names: list[str]) -> Facts:
+    """Return `facts` with the bytes that pruning `names` would free."""
+    try:
+        freed = fs.bytes_freed(facts.target, names)
+    except OSError:
+        return facts
+    return replace(facts, bytes_freed=(tuple(names), freed))
 
 
 def _walk(
@@ -254,15 +265,18 @@ def cross_fs_refusal(resource: Resource, facts: Facts) -> str:
     )
 
 
-def prune(target: str, names: list[str]) -> list[str]:
-    """Remove the named snapshots from `target`; return those removed.
+def prune(target: str, names: list[str]) -> tuple[list[str], int]:
+    """Remove the named snapshots from `target`; return those removed and
+    the bytes that freed.
 
     Each is first renamed out of the snapshot namespace, so a prune killed
     half-way never leaves a partly deleted directory under a snapshot name.
     """
     removed = []
     with locked_target(target) as target_fd:
-        for name in names:
+        present = [name for name in names if name in list_snapshots(target)]
+        freed = fs.bytes_freed(target, present)
+        for name in present:
             try:
                 info = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -274,7 +288,7 @@ def prune(target: str, names: list[str]) -> list[str]:
             fs.remove_tree(doomed, target_fd)
             removed.append(name)
         os.fsync(target_fd)
-    return removed
+    return removed, freed
 
 
 def format_bytes(count: int) -> str:

@@ -166,6 +166,32 @@ def apply_metadata(fd: int, info: os.stat_result, source_fd: int | None = None) 
     os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
+def bytes_freed(parent: str, names: list[str]) -> int:
+    """Return the bytes of regular files that removing the directories
+    `names` in `parent` would free: those with no link left outside them."""
+    freed = 0
+    # (device, inode) -> [links seen inside, links in all, size], for inodes
+    # with several links: freed only if every link is inside.
+    shared: dict[tuple[int, int], list[int]] = {}
+    for name in names:
+        for _, _, files, fd in os.fwalk(os.path.join(parent, name)):
+            for file_name in files:
+                try:
+                    info = os.stat(file_name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                if info.st_nlink == 1:
+                    freed += info.st_size
+                    continue
+                seen = shared.setdefault(
+                    (info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size]
+                )
+                seen[0] += 1
+    return freed + sum(size for inside, links, size in shared.values() if inside >= links)
+
+
 _libc: ctypes.CDLL | None = None
 
 

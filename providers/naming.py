@@ -76,7 +76,7 @@ def expired(names: Iterable[str], now: dt.datetime, retain_days: int, keep_min: 
     before `now`; the `keep_min` newest are kept whatever their age.
     """
     ordered = sorted(name for name in names if snapshot_time(name) is not None)
-    protected = set(ordered[len(ordered) - keep_min :]) if keep_min > 0 else set()
+    protected = set(ordered[-keep_min:]) if keep_min > 0 else set()
     limit = dt.timedelta(days=min(retain_days, dt.timedelta.max.days))
     return [name for name in ordered if name not in protected and now - _time(name) > limit]
 

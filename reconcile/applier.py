@@ -259,7 +259,7 @@ class _Resource:
 
     def _prune(self, action: Action) -> ActionOutcome:
         try:
-            removed = backup.prune(self.plan.target, list(action.prune))
+            removed, freed = backup.prune(self.plan.target, list(action.prune))
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
         except OSError as error:
@@ -267,4 +267,6 @@ class _Resource:
             return ActionOutcome(action, Result.FAILED, f"{error.strerror}{where}")
         for name in removed:
             self.record["snapshots"].pop(name, None)
-        return ActionOutcome(action, Result.CHANGED, details={"pruned": removed})
+        return ActionOutcome(
+            action, Result.CHANGED, details={"pruned": removed, "bytes_freed": freed}
+        )

@@ -47,6 +47,10 @@ def make_plan(
         observed = backup.observe(resource)
         if predict and planner.needs_snapshot(resource, observed, now):
             observed = backup.predict(resource, observed)
+        if predict:
+            doomed = planner.planned_prune(resource, observed, now)
+            if doomed:
+                observed = backup.measure_prune(observed, doomed)
         facts[resource.name] = observed
     return planner.plan(resources, facts, store.recorded(), now)
 

@@ -60,6 +60,8 @@ class Action:
     bytes_to_copy: int | None = None
     # prune: the snapshots to remove, oldest first.
     prune: tuple[str, ...] = ()
+    # prune: bytes of the files no other snapshot links to; None when not measured.
+    bytes_freed: int | None = None
     # post_command: true when retrying one that failed on an earlier apply.
     retry: bool = False
 
@@ -75,7 +77,7 @@ class Action:
                 bytes_to_copy=self.bytes_to_copy,
             )
         elif self.kind is ActionKind.PRUNE:
-            document.update(snapshots=list(self.prune), bytes_freed=None)
+            document.update(snapshots=list(self.prune), bytes_freed=self.bytes_freed)
         else:
             document.update(command=self.command, snapshot=self.snapshot)
             if self.kind is ActionKind.POST_COMMAND:

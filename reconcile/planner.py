@@ -44,6 +44,16 @@ def needs_snapshot(resource: Resource, facts: Facts, now: dt.datetime) -> bool:
     return snapshot_in_window(facts.snapshots, now, resource.schedule) is None
 
 
+def planned_prune(resource: Resource, facts: Facts, now: dt.datetime) -> list[str]:
+    """Return the snapshots a converge now would prune, oldest first."""
+    if resource.revert:
+        return []
+    names = list(facts.snapshots)
+    if snapshot_in_window(names, now, resource.schedule) is None:
+        names.append(snapshot_name(now))
+    return expired(names, now, resource.retain_days, resource.keep_min)
+
+
 def plan_resource(
     resource: Resource, facts: Facts, recorded: RecordedState | None, now: dt.datetime
 ) -> ResourcePlan:
@@ -90,7 +100,6 @@ def plan_resource(
                 bytes_to_copy=predicted.bytes_to_copy if predicted else None,
             ),
         )
-        after_snapshot = [*facts.snapshots, name]
         if resource.pre_command:
             graph.add_node(
                 ActionKind.PRE_COMMAND,
@@ -109,13 +118,14 @@ def plan_resource(
         post_reason, retry = "runs after the snapshot and prune", False
     else:
         notes.append(f"{resource.schedule.value} window {window} already has {current}")
-        after_snapshot = list(facts.snapshots)
         post_snapshot = recorded.pending_post_snapshot
         post_reason = f"retry: failed on an earlier apply after snapshot {post_snapshot}"
         retry = True
 
-    doomed = expired(after_snapshot, now, resource.retain_days, resource.keep_min)
+    doomed = planned_prune(resource, facts, now)
     if doomed:
+        freed = facts.bytes_freed
+        bytes_freed = freed[1] if freed is not None and freed[0] == tuple(doomed) else None
         keep = f", keeping the {resource.keep_min} newest" if resource.keep_min else ""
         graph.add_node(
             ActionKind.PRUNE,
@@ -123,6 +133,7 @@ def plan_resource(
                 ActionKind.PRUNE,
                 f"older than {resource.retain_days} days{keep}",
                 prune=tuple(doomed),
+                bytes_freed=bytes_freed,
             ),
         )
         if ActionKind.SNAPSHOT in graph:

@@ -53,7 +53,8 @@ def _action_headline(action: Action) -> str:
         reference = action.reference or "none, first snapshot"
         return f"{action.snapshot} (reference: {reference})"
     if action.kind is ActionKind.PRUNE:
-        return ", ".join(action.prune)
+        freed = "" if action.bytes_freed is None else f" (frees {format_bytes(action.bytes_freed)})"
+        return ", ".join(action.prune) + freed
     return _hook_target(action)
 
 
@@ -124,15 +125,23 @@ def plan_summary(plan: Plan) -> str:
         return "No changes. Every resource is converged."
     counts = {kind: 0 for kind in ActionKind}
     pruned = 0
+    freed: int | None = 0
     for resource_plan in plan.resources:
         for action in resource_plan.actions:
             counts[action.kind] += 1
             pruned += len(action.prune)
+            if action.kind is ActionKind.PRUNE:
+                freed = (
+                    None
+                    if freed is None or action.bytes_freed is None
+                    else (freed + action.bytes_freed)
+                )
     parts = []
     if counts[ActionKind.SNAPSHOT]:
         parts.append(_plural(counts[ActionKind.SNAPSHOT], "snapshot"))
     if pruned:
-        parts.append(f"{_plural(pruned, 'snapshot')} pruned")
+        freeing = f" (freeing {format_bytes(freed)})" if freed is not None else ""
+        parts.append(f"{_plural(pruned, 'snapshot')} pruned{freeing}")
     hooks = counts[ActionKind.PRE_COMMAND] + counts[ActionKind.POST_COMMAND]
     if hooks:
         parts.append(_plural(hooks, "hook"))
@@ -181,6 +190,7 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
             detail += f", {len(details['skipped'])} skipped"
     elif outcome.result is Result.CHANGED and action.kind is ActionKind.PRUNE:
         detail = "removed " + (", ".join(outcome.details["pruned"]) or "nothing")
+        detail += f", freed {format_bytes(outcome.details['bytes_freed'])}"
     elif outcome.result is Result.CHANGED:
         detail = "ok"
     else:

@@ -518,7 +518,7 @@ def test_expired_is_old_snapshots_outside_keep_min_newest_oldest_first(
 ) -> None:
     names = sorted({snapshot_name(moment.replace(tzinfo=UTC)) for moment in times})
     now = now.replace(tzinfo=UTC)
-    newest = set(names[len(names) - keep_min :]) if keep_min else set()
+    newest = set(names[-keep_min:]) if keep_min else set()
     result = expired(names, now, retain, keep_min)
     assert result == sorted(result)
     assert result == [
