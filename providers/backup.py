@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from providers import fs
-from providers.naming import is_snapshot_name
+from providers.naming import is_snapshot_name, snapshot_in_window, snapshot_time
 from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, Walk
 from reconcile.model import CrossFs, Resource
 
@@ -165,7 +165,11 @@ def locked_target(target: str) -> Iterator[int]:
             fcntl.flock(target_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise SnapshotFailed(f"another hardsnap process is writing to {target}") from None
+                holder = fs.flock_holder(target_fd)
+                who = f"pid {holder}" if holder else "another process"
+                raise SnapshotFailed(
+                    f"another hardsnap apply ({who}) is writing to {target}"
+                ) from None
             raise
         yield target_fd
     finally:
@@ -211,8 +215,15 @@ def take_snapshot(resource: Resource, name: str, target: str) -> SnapshotReport:
         raise SnapshotFailed(cross_fs_refusal(resource, facts))
     with locked_target(target) as target_fd:
         facts = replace(facts, target_exists=True, snapshots=list_snapshots(target))
-        if name in facts.snapshots:
-            raise SnapshotFailed(f"snapshot {name} already exists in {target}")
+        # Under the lock, look again: an apply racing ours from another state
+        # directory may have just filled this window.
+        moment = snapshot_time(name)
+        assert moment is not None
+        taken = snapshot_in_window(facts.snapshots, moment, resource.schedule)
+        if taken is not None:
+            raise SnapshotFailed(
+                f"window of {name} already has snapshot {taken}, made by a concurrent apply"
+            )
         work = PARTIAL_PREFIX + name
         resume = adopt_leftovers(target_fd, work)
         walk = _walk(

@@ -192,6 +192,22 @@ def bytes_freed(parent: str, names: list[str]) -> int:
     return freed + sum(size for inside, links, size in shared.values() if inside >= links)
 
 
+def flock_holder(fd: int) -> int | None:
+    """Return the pid holding an flock on the file open as `fd`, from
+    /proc/locks, or None when it cannot be told."""
+    info = os.fstat(fd)
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:
+                    return int(fields[4])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 _libc: ctypes.CDLL | None = None
 
 
