@@ -137,8 +137,7 @@ class _Resource:
             self.record["pending_post"] = None
         self.record["target"] = self.plan.target
         if self.plan.refusal:
-            self.outcome.result = Result.FAILED
-            self.outcome.message = self.plan.refusal
+            self._refuse(self.plan.refusal)
         elif self.plan.has_changes:
             self.record["runs"].append(self.run_record)
             self._save()
@@ -150,6 +149,21 @@ class _Resource:
             self.record["runs"].append(self.run_record)
         self._save()
         return self.outcome
+
+    def _refuse(self, refusal: str) -> None:
+        """Nothing of a refused resource runs: its snapshot fails with the
+        refusal, and every other action is reported as not run."""
+        self.outcome.result = Result.FAILED
+        self.outcome.message = refusal
+        for action in self.plan.actions:
+            if action.kind is ActionKind.SNAPSHOT:
+                outcome = ActionOutcome(action, Result.FAILED, refusal)
+            else:
+                outcome = ActionOutcome(
+                    action, Result.UPSTREAM_FAILED, "not run: the snapshot was refused"
+                )
+            self.outcome.actions.append(outcome)
+            self.run_record["actions"].append(outcome.to_json())
 
     def _save(self) -> None:
         self.store.save(self.resource.name, self.record)

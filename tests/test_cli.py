@@ -706,6 +706,19 @@ def test_cross_fs_fail_refuses_naming_both_filesystems_and_the_fix(
     assert cli("plan", "-c", world.config).exit_code == 1
 
 
+def test_refused_apply_json_fails_the_snapshot_and_runs_nothing_else(
+    world: World, cli: Cli, other_fs_source: Path
+) -> None:
+    world.write(source_dir=str(other_fs_source), pre_command=append_line(world.mark("pre"), "x"))
+    outcome = cli("apply", "-c", world.config, "--json")
+    assert outcome.exit_code == 1, outcome
+    resource = outcome.json()["resources"][0]
+    assert resource["result"] == "failed" and "cross_fs" in resource["message"]
+    results = {action["kind"]: action["result"] for action in resource["actions"]}
+    assert results == {"pre_command": "upstream_failed", "snapshot": "failed"}
+    assert not world.mark("pre").exists()
+
+
 def test_cross_fs_copy_warns_on_every_run_and_copies_every_file(
     world: World, cli: Cli, other_fs_source: Path
 ) -> None:
