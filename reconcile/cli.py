@@ -198,6 +198,34 @@ def apply(
         raise typer.Exit(int(ExitCode.FAILED))
 
 
+@app.command()
+def schema(state_dir: StateDirOption = None) -> None:
+    """Print the JSON Schema of the config file (for editors)."""
+    from reconcile.schema import config_schema
+
+    _print_json(config_schema())
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from reconcile import __version__
+
+        typer.echo(f"hardsnap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Declarative hardlink snapshots: validate, plan, apply, audit."""
+
+
 @state_app.command("show")
 def state_show(
     name: Annotated[str | None, typer.Argument(help="Show only this resource.")] = None,

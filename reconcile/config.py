@@ -22,7 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from reconcile.model import Config, CrossFs, Resource, Schedule
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
-SIZE_PATTERN = re.compile(r"(\d+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+SIZE_PATTERN = re.compile(r"([0-9]+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 TOP_LEVEL_KEYS = ("resources",)
 RESOURCE_KEYS = (
