@@ -15,7 +15,10 @@ from reconcile.config import ConfigError, parse_config
 from reconcile.schema import config_schema
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
-BASE = "resources:\n  - name: r\n    type: backup\n    source_dir: /srv/src\n    target_path: /srv/dst\n"
+BASE = (
+    "resources:\n  - name: r\n    type: backup\n"
+    "    source_dir: /srv/src\n    target_path: /srv/dst\n"
+)
 
 # (extra line for the resource, whether the validator accepts it)
 CASES = [
