@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 from reconcile.config import ConfigError, parse_config
 from reconcile.schema import config_schema
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").rglob("*.yaml"))
 BASE = (
     "resources:\n  - name: r\n    type: backup\n"
     "    source_dir: /srv/src\n    target_path: /srv/dst\n"
