@@ -158,7 +158,7 @@ def locked_target(target: str) -> Iterator[int]:
     The lock is an flock on the target directory itself, so two applies with
     different state directories still never write one target at once.
     """
-    os.makedirs(target, mode=0o700, exist_ok=True)
+    fs.make_private_directory(target)
     target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:

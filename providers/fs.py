@@ -24,6 +24,55 @@ def open_directory(name: str, dir_fd: int | None = None) -> int:
     return os.open(name, DIRECTORY_FLAGS, dir_fd=dir_fd)
 
 
+def make_private_directory(path: str) -> None:
+    """Create directory `path` with mode 0700 if missing. Missing parents get
+    at most 0755 whatever the umask, so no other user can swap them."""
+    previous = os.umask(0o077)
+    try:
+        os.umask(previous | 0o022)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    finally:
+        os.umask(previous)
+
+
+def link_below(root_fd: int, relative: str, target_fd: int, name: str) -> None:
+    """Hard-link the file at `relative` below directory `root_fd` as `name`
+    in `target_fd`. A path longer than the kernel takes is followed one
+    directory at a time."""
+    try:
+        os.link(relative, name, src_dir_fd=root_fd, dst_dir_fd=target_fd, follow_symlinks=False)
+        return
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+    *directories, file_name = relative.split("/")
+    fd = os.dup(root_fd)
+    try:
+        for directory in directories:
+            next_fd = open_directory(directory, fd)
+            os.close(fd)
+            fd = next_fd
+        os.link(file_name, name, src_dir_fd=fd, dst_dir_fd=target_fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
+def same_xattrs(first_dir_fd: int, second_dir_fd: int, name: str) -> bool:
+    """Whether `name` in two directories has the same extended attributes."""
+
+    def attributes(dir_fd: int) -> dict[str, bytes]:
+        path = f"/proc/self/fd/{dir_fd}/{name}"
+        try:
+            return {
+                key: os.getxattr(path, key, follow_symlinks=False)
+                for key in os.listxattr(path, follow_symlinks=False)
+            }
+        except OSError:
+            return {}
+
+    return attributes(first_dir_fd) == attributes(second_dir_fd)
+
+
 def free_bytes(fd_or_path: int | str) -> int:
     """Return the bytes an unprivileged writer may still use on a filesystem."""
     info = os.fstatvfs(fd_or_path) if isinstance(fd_or_path, int) else os.statvfs(fd_or_path)

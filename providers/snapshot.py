@@ -163,6 +163,7 @@ class Walk:
         self._budget = 0
         self._since_check = 0
         self._root_target_fd: int | None = None
+        self._reference_made_ns = 0
         # Source inodes with several names: (device, inode) -> relative path
         # of their first name in the snapshot, so later names link to it.
         self._first_names: dict[tuple[int, int], str] = {}
@@ -174,6 +175,9 @@ class Walk:
             self._space_fd = target_fd
             self._recheck_space(0)
         self._root_target_fd = target_fd
+        if reference_fd is not None:
+            # The rename that completed the reference set its root's ctime.
+            self._reference_made_ns = os.fstat(reference_fd).st_ctime_ns
         root = _Frame(
             source_fd,
             reference_fd,
@@ -329,7 +333,7 @@ class Walk:
         several_names = info.st_nlink > 1
         if several_names and self._link_to_first_name(name, info, target_fd):
             return
-        if self._link_to_reference(name, info, frame.reference_fd, target_fd):
+        if self._link_to_reference(name, info, frame):
             pass
         elif target_fd is None:
             self._count_copy(name, relative, info, frame.source_fd)
@@ -373,24 +377,18 @@ class Walk:
         if first is None:
             return False
         if target_fd is not None:
+            assert self._root_target_fd is not None
             try:
-                os.link(
-                    first,
-                    name,
-                    src_dir_fd=self._root_target_fd,
-                    dst_dir_fd=target_fd,
-                    follow_symlinks=False,
-                )
+                fs.link_below(self._root_target_fd, first, target_fd, name)
             except OSError as error:
-                if error.errno not in (errno.EMLINK, errno.ENAMETOOLONG, errno.ENOENT):
+                if error.errno not in (errno.EMLINK, errno.ENOENT):
                     raise
                 return False
         self.report.files_linked += 1
         return True
 
-    def _link_to_reference(
-        self, name: str, info: os.stat_result, reference_fd: int | None, target_fd: int | None
-    ) -> bool:
+    def _link_to_reference(self, name: str, info: os.stat_result, frame: _Frame) -> bool:
+        reference_fd, target_fd = frame.reference_fd, frame.target_fd
         if not self.link_unchanged or reference_fd is None:
             return False
         try:
@@ -398,6 +396,12 @@ class Walk:
         except OSError:
             return False
         if not is_unchanged(info, reference):
+            return False
+        # Extended attributes change a file's ctime but not its mtime: a file
+        # whose inode changed since the reference was made is compared on them.
+        if info.st_ctime_ns >= self._reference_made_ns and not fs.same_xattrs(
+            frame.source_fd, reference_fd, name
+        ):
             return False
         if target_fd is not None:
             try:

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from providers.fs import make_private_directory
+
 SCHEMA_VERSION = 1
 SCHEMA_KEY = "schema_version"
 RESOURCE_PREFIX = "resource/"
@@ -91,7 +93,7 @@ class StateStore:
     @classmethod
     def write(cls, directory: str) -> StateStore:
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            make_private_directory(directory)
         except OSError as error:
             raise StateError(
                 f"cannot create state directory {directory}: {error.strerror}"
