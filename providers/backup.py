@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from providers import fs
 from providers.naming import is_snapshot_name, snapshot_in_window, snapshot_time
-from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, Walk
+from providers.snapshot import Excludes, Progress, SnapshotFailed, SnapshotReport, Walk
 from reconcile.model import CrossFs, Resource
 
 # Work in progress carries one of these prefixes, never a snapshot name.
@@ -128,13 +128,18 @@ def measure_prune(facts: Facts, names: list[str]) -> Facts:
 
 
 def _walk(
-    resource: Resource, facts: Facts, link: bool, min_free_space: int, resume: bool = False
+    resource: Resource,
+    facts: Facts,
+    link: bool,
+    min_free_space: int,
+    resume: bool = False,
+    progress: Progress | None = None,
 ) -> Walk:
     identity = None
     if facts.target_exists:
         info = os.stat(facts.target)
         identity = (info.st_dev, info.st_ino)
-    return Walk(Excludes(resource.exclude), link, min_free_space, identity, resume)
+    return Walk(Excludes(resource.exclude), link, min_free_space, identity, resume, progress)
 
 
 @contextlib.contextmanager
@@ -200,7 +205,9 @@ def adopt_leftovers(target_fd: int, work: str) -> bool:
     return True
 
 
-def take_snapshot(resource: Resource, name: str, target: str) -> SnapshotReport:
+def take_snapshot(
+    resource: Resource, name: str, target: str, progress: Progress | None = None
+) -> SnapshotReport:
     """Make snapshot `name` of the resource's source in `target`.
 
     The snapshot is built under a work name and renamed into place only when
@@ -227,7 +234,12 @@ def take_snapshot(resource: Resource, name: str, target: str) -> SnapshotReport:
         work = PARTIAL_PREFIX + name
         resume = adopt_leftovers(target_fd, work)
         walk = _walk(
-            resource, facts, links_unchanged(resource, facts), resource.min_free_space, resume
+            resource,
+            facts,
+            links_unchanged(resource, facts),
+            resource.min_free_space,
+            resume,
+            progress,
         )
         if not resume:
             os.mkdir(work, 0o700, dir_fd=target_fd)

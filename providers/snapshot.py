@@ -17,13 +17,19 @@ import fnmatch
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from providers import fs
 
 # Free space is re-read from the filesystem at least this often while copying.
 SPACE_RECHECK_BYTES = 256 << 20
+# Progress is reported after this many files, or this many bytes copied.
+PROGRESS_FILES = 512
+PROGRESS_BYTES = 16 << 20
+
+# Told (files done, bytes copied) as a walk goes.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,11 @@ class Walk:
         min_free_space: int,
         skip_identity: tuple[int, int] | None,
         resume: bool = False,
+        progress: Progress | None = None,
     ) -> None:
         self.excludes = excludes
+        self.progress = progress
+        self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
         self.link_unchanged = link_unchanged
         self.min_free_space = min_free_space
         # (device, inode) of the target directory, never walked into.
@@ -205,6 +214,18 @@ class Walk:
             for frame in stack:
                 if frame is not root:
                     frame.close()
+        if self.progress is not None:
+            report = self.report
+            self.progress(report.files_copied + report.files_linked, report.bytes_copied)
+
+    def _tick(self) -> None:
+        """Tell the progress listener, now and then, how far the walk is."""
+        report = self.report
+        files = report.files_copied + report.files_linked
+        if files >= self._next_progress[0] or report.bytes_copied >= self._next_progress[1]:
+            assert self.progress is not None
+            self.progress(files, report.bytes_copied)
+            self._next_progress = (files + PROGRESS_FILES, report.bytes_copied + PROGRESS_BYTES)
 
     # -- free space ------------------------------------------------------------
 
@@ -255,6 +276,8 @@ class Walk:
                 if stat.S_ISREG(mode):
                     if not self.excludes.file(relative, name):
                         self._file(name, relative, info, frame)
+                        if self.progress is not None:
+                            self._tick()
                 elif stat.S_ISDIR(mode):
                     if (info.st_dev, info.st_ino) != self.skip_identity and not (
                         self.excludes.directory(relative, name)

@@ -12,7 +12,6 @@ import datetime as dt
 import enum
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +52,7 @@ class ResourceOutcome:
     message: str | None = None
     notes: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
+    duration: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +61,7 @@ class ResourceOutcome:
             "message": self.message,
             "notes": list(self.notes),
             "warnings": list(self.warnings),
+            "duration": self.duration,
             "actions": [outcome.to_json() for outcome in self.actions],
         }
 
@@ -75,23 +76,36 @@ class ApplyReport:
         return any(outcome.result is Result.FAILED for outcome in self.resources)
 
 
-Listener = Callable[[ResourceOutcome, ActionOutcome | None], None]
+class Reporter:
+    """Told what the applier does as it goes, to show it; does nothing itself."""
+
+    def action_started(self, resource: str, action: Action, expected_files: int | None) -> None:
+        """An action starts; for a snapshot, `expected_files` is the reference's
+        file count (an estimate of the work), when known."""
+
+    def snapshot_progress(self, files: int, bytes_copied: int) -> None:
+        """A running snapshot has handled `files` files and copied `bytes_copied`."""
+
+    def action_finished(self, resource: ResourceOutcome, outcome: ActionOutcome) -> None:
+        """An action ended (or was not run because one it depends on failed)."""
+
+    def resource_finished(self, outcome: ResourceOutcome) -> None:
+        """A resource is done: its outcome is final."""
 
 
 def apply(
-    plan: Plan, store: StateStore, hook_cwd: str, listener: Listener | None = None
+    plan: Plan, store: StateStore, hook_cwd: str, reporter: Reporter | None = None
 ) -> ApplyReport:
     """Carry out `plan`, recording every result in `store`; return the report.
 
-    `listener` is told of each finished action (and of each resource, with
-    None, when it ends) so the caller can show progress.
+    `reporter` is told of each action and resource as they go.
     """
+    reporter = reporter or Reporter()
     report = ApplyReport(resources=[], unmanaged=plan.unmanaged)
     for resource_plan in plan.resources:
-        outcome = _Resource(resource_plan, plan.now, store, hook_cwd, listener).run()
+        outcome = _Resource(resource_plan, plan.now, store, hook_cwd, reporter).run()
         report.resources.append(outcome)
-        if listener:
-            listener(outcome, None)
+        reporter.resource_finished(outcome)
     return report
 
 
@@ -108,14 +122,14 @@ class _Resource:
         now: dt.datetime,
         store: StateStore,
         hook_cwd: str,
-        listener: Listener | None,
+        reporter: Reporter,
     ) -> None:
         self.plan = plan
         self.resource = plan.resource
         self.now = now
         self.store = store
         self.hook_cwd = hook_cwd
-        self.listener = listener
+        self.reporter = reporter
         self.outcome = ResourceOutcome(plan.resource.name, notes=plan.notes)
         self.record = store.record(self.resource.name)
         self.run_record: dict[str, Any] = {
@@ -142,7 +156,8 @@ class _Resource:
             self.record["runs"].append(self.run_record)
             self._save()
             self._run_actions()
-        self.run_record["duration"] = round(time.monotonic() - started, 3)
+        self.outcome.duration = round(time.monotonic() - started, 3)
+        self.run_record["duration"] = self.outcome.duration
         self.run_record["result"] = self.outcome.result.value
         self.run_record["message"] = self.outcome.message
         if self.plan.refusal:
@@ -191,8 +206,7 @@ class _Resource:
             self.outcome.actions.append(outcome)
             self.run_record["actions"].append(outcome.to_json())
             self._save()
-            if self.listener:
-                self.listener(self.outcome, outcome)
+            self.reporter.action_finished(self.outcome, outcome)
         failed = any(result is not Result.CHANGED for result in results.values())
         self.outcome.result = Result.FAILED if failed else Result.CHANGED
         if failed:
@@ -200,6 +214,12 @@ class _Resource:
             self.outcome.message = f"{first.action.kind.value} failed: {first.message}"
 
     def _run_action(self, action: Action) -> ActionOutcome:
+        expected = None
+        if action.kind is ActionKind.SNAPSHOT and action.reference:
+            made = self.record["snapshots"].get(action.reference)
+            if made:
+                expected = made["files_copied"] + made["files_linked"]
+        self.reporter.action_started(self.resource.name, action, expected)
         started = time.monotonic()
         runner = {
             ActionKind.PRE_COMMAND: self._hook,
@@ -244,7 +264,9 @@ class _Resource:
     def _snapshot(self, action: Action) -> ActionOutcome:
         assert action.snapshot is not None
         try:
-            report = backup.take_snapshot(self.resource, action.snapshot, self.plan.target)
+            report = backup.take_snapshot(
+                self.resource, action.snapshot, self.plan.target, self.reporter.snapshot_progress
+            )
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
         except OSError as error:

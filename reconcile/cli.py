@@ -144,44 +144,32 @@ def apply(
         list[str] | None,
         typer.Option("--resource", help="Apply only this resource (repeatable)."),
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only each resource's result.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print reasons and whole hook output.")
+    ] = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Converge: snapshot, prune, run hooks and reverts. No prompt."""
-    from reconcile.applier import ActionOutcome, ResourceOutcome
     from reconcile.operations import UnknownResource, apply_config
+    from reconcile.reporters import TextReporter, WarningsReporter
     from state.lock import LockHeld
     from state.store import StateError
 
     loaded = _load(config)
     now = _now()
-    color = _color()
-
-    def warn(outcome: ResourceOutcome) -> None:
-        for warning in outcome.warnings:
-            typer.echo(f"warning: {outcome.name}: {warning}", err=True)
-        if outcome.message:
-            typer.echo(f"error: {outcome.name}: {outcome.message}", err=True)
-
-    def show(outcome: ResourceOutcome, action: ActionOutcome | None) -> None:
-        if action is None:
-            typer.echo(render.resource_outcome_line(outcome, color))
-            warn(outcome)
-            return
-        if len(outcome.actions) == 1:
-            typer.echo(render.resource_heading(outcome.name, color))
-        typer.echo(render.action_outcome_line(action, color))
-        for line in render.hook_output_lines(action):
-            typer.echo(line)
-
-    def warn_only(outcome: ResourceOutcome, action: ActionOutcome | None) -> None:
-        if action is None:
-            warn(outcome)
+    verbosity = -1 if quiet else (1 if verbose else 0)
+    reporter = (
+        WarningsReporter()
+        if as_json
+        else TextReporter(verbosity, _color(), live=sys.stdout.isatty())
+    )
 
     _interrupt_on_termination()
     try:
-        report = apply_config(
-            loaded, _state_dir(state_dir), now, resource or [], warn_only if as_json else show
-        )
+        report = apply_config(loaded, _state_dir(state_dir), now, resource or [], reporter)
     except KeyboardInterrupt:
         _fail("interrupted; partial work was removed, earlier snapshots are untouched", 130)
     except UnknownResource as error:

@@ -66,7 +66,7 @@ def apply_config(
     state_dir: str,
     now: dt.datetime,
     names: list[str],
-    listener: applier.Listener | None = None,
+    reporter: applier.Reporter | None = None,
 ) -> applier.ApplyReport:
     """Converge the selected resources of a config; return what happened.
 
@@ -76,7 +76,7 @@ def apply_config(
     with StateStore.write(state_dir) as store, ApplyLock(state_dir):
         plan = make_plan(resources, store, now, predict=False)
         hook_cwd = os.path.dirname(os.path.abspath(config.path))
-        return applier.apply(plan, store, hook_cwd, listener)
+        return applier.apply(plan, store, hook_cwd, reporter)
 
 
 def state_view(config: Config | None, state_dir: str, name: str | None) -> dict[str, Any]:

@@ -205,21 +205,47 @@ def resource_heading(name: str, color: bool = False) -> str:
 HOOK_OUTPUT_LINES = 10
 
 
-def hook_output_lines(outcome: ActionOutcome) -> list[str]:
-    """Return the last lines a hook printed, indented under its action line."""
+def hook_output_lines(outcome: ActionOutcome, all_lines: bool = False) -> list[str]:
+    """Return the last lines a hook printed (all it kept, with `all_lines`),
+    indented under its action line."""
     tail = outcome.details.get("output_tail") or ""
-    lines = tail.rstrip("\n").splitlines()[-HOOK_OUTPUT_LINES:]
+    lines = tail.rstrip("\n").splitlines()
+    if not all_lines:
+        lines = lines[-HOOK_OUTPUT_LINES:]
     return [f"      | {line}" for line in lines]
 
 
 def resource_outcome_line(outcome: ResourceOutcome, color: bool = False) -> str:
+    """The final report of a resource: result, duration, and what it changed."""
     paint = Painter(color)
-    line = f"{paint.bold(outcome.name)} {paint(outcome.result.value, outcome.result)}"
+    line = f"=> {paint.bold(outcome.name)}: {paint(outcome.result.value, outcome.result)}"
+    if outcome.result is not Result.SETTLED:
+        line += f" in {outcome.duration:.1f}s"
     if outcome.message:
-        line += f": {outcome.message}"
-    elif outcome.result is Result.SETTLED and outcome.notes:
-        line += f" ({'; '.join(outcome.notes)})"
-    return line
+        return line + f": {outcome.message}"
+    if outcome.result is Result.SETTLED:
+        return line + (f" ({'; '.join(outcome.notes)})" if outcome.notes else "")
+    done = []
+    for action in outcome.actions:
+        details = action.details
+        if action.result is not Result.CHANGED:
+            continue
+        if action.action.kind is ActionKind.SNAPSHOT:
+            done.append(
+                f"snapshot {action.action.snapshot}: {details['files_copied']} copied "
+                f"({format_bytes(details['bytes_copied'])} added), "
+                f"{details['files_linked']} linked"
+            )
+        elif action.action.kind is ActionKind.PRUNE:
+            done.append(
+                f"pruned {_plural(len(details['pruned']), 'snapshot')} "
+                f"(freed {format_bytes(details['bytes_freed'])})"
+            )
+        elif action.action.kind is ActionKind.REVERT:
+            done.append("reverted")
+        elif action.action.retry:
+            done.append("post_command retried")
+    return line + (": " + "; ".join(done) if done else "")
 
 
 def apply_summary(report: ApplyReport) -> str:

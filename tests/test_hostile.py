@@ -837,10 +837,10 @@ def test_target_path_symlink_repointed_mid_run_keeps_the_snapshot_where_it_was_r
         link.symlink_to(other)
         repointed.append(os.readlink(link))
 
-    def repointing_before_snapshot(resource: Resource, name: str, target: str) -> Any:
+    def repointing_before_snapshot(resource: Resource, name: str, target: str, *rest: Any) -> Any:
         # After plan resolved the link, before the snapshot starts.
         repoint()
-        return original_snapshot(resource, name, target)
+        return original_snapshot(resource, name, target, *rest)
 
     def repointing_during_walk(
         self: Walk, source_fd: int, reference_fd: int | None, target_fd: Any

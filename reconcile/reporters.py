@@ -1,0 +1,129 @@
+"""What `apply` shows while it runs: lines per action, a live progress bar on
+a terminal, warnings on stderr. Only presentation; the applier decides."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from providers.backup import format_bytes
+from reconcile import render
+from reconcile.applier import ActionOutcome, Reporter, ResourceOutcome
+from reconcile.plan import Action, ActionKind
+
+
+def warn(outcome: ResourceOutcome) -> None:
+    """Print a resource's warnings and error on stderr."""
+    for warning in outcome.warnings:
+        print(f"warning: {outcome.name}: {warning}", file=sys.stderr)
+    if outcome.message:
+        print(f"error: {outcome.name}: {outcome.message}", file=sys.stderr)
+
+
+class WarningsReporter(Reporter):
+    """For --json: stdout carries only the final document; warnings go to stderr."""
+
+    def resource_finished(self, outcome: ResourceOutcome) -> None:
+        warn(outcome)
+
+
+class TextReporter(Reporter):
+    """Plain lines per action and resource; on a terminal, also a live
+    progress bar while a snapshot runs (files and bytes done, rate, and an
+    ETA from the previous snapshot's file count).
+
+    verbosity: -1 quiet (results only), 0 normal, 1 verbose (reasons too).
+    """
+
+    def __init__(self, verbosity: int = 0, color: bool = False, live: bool = False) -> None:
+        from rich.console import Console
+
+        self.verbosity = verbosity
+        self.color = color
+        self.live = live and verbosity >= 0
+        self.console = Console(
+            highlight=False, soft_wrap=True, no_color=not color, force_terminal=self.live or None
+        )
+        self._progress: Any = None
+        self._task: Any = None
+        self._announced: set[str] = set()
+
+    def _print(self, line: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text.from_ansi(line))
+
+    def _announce(self, resource: str) -> None:
+        if resource not in self._announced and self.verbosity >= 0:
+            self._announced.add(resource)
+            self._print(render.resource_heading(resource, self.color))
+
+    def action_started(self, resource: str, action: Action, expected_files: int | None) -> None:
+        self._announce(resource)
+        if self.live and action.kind is ActionKind.SNAPSHOT:
+            self._start_bar(f"  + snapshot {action.snapshot}", expected_files)
+
+    def _start_bar(self, description: str, expected_files: int | None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files, {task.fields[copied]} copied, {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            description, total=expected_files, copied="0 B", rate="- files/s"
+        )
+
+    def snapshot_progress(self, files: int, bytes_copied: int) -> None:
+        if self._progress is None:
+            return
+        task = self._progress.tasks[0]
+        elapsed = task.elapsed or 0.0
+        rate = f"{files / elapsed:,.0f} files/s" if elapsed > 0 else "- files/s"
+        total = task.total
+        if total is not None and files > total:
+            total = None
+        self._progress.update(
+            self._task,
+            completed=files,
+            total=total,
+            copied=format_bytes(bytes_copied),
+            rate=rate,
+        )
+
+    def _stop_bar(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def action_finished(self, resource: ResourceOutcome, outcome: ActionOutcome) -> None:
+        self._stop_bar()
+        if self.verbosity < 0:
+            return
+        self._announce(resource.name)
+        self._print(render.action_outcome_line(outcome, self.color))
+        if self.verbosity > 0:
+            self._print(f"      {outcome.action.reason}")
+        lines = render.hook_output_lines(outcome, all_lines=self.verbosity > 0)
+        for line in lines:
+            self._print(line)
+
+    def resource_finished(self, outcome: ResourceOutcome) -> None:
+        self._stop_bar()
+        self._print(render.resource_outcome_line(outcome, self.color))
+        warn(outcome)
