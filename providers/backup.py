@@ -49,18 +49,26 @@ class Facts:
     target_filesystem: str
     # Free bytes on the target's filesystem (its nearest existing ancestor's).
     free_bytes: int | None
+    # Why the target cannot be read, when it cannot: nothing can be planned.
+    target_error: str | None = None
     prediction: Prediction | None = None
     # (snapshots, bytes): what pruning exactly those snapshots would free.
     bytes_freed: tuple[tuple[str, ...], int] | None = None
 
 
 def list_snapshots(target: str) -> tuple[str, ...]:
-    """Return the snapshot-named real directories in `target`, oldest first."""
+    """Return the snapshot-named real directories in `target`, oldest first
+    (none when it cannot be listed)."""
     try:
-        entries = os.scandir(target)
+        return read_snapshots(target)
     except OSError:
         return ()
-    with entries:
+
+
+def read_snapshots(target: str) -> tuple[str, ...]:
+    """Return the snapshot-named real directories in `target`, oldest first.
+    Raise OSError when it cannot be listed."""
+    with os.scandir(target) as entries:
         names = [
             entry.name
             for entry in entries
@@ -82,10 +90,18 @@ def observe(resource: Resource) -> Facts:
         free: int | None = fs.free_bytes(target_probe)
     except OSError:
         free = None
+    snapshots: tuple[str, ...] = ()
+    target_error = None
+    if target_exists:
+        try:
+            snapshots = read_snapshots(target)
+        except OSError as error:
+            target_error = f"cannot list target_path {target}: {error.strerror}"
     return Facts(
         target=target,
         target_exists=target_exists,
-        snapshots=list_snapshots(target) if target_exists else (),
+        target_error=target_error,
+        snapshots=snapshots,
         source_exists=source_exists,
         same_filesystem=same,
         source_filesystem=fs.describe_filesystem(resource.source_dir) if source_exists else "",

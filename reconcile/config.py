@@ -11,12 +11,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from reconcile.model import Config, CrossFs, Resource, Schedule
@@ -44,6 +46,8 @@ RESOURCE_KEYS = (
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 RESOURCE_TYPES = ("backup",)
 ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs)
+# The largest number any setting takes (retain days, keep_min, free bytes).
+MAX_NUMBER = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,15 @@ def parse_config(text: str, path: str) -> Config:
 
 def _parse_yaml(text: str, path: str) -> Any:
     yaml = YAML(typ="rt")
+    # Read integers of any length, so that an absurd one is reported at its
+    # key like any other bad value; the limit only guards str <-> int.
+    digits_limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():
+            # A reused anchor is legal YAML (the later one wins): no warning.
+            warnings.simplefilter("ignore")
+            return yaml.load(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -108,6 +119,14 @@ def _parse_yaml(text: str, path: str) -> Any:
         raise ConfigError([Problem(path, line, column, f"YAML syntax: {message}")]) from None
     except YAMLError as error:
         raise ConfigError([Problem(path, 1, 1, f"YAML syntax: {error}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(path, 1, 1, "YAML nesting is too deep")]) from None
+    except (AttributeError, TypeError, ValueError, KeyError) as error:
+        # ruamel.yaml fails this way on some odd documents (recursive merge
+        # keys, !!set of a scalar).
+        raise ConfigError([Problem(path, 1, 1, f"YAML cannot be read: {error}")]) from None
+    finally:
+        sys.set_int_max_str_digits(digits_limit)
 
 
 def _is_text(value: Any) -> bool:
@@ -126,9 +145,9 @@ class _Checker:
         self.base = os.path.dirname(os.path.abspath(path))
         self.problems: list[Problem] = []
 
-    def report(self, position: tuple[int, int], message: str) -> None:
+    def report(self, position: tuple[int | None, int | None], message: str) -> None:
         line, column = position
-        self.problems.append(Problem(self.path, line + 1, column + 1, message))
+        self.problems.append(Problem(self.path, (line or 0) + 1, (column or 0) + 1, message))
 
     def document(self, document: Any) -> list[Resource]:
         if document is None:
@@ -155,7 +174,7 @@ class _Checker:
         resources: list[Resource] = []
         for index, item in enumerate(items):
             if not isinstance(item, CommentedMap):
-                self.report(items.lc.item(index), "each resource must be a mapping")
+                self.report(_item_at(items, index), "each resource must be a mapping")
                 continue
             before = len(self.problems)
             values = self.values(item)
@@ -182,7 +201,7 @@ class _Checker:
         for key, check in self.checks.items():
             if item.get(key) is None:
                 continue
-            value = check(self, item[key], _value_at(item, key))
+            value = check(self, _untagged(item[key]), _value_at(item, key))
             if value is not None:
                 values[key] = value
 
@@ -228,6 +247,9 @@ class _Checker:
         if not _is_text(value) or not value.strip():
             self.report(position, f"a path must be a non-empty string, got {_show(value)}")
             return None
+        if "\0" in value or not _encodable(value):
+            self.report(position, "a path must not hold NUL bytes or unpaired surrogates")
+            return None
         expanded = os.path.expanduser(str(value))
         return os.path.normpath(os.path.join(self.base, expanded))
 
@@ -272,7 +294,7 @@ class _Checker:
             for index, pattern in enumerate(value):
                 if not _is_text(pattern) or not pattern.strip():
                     self.report(
-                        value.lc.item(index),
+                        _item_at(value, index),
                         f"an exclude pattern must be a non-empty string, got {_show(pattern)}",
                     )
                     continue
@@ -285,12 +307,15 @@ class _Checker:
         return None
 
     def check_min_free_space(self, value: Any, position: tuple[int, int]) -> int | None:
+        size = None
         if _is_integer(value) and value >= 0:
-            return int(value)
-        if _is_text(value):
+            size = int(value)
+        elif _is_text(value):
             match = SIZE_PATTERN.fullmatch(value.strip())
-            if match:
-                return int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+            if match and len(match.group(1)) <= len(str(MAX_NUMBER)):
+                size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+        if size is not None and size <= MAX_NUMBER:
+            return size
         self.report(
             position,
             f'"min_free_space" must be bytes with an optional K/M/G/T suffix '
@@ -377,11 +402,34 @@ def _canonical(path: str) -> str:
 
 
 def _whole_number(value: Any) -> int | None:
+    """Return an int, or a string of ASCII digits, as an int; else None.
+    Numbers beyond MAX_NUMBER count as not numbers: no setting needs them."""
+    number = None
     if _is_integer(value):
-        return int(value)
-    if _is_text(value) and value.strip().isdigit() and value.strip().isascii():
-        return int(value.strip())
-    return None
+        number = int(value)
+    elif _is_text(value):
+        text = value.strip()
+        if text.isdigit() and text.isascii() and len(text) <= len(str(MAX_NUMBER)):
+            number = int(text)
+    if number is None or number > MAX_NUMBER:
+        return None
+    return number
+
+
+def _untagged(value: Any) -> Any:
+    """An explicit `!!str` tag changes nothing: give back the plain string.
+    Other tagged scalars stay as they are, and fail their key's type check."""
+    if isinstance(value, TaggedScalar) and str(value.tag.value) == "tag:yaml.org,2002:str":
+        return str(value.value)
+    return value
+
+
+def _encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _key_at(mapping: CommentedMap, key: str) -> tuple[int, int]:
@@ -404,7 +452,17 @@ def _value_at(mapping: CommentedMap, key: str) -> tuple[int, int]:
 
 def _node_position(node: Any) -> tuple[int, int]:
     lc = getattr(node, "lc", None)
-    return (lc.line, lc.col) if lc is not None else (0, 0)
+    if lc is None or lc.line is None:
+        return (0, 0)
+    return (lc.line, lc.col or 0)
+
+
+def _item_at(sequence: CommentedSeq, index: int) -> tuple[int, int]:
+    try:
+        line, column = sequence.lc.item(index)[:2]
+        return line, column
+    except (KeyError, TypeError, IndexError):
+        return _node_position(sequence)
 
 
 def _show(value: Any) -> str:
@@ -416,6 +474,10 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, (CommentedSeq, list)):
         return "a list"
+    if _is_integer(value) and value.bit_length() > 128:
+        return "a number far too large"
+    if isinstance(value, TaggedScalar):
+        return f"{value.tag.value} {value.value}"
     if isinstance(value, str):
         return f'"{value}"'
     return str(value)

@@ -81,6 +81,8 @@ def plan_resource(
         return ResourcePlan(resource, facts.target, graph)
 
     notes: list[str] = []
+    if facts.target_error:
+        return ResourcePlan(resource, facts.target, graph, refusal=facts.target_error)
     refusal = warning = None
     window = window_of(now, resource.schedule)
     current = snapshot_in_window(facts.snapshots, now, resource.schedule)

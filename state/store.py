@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,12 +87,29 @@ class StateStore:
 
     @classmethod
     def read(cls, directory: str) -> StateStore:
-        if not os.path.exists(os.path.join(directory, "cache.db")):
+        database = os.path.join(directory, "cache.db")
+        try:
+            info = os.stat(database)
+        except FileNotFoundError:
+            if os.path.lexists(directory) and not os.path.isdir(directory):
+                raise StateError(_not_a_directory(directory)) from None
+            return cls(directory, None)
+        except NotADirectoryError:
+            raise StateError(_not_a_directory(directory)) from None
+        except OSError as error:
+            raise StateError(
+                f"cannot read state directory {directory}: {error.strerror}; run as its owner "
+                f"or choose another with --state-dir"
+            ) from None
+        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+            # An empty file is no store yet; opening it would write one.
             return cls(directory, None)
         return cls(directory, _open_cache(directory))
 
     @classmethod
     def write(cls, directory: str) -> StateStore:
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise StateError(_not_a_directory(directory))
         try:
             make_private_directory(directory)
         except OSError as error:
@@ -164,6 +182,13 @@ class StateStore:
     def recorded(self) -> dict[str, RecordedState]:
         """Return what the planner needs of every recorded resource."""
         return {name: recorded_state(self.record(name)) for name in self.names()}
+
+
+def _not_a_directory(directory: str) -> str:
+    return (
+        f"state directory {directory} is not a directory; move it aside or choose another "
+        f"with --state-dir (snapshots on disk are kept and found again)"
+    )
 
 
 def _open_cache(directory: str) -> Any:
