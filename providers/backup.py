@@ -10,7 +10,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -51,6 +50,8 @@ class Facts:
     free_bytes: int | None
     # Why the target cannot be read, when it cannot: nothing can be planned.
     target_error: str | None = None
+    # Snapshots whose prune was interrupted (renamed away, not yet removed).
+    interrupted_prunes: tuple[str, ...] = ()
     prediction: Prediction | None = None
     # (snapshots, bytes): what pruning exactly those snapshots would free.
     bytes_freed: tuple[tuple[str, ...], int] | None = None
@@ -63,6 +64,28 @@ def list_snapshots(target: str) -> tuple[str, ...]:
         return read_snapshots(target)
     except OSError:
         return ()
+
+
+def read_interrupted_prunes(target: str) -> tuple[str, ...]:
+    """Return the names of snapshots a killed prune left half-removed."""
+    with os.scandir(target) as entries:
+        names = [
+            entry.name[len(PRUNING_PREFIX) :]
+            for entry in entries
+            if entry.name.startswith(PRUNING_PREFIX) and entry.is_dir(follow_symlinks=False)
+        ]
+    return tuple(sorted(names))
+
+
+def _existing_directory(target: str, name: str) -> str | None:
+    """The directory holding snapshot `name` now: the snapshot itself, or
+    what an interrupted prune left of it."""
+    for candidate in (name, PRUNING_PREFIX + name):
+        if os.path.isdir(os.path.join(target, candidate)) and not os.path.islink(
+            os.path.join(target, candidate)
+        ):
+            return candidate
+    return None
 
 
 def read_snapshots(target: str) -> tuple[str, ...]:
@@ -91,10 +114,12 @@ def observe(resource: Resource) -> Facts:
     except OSError:
         free = None
     snapshots: tuple[str, ...] = ()
+    interrupted: tuple[str, ...] = ()
     target_error = None
     if target_exists:
         try:
             snapshots = read_snapshots(target)
+            interrupted = read_interrupted_prunes(target)
         except OSError as error:
             target_error = f"cannot list target_path {target}: {error.strerror}"
     return Facts(
@@ -102,6 +127,7 @@ def observe(resource: Resource) -> Facts:
         target_exists=target_exists,
         target_error=target_error,
         snapshots=snapshots,
+        interrupted_prunes=interrupted,
         source_exists=source_exists,
         same_filesystem=same,
         source_filesystem=fs.describe_filesystem(resource.source_dir) if source_exists else "",
@@ -137,10 +163,15 @@ def predict(resource: Resource, facts: Facts) -> Facts:
 def measure_prune(facts: Facts, names: list[str]) -> Facts:
     """Return `facts` with the bytes that pruning `names` would free."""
     try:
-        freed = fs.bytes_freed(facts.target, names)
+        freed = _bytes_freed(facts.target, names)
     except OSError:
         return facts
     return replace(facts, bytes_freed=(tuple(names), freed))
+
+
+def _bytes_freed(target: str, names: list[str]) -> int:
+    directories = [_existing_directory(target, name) for name in names]
+    return fs.bytes_freed(target, [name for name in directories if name is not None])
 
 
 def _walk(
@@ -313,17 +344,14 @@ def prune(target: str, names: list[str]) -> tuple[list[str], int]:
     """
     removed = []
     with locked_target(target) as target_fd:
-        present = [name for name in names if name in list_snapshots(target)]
-        freed = fs.bytes_freed(target, present)
-        for name in present:
-            try:
-                info = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISDIR(info.st_mode):
+        freed = _bytes_freed(target, names)
+        for name in names:
+            directory = _existing_directory(target, name)
+            if directory is None:
                 continue
             doomed = PRUNING_PREFIX + name
-            os.rename(name, doomed, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+            if directory != doomed:
+                os.rename(directory, doomed, src_dir_fd=target_fd, dst_dir_fd=target_fd)
             fs.remove_tree(doomed, target_fd)
             removed.append(name)
         os.fsync(target_fd)

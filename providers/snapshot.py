@@ -355,6 +355,8 @@ class Walk:
             return
         several_names = info.st_nlink > 1
         if several_names and self._link_to_first_name(name, info, target_fd):
+            if frame.kept is not None:
+                frame.kept.add(name)
             return
         if self._link_to_reference(name, info, frame):
             pass

@@ -51,7 +51,9 @@ def planned_prune(resource: Resource, facts: Facts, now: dt.datetime) -> list[st
     names = list(facts.snapshots)
     if snapshot_in_window(names, now, resource.schedule) is None:
         names.append(snapshot_name(now))
-    return expired(names, now, resource.retain_days, resource.keep_min)
+    doomed = expired(names, now, resource.retain_days, resource.keep_min)
+    # A prune that was killed half-way is finished whatever the retention.
+    return sorted({*facts.interrupted_prunes, *doomed})
 
 
 def plan_resource(
@@ -129,6 +131,8 @@ def plan_resource(
         freed = facts.bytes_freed
         bytes_freed = freed[1] if freed is not None and freed[0] == tuple(doomed) else None
         keep = f", keeping the {resource.keep_min} newest" if resource.keep_min else ""
+        if facts.interrupted_prunes:
+            keep += "; finishing a prune that was interrupted"
         graph.add_node(
             ActionKind.PRUNE,
             action=Action(
