@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,38 @@ def write_config(path: Path, *resources: dict[str, Any]) -> Path:
             lines.append(f"{lead}{key}: {json.dumps(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+Mount = Callable[[str, str], Path]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Mount]:
+    """Mount tmpfs filesystems (`mount("name", "size=8m")`) under tmp_path;
+    skip where mounting is refused. Unmounted at the end of the test."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        point = tmp_path / name
+        point.mkdir()
+        try:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                capture_output=True,
+                text=True,
+            )
+        except FileNotFoundError:
+            pytest.skip("no mount command to mount a tmpfs")
+        if done.returncode != 0:
+            pytest.skip(f"mount -t tmpfs refused: {done.stderr.strip() or done.returncode}")
+        mounted.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in reversed(mounted):
+            if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(point)], check=True)

@@ -36,7 +36,7 @@ from providers.snapshot import SnapshotFailed
 from reconcile.cli import app
 from reconcile.model import Resource
 from state.lock import LOCK_FILE
-from tests.conftest import hardsnap_command, write_config
+from tests.conftest import Mount, hardsnap_command, write_config
 
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # a Sunday, day 088
@@ -491,40 +491,6 @@ def stop_while_writing(apply: Apply, target: Path, name: str) -> None:
 
 
 # -- filesystems -------------------------------------------------------------------------------
-
-Mount = Callable[[str, str], Path]
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Mount]:
-    """Mount tmpfs filesystems (`mount("name", "size=8m")`) under tmp_path;
-    skip where mounting is refused. Unmounted at the end of the test."""
-    mounted: list[Path] = []
-
-    def mount(name: str, options: str) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        point = tmp_path / name
-        point.mkdir()
-        try:
-            done = subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                capture_output=True,
-                text=True,
-            )
-        except FileNotFoundError:
-            pytest.skip("no mount command to mount a tmpfs")
-        if done.returncode != 0:
-            pytest.skip(f"mount -t tmpfs refused: {done.stderr.strip() or done.returncode}")
-        mounted.append(point)
-        return point
-
-    try:
-        yield mount
-    finally:
-        for point in reversed(mounted):
-            if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(point)], check=True)
 
 
 def backup_resource(source: Path, target: Path, **overrides: Any) -> dict[str, Any]:
