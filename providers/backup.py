@@ -317,12 +317,27 @@ def free_space_refusal(resource: Resource, facts: Facts) -> str | None:
     """Return why the target lacks room to start a snapshot, or None."""
     if resource.min_free_space <= 0 or facts.free_bytes is None:
         return None
-    if facts.free_bytes >= resource.min_free_space:
+    if facts.free_bytes < resource.min_free_space:
+        return (
+            f"only {format_bytes(facts.free_bytes)} free on {facts.target_filesystem}, "
+            f"below min_free_space {format_bytes(resource.min_free_space)}"
+        )
+    after = free_after_snapshot(facts)
+    if after is not None and after < resource.min_free_space:
+        assert facts.prediction is not None
+        return (
+            f"the snapshot would copy {format_bytes(facts.prediction.bytes_to_copy)}, leaving "
+            f"{format_bytes(max(after, 0))} free on {facts.target_filesystem}, below "
+            f"min_free_space {format_bytes(resource.min_free_space)}"
+        )
+    return None
+
+
+def free_after_snapshot(facts: Facts) -> int | None:
+    """Return the free bytes the target would keep after the predicted copy."""
+    if facts.free_bytes is None or facts.prediction is None:
         return None
-    return (
-        f"only {format_bytes(facts.free_bytes)} free on {facts.target_filesystem}, "
-        f"below min_free_space {format_bytes(resource.min_free_space)}"
-    )
+    return facts.free_bytes - facts.prediction.bytes_to_copy
 
 
 def cross_fs_refusal(resource: Resource, facts: Facts) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from typing import Annotated, Any, NoReturn
@@ -243,7 +244,8 @@ def state_show(
     if as_json:
         _print_json({"resources": view})
     else:
-        typer.echo(render.state_text(view))
+        width = shutil.get_terminal_size((100, 24)).columns
+        typer.echo(render.state_text(view, width, _color()))
 
 
 def main() -> None:

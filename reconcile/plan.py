@@ -58,6 +58,8 @@ class Action:
     files_to_copy: int | None = None
     files_to_link: int | None = None
     bytes_to_copy: int | None = None
+    # snapshot: free bytes the target keeps after the predicted copy.
+    free_bytes_after: int | None = None
     # prune: the snapshots to remove, oldest first.
     prune: tuple[str, ...] = ()
     # prune: bytes of the files no other snapshot links to; None when not measured.
@@ -75,6 +77,7 @@ class Action:
                 files_to_copy=self.files_to_copy,
                 files_to_link=self.files_to_link,
                 bytes_to_copy=self.bytes_to_copy,
+                free_bytes_after=self.free_bytes_after,
             )
         elif self.kind is ActionKind.PRUNE:
             document.update(snapshots=list(self.prune), bytes_freed=self.bytes_freed)

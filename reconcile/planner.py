@@ -11,7 +11,13 @@ from collections.abc import Mapping, Sequence
 
 import networkx as nx
 
-from providers.backup import Facts, cross_fs_refusal, free_space_refusal, links_unchanged
+from providers.backup import (
+    Facts,
+    cross_fs_refusal,
+    free_after_snapshot,
+    free_space_refusal,
+    links_unchanged,
+)
 from providers.naming import expired, snapshot_in_window, snapshot_name, window_of
 from reconcile.model import CrossFs, Resource
 from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
@@ -102,6 +108,7 @@ def plan_resource(
                 files_to_copy=predicted.files_to_copy if predicted else None,
                 files_to_link=predicted.files_to_link if predicted else None,
                 bytes_to_copy=predicted.bytes_to_copy if predicted else None,
+                free_bytes_after=free_after_snapshot(facts),
             ),
         )
         if resource.pre_command:

@@ -5,6 +5,7 @@ Nothing here decides anything; it only shows values it is given.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from providers.backup import format_bytes
@@ -68,6 +69,8 @@ def _prediction(action: Action) -> str | None:
     )
     if not action.link_unchanged:
         text += " (different filesystems: every file is copied)"
+    if action.free_bytes_after is not None:
+        text += f"; {format_bytes(max(action.free_bytes_after, 0))} free after"
     return text
 
 
@@ -141,7 +144,7 @@ def plan_summary(plan: Plan) -> str:
         parts.append(_plural(counts[ActionKind.SNAPSHOT], "snapshot"))
     if pruned:
         freeing = f" (freeing {format_bytes(freed)})" if freed is not None else ""
-        parts.append(f"{_plural(pruned, 'snapshot')} pruned{freeing}")
+        parts.append(f"{_plural(pruned, 'prune')}{freeing}")
     hooks = counts[ActionKind.PRE_COMMAND] + counts[ActionKind.POST_COMMAND]
     if hooks:
         parts.append(_plural(hooks, "hook"))
@@ -279,38 +282,95 @@ def apply_json(report: ApplyReport, plan_now: str) -> dict[str, Any]:
 # -- state show ---------------------------------------------------------------
 
 
-def state_text(view: dict[str, Any]) -> str:
+RUNS_SHOWN = 5
+
+
+def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> str:
+    """Render `state show`: per resource a heading, its snapshots and its
+    last runs as tables."""
     if not view:
         return "No recorded state and no resources."
-    lines = []
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=width, no_color=not color, force_terminal=color, highlight=False
+    )
     for name, entry in view.items():
-        managed = "" if entry["managed"] else " (no longer in the config)"
-        lines.append(f'resource "{name}"{managed}')
-        lines.append(f"  target:    {entry['target_path']}")
-        lines.append(f"  revert:    {entry['revert']}")
+        managed = "" if entry["managed"] else " (no longer in the config: nothing is undone)"
+        console.print(f'resource "{name}"{managed}', style="bold", markup=False)
+        console.print(f"  target: {entry['target_path']}", markup=False)
+        console.print(f"  revert: {entry['revert']}", markup=False)
         pending = entry["post_command_pending"]
         if pending:
-            lines.append(
-                f"  post_command pending: failed at {pending['failed_at']} "
-                f"after snapshot {pending['snapshot']}; retried by the next apply"
+            console.print(
+                f"  post_command pending: failed at {pending['failed_at']} after snapshot "
+                f"{pending['snapshot']}; the next apply retries it",
+                markup=False,
             )
-        snapshots = entry["snapshots"]
-        lines.append(f"  snapshots: {len(snapshots)}")
-        for snapshot in snapshots:
-            extra = ""
-            if "files_copied" in snapshot:
-                extra = (
-                    f"  {snapshot['files_copied']} copied "
-                    f"({format_bytes(snapshot['bytes_copied'])}), "
-                    f"{snapshot['files_linked']} linked"
-                )
-            lines.append(f"    {snapshot['name']}{extra}")
-        runs = entry["runs"]
+        snapshots = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
+        snapshots.title = f"  snapshots: {len(entry['snapshots'])}"
+        for column, justify in (
+            ("snapshot", "left"),
+            ("taken (UTC)", "left"),
+            ("files", "right"),
+            ("copied", "right"),
+            ("linked", "right"),
+            ("bytes added", "right"),
+        ):
+            snapshots.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for snapshot in entry["snapshots"]:
+            known = "files_copied" in snapshot
+            copied = snapshot.get("files_copied", 0)
+            linked = snapshot.get("files_linked", 0)
+            snapshots.add_row(
+                snapshot["name"],
+                _taken(snapshot["name"]),
+                str(copied + linked) if known else "?",
+                str(copied) if known else "?",
+                str(linked) if known else "?",
+                format_bytes(snapshot["bytes_copied"]) if known else "?",
+            )
+        if entry["snapshots"]:
+            console.print(snapshots)
+        else:
+            console.print("  snapshots: none")
+        runs = entry["runs"][-RUNS_SHOWN:]
         if runs:
-            lines.append("  last runs:")
-            for run in runs[-5:]:
-                kinds = ", ".join(f"{a['kind']} {a['result']}" for a in run["actions"])
-                message = f" - {run['message']}" if run.get("message") else ""
-                lines.append(f"    {run['at']}  {run['result']}  [{kinds}]{message}")
-        lines.append("")
-    return "\n".join(lines).rstrip()
+            table = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
+            table.title = f"  last runs: {len(runs)} of {len(entry['runs'])}"
+            table.add_column("at (UTC)")
+            table.add_column("result")
+            table.add_column("took", justify="right")
+            table.add_column("actions")
+            table.add_column("message / hook output", overflow="fold")
+            for run in reversed(runs):
+                actions = ", ".join(
+                    a["kind"] if a["result"] == "changed" else f"{a['kind']} {a['result']}"
+                    for a in run["actions"]
+                )
+                took = "" if run.get("duration") is None else f"{run['duration']:.1f}s"
+                table.add_row(run["at"], run["result"], took, actions or "-", _run_message(run))
+            console.print(table)
+        console.print()
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
+
+
+def _taken(name: str) -> str:
+    from providers.naming import snapshot_time
+
+    moment = snapshot_time(name)
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "?"
+
+
+def _run_message(run: dict[str, Any]) -> str:
+    """A run's message, else the last line its hooks printed."""
+    if run.get("message"):
+        return str(run["message"])
+    for action in reversed(run["actions"]):
+        tail = (action.get("output_tail") or "").strip()
+        if tail:
+            return f"{action['kind']}: {tail.splitlines()[-1]}"
+    return ""
