@@ -1,0 +1,246 @@
+"""What people read: plan, apply and state show text (golden files, colour
+off), the plan's predictions against what apply then does, and the live
+progress bar under a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Mount, hardsnap_command, write_config
+
+GOLDEN = Path(__file__).parent / "golden"
+DAY = "2026-03-{:02d}T06:00:00Z"
+ODD_NS = 1_700_000_000_123_456_789
+
+
+def normalized(text: str, tmp_path: Path) -> str:
+    """Output with what differs between runs replaced: paths, durations, free space."""
+    text = text.replace(str(tmp_path), "<tmp>")
+    text = re.sub(r"\d+\.\ds\b", "N.Ns", text)
+    text = re.sub(r"[\d.]+ (B|KiB|MiB|GiB|TiB) free after", "N free after", text)
+    text = re.sub(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+(changed|failed|settled|incomplete)", r"<time> \1", text
+    )
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def assert_golden(name: str, text: str, tmp_path: Path) -> None:
+    """Compare with tests/golden/NAME.txt; HARDSNAP_UPDATE_GOLDEN=1 rewrites it."""
+    path = GOLDEN / f"{name}.txt"
+    actual = normalized(text, tmp_path)
+    if os.environ.get("HARDSNAP_UPDATE_GOLDEN"):
+        path.write_text(actual)
+    assert actual == path.read_text(), f"{name} differs from {path}:\n{actual}"
+
+
+def make_file(path: Path, data: bytes, mtime_ns: int = ODD_NS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Any]:
+    source = tmp_path / "src"
+    make_file(source / "etc" / "app.conf", b"listen 8080\n")
+    make_file(source / "etc" / "users", b"alice\nbob\n")
+    make_file(source / "notes.txt", b"x" * 3000)
+    make_file(source / "cache" / "tmp.bin", b"skipped")
+    os.symlink("notes.txt", source / "latest")
+    config = write_config(
+        tmp_path / "hardsnap.yaml",
+        {
+            "name": "etc",
+            "type": "backup",
+            "source_dir": "src",
+            "target_path": "dst",
+            "retain": "2",
+            "exclude": "cache/*",
+            "min_free_space": 0,
+            "pre_command": "echo preparing",
+            "post_command": 'echo "done: $HARDSNAP_SNAPSHOT"',
+        },
+    )
+    return {"source": source, "config": str(config), "target": tmp_path / "dst"}
+
+
+def test_plan_apply_and_state_show_text_match_the_golden_files(
+    world: dict[str, Any], cli: Any, tmp_path: Path
+) -> None:
+    config = world["config"]
+    assert_golden("plan_first", cli("plan", "-c", config, now=DAY.format(1)).stdout, tmp_path)
+    assert_golden("apply_first", cli("apply", "-c", config, now=DAY.format(1)).stdout, tmp_path)
+    assert cli("apply", "-c", config, now=DAY.format(2)).exit_code == 0
+    make_file(world["source"] / "etc" / "users", b"alice\nbob\ncarol\n")
+    outcome = cli("plan", "-c", config, now=DAY.format(4))
+    assert outcome.exit_code == 0, outcome
+    assert_golden("plan_prune", outcome.stdout, tmp_path)
+    outcome = cli("apply", "-c", config, now=DAY.format(4))
+    assert_golden("apply_prune", outcome.stdout, tmp_path)
+    assert_golden("apply_settled", cli("apply", "-c", config, now=DAY.format(4)).stdout, tmp_path)
+    assert_golden("state_show", cli("state", "show", "-c", config, now=None).stdout, tmp_path)
+
+
+def test_quiet_and_verbose_apply_text_match_the_golden_files(
+    world: dict[str, Any], cli: Any, tmp_path: Path
+) -> None:
+    config = world["config"]
+    outcome = cli("apply", "-c", config, "-v", now=DAY.format(1))
+    assert_golden("apply_verbose", outcome.stdout, tmp_path)
+    outcome = cli("apply", "-c", config, "-q", now=DAY.format(2))
+    assert_golden("apply_quiet", outcome.stdout, tmp_path)
+
+
+def snapshot_action(document: dict[str, Any]) -> dict[str, Any]:
+    return next(a for a in document["resources"][0]["actions"] if a["kind"] == "snapshot")
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["nothing", "rewrite", "append", "touch", "chmod", "add", "delete", "add_dir"],
+)
+def test_plan_predicts_exactly_what_apply_then_copies_and_links(
+    world: dict[str, Any], cli: Any, change: str
+) -> None:
+    config, source = world["config"], world["source"]
+    assert cli("apply", "-c", config, now=DAY.format(1)).exit_code == 0
+    users = source / "etc" / "users"
+    if change == "rewrite":
+        make_file(users, b"carol\ndave\n", ODD_NS + 5)
+    elif change == "append":
+        make_file(users, b"alice\nbob\ncarol\n")
+    elif change == "touch":
+        os.utime(users, ns=(ODD_NS + 1, ODD_NS + 1))
+    elif change == "chmod":
+        users.chmod(0o600)
+    elif change == "add":
+        make_file(source / "etc" / "new.conf", b"n" * 12345)
+    elif change == "delete":
+        users.unlink()
+    elif change == "add_dir":
+        make_file(source / "var" / "lib" / "db", b"d" * 777)
+    planned = snapshot_action(cli("plan", "-c", config, "--json", now=DAY.format(2)).json())
+    applied = snapshot_action(cli("apply", "-c", config, "--json", now=DAY.format(2)).json())
+    assert (planned["files_to_copy"], planned["files_to_link"], planned["bytes_to_copy"]) == (
+        applied["files_copied"],
+        applied["files_linked"],
+        applied["bytes_copied"],
+    )
+    assert planned["files_to_copy"] == (0 if change in ("nothing", "delete") else 1)
+
+
+def test_plan_predicts_the_bytes_a_prune_then_frees(world: dict[str, Any], cli: Any) -> None:
+    config, source = world["config"], world["source"]
+    for day in (1, 2):
+        make_file(source / "etc" / "users", b"day %d\n" % day * (100 * day), ODD_NS + day)
+        assert cli("apply", "-c", config, now=DAY.format(day)).exit_code == 0
+    planned = cli("plan", "-c", config, "--json", now=DAY.format(4)).json()
+    prune = next(a for a in planned["resources"][0]["actions"] if a["kind"] == "prune")
+    applied = cli("apply", "-c", config, "--json", now=DAY.format(4)).json()
+    pruned = next(a for a in applied["resources"][0]["actions"] if a["kind"] == "prune")
+    assert prune["snapshots"] == pruned["pruned"] == ["2026.060.06.00"]
+    # The day-1 copy of users is the only file no kept snapshot links to.
+    assert prune["bytes_freed"] == pruned["bytes_freed"] == len(b"day 1\n" * 100)
+
+
+def test_plan_refuses_a_snapshot_that_would_leave_less_than_min_free_space(
+    tmpfs: Mount, cli: Any
+) -> None:
+    root = tmpfs("small", "size=16m")
+    make_file(root / "src" / "big.bin", os.urandom(6 * 1024 * 1024))
+    config = write_config(
+        root / "hardsnap.yaml",
+        {
+            "name": "r",
+            "type": "backup",
+            "source_dir": str(root / "src"),
+            "target_path": str(root / "dst"),
+            "min_free_space": "8M",
+        },
+    )
+    outcome = cli("plan", "-c", config, "--json")
+    assert outcome.exit_code == 1, outcome
+    refusal = outcome.json()["resources"][0]["refusal"]
+    assert "would copy 6.0 MiB" in refusal and "min_free_space" in refusal
+    assert not (root / "dst").exists()
+
+
+def read_terminal(command: list[str], environment: dict[str, str], timeout: float = 60) -> str:
+    """Run `command` with a pseudo-terminal as stdin, stdout and stderr; return all it wrote."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        command, stdin=terminal, stdout=terminal, stderr=terminal, env=environment
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1)
+        if ready:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not data:
+                break
+            output += data
+        elif process.poll() is not None:
+            break
+    process.wait(timeout=timeout)
+    os.close(controller)
+    assert process.returncode == 0, output
+    return output.decode("utf-8", "replace")
+
+
+def test_apply_on_a_terminal_shows_a_live_progress_bar(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    for index in range(1500):
+        make_file(source / f"d{index // 100:02d}" / f"f{index:04d}", b"x")
+    config = write_config(
+        tmp_path / "hardsnap.yaml",
+        {"name": "r", "type": "backup", "source_dir": "src", "target_path": "dst"},
+    )
+    environment = dict(
+        os.environ,
+        HARDSNAP_STATE_DIR=str(tmp_path / "state"),
+        TERM="xterm-256color",
+        COLUMNS="120",
+    )
+    environment.pop("NO_COLOR", None)
+    command = [*hardsnap_command(), "apply", "-c", str(config)]
+    first = read_terminal(command, dict(environment, HARDSNAP_NOW=DAY.format(1)))
+    assert "1500 copied" in first
+    second = read_terminal(command, dict(environment, HARDSNAP_NOW=DAY.format(2)))
+    # The bar knows the total from the reference snapshot, and ends at it.
+    assert re.search(r"\d+/1500", second), second
+    assert "files/s" in second and "ETA" in second
+    assert "\x1b[" in second  # drawn in place, in colour
+    assert "1500 linked" in second
+
+
+def test_apply_without_a_terminal_prints_plain_lines_only(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    environment = dict(
+        os.environ, HARDSNAP_STATE_DIR=str(tmp_path / "state"), HARDSNAP_NOW=DAY.format(1)
+    )
+    environment.pop("NO_COLOR", None)
+    done = subprocess.run(
+        [*hardsnap_command(), "apply", "-c", world["config"]],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    assert done.returncode == 0, done
+    assert "\x1b[" not in done.stdout and "files/s" not in done.stdout
+    assert json.dumps(done.stdout)  # plain text
