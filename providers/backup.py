@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from providers import fs
+from providers.manifest import ManifestWriter, open_manifest, remove_manifest, remove_orphans
 from providers.naming import is_snapshot_name, snapshot_in_window, snapshot_time
 from providers.snapshot import Excludes, Progress, SnapshotFailed, SnapshotReport, Walk
 from reconcile.model import CrossFs, Resource
@@ -146,7 +147,7 @@ def predict(resource: Resource, facts: Facts) -> Facts:
     from a dry walk of the source against the newest snapshot."""
     if not facts.source_exists:
         return facts
-    walk = _walk(resource, facts, links_unchanged(resource, facts), 0)
+    walk = Walk(Excludes(resource.exclude), links_unchanged(resource, facts), 0, _identity(facts))
     try:
         with _open_roots(resource, facts) as (source_fd, reference_fd):
             walk.run(source_fd, reference_fd, None)
@@ -174,19 +175,12 @@ def _bytes_freed(target: str, names: list[str]) -> int:
     return fs.bytes_freed(target, [name for name in directories if name is not None])
 
 
-def _walk(
-    resource: Resource,
-    facts: Facts,
-    link: bool,
-    min_free_space: int,
-    resume: bool = False,
-    progress: Progress | None = None,
-) -> Walk:
-    identity = None
-    if facts.target_exists:
-        info = os.stat(facts.target)
-        identity = (info.st_dev, info.st_ino)
-    return Walk(Excludes(resource.exclude), link, min_free_space, identity, resume, progress)
+def _identity(facts: Facts) -> tuple[int, int] | None:
+    """(device, inode) of the target, which a walk of the source skips."""
+    if not facts.target_exists:
+        return None
+    info = os.stat(facts.target)
+    return (info.st_dev, info.st_ino)
 
 
 @contextlib.contextmanager
@@ -280,13 +274,18 @@ def take_snapshot(
             )
         work = PARTIAL_PREFIX + name
         resume = adopt_leftovers(target_fd, work)
-        walk = _walk(
-            resource,
-            facts,
+        reference = facts.snapshots[-1] if facts.snapshots else None
+        reference_manifest = open_manifest(target, reference) if reference else None
+        writer = ManifestWriter(target_fd, name, resource.source_dir)
+        walk = Walk(
+            Excludes(resource.exclude),
             links_unchanged(resource, facts),
             resource.min_free_space,
+            _identity(facts),
             resume,
             progress,
+            writer,
+            reference_manifest,
         )
         if not resume:
             os.mkdir(work, 0o700, dir_fd=target_fd)
@@ -298,9 +297,12 @@ def take_snapshot(
                 fs.sync_filesystem(work_fd)
             finally:
                 os.close(work_fd)
+            # The manifest is complete on disk before the snapshot has its name.
+            writer.publish()
             os.rename(work, name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
             os.fsync(target_fd)
         except BaseException as error:
+            writer.discard()
             fs.remove_tree(work, target_fd)
             if isinstance(error, fs.OutOfSpace):
                 raise SnapshotFailed(f"{error}; partial snapshot removed") from None
@@ -310,6 +312,10 @@ def take_snapshot(
                     f"snapshot failed: {error.strerror}{where}; partial snapshot removed"
                 ) from None
             raise
+        finally:
+            if reference_manifest is not None:
+                reference_manifest.close()
+        remove_orphans(target_fd, set(list_snapshots(target)))
     return walk.report
 
 
@@ -368,6 +374,7 @@ def prune(target: str, names: list[str]) -> tuple[list[str], int]:
             if directory != doomed:
                 os.rename(directory, doomed, src_dir_fd=target_fd, dst_dir_fd=target_fd)
             fs.remove_tree(doomed, target_fd)
+            remove_manifest(target_fd, name)
             removed.append(name)
         os.fsync(target_fd)
     return removed, freed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -182,6 +183,35 @@ def _copy_range(source_fd: int, target_fd: int, offset: int | None, length: int 
             written_here += written
         copied += len(block)
     return copied
+
+
+HASH_CHUNK = 1 << 20
+
+
+def hash_open_file(fd: int) -> str:
+    """Return the SHA-256 (hex) of all an open file holds, read from offset 0."""
+    digest = hashlib.sha256()
+    offset = 0
+    while True:
+        block = os.pread(fd, HASH_CHUNK, offset)
+        if not block:
+            return digest.hexdigest()
+        digest.update(block)
+        offset += len(block)
+
+
+def hash_file(name: str, dir_fd: int) -> str | None:
+    """Return the SHA-256 of file `name` in `dir_fd`, or None if unreadable."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return hash_open_file(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def copy_xattrs(source_fd: int, target_fd: int) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from providers import fs
+from providers.manifest import Entry, ManifestReader, ManifestWriter
 
 # Free space is re-read from the filesystem at least this often while copying.
 SPACE_RECHECK_BYTES = 256 << 20
@@ -30,6 +31,9 @@ PROGRESS_BYTES = 16 << 20
 
 # Told (files done, bytes copied) as a walk goes.
 Progress = Callable[[int, int], None]
+# A file placed in the snapshot: its stat there, and its SHA-256 (None when
+# no manifest is kept).
+Placed = tuple[os.stat_result, str | None]
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ class _Frame:
     # Resuming only: names in the target directory that this walk produced;
     # anything else there is left from an older source and is removed.
     kept: set[str] | None = None
+    # The reference manifest's files of this directory, when there is one.
+    reference_block: dict[str, Entry] | None = None
 
     def close(self) -> None:
         for fd in (self.source_fd, self.reference_fd, self.target_fd):
@@ -157,7 +163,11 @@ class Walk:
         skip_identity: tuple[int, int] | None,
         resume: bool = False,
         progress: Progress | None = None,
+        manifest: ManifestWriter | None = None,
+        reference_manifest: ManifestReader | None = None,
     ) -> None:
+        self.manifest = manifest
+        self.reference_manifest = reference_manifest
         self.excludes = excludes
         self.progress = progress
         self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
@@ -174,8 +184,9 @@ class Walk:
         self._root_target_fd: int | None = None
         self._reference_made_ns = 0
         # Source inodes with several names: (device, inode) -> relative path
-        # of their first name in the snapshot, so later names link to it.
-        self._first_names: dict[tuple[int, int], str] = {}
+        # of their first name in the snapshot (and its hash), so later names
+        # link to it.
+        self._first_names: dict[tuple[int, int], tuple[str, str | None]] = {}
 
     # -- entry point -----------------------------------------------------------
 
@@ -255,6 +266,11 @@ class Walk:
 
     def _scan(self, frame: _Frame) -> None:
         """Stream one directory: handle its files now, queue its subdirectories."""
+        if frame.target_fd is not None and self.manifest is not None:
+            directory = frame.prefix[:-1]
+            self.manifest.directory(directory)
+            if self.reference_manifest is not None and frame.reference_fd is not None:
+                frame.reference_block = self.reference_manifest.block(directory)
         try:
             entries = os.scandir(frame.source_fd)
         except OSError as error:
@@ -350,34 +366,54 @@ class Walk:
     # -- files -----------------------------------------------------------------
 
     def _file(self, name: str, relative: str, info: os.stat_result, frame: _Frame) -> None:
-        target_fd = frame.target_fd
-        if frame.kept is not None and self._resumed(name, info, frame):
-            return
+        placed = None
+        if frame.kept is not None:
+            placed = self._resumed(name, info, frame)
         several_names = info.st_nlink > 1
-        if several_names and self._link_to_first_name(name, info, target_fd):
-            if frame.kept is not None:
-                frame.kept.add(name)
+        if placed is None and several_names:
+            placed = self._link_to_first_name(name, info, frame.target_fd)
+        if placed is None:
+            placed = self._link_to_reference(name, info, frame)
+        if placed is None:
+            if frame.target_fd is None:
+                self._count_copy(name, relative, info, frame.source_fd)
+                return
+            placed = self._copy(name, relative, frame.source_fd, frame.target_fd)
+            if placed is None:
+                return
+        if frame.target_fd is None:
             return
-        if self._link_to_reference(name, info, frame):
-            pass
-        elif target_fd is None:
-            self._count_copy(name, relative, info, frame.source_fd)
-        elif not self._copy(name, relative, frame.source_fd, target_fd):
-            return
+        snapshot_info, sha256 = placed
         if frame.kept is not None:
             frame.kept.add(name)
         if several_names:
-            self._first_names[(info.st_dev, info.st_ino)] = relative
+            self._first_names.setdefault((info.st_dev, info.st_ino), (relative, sha256))
+        if self.manifest is not None:
+            self.manifest.file(name, snapshot_info, sha256)
 
-    def _resumed(self, name: str, info: os.stat_result, frame: _Frame) -> bool:
+    def _reference_hash(self, name: str, frame: _Frame, inode: int) -> str | None:
+        """The hash the reference's manifest has for `name`, if it is that inode."""
+        if frame.reference_block is None:
+            return None
+        entry = frame.reference_block.get(name)
+        return entry.sha256 if entry is not None and entry.inode == inode else None
+
+    def _known_hash(self, name: str, frame: _Frame, dir_fd: int, inode: int) -> str | None:
+        """The hash of a file already in a snapshot: from the reference's
+        manifest when it has it, else read (only when keeping manifests)."""
+        if self.manifest is None:
+            return None
+        known = self._reference_hash(name, frame, inode)
+        return known if known is not None else fs.hash_file(name, dir_fd)
+
+    def _resumed(self, name: str, info: os.stat_result, frame: _Frame) -> Placed | None:
         """Resuming: keep a file a killed run already finished, else clear the way."""
-        assert frame.target_fd is not None and frame.kept is not None
+        assert frame.target_fd is not None
         try:
             existing = os.stat(name, dir_fd=frame.target_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return False
+            return None
         if is_unchanged(info, existing):
-            frame.kept.add(name)
             reference = None
             if frame.reference_fd is not None:
                 with contextlib.suppress(OSError):
@@ -387,47 +423,50 @@ class Walk:
             else:
                 self.report.files_copied += 1
                 self.report.bytes_copied += existing.st_size
-            if info.st_nlink > 1:
-                self._first_names[(info.st_dev, info.st_ino)] = frame.prefix + name
-            return True
+            return existing, self._known_hash(name, frame, frame.target_fd, existing.st_ino)
         if stat.S_ISDIR(existing.st_mode):
             fs.remove_tree(name, frame.target_fd)
         else:
             os.unlink(name, dir_fd=frame.target_fd)
-        return False
+        return None
 
-    def _link_to_first_name(self, name: str, info: os.stat_result, target_fd: int | None) -> bool:
+    def _link_to_first_name(
+        self, name: str, info: os.stat_result, target_fd: int | None
+    ) -> Placed | None:
         """Give a second name of a source inode the snapshot inode of its first."""
         first = self._first_names.get((info.st_dev, info.st_ino))
         if first is None:
-            return False
+            return None
+        relative, sha256 = first
+        linked = info
         if target_fd is not None:
             assert self._root_target_fd is not None
             try:
-                fs.link_below(self._root_target_fd, first, target_fd, name)
+                fs.link_below(self._root_target_fd, relative, target_fd, name)
             except OSError as error:
                 if error.errno not in (errno.EMLINK, errno.ENOENT):
                     raise
-                return False
+                return None
+            linked = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
         self.report.files_linked += 1
-        return True
+        return linked, sha256
 
-    def _link_to_reference(self, name: str, info: os.stat_result, frame: _Frame) -> bool:
+    def _link_to_reference(self, name: str, info: os.stat_result, frame: _Frame) -> Placed | None:
         reference_fd, target_fd = frame.reference_fd, frame.target_fd
         if not self.link_unchanged or reference_fd is None:
-            return False
+            return None
         try:
             reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
         except OSError:
-            return False
+            return None
         if not is_unchanged(info, reference):
-            return False
+            return None
         # Extended attributes change a file's ctime but not its mtime: a file
         # whose inode changed since the reference was made is compared on them.
         if info.st_ctime_ns >= self._reference_made_ns and not fs.same_xattrs(
             frame.source_fd, reference_fd, name
         ):
-            return False
+            return None
         if target_fd is not None:
             try:
                 os.link(
@@ -437,9 +476,9 @@ class Walk:
                 # Too many links on the reference's inode: copy instead.
                 if error.errno != errno.EMLINK:
                     raise
-                return False
+                return None
         self.report.files_linked += 1
-        return True
+        return reference, self._known_hash(name, frame, reference_fd, reference.st_ino)
 
     def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> None:
         try:
@@ -450,28 +489,29 @@ class Walk:
         self.report.files_copied += 1
         self.report.bytes_copied += info.st_size
 
-    def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> bool:
-        """Copy one file; return False when it was skipped instead."""
+    def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> Placed | None:
+        """Copy one file; return its copy's stat and hash, or None when it was
+        skipped instead."""
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NOATIME if fs.IS_ROOT else 0)
         try:
             input_fd = os.open(name, flags, dir_fd=source_fd)
         except FileNotFoundError:
             self._skip(relative, "vanished before it was copied")
-            return False
+            return None
         except OSError as error:
             self._skip(relative, f"unreadable: {error.strerror}")
-            return False
+            return None
         try:
             for attempt in range(2):
                 before = os.fstat(input_fd)
                 if not stat.S_ISREG(before.st_mode):
                     self._skip(relative, "no longer a regular file")
-                    return False
+                    return None
                 self._reserve(before.st_size)
                 if attempt:
                     os.unlink(name, dir_fd=target_fd)
                     os.lseek(input_fd, 0, os.SEEK_SET)
-                copied = self._write_copy(name, input_fd, target_fd, before)
+                copied, placed = self._write_copy(name, input_fd, target_fd, before)
                 after = os.fstat(input_fd)
                 if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
                     break
@@ -479,7 +519,7 @@ class Walk:
                 self.report.unstable.append(relative)
             self.report.files_copied += 1
             self.report.bytes_copied += copied
-            return True
+            return placed
         except OSError as error:
             if error.errno in fs.NO_SPACE:
                 raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
@@ -488,21 +528,26 @@ class Walk:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=target_fd)
                 self._skip(relative, f"unreadable: {error.strerror}")
-                return False
+                return None
             raise
         finally:
             os.close(input_fd)
 
-    def _write_copy(self, name: str, input_fd: int, target_fd: int, info: os.stat_result) -> int:
+    def _write_copy(
+        self, name: str, input_fd: int, target_fd: int, info: os.stat_result
+    ) -> tuple[int, Placed]:
+        """Copy an open file to `name`; return the bytes copied, and the
+        copy's stat and (when keeping a manifest) the hash of what it holds."""
         output_fd = os.open(
             name,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o600,
             dir_fd=target_fd,
         )
         try:
             copied = fs.copy_contents(input_fd, output_fd, info)
+            sha256 = fs.hash_open_file(output_fd) if self.manifest is not None else None
             fs.apply_metadata(output_fd, info, input_fd)
-            return copied
+            return copied, (os.fstat(output_fd), sha256)
         finally:
             os.close(output_fd)

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from providers.manifest import MANIFEST_DIRECTORY
 from tests.conftest import T0, Outcome, hardsnap_command, write_config
 
 Cli = Callable[..., Outcome]
@@ -811,7 +812,7 @@ def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snaps
     outcome = cli("apply", "-c", world.config, now=iso(at(1)))
     assert outcome.exit_code == 1, outcome
     assert "min_free_space" in outcome.stderr, outcome
-    assert os.listdir(target) == [name_of(at(0))]
+    assert sorted(os.listdir(target)) == sorted([MANIFEST_DIRECTORY, name_of(at(0))])
     assert files_below(earlier) == ["a.txt", "sub/b.txt"]
     assert (earlier / "sub" / "b.txt").read_bytes() == b"bravo!"
 

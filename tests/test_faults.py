@@ -32,6 +32,7 @@ import pytest
 from typer.testing import CliRunner
 
 from providers import backup, fs
+from providers.manifest import MANIFEST_DIRECTORY
 from providers.snapshot import SnapshotFailed
 from reconcile.cli import app
 from reconcile.model import Resource
@@ -232,7 +233,10 @@ def assert_same_tree(actual: Tree, expected: Tree, what: str, links: bool = True
 
 
 def listing(directory: Path) -> list[str]:
-    return sorted(os.listdir(directory)) if directory.exists() else []
+    """Entries of a directory, less hardsnap's manifests (kept beside the snapshots)."""
+    if not directory.exists():
+        return []
+    return sorted(name for name in os.listdir(directory) if name != MANIFEST_DIRECTORY)
 
 
 def snapshots_in(target: Path) -> list[str]:

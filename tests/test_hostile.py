@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from providers import backup, fs
+from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Walk
 from reconcile.model import Resource
@@ -170,7 +171,11 @@ def snapshot_names(target: Path) -> list[str]:
 
 
 def leftovers(target: Path) -> list[str]:
-    return sorted(name for name in os.listdir(target) if name.startswith(".hardsnap-"))
+    return sorted(
+        name
+        for name in os.listdir(target)
+        if name.startswith(".hardsnap-") and name != MANIFEST_DIRECTORY
+    )
 
 
 def snapshot_action(document: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from providers import backup, fs
+from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
 from reconcile.model import Resource
@@ -64,7 +65,10 @@ def inode(path: Path) -> int:
 
 
 def listing(directory: Path) -> set[str]:
-    return set(os.listdir(directory)) if directory.exists() else set()
+    """Entries of a directory, less hardsnap's manifests (kept beside the snapshots)."""
+    if not directory.exists():
+        return set()
+    return set(os.listdir(directory)) - {MANIFEST_DIRECTORY}
 
 
 def relative_tree(root: Path) -> set[str]:

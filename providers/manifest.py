@@ -1,0 +1,259 @@
+"""Snapshot manifests: what each snapshot held when it was made.
+
+A manifest lists every regular file of a snapshot with its relative path,
+size, mtime (ns), permission bits, owner, inode and SHA-256. It lives in
+`target_path/.hardsnap-manifests/NAME`, beside the snapshots but outside
+their trees, so a restore with `cp -a` never drags it in, and it is
+complete on disk before its snapshot is renamed into place.
+
+SHA-256, because it is in the standard library (OpenSSL), runs at memory
+speed on CPUs with SHA extensions (x86 SHA-NI, ARMv8), is cryptographic (a
+deliberate edit cannot hide behind a collision), and `sha256sum` checks any
+file by hand. Only copied bytes are hashed: a linked file shares its inode,
+and so its hash, with the reference, whose manifest already has it.
+
+The format is JSON lines, streamable and readable with standard tools:
+a header, then one block per directory (a {"d": DIR} line followed by one
+line per file: [name, size, mtime_ns, mode, uid, gid, inode, sha256]),
+then an index of the blocks ({"i": [DIR, OFFSET]} lines), then a trailer
+naming where the index starts. Paths are text with non-UTF-8 bytes kept as
+surrogate escapes (os.fsencode gives the original bytes back). A walk
+needs only the reference's block of the directory it is in, found through
+the index, so memory does not grow with the tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+MANIFEST_DIRECTORY = ".hardsnap-manifests"
+PARTIAL_SUFFIX = ".partial"
+FORMAT_VERSION = 1
+TRAILER_BYTES = 4096
+
+
+class ManifestError(Exception):
+    """A manifest is missing or damaged; the message says which and how."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file as a manifest records it."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    mode: int
+    uid: int
+    gid: int
+    inode: int
+    sha256: str | None
+
+
+def manifest_path(target: str, snapshot: str) -> str:
+    return os.path.join(target, MANIFEST_DIRECTORY, snapshot)
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
+class ManifestWriter:
+    """Writes the manifest of a snapshot being made, then publishes it."""
+
+    def __init__(self, target_fd: int, snapshot: str, source: str) -> None:
+        self._target_fd = target_fd
+        self._snapshot = snapshot
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(MANIFEST_DIRECTORY, 0o700, dir_fd=target_fd)
+        self._directory_fd = os.open(
+            MANIFEST_DIRECTORY, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=target_fd
+        )
+        self._partial = snapshot + PARTIAL_SUFFIX
+        fd = os.open(
+            self._partial,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=self._directory_fd,
+        )
+        self._file: IO[bytes] = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
+        self._index: list[tuple[str, int]] = []
+        self._offset = 0
+        self.files = 0
+        self.bytes = 0
+        self._write({"hardsnap_manifest": FORMAT_VERSION, "snapshot": snapshot, "source": source})
+
+    def _write(self, record: Any) -> None:
+        # ASCII only: non-UTF-8 names are \udcXX escapes, so offsets are bytes.
+        line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+        self._file.write(line)
+        self._offset += len(line)
+
+    def directory(self, relative: str) -> None:
+        """Start the block of a directory ("" for the snapshot's root)."""
+        self._index.append((relative, self._offset))
+        self._write({"d": relative})
+
+    def file(self, name: str, info: os.stat_result, sha256: str | None) -> None:
+        """Record a file of the current directory, as it stands in the snapshot."""
+        self._write(
+            [
+                name,
+                info.st_size,
+                info.st_mtime_ns,
+                info.st_mode & 0o7777,
+                info.st_uid,
+                info.st_gid,
+                info.st_ino,
+                sha256,
+            ]
+        )
+        self.files += 1
+        self.bytes += info.st_size
+
+    def publish(self) -> None:
+        """Finish the manifest, flush it to disk and give it its final name."""
+        index_offset = self._offset
+        for relative, offset in self._index:
+            self._write({"i": [relative, offset]})
+        self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.rename(
+            self._partial,
+            self._snapshot,
+            src_dir_fd=self._directory_fd,
+            dst_dir_fd=self._directory_fd,
+        )
+        os.fsync(self._directory_fd)
+        os.close(self._directory_fd)
+
+    def discard(self) -> None:
+        """Drop the unfinished manifest of a snapshot that failed."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._partial, dir_fd=self._directory_fd)
+        os.close(self._directory_fd)
+
+
+class ManifestReader:
+    """Reads a published manifest: its summary, one directory's block, or all."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except FileNotFoundError:
+            raise ManifestError(f"no manifest {path}") from None
+        except OSError as error:
+            raise ManifestError(f"cannot read manifest {path}: {error.strerror}") from None
+        try:
+            self.trailer = self._read_trailer()
+            self._index = self._read_index(self.trailer["index"])
+        except (ValueError, KeyError, TypeError, OSError) as error:
+            self._file.close()
+            raise ManifestError(f"manifest {path} is damaged ({error})") from None
+
+    @property
+    def files(self) -> int:
+        return int(self.trailer["files"])
+
+    @property
+    def bytes(self) -> int:
+        return int(self.trailer["bytes"])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ManifestReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_trailer(self) -> dict[str, Any]:
+        self._file.seek(0, os.SEEK_END)
+        size = self._file.tell()
+        self._file.seek(max(0, size - TRAILER_BYTES))
+        tail = self._file.read()
+        if not tail.endswith(b"\n"):
+            raise ValueError("it does not end with its trailer")
+        trailer = json.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+        if not isinstance(trailer, dict) or "index" not in trailer:
+            raise ValueError("it has no trailer")
+        return trailer
+
+    def _read_index(self, offset: int) -> dict[str, int]:
+        self._file.seek(offset)
+        index: dict[str, int] = {}
+        for line in self._file:
+            record = json.loads(line)
+            if "i" not in record:
+                break
+            relative, position = record["i"]
+            index[relative] = position
+        return index
+
+    def directories(self) -> list[str]:
+        return list(self._index)
+
+    def block(self, relative: str) -> dict[str, Entry]:
+        """Return the files of one directory by name (empty if unknown)."""
+        offset = self._index.get(relative)
+        if offset is None:
+            return {}
+        self._file.seek(offset)
+        header = json.loads(self._file.readline())
+        if header.get("d") != relative:
+            raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
+        entries: dict[str, Entry] = {}
+        for line in self._file:
+            record = json.loads(line)
+            if not isinstance(record, list):
+                break
+            name, size, mtime_ns, mode, uid, gid, inode, sha256 = record
+            entries[name] = Entry(
+                _join(relative, name), size, mtime_ns, mode, uid, gid, inode, sha256
+            )
+        return entries
+
+    def entries(self) -> Iterator[tuple[str, dict[str, Entry]]]:
+        """Yield every directory's block, in the order they were written."""
+        for relative in self._index:
+            try:
+                yield relative, self.block(relative)
+            except (ValueError, TypeError) as error:
+                raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+
+
+def open_manifest(target: str, snapshot: str) -> ManifestReader | None:
+    """Return the reader of a snapshot's manifest, or None when it has none
+    or it cannot be read (callers report that where it matters)."""
+    try:
+        return ManifestReader(manifest_path(target, snapshot))
+    except ManifestError:
+        return None
+
+
+def remove_manifest(target_fd: int, snapshot: str) -> None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        os.unlink(f"{MANIFEST_DIRECTORY}/{snapshot}", dir_fd=target_fd)
+
+
+def remove_orphans(target_fd: int, keep: set[str]) -> None:
+    """Remove manifests (and unfinished ones) of snapshots that are gone."""
+    try:
+        names = os.listdir(f"/proc/self/fd/{target_fd}/{MANIFEST_DIRECTORY}")
+    except OSError:
+        return
+    for name in names:
+        if name not in keep:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{MANIFEST_DIRECTORY}/{name}", dir_fd=target_fd)
