@@ -53,6 +53,10 @@ class Facts:
     target_error: str | None = None
     # Snapshots whose prune was interrupted (renamed away, not yet removed).
     interrupted_prunes: tuple[str, ...] = ()
+    # The source exists but holds nothing (the target, if inside, aside).
+    source_empty: bool = False
+    # Files in the newest snapshot (from its manifest), None when unknown.
+    reference_files: int | None = None
     prediction: Prediction | None = None
     # (snapshots, bytes): what pruning exactly those snapshots would free.
     bytes_freed: tuple[tuple[str, ...], int] | None = None
@@ -123,7 +127,12 @@ def observe(resource: Resource) -> Facts:
             interrupted = read_interrupted_prunes(target)
         except OSError as error:
             target_error = f"cannot list target_path {target}: {error.strerror}"
+    reference_files = None
+    if snapshots:
+        reference_files = _file_count(target, snapshots[-1])
     return Facts(
+        source_empty=source_exists and is_empty_source(resource.source_dir, target),
+        reference_files=reference_files,
         target=target,
         target_exists=target_exists,
         target_error=target_error,
@@ -134,6 +143,51 @@ def observe(resource: Resource) -> Facts:
         source_filesystem=fs.describe_filesystem(resource.source_dir) if source_exists else "",
         target_filesystem=fs.describe_filesystem(target_probe),
         free_bytes=free,
+    )
+
+
+def is_empty_source(source: str, target: str) -> bool:
+    """Whether `source` holds nothing but (maybe) the target directory."""
+    try:
+        skip = os.stat(target)
+    except OSError:
+        skip = None
+    try:
+        with os.scandir(source) as entries:
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                if skip is None or (info.st_dev, info.st_ino) != (skip.st_dev, skip.st_ino):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _file_count(target: str, snapshot: str) -> int | None:
+    """Files in a snapshot as its manifest counts them, None without one."""
+    manifest = open_manifest(target, snapshot)
+    if manifest is None:
+        return None
+    with manifest:
+        return manifest.files
+
+
+def empty_source_refusal(resource: Resource, facts: Facts) -> str | None:
+    """Why an empty source must not be snapshotted, or None: the newest
+    snapshot has files, so the source is most likely an unmounted disk."""
+    if not facts.source_empty or not facts.reference_files:
+        return None
+    return (
+        f"source_dir {resource.source_dir} is empty but the newest snapshot holds "
+        f"{facts.reference_files} files: is its filesystem mounted? Nothing was snapshotted or "
+        f"pruned; apply --allow-empty-source takes the empty snapshot deliberately"
+    )
+
+
+def missing_source_refusal(resource: Resource) -> str:
+    return (
+        f"source_dir {resource.source_dir} does not exist: is its filesystem mounted? "
+        f"Nothing was snapshotted or pruned"
     )
 
 
@@ -247,7 +301,11 @@ def adopt_leftovers(target_fd: int, work: str) -> bool:
 
 
 def take_snapshot(
-    resource: Resource, name: str, target: str, progress: Progress | None = None
+    resource: Resource,
+    name: str,
+    target: str,
+    progress: Progress | None = None,
+    allow_empty_source: bool = False,
 ) -> SnapshotReport:
     """Make snapshot `name` of the resource's source in `target`.
 
@@ -257,8 +315,12 @@ def take_snapshot(
     """
     facts = observe(resource)
     if not facts.source_exists:
-        reason = "is not a directory" if os.path.exists(resource.source_dir) else "does not exist"
-        raise SnapshotFailed(f"source_dir {resource.source_dir} {reason}")
+        if os.path.exists(resource.source_dir):
+            raise SnapshotFailed(f"source_dir {resource.source_dir} is not a directory")
+        raise SnapshotFailed(missing_source_refusal(resource))
+    refusal = None if allow_empty_source else empty_source_refusal(resource, facts)
+    if refusal:
+        raise SnapshotFailed(refusal)
     if facts.same_filesystem is False and resource.cross_fs is CrossFs.FAIL:
         raise SnapshotFailed(cross_fs_refusal(resource, facts))
     with locked_target(target) as target_fd:
@@ -316,6 +378,7 @@ def take_snapshot(
             if reference_manifest is not None:
                 reference_manifest.close()
         remove_orphans(target_fd, set(list_snapshots(target)))
+    walk.report.reference_files = facts.reference_files
     return walk.report
 
 

@@ -54,6 +54,18 @@ class SnapshotReport:
     skipped: list[Skip] = field(default_factory=list)
     # Files that kept changing while they were copied: kept, but reported.
     unstable: list[str] = field(default_factory=list)
+    # Files in the reference snapshot, when its manifest tells.
+    reference_files: int | None = None
+
+    def shrink_warning(self) -> str | None:
+        """A warning when the source lost more than half its files."""
+        files = self.files_copied + self.files_linked
+        if self.reference_files and files * 2 < self.reference_files:
+            return (
+                f"the source holds {files} files, the newest snapshot {self.reference_files}: "
+                f"more than half are gone since"
+            )
+        return None
 
 
 class SnapshotFailed(Exception):

@@ -265,7 +265,11 @@ class _Resource:
         assert action.snapshot is not None
         try:
             report = backup.take_snapshot(
-                self.resource, action.snapshot, self.plan.target, self.reporter.snapshot_progress
+                self.resource,
+                action.snapshot,
+                self.plan.target,
+                self.reporter.snapshot_progress,
+                action.allow_empty_source,
             )
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
@@ -284,6 +288,9 @@ class _Resource:
                 self.outcome.warnings.append(f"skipped {skip.path}: {skip.reason}")
         for path in report.unstable:
             self.outcome.warnings.append(f"{path} kept changing while it was copied")
+        shrink = report.shrink_warning()
+        if shrink:
+            self.outcome.warnings.append(shrink)
         self.record["snapshots"][action.snapshot] = {
             "created_at": _iso(self.now),
             "files_copied": report.files_copied,

@@ -36,6 +36,14 @@ StateDirOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+AllowEmptyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty-source",
+        help="Snapshot a source that is empty although the newest snapshot is not "
+        "(refused by default: the signature of an unmounted disk).",
+    ),
+]
 
 
 def _interrupt_on_termination() -> None:
@@ -111,6 +119,7 @@ def plan(
             "--detailed-exitcode", help="Exit 0 when no changes, 2 with changes, 1 on error."
         ),
     ] = False,
+    allow_empty_source: AllowEmptyOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Show what apply would do. Changes nothing."""
@@ -124,7 +133,7 @@ def plan(
             raise typer.Exit(int(ExitCode.FAILED)) from None
         raise
     try:
-        result = plan_config(loaded, _state_dir(state_dir), _now())
+        result = plan_config(loaded, _state_dir(state_dir), _now(), allow_empty_source)
     except StateError as error:
         _fail(str(error))
     if as_json:
@@ -151,6 +160,7 @@ def apply(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also print reasons and whole hook output.")
     ] = False,
+    allow_empty_source: AllowEmptyOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Converge: snapshot, prune, run hooks and reverts. No prompt."""
@@ -170,7 +180,9 @@ def apply(
 
     _interrupt_on_termination()
     try:
-        report = apply_config(loaded, _state_dir(state_dir), now, resource or [], reporter)
+        report = apply_config(
+            loaded, _state_dir(state_dir), now, resource or [], reporter, allow_empty_source
+        )
     except KeyboardInterrupt:
         _fail("interrupted; partial work was removed, earlier snapshots are untouched", 130)
     except UnknownResource as error:
@@ -185,6 +197,69 @@ def apply(
         typer.echo(render.apply_summary(report))
     if report.failed:
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+@app.command()
+def verify(
+    name: Annotated[str, typer.Argument(help="The resource whose snapshots to check.")],
+    snapshots: Annotated[
+        list[str] | None, typer.Argument(help="Snapshots to check (default: all).")
+    ] = None,
+    content: Annotated[
+        bool, typer.Option("--content", help="Also hash every file and compare contents.")
+    ] = False,
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Check snapshots against their manifests; exit 1 when any drifted or rotted."""
+    from reconcile.operations import UnknownResource, verify_resource
+    from state.store import StateError
+
+    loaded = _load(config)
+    try:
+        results = verify_resource(
+            loaded, _state_dir(state_dir), name, snapshots or [], content, _now()
+        )
+    except UnknownResource as error:
+        _fail(str(error), ExitCode.INVALID)
+    except StateError as error:
+        _fail(str(error))
+    if as_json:
+        _print_json(render.verify_json(name, results))
+    else:
+        typer.echo(render.verify_text(name, results))
+    if not all(result.clean for result in results):
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@app.command()
+def diff(
+    name: Annotated[str, typer.Argument(help="The resource whose snapshots to compare.")],
+    before: Annotated[
+        str | None, typer.Argument(help="The older snapshot (default: the second newest).")
+    ] = None,
+    after: Annotated[
+        str | None, typer.Argument(help="The newer snapshot (default: the one after BEFORE).")
+    ] = None,
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Files added, removed and changed between two snapshots."""
+    from reconcile.operations import NoSuchSnapshot, UnknownResource, diff_resource
+
+    loaded = _load(config)
+    try:
+        difference = diff_resource(loaded, name, before, after)
+    except UnknownResource as error:
+        _fail(str(error), ExitCode.INVALID)
+    except NoSuchSnapshot as error:
+        _fail(str(error))
+    if as_json:
+        _print_json(render.diff_json(name, difference))
+    else:
+        typer.echo(render.diff_text(name, difference, _color()))
 
 
 @app.command()

@@ -10,7 +10,7 @@ import datetime as dt
 import os
 from typing import Any
 
-from providers import backup
+from providers import audit, backup, fs
 from reconcile import applier, planner
 from reconcile.model import Config, Resource
 from reconcile.plan import Plan
@@ -38,7 +38,11 @@ def select(config: Config, names: list[str]) -> list[Resource]:
 
 
 def make_plan(
-    resources: list[Resource], store: StateStore, now: dt.datetime, predict: bool
+    resources: list[Resource],
+    store: StateStore,
+    now: dt.datetime,
+    predict: bool,
+    allow_empty_source: bool = False,
 ) -> Plan:
     """Observe every resource and plan. With `predict`, walk the source of each
     resource due for a snapshot to count what it would copy and link."""
@@ -52,13 +56,15 @@ def make_plan(
             if doomed:
                 observed = backup.measure_prune(observed, doomed)
         facts[resource.name] = observed
-    return planner.plan(resources, facts, store.recorded(), now)
+    return planner.plan(resources, facts, store.recorded(), now, allow_empty_source)
 
 
-def plan_config(config: Config, state_dir: str, now: dt.datetime) -> Plan:
+def plan_config(
+    config: Config, state_dir: str, now: dt.datetime, allow_empty_source: bool = False
+) -> Plan:
     """Return the plan for a config; reads only."""
     with StateStore.read(state_dir) as store:
-        return make_plan(list(config.resources), store, now, predict=True)
+        return make_plan(list(config.resources), store, now, True, allow_empty_source)
 
 
 def apply_config(
@@ -67,6 +73,7 @@ def apply_config(
     now: dt.datetime,
     names: list[str],
     reporter: applier.Reporter | None = None,
+    allow_empty_source: bool = False,
 ) -> applier.ApplyReport:
     """Converge the selected resources of a config; return what happened.
 
@@ -74,9 +81,80 @@ def apply_config(
     """
     resources = select(config, names)
     with StateStore.write(state_dir) as store, ApplyLock(state_dir):
-        plan = make_plan(resources, store, now, predict=False)
+        plan = make_plan(resources, store, now, False, allow_empty_source)
         hook_cwd = os.path.dirname(os.path.abspath(config.path))
         return applier.apply(plan, store, hook_cwd, reporter)
+
+
+class NoSuchSnapshot(Exception):
+    """A snapshot named on the command line is not in the target."""
+
+
+def _target_of(config: Config, name: str) -> tuple[Resource, str]:
+    resource = select(config, [name])[0]
+    return resource, os.path.realpath(resource.target_path)
+
+
+def verify_resource(
+    config: Config,
+    state_dir: str,
+    name: str,
+    snapshots: list[str],
+    content: bool,
+    now: dt.datetime,
+) -> list[audit.Verification]:
+    """Verify snapshots of a resource (all when none are named) against their
+    manifests, and record each result in state."""
+    _, target = _target_of(config, name)
+    present = backup.list_snapshots(target)
+    chosen = snapshots or list(present)
+    hashes: dict[tuple[int, int], str] = {}
+    results = []
+    for snapshot in chosen:
+        if snapshot not in present:
+            result = audit.Verification(snapshot, content)
+            result.findings.append(
+                audit.Finding("", "missing", f"no snapshot {snapshot} in {target}")
+            )
+        else:
+            result = audit.verify_snapshot(target, snapshot, content, hashes)
+        results.append(result)
+    with StateStore.write(state_dir) as store:
+        for result in results:
+            if result.snapshot in present:
+                store.save_verification(
+                    name,
+                    result.snapshot,
+                    {
+                        "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "content": content,
+                        "clean": result.clean,
+                        "problems": len(result.findings),
+                    },
+                )
+    return results
+
+
+def diff_resource(
+    config: Config, name: str, before: str | None, after: str | None
+) -> audit.Difference:
+    """Compare two snapshots of a resource (default: the two newest)."""
+    _, target = _target_of(config, name)
+    present = backup.list_snapshots(target)
+    if before is None:
+        if len(present) < 2:
+            raise NoSuchSnapshot(
+                f'resource "{name}" has {len(present)} snapshot(s) in {target}: a diff needs two'
+            )
+        before, after = present[-2], present[-1]
+    elif after is None:
+        later = [snapshot for snapshot in present if snapshot > before]
+        after = present[-1] if not later else later[0]
+    for snapshot in (before, after):
+        if snapshot not in present:
+            raise NoSuchSnapshot(f"no snapshot {snapshot} in {target}")
+    assert after is not None
+    return audit.diff_snapshots(target, before, after)
 
 
 def state_view(config: Config | None, state_dir: str, name: str | None) -> dict[str, Any]:
@@ -90,19 +168,35 @@ def state_view(config: Config | None, state_dir: str, name: str | None) -> dict[
             if name is not None and resource_name != name:
                 continue
             view[resource_name] = _resource_view(
-                configured.get(resource_name), store.record(resource_name)
+                configured.get(resource_name),
+                store.record(resource_name),
+                store.verifications(resource_name),
             )
     return view
 
 
-def _resource_view(resource: Resource | None, record: dict[str, Any]) -> dict[str, Any]:
+def _resource_view(
+    resource: Resource | None, record: dict[str, Any], verifications: dict[str, Any]
+) -> dict[str, Any]:
     target = os.path.realpath(resource.target_path) if resource else record.get("target")
     names = backup.list_snapshots(target) if target else ()
     known = record.get("snapshots", {})
-    snapshots = [
-        {"name": name, "path": os.path.join(target or "", name), **known.get(name, {})}
-        for name in names
-    ]
+    snapshots = []
+    for name in names:
+        try:
+            exclusive: int | None = fs.bytes_freed(target or "", [name])
+        except OSError:
+            exclusive = None
+        snapshots.append(
+            {
+                "name": name,
+                "path": os.path.join(target or "", name),
+                **known.get(name, {}),
+                # What pruning this snapshot alone would free now.
+                "bytes_exclusive": exclusive,
+                "verified": verifications.get(name),
+            }
+        )
     if record.get("revert_spent_at"):
         revert = "spent"
     elif resource is not None and resource.revert:

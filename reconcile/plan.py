@@ -54,6 +54,8 @@ class Action:
     reference: str | None = None
     # snapshot: whether unchanged files are hard-linked (else all are copied).
     link_unchanged: bool = True
+    # snapshot: take it even from an empty source (apply --allow-empty-source).
+    allow_empty_source: bool = False
     # snapshot: predicted counts, None when the walk was not done.
     files_to_copy: int | None = None
     files_to_link: int | None = None

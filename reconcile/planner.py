@@ -14,9 +14,11 @@ import networkx as nx
 from providers.backup import (
     Facts,
     cross_fs_refusal,
+    empty_source_refusal,
     free_after_snapshot,
     free_space_refusal,
     links_unchanged,
+    missing_source_refusal,
 )
 from providers.naming import expired, snapshot_in_window, snapshot_name, window_of
 from reconcile.model import CrossFs, Resource
@@ -29,14 +31,19 @@ def plan(
     facts: Mapping[str, Facts],
     state: Mapping[str, RecordedState],
     now: dt.datetime,
+    allow_empty_source: bool = False,
 ) -> Plan:
     """Given the desired resources, their facts and recorded state (both by
-    resource name) and the time, return what a converge would do."""
+    resource name) and the time, return what a converge would do.
+    `allow_empty_source` lets an empty source be snapshotted even when the
+    newest snapshot has files (else refused as a likely unmounted disk)."""
     names = {resource.name for resource in resources}
     return Plan(
         now=now,
         resources=tuple(
-            plan_resource(resource, facts[resource.name], state.get(resource.name), now)
+            plan_resource(
+                resource, facts[resource.name], state.get(resource.name), now, allow_empty_source
+            )
             for resource in resources
         ),
         unmanaged=tuple(sorted(name for name in state if name not in names)),
@@ -63,7 +70,11 @@ def planned_prune(resource: Resource, facts: Facts, now: dt.datetime) -> list[st
 
 
 def plan_resource(
-    resource: Resource, facts: Facts, recorded: RecordedState | None, now: dt.datetime
+    resource: Resource,
+    facts: Facts,
+    recorded: RecordedState | None,
+    now: dt.datetime,
+    allow_empty_source: bool = False,
 ) -> ResourcePlan:
     recorded = recorded or RecordedState()
     graph = nx.DiGraph()
@@ -105,6 +116,7 @@ def plan_resource(
                 snapshot=name,
                 reference=newest,
                 link_unchanged=links_unchanged(resource, facts),
+                allow_empty_source=allow_empty_source,
                 files_to_copy=predicted.files_to_copy if predicted else None,
                 files_to_link=predicted.files_to_link if predicted else None,
                 bytes_to_copy=predicted.bytes_to_copy if predicted else None,
@@ -122,9 +134,8 @@ def plan_resource(
                 ),
             )
             graph.add_edge(ActionKind.PRE_COMMAND, ActionKind.SNAPSHOT)
-        refusal, warning = _snapshot_problems(resource, facts, recorded)
-        if not facts.source_exists:
-            notes.append(f"source_dir {resource.source_dir} does not exist (yet)")
+        refusal, warning = _snapshot_problems(resource, facts, recorded, allow_empty_source)
+        notes.extend(_source_notes(resource, facts, allow_empty_source))
         post_snapshot: str | None = name
         post_reason, retry = "runs after the snapshot and prune", False
     else:
@@ -174,12 +185,43 @@ def plan_resource(
     )
 
 
+def _source_notes(resource: Resource, facts: Facts, allow_empty_source: bool) -> list[str]:
+    """Warnings about the source: missing or empty while a pre_command may
+    still fill it (the snapshot checks again), or shrunk by more than half."""
+    notes = []
+    if resource.pre_command and not facts.source_exists:
+        notes.append(
+            f"source_dir {resource.source_dir} does not exist yet: the snapshot fails "
+            f"unless pre_command provides it"
+        )
+    elif resource.pre_command and not allow_empty_source and empty_source_refusal(resource, facts):
+        notes.append(
+            f"source_dir {resource.source_dir} is empty: the snapshot fails unless "
+            f"pre_command fills it (or --allow-empty-source is given)"
+        )
+    predicted = facts.prediction
+    if predicted is not None and facts.reference_files:
+        files = predicted.files_to_copy + predicted.files_to_link
+        if files * 2 < facts.reference_files:
+            notes.append(
+                f"warning: the source holds {files} files, the newest snapshot "
+                f"{facts.reference_files}: more than half are gone since"
+            )
+    return notes
+
+
 def _snapshot_problems(
-    resource: Resource, facts: Facts, recorded: RecordedState
+    resource: Resource, facts: Facts, recorded: RecordedState, allow_empty_source: bool
 ) -> tuple[str | None, str | None]:
     """Return (why the snapshot cannot start, a cross_fs warning to give)."""
     refusal = warning = None
-    if facts.same_filesystem is False:
+    if not resource.pre_command:
+        # Without a pre_command nothing can mount or fill the source first.
+        if not facts.source_exists:
+            refusal = missing_source_refusal(resource)
+        elif not allow_empty_source:
+            refusal = empty_source_refusal(resource, facts)
+    if refusal is None and facts.same_filesystem is False:
         if resource.cross_fs is CrossFs.FAIL:
             refusal = cross_fs_refusal(resource, facts)
         elif resource.cross_fs is CrossFs.COPY or (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from providers.audit import Difference, Verification
 from providers.backup import format_bytes
 from reconcile.applier import ActionOutcome, ApplyReport, ResourceOutcome, Result
 from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
@@ -283,6 +284,97 @@ def apply_json(report: ApplyReport, plan_now: str) -> dict[str, Any]:
 
 
 RUNS_SHOWN = 5
+FINDINGS_SHOWN = 50
+
+
+def verify_text(resource: str, results: list[Verification]) -> str:
+    lines = []
+    for result in results:
+        kind = "contents and metadata" if result.content else "metadata"
+        if result.clean:
+            lines.append(f"{result.snapshot}: clean ({result.files} files, {kind})")
+            continue
+        lines.append(
+            f"{result.snapshot}: {_plural(len(result.findings), 'problem')} "
+            f"({result.files} files, {kind})"
+        )
+        for finding in result.findings[:FINDINGS_SHOWN]:
+            detail = f": {finding.detail}" if finding.detail else ""
+            lines.append(f"  {finding.problem:<10} {finding.path or '-'}{detail}")
+        if len(result.findings) > FINDINGS_SHOWN:
+            lines.append(f"  ... and {len(result.findings) - FINDINGS_SHOWN} more (see --json)")
+    damaged = sum(1 for result in results if not result.clean)
+    if not results:
+        lines.append(f'resource "{resource}" has no snapshots to verify')
+    elif damaged:
+        lines.append(f"{_plural(damaged, 'snapshot')} of {len(results)} with problems.")
+    else:
+        lines.append(f"All {_plural(len(results), 'snapshot')} clean.")
+    return "\n".join(lines)
+
+
+def verify_json(resource: str, results: list[Verification]) -> dict[str, Any]:
+    return {
+        "resource": resource,
+        "clean": all(result.clean for result in results),
+        "snapshots": [
+            {
+                "name": result.snapshot,
+                "result": "clean" if result.clean else "damaged",
+                "content": result.content,
+                "files": result.files,
+                "problems": [
+                    {"path": f.path, "problem": f.problem, "detail": f.detail}
+                    for f in result.findings
+                ],
+            }
+            for result in results
+        ],
+    }
+
+
+_CHANGE_SYMBOLS = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def diff_text(resource: str, difference: Difference, color: bool = False) -> str:
+    paint = Painter(color)
+    colors = {"added": "32", "removed": "31", "changed": "33"}
+    lines = [f'diff "{resource}": {difference.before} -> {difference.after}']
+    for change in difference.changes:
+        symbol = paint(_CHANGE_SYMBOLS[change.change], code=colors[change.change])
+        if change.change == "changed":
+            assert change.size_before is not None and change.size_after is not None
+            sizes = f"{format_bytes(change.size_before)} -> {format_bytes(change.size_after)}"
+        else:
+            size = change.size_after if change.change == "added" else change.size_before
+            assert size is not None
+            sizes = format_bytes(size)
+        lines.append(f"{symbol} {change.path} ({sizes})")
+    lines.append(
+        f"{_plural(len(difference.changes), 'change')}: {difference.count('added')} added, "
+        f"{difference.count('removed')} removed, {difference.count('changed')} changed; "
+        f"{difference.unchanged} unchanged"
+    )
+    return "\n".join(lines)
+
+
+def diff_json(resource: str, difference: Difference) -> dict[str, Any]:
+    def items(change: str) -> list[dict[str, Any]]:
+        return [
+            {"path": c.path, "size_before": c.size_before, "size_after": c.size_after}
+            for c in difference.changes
+            if c.change == change
+        ]
+
+    return {
+        "resource": resource,
+        "from": difference.before,
+        "to": difference.after,
+        "added": items("added"),
+        "removed": items("removed"),
+        "changed": items("changed"),
+        "unchanged": difference.unchanged,
+    }
 
 
 def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> str:
@@ -318,9 +410,11 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
             ("files", "right"),
             ("copied", "right"),
             ("linked", "right"),
-            ("bytes added", "right"),
+            ("added", "right"),
+            ("exclusive", "right"),
         ):
-            snapshots.add_column(column, justify=justify)  # type: ignore[arg-type]
+            snapshots.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        snapshots.add_column("last verified", overflow="fold")
         for snapshot in entry["snapshots"]:
             known = "files_copied" in snapshot
             copied = snapshot.get("files_copied", 0)
@@ -332,6 +426,10 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
                 str(copied) if known else "?",
                 str(linked) if known else "?",
                 format_bytes(snapshot["bytes_copied"]) if known else "?",
+                "?"
+                if snapshot.get("bytes_exclusive") is None
+                else format_bytes(snapshot["bytes_exclusive"]),
+                _verified(snapshot.get("verified")),
             )
         if entry["snapshots"]:
             console.print(snapshots)
@@ -356,6 +454,14 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
             console.print(table)
         console.print()
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
+
+
+def _verified(verified: dict[str, Any] | None) -> str:
+    if not verified:
+        return "never"
+    how = "content" if verified["content"] else "metadata"
+    result = "clean" if verified["clean"] else f"{verified['problems']} problems"
+    return f"{verified['at'][:10]}: {result} ({how})"
 
 
 def _taken(name: str) -> str:

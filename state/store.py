@@ -23,6 +23,7 @@ from providers.fs import make_private_directory
 SCHEMA_VERSION = 1
 SCHEMA_KEY = "schema_version"
 RESOURCE_PREFIX = "resource/"
+VERIFY_PREFIX = "verify/"
 RUNS_KEPT = 20
 
 
@@ -178,6 +179,24 @@ class StateStore:
         record["runs"] = record["runs"][-RUNS_KEPT:]
         with self._guard():
             self._cache.set(RESOURCE_PREFIX + name, record)
+
+    def verifications(self, name: str) -> dict[str, Any]:
+        """Return the last verification of each snapshot of a resource."""
+        if self._cache is None:
+            return {}
+        with self._guard():
+            stored = self._cache.get(VERIFY_PREFIX + name)
+        return stored if isinstance(stored, dict) else {}
+
+    def save_verification(self, name: str, snapshot: str, result: dict[str, Any]) -> None:
+        """Record a verification; kept apart from the resource's record, which
+        an apply rewrites, so the two never overwrite each other."""
+        if self._cache is None:
+            raise StateError("state store was opened read-only")
+        with self._guard(), self._cache.transact():
+            stored = self.verifications(name)
+            stored[snapshot] = result
+            self._cache.set(VERIFY_PREFIX + name, stored)
 
     def recorded(self) -> dict[str, RecordedState]:
         """Return what the planner needs of every recorded resource."""

@@ -38,7 +38,7 @@ from state.store import RecordedState
 CASES_DIR = Path(__file__).parent.parent / "planner_cases"
 CASES = sorted(CASES_DIR.glob("*.yaml"))
 
-CASE_KEYS = {"description", "resource", "facts", "state", "now", "expect"}
+CASE_KEYS = {"description", "resource", "facts", "state", "now", "expect", "allow_empty_source"}
 RESOURCE_KEYS = {
     "name",
     "schedule",
@@ -61,6 +61,10 @@ FACTS_KEYS = {
     "prediction",
     "source_filesystem",
     "target_filesystem",
+    "source_empty",
+    "reference_files",
+    "interrupted_prunes",
+    "target_error",
 }
 STATE_KEYS = {"revert_spent", "pending_post_snapshot", "cross_fs_warned"}
 EXPECT_KEYS = {"actions", "notes", "refusal", "warning"}
@@ -142,6 +146,10 @@ def build_facts(resource: Resource, spec: dict[str, Any]) -> Facts:
         target_filesystem=spec.get("target_filesystem", TARGET_FILESYSTEM),
         free_bytes=None if free_bytes is None else size(free_bytes),
         prediction=Prediction(**prediction) if prediction else None,
+        source_empty=bool(spec.get("source_empty", False)),
+        reference_files=spec.get("reference_files"),
+        interrupted_prunes=tuple(spec.get("interrupted_prunes", ())),
+        target_error=spec.get("target_error"),
     )
 
 
@@ -173,7 +181,13 @@ def plan_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Resource
     now = parse_now(str(case["now"]))
     with monkeypatch.context() as guard:
         forbid_filesystem(guard)
-        result = plan([resource], {resource.name: facts}, {resource.name: state}, now)
+        result = plan(
+            [resource],
+            {resource.name: facts},
+            {resource.name: state},
+            now,
+            bool(case.get("allow_empty_source", False)),
+        )
     assert result.unmanaged == ()
     assert len(result.resources) == 1
     resource_plan = result.resources[0]

@@ -1,0 +1,289 @@
+"""Read-only audits of snapshots: verify against manifests, diff two snapshots.
+
+Both walk directories one at a time through descriptors opened with
+O_NOFOLLOW, so memory follows the largest directory, not the tree, and a
+symlink planted in a snapshot is never followed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from providers import fs
+from providers.manifest import Entry, ManifestError, ManifestReader, manifest_path
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with a snapshot: `problem` is missing, changed,
+    replaced, corrupted, unexpected or manifest."""
+
+    path: str
+    problem: str
+    detail: str
+
+
+@dataclass
+class Verification:
+    snapshot: str
+    content: bool
+    files: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+
+def _open_below(root_fd: int, relative: str) -> int:
+    """Open directory `relative` below `root_fd`, one component at a time."""
+    fd = os.dup(root_fd)
+    try:
+        for part in relative.split("/") if relative else []:
+            next_fd = fs.open_directory(part, fd)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _listing(fd: int) -> dict[str, os.stat_result]:
+    """Every entry of an open directory with its lstat."""
+    entries = {}
+    with os.scandir(fd) as scan:
+        for entry in scan:
+            try:
+                entries[entry.name] = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+    return entries
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
+def _drift(entry: Entry, info: os.stat_result) -> str | None:
+    """How a file's metadata differs from its manifest entry, or None."""
+    changes = []
+    if info.st_size != entry.size:
+        changes.append(f"size {entry.size} -> {info.st_size}")
+    if info.st_mtime_ns != entry.mtime_ns:
+        changes.append(f"mtime {entry.mtime_ns} -> {info.st_mtime_ns}")
+    if info.st_mode & 0o7777 != entry.mode:
+        changes.append(f"mode {entry.mode:04o} -> {info.st_mode & 0o7777:04o}")
+    if (info.st_uid, info.st_gid) != (entry.uid, entry.gid):
+        changes.append(f"owner {entry.uid}:{entry.gid} -> {info.st_uid}:{info.st_gid}")
+    return ", ".join(changes) or None
+
+
+def verify_snapshot(
+    target: str, snapshot: str, content: bool, hashes: dict[tuple[int, int], str] | None = None
+) -> Verification:
+    """Check one snapshot against its manifest: metadata of every file, and
+    with `content` its SHA-256 too. `hashes` caches content hashes by
+    (inode, ctime) across snapshots that share files."""
+    result = Verification(snapshot, content)
+    hashes = {} if hashes is None else hashes
+    try:
+        manifest = ManifestReader(manifest_path(target, snapshot))
+    except ManifestError as error:
+        result.findings.append(Finding("", "manifest", str(error)))
+        return result
+    try:
+        root_fd = fs.open_directory(os.path.join(target, snapshot))
+    except OSError as error:
+        manifest.close()
+        result.findings.append(Finding("", "missing", f"snapshot {snapshot}: {error.strerror}"))
+        return result
+    try:
+        known_directories = set(manifest.directories())
+        for directory, block in manifest.entries():
+            _verify_directory(result, root_fd, directory, block, known_directories, hashes)
+    except ManifestError as error:
+        result.findings.append(Finding("", "manifest", str(error)))
+    finally:
+        os.close(root_fd)
+        manifest.close()
+    return result
+
+
+def _verify_directory(
+    result: Verification,
+    root_fd: int,
+    directory: str,
+    block: dict[str, Entry],
+    known_directories: set[str],
+    hashes: dict[tuple[int, int], str],
+) -> None:
+    try:
+        fd = _open_below(root_fd, directory)
+    except OSError as error:
+        result.findings.append(Finding(directory, "missing", f"directory: {error.strerror}"))
+        result.findings.extend(Finding(e.path, "missing", "") for e in block.values())
+        return
+    try:
+        present = _listing(fd)
+        for name, entry in block.items():
+            result.files += 1
+            info = present.get(name)
+            if info is None or not stat.S_ISREG(info.st_mode):
+                result.findings.append(Finding(entry.path, "missing", ""))
+                continue
+            if info.st_ino != entry.inode:
+                result.findings.append(
+                    Finding(entry.path, "replaced", f"inode {entry.inode} -> {info.st_ino}")
+                )
+                continue
+            drift = _drift(entry, info)
+            if drift:
+                shared = f"; shared by {info.st_nlink} links" if info.st_nlink > 1 else ""
+                result.findings.append(Finding(entry.path, "changed", drift + shared))
+                continue
+            if result.content and entry.sha256 is not None:
+                key = (info.st_ino, info.st_ctime_ns)
+                if key not in hashes:
+                    hashed = fs.hash_file(name, fd)
+                    if hashed is None:
+                        result.findings.append(Finding(entry.path, "missing", "unreadable"))
+                        continue
+                    hashes[key] = hashed
+                if hashes[key] != entry.sha256:
+                    result.findings.append(
+                        Finding(entry.path, "corrupted", "content differs from its SHA-256")
+                    )
+        for name, info in present.items():
+            if name in block:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if _join(directory, name) not in known_directories:
+                    result.findings.append(
+                        Finding(_join(directory, name), "unexpected", "directory")
+                    )
+            else:
+                result.findings.append(Finding(_join(directory, name), "unexpected", "file"))
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A file added, removed or changed between two snapshots."""
+
+    path: str
+    change: str
+    size_before: int | None
+    size_after: int | None
+
+
+@dataclass
+class Difference:
+    before: str
+    after: str
+    changes: list[Change] = field(default_factory=list)
+    unchanged: int = 0
+
+    def count(self, change: str) -> int:
+        return sum(1 for item in self.changes if item.change == change)
+
+
+def _files_below(fd: int, relative: str) -> Iterator[tuple[str, int]]:
+    """Every regular file below an open directory: (relative path, size)."""
+    stack = [(os.dup(fd), relative)]
+    while stack:
+        directory_fd, directory = stack.pop()
+        try:
+            for name, info in sorted(_listing(directory_fd).items()):
+                if stat.S_ISREG(info.st_mode):
+                    yield _join(directory, name), info.st_size
+                elif stat.S_ISDIR(info.st_mode):
+                    stack.append((fs.open_directory(name, directory_fd), _join(directory, name)))
+        finally:
+            os.close(directory_fd)
+
+
+def diff_snapshots(target: str, before: str, after: str) -> Difference:
+    """Files added, removed and changed from snapshot `before` to `after`.
+    Hard-linked (same inode) means unchanged, so nothing is read but
+    directory listings."""
+    result = Difference(before, after)
+    before_root = fs.open_directory(os.path.join(target, before))
+    try:
+        after_root = fs.open_directory(os.path.join(target, after))
+    except BaseException:
+        os.close(before_root)
+        raise
+    stack = [(before_root, after_root, "")]
+    try:
+        while stack:
+            before_fd, after_fd, directory = stack.pop()
+            try:
+                _diff_directory(result, before_fd, after_fd, directory, stack)
+            finally:
+                os.close(before_fd)
+                os.close(after_fd)
+    finally:
+        for before_fd, after_fd, _ in stack:
+            os.close(before_fd)
+            os.close(after_fd)
+    result.changes.sort(key=lambda item: item.path)
+    return result
+
+
+def _diff_directory(
+    result: Difference,
+    before_fd: int,
+    after_fd: int,
+    directory: str,
+    stack: list[tuple[int, int, str]],
+) -> None:
+    old = _listing(before_fd)
+    new = _listing(after_fd)
+    for name in sorted(old.keys() | new.keys()):
+        path = _join(directory, name)
+        was, now = old.get(name), new.get(name)
+        was_file = was is not None and stat.S_ISREG(was.st_mode)
+        now_file = now is not None and stat.S_ISREG(now.st_mode)
+        was_dir = was is not None and stat.S_ISDIR(was.st_mode)
+        now_dir = now is not None and stat.S_ISDIR(now.st_mode)
+        if was_file and now_file:
+            assert was is not None and now is not None
+            if was.st_ino == now.st_ino:
+                result.unchanged += 1
+            else:
+                result.changes.append(Change(path, "changed", was.st_size, now.st_size))
+        elif was_file:
+            assert was is not None
+            result.changes.append(Change(path, "removed", was.st_size, None))
+        elif now_file:
+            assert now is not None
+            result.changes.append(Change(path, "added", None, now.st_size))
+        if was_dir and now_dir:
+            old_fd = fs.open_directory(name, before_fd)
+            try:
+                new_fd = fs.open_directory(name, after_fd)
+            except BaseException:
+                os.close(old_fd)
+                raise
+            stack.append((old_fd, new_fd, path))
+        elif was_dir:
+            gone_fd = fs.open_directory(name, before_fd)
+            try:
+                result.changes.extend(
+                    Change(p, "removed", size, None) for p, size in _files_below(gone_fd, path)
+                )
+            finally:
+                os.close(gone_fd)
+        elif now_dir:
+            new_fd = fs.open_directory(name, after_fd)
+            try:
+                result.changes.extend(
+                    Change(p, "added", None, size) for p, size in _files_below(new_fd, path)
+                )
+            finally:
+                os.close(new_fd)
