@@ -7,8 +7,6 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from reconcile.model import Resource
 
 
@@ -90,18 +88,67 @@ class Action:
         return document
 
 
+class ActionGraph:
+    """The actions of one resource and what each waits for, as a networkx
+    DiGraph: one node per ActionKind with its Action under "action"; an edge
+    means "runs after, and only if it succeeded".
+
+    networkx is imported when the first action is added, so a run with
+    nothing to do (a timer every few minutes) never pays for loading it.
+    """
+
+    def __init__(self) -> None:
+        self.graph: Any = None
+
+    def add(self, action: Action, after: tuple[ActionKind, ...] = ()) -> None:
+        if self.graph is None:
+            import networkx
+
+            self.graph = networkx.DiGraph()
+        self.graph.add_node(action.kind, action=action)
+        for kind in after:
+            if kind in self.graph:
+                self.graph.add_edge(kind, action.kind)
+
+    def __contains__(self, kind: ActionKind) -> bool:
+        return self.graph is not None and kind in self.graph
+
+    def __len__(self) -> int:
+        return 0 if self.graph is None else int(self.graph.number_of_nodes())
+
+    @property
+    def edges(self) -> list[tuple[ActionKind, ActionKind]]:
+        return [] if self.graph is None else list(self.graph.edges)
+
+    def ordered(self) -> list[Action]:
+        """The actions in execution order: topological, ties by kind."""
+        if self.graph is None:
+            return []
+        import networkx
+
+        order = networkx.lexicographical_topological_sort(self.graph, key=lambda kind: kind.rank)
+        return [self.graph.nodes[kind]["action"] for kind in order]
+
+    def action(self, kind: ActionKind) -> Action | None:
+        if kind not in self:
+            return None
+        action: Action = self.graph.nodes[kind]["action"]
+        return action
+
+    def predecessors(self, kind: ActionKind) -> list[ActionKind]:
+        if kind not in self:
+            return []
+        return sorted(self.graph.predecessors(kind), key=lambda kind: kind.rank)
+
+
 @dataclass(frozen=True)
 class ResourcePlan:
-    """The actions of one resource, as a dependency graph.
-
-    `graph` has one node per ActionKind, each with its Action under the
-    attribute "action"; an edge means "runs after, and only if it succeeded".
-    """
+    """The planned actions of one resource, with why and why not."""
 
     resource: Resource
     # target_path with symlinks resolved.
     target: str
-    graph: nx.DiGraph = field(compare=False)
+    graph: ActionGraph = field(compare=False)
     # Why nothing (or less) is planned, and warnings, for humans.
     notes: tuple[str, ...] = ()
     # Set when the resource cannot converge: nothing of it will run.
@@ -111,21 +158,17 @@ class ResourcePlan:
 
     @property
     def actions(self) -> list[Action]:
-        order = nx.lexicographical_topological_sort(self.graph, key=lambda kind: kind.rank)
-        return [self.graph.nodes[kind]["action"] for kind in order]
+        return self.graph.ordered()
 
     def action(self, kind: ActionKind) -> Action | None:
-        if kind in self.graph:
-            action: Action = self.graph.nodes[kind]["action"]
-            return action
-        return None
+        return self.graph.action(kind)
 
     def depends_on(self, kind: ActionKind) -> list[ActionKind]:
-        return sorted(self.graph.predecessors(kind), key=lambda kind: kind.rank)
+        return self.graph.predecessors(kind)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.graph.number_of_nodes() > 0)
+        return len(self.graph) > 0
 
 
 @dataclass(frozen=True)

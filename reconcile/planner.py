@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-import networkx as nx
-
 from providers.backup import (
     Facts,
     cross_fs_refusal,
@@ -22,7 +20,7 @@ from providers.backup import (
 )
 from providers.naming import expired, snapshot_in_window, snapshot_name, window_of
 from reconcile.model import CrossFs, Resource
-from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+from reconcile.plan import Action, ActionGraph, ActionKind, Plan, ResourcePlan
 from state.store import RecordedState
 
 
@@ -77,7 +75,7 @@ def plan_resource(
     allow_empty_source: bool = False,
 ) -> ResourcePlan:
     recorded = recorded or RecordedState()
-    graph = nx.DiGraph()
+    graph = ActionGraph()
     newest = facts.snapshots[-1] if facts.snapshots else None
 
     if resource.revert:
@@ -88,14 +86,13 @@ def plan_resource(
                 graph,
                 notes=("revert already ran; set revert: false (or remove it) to re-arm",),
             )
-        graph.add_node(
-            ActionKind.REVERT,
-            action=Action(
+        graph.add(
+            Action(
                 ActionKind.REVERT,
                 "revert is true and on_revert has not yet succeeded",
                 command=resource.on_revert,
                 snapshot=newest,
-            ),
+            )
         )
         return ResourcePlan(resource, facts.target, graph)
 
@@ -108,9 +105,17 @@ def plan_resource(
     if current is None:
         name = snapshot_name(now)
         predicted = facts.prediction
-        graph.add_node(
-            ActionKind.SNAPSHOT,
-            action=Action(
+        if resource.pre_command:
+            graph.add(
+                Action(
+                    ActionKind.PRE_COMMAND,
+                    "runs before the snapshot; failing aborts the resource",
+                    command=resource.pre_command,
+                    snapshot=newest,
+                )
+            )
+        graph.add(
+            Action(
                 ActionKind.SNAPSHOT,
                 f"{resource.schedule.value} window {window} has no snapshot yet",
                 snapshot=name,
@@ -122,18 +127,8 @@ def plan_resource(
                 bytes_to_copy=predicted.bytes_to_copy if predicted else None,
                 free_bytes_after=free_after_snapshot(facts),
             ),
+            after=(ActionKind.PRE_COMMAND,),
         )
-        if resource.pre_command:
-            graph.add_node(
-                ActionKind.PRE_COMMAND,
-                action=Action(
-                    ActionKind.PRE_COMMAND,
-                    "runs before the snapshot; failing aborts the resource",
-                    command=resource.pre_command,
-                    snapshot=newest,
-                ),
-            )
-            graph.add_edge(ActionKind.PRE_COMMAND, ActionKind.SNAPSHOT)
         refusal, warning = _snapshot_problems(resource, facts, recorded, allow_empty_source)
         notes.extend(_source_notes(resource, facts, allow_empty_source))
         post_snapshot: str | None = name
@@ -151,32 +146,27 @@ def plan_resource(
         keep = f", keeping the {resource.keep_min} newest" if resource.keep_min else ""
         if facts.interrupted_prunes:
             keep += "; finishing a prune that was interrupted"
-        graph.add_node(
-            ActionKind.PRUNE,
-            action=Action(
+        graph.add(
+            Action(
                 ActionKind.PRUNE,
                 f"older than {resource.retain_days} days{keep}",
                 prune=tuple(doomed),
                 bytes_freed=bytes_freed,
             ),
+            after=(ActionKind.SNAPSHOT,),
         )
-        if ActionKind.SNAPSHOT in graph:
-            graph.add_edge(ActionKind.SNAPSHOT, ActionKind.PRUNE)
 
     if resource.post_command and post_snapshot is not None:
-        graph.add_node(
-            ActionKind.POST_COMMAND,
-            action=Action(
+        graph.add(
+            Action(
                 ActionKind.POST_COMMAND,
                 post_reason,
                 command=resource.post_command,
                 snapshot=post_snapshot,
                 retry=retry,
             ),
+            after=(ActionKind.SNAPSHOT, ActionKind.PRUNE),
         )
-        for before in (ActionKind.SNAPSHOT, ActionKind.PRUNE):
-            if before in graph:
-                graph.add_edge(before, ActionKind.POST_COMMAND)
     elif recorded.pending_post_snapshot and not resource.post_command and current is not None:
         notes.append("a failed post_command is pending, but none is configured any more")
 
