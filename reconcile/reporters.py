@@ -36,19 +36,26 @@ class TextReporter(Reporter):
     """
 
     def __init__(self, verbosity: int = 0, color: bool = False, live: bool = False) -> None:
-        from rich.console import Console
-
         self.verbosity = verbosity
         self.color = color
         self.live = live and verbosity >= 0
-        self.console = Console(
-            highlight=False, soft_wrap=True, no_color=not color, force_terminal=self.live or None
-        )
+        # rich is loaded only for the live bar, which owns the terminal while
+        # it runs: lines then go through its console.
+        self.console: Any = None
+        if self.live:
+            from rich.console import Console
+
+            self.console = Console(
+                highlight=False, soft_wrap=True, no_color=not color, force_terminal=True
+            )
         self._progress: Any = None
         self._task: Any = None
         self._announced: set[str] = set()
 
     def _print(self, line: str) -> None:
+        if self.console is None:
+            print(line, flush=True)
+            return
         from rich.text import Text
 
         self.console.print(Text.from_ansi(line))
