@@ -57,6 +57,8 @@ class Facts:
     source_empty: bool = False
     # Files in the newest snapshot (from its manifest), None when unknown.
     reference_files: int | None = None
+    # Whether the newest snapshot holds nothing; None when there is none.
+    reference_empty: bool | None = None
     prediction: Prediction | None = None
     # (snapshots, bytes): what pruning exactly those snapshots would free.
     bytes_freed: tuple[tuple[str, ...], int] | None = None
@@ -127,12 +129,18 @@ def observe(resource: Resource) -> Facts:
             interrupted = read_interrupted_prunes(target)
         except OSError as error:
             target_error = f"cannot list target_path {target}: {error.strerror}"
-    reference_files = None
+    reference_files = reference_empty = None
     if snapshots:
         reference_files = _file_count(target, snapshots[-1])
+        reference_empty = (
+            reference_files == 0
+            if reference_files is not None
+            else is_empty_source(os.path.join(target, snapshots[-1]), target)
+        )
     return Facts(
         source_empty=source_exists and is_empty_source(resource.source_dir, target),
         reference_files=reference_files,
+        reference_empty=reference_empty,
         target=target,
         target_exists=target_exists,
         target_error=target_error,
@@ -175,11 +183,12 @@ def _file_count(target: str, snapshot: str) -> int | None:
 def empty_source_refusal(resource: Resource, facts: Facts) -> str | None:
     """Why an empty source must not be snapshotted, or None: the newest
     snapshot has files, so the source is most likely an unmounted disk."""
-    if not facts.source_empty or not facts.reference_files:
+    if not facts.source_empty or facts.reference_empty is not False:
         return None
+    held = f"{facts.reference_files} files" if facts.reference_files else "files"
     return (
         f"source_dir {resource.source_dir} is empty but the newest snapshot holds "
-        f"{facts.reference_files} files: is its filesystem mounted? Nothing was snapshotted or "
+        f"{held}: is its filesystem mounted? Nothing was snapshotted or "
         f"pruned; apply --allow-empty-source takes the empty snapshot deliberately"
     )
 

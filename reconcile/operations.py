@@ -149,7 +149,9 @@ def diff_resource(
         before, after = present[-2], present[-1]
     elif after is None:
         later = [snapshot for snapshot in present if snapshot > before]
-        after = present[-1] if not later else later[0]
+        if before in present and not later:
+            raise NoSuchSnapshot(f"{before} is the newest snapshot: there is none after it")
+        after = later[0] if later else present[-1] if present else before
     for snapshot in (before, after):
         if snapshot not in present:
             raise NoSuchSnapshot(f"no snapshot {snapshot} in {target}")

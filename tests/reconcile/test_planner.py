@@ -63,6 +63,7 @@ FACTS_KEYS = {
     "target_filesystem",
     "source_empty",
     "reference_files",
+    "reference_empty",
     "interrupted_prunes",
     "target_error",
 }
@@ -148,6 +149,10 @@ def build_facts(resource: Resource, spec: dict[str, Any]) -> Facts:
         prediction=Prediction(**prediction) if prediction else None,
         source_empty=bool(spec.get("source_empty", False)),
         reference_files=spec.get("reference_files"),
+        reference_empty=spec.get(
+            "reference_empty",
+            None if spec.get("reference_files") is None else spec["reference_files"] == 0,
+        ),
         interrupted_prunes=tuple(spec.get("interrupted_prunes", ())),
         target_error=spec.get("target_error"),
     )
