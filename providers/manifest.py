@@ -12,14 +12,17 @@ deliberate edit cannot hide behind a collision), and `sha256sum` checks any
 file by hand. Only copied bytes are hashed: a linked file shares its inode,
 and so its hash, with the reference, whose manifest already has it.
 
-The format is JSON lines, streamable and readable with standard tools:
-a header, then one block per directory (a {"d": DIR} line followed by one
-line per file: [name, size, mtime_ns, mode, uid, gid, inode, sha256]),
-then an index of the blocks ({"i": [DIR, OFFSET]} lines), then a trailer
-naming where the index starts. Paths are text with non-UTF-8 bytes kept as
-surrogate escapes (os.fsencode gives the original bytes back). A walk
-needs only the reference's block of the directory it is in, found through
-the index, so memory does not grow with the tree.
+The format is lines, streamable and readable with standard tools: a JSON
+header, then one block per directory (a JSON {"d": DIR} line followed by
+one tab-separated line per file: size, mtime_ns, mode, uid, gid, inode,
+sha256 or "-", name), then an index of the blocks ({"i": [DIR, OFFSET]}
+lines), then a JSON trailer naming where the index starts. A name that is
+not plain printable text (a tab, a newline, a backslash, bytes that are not
+UTF-8) is written as a backslash and its JSON string, non-UTF-8 bytes as
+surrogate escapes (os.fsencode gives the original bytes back). File lines
+are not JSON because a snapshot writes one per file and JSON costs several
+times more. A walk needs only the reference's block of the directory it is
+in, found through the index, so memory does not grow with the tree.
 """
 
 from __future__ import annotations
@@ -89,7 +92,6 @@ class ManifestWriter:
         self._write({"hardsnap_manifest": FORMAT_VERSION, "snapshot": snapshot, "source": source})
 
     def _write(self, record: Any) -> None:
-        # ASCII only: non-UTF-8 names are \udcXX escapes, so offsets are bytes.
         line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
         self._file.write(line)
         self._offset += len(line)
@@ -101,18 +103,14 @@ class ManifestWriter:
 
     def file(self, name: str, info: os.stat_result, sha256: str | None) -> None:
         """Record a file of the current directory, as it stands in the snapshot."""
-        self._write(
-            [
-                name,
-                info.st_size,
-                info.st_mtime_ns,
-                info.st_mode & 0o7777,
-                info.st_uid,
-                info.st_gid,
-                info.st_ino,
-                sha256,
-            ]
-        )
+        if not name.isprintable() or "\t" in name or "\\" in name:
+            name = "\\" + json.dumps(name, ensure_ascii=True)
+        line = (
+            f"{info.st_size}\t{info.st_mtime_ns}\t{info.st_mode & 0o7777}\t{info.st_uid}\t"
+            f"{info.st_gid}\t{info.st_ino}\t{sha256 or '-'}\t{name}\n"
+        ).encode()
+        self._file.write(line)
+        self._offset += len(line)
         self.files += 1
         self.bytes += info.st_size
 
@@ -215,12 +213,19 @@ class ManifestReader:
             raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
         entries: dict[str, Entry] = {}
         for line in self._file:
-            record = json.loads(line)
-            if not isinstance(record, list):
+            if line.startswith(b"{"):
                 break
-            name, size, mtime_ns, mode, uid, gid, inode, sha256 = record
+            size, mtime_ns, mode, uid, gid, inode, sha256, shown = line[:-1].split(b"\t", 7)
+            name = json.loads(shown[1:]) if shown.startswith(b"\\") else shown.decode("utf-8")
             entries[name] = Entry(
-                _join(relative, name), size, mtime_ns, mode, uid, gid, inode, sha256
+                _join(relative, name),
+                int(size),
+                int(mtime_ns),
+                int(mode),
+                int(uid),
+                int(gid),
+                int(inode),
+                None if sha256 == b"-" else sha256.decode("ascii"),
             )
         return entries
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from providers import fs
-from providers.manifest import Entry, ManifestReader, ManifestWriter
+from providers.manifest import Entry, ManifestError, ManifestReader, ManifestWriter
 
 # Free space is re-read from the filesystem at least this often while copying.
 SPACE_RECHECK_BYTES = 256 << 20
@@ -282,7 +282,11 @@ class Walk:
             directory = frame.prefix[:-1]
             self.manifest.directory(directory)
             if self.reference_manifest is not None and frame.reference_fd is not None:
-                frame.reference_block = self.reference_manifest.block(directory)
+                try:
+                    frame.reference_block = self.reference_manifest.block(directory)
+                except (ManifestError, ValueError, TypeError, UnicodeDecodeError):
+                    # A damaged reference manifest: hash linked files afresh.
+                    self.reference_manifest = None
         try:
             entries = os.scandir(frame.source_fd)
         except OSError as error:
