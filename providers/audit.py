@@ -272,18 +272,23 @@ def _diff_directory(
                 raise
             stack.append((old_fd, new_fd, path))
         elif was_dir:
-            gone_fd = fs.open_directory(name, before_fd)
-            try:
-                result.changes.extend(
-                    Change(p, "removed", size, None) for p, size in _files_below(gone_fd, path)
-                )
-            finally:
-                os.close(gone_fd)
+            result.changes.extend(_whole_directory(before_fd, name, path, "removed"))
         elif now_dir:
-            new_fd = fs.open_directory(name, after_fd)
-            try:
-                result.changes.extend(
-                    Change(p, "added", None, size) for p, size in _files_below(new_fd, path)
-                )
-            finally:
-                os.close(new_fd)
+            result.changes.extend(_whole_directory(after_fd, name, path, "added"))
+
+
+def _whole_directory(parent_fd: int, name: str, path: str, change: str) -> list[Change]:
+    """A directory only one snapshot has: every file below it added or removed."""
+    fd = fs.open_directory(name, parent_fd)
+    try:
+        return [
+            Change(
+                file,
+                change,
+                None if change == "added" else size,
+                size if change == "added" else None,
+            )
+            for file, size in _files_below(fd, path)
+        ]
+    finally:
+        os.close(fd)

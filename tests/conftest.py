@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,3 +112,51 @@ def tmpfs(tmp_path: Path) -> Iterator[Mount]:
         for point in reversed(mounted):
             if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", str(point)], check=True)
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def nobody_dir() -> Iterator[Path]:
+    """A directory the nobody user may use (tmp_path's parents are root-only).
+    As root, mode 000 is still readable: unreadable entries need another user."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run hardsnap as nobody")
+    base = Path(tempfile.mkdtemp(prefix="hardsnap-nobody-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        yield base
+    finally:
+        for directory, directories, _ in os.walk(base):
+            for name in directories:
+                os.chmod(os.path.join(directory, name), 0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def hand_to_nobody(root: Path) -> None:
+    """Give everything below `root` to the nobody user."""
+    for directory, directories, files in os.walk(root):
+        for name in [*directories, *files]:
+            os.chown(os.path.join(directory, name), NOBODY, NOBODY)
+
+
+def run_as_nobody(
+    arguments: list[str], cwd: Path, state: Path, now: str = T0
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed CLI as the nobody user, with its own state dir."""
+    environment = dict(os.environ, HARDSNAP_NOW=now, HARDSNAP_STATE_DIR=str(state))
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            *hardsnap_command(),
+            *arguments,
+        ],
+        env=environment,
+        cwd=cwd,
+        capture_output=True,
+        timeout=60,
+    )

@@ -19,7 +19,6 @@ import shutil
 import stat
 import struct
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,12 @@ from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Walk
 from reconcile.model import Resource
-from tests.conftest import T0, Outcome, hardsnap_command, write_config
+from tests.conftest import (
+    Outcome,
+    hand_to_nobody,
+    run_as_nobody,
+    write_config,
+)
 
 Cli = Callable[..., Outcome]
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=dt.UTC)  # T0
@@ -467,22 +471,6 @@ def test_directory_swapped_for_symlink_before_entering_is_not_followed(
     assert os.stat(outside / "secret.txt").st_nlink == 1
 
 
-@pytest.fixture
-def nobody_dir() -> Iterator[Path]:
-    """A directory nobody may use (tmp_path's parents are root-only)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run hardsnap as nobody")
-    base = Path(tempfile.mkdtemp(prefix="hardsnap-hostile-", dir="/tmp"))
-    try:
-        os.chmod(base, 0o755)
-        yield base
-    finally:
-        for directory, directories, _ in os.walk(base):
-            for name in directories:
-                os.chmod(os.path.join(directory, name), 0o755)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_unreadable_files_and_directories_are_reported_by_path_and_run_completes(
     nobody_dir: Path,
 ) -> None:
@@ -500,9 +488,7 @@ def test_unreadable_files_and_directories_are_reported_by_path_and_run_completes
     state = nobody_dir / "state"
     target.mkdir()
     state.mkdir()
-    for directory, directories, files in os.walk(nobody_dir):
-        for name in [*directories, *files]:
-            os.chown(os.path.join(directory, name), NOBODY, NOBODY)
+    hand_to_nobody(nobody_dir)
     os.chmod(source / "locked", 0o000)
     os.chmod(source / "search-only", 0o111)
     os.chmod(source / "list-only", 0o444)
@@ -511,24 +497,7 @@ def test_unreadable_files_and_directories_are_reported_by_path_and_run_completes
         {"name": "r", "type": "backup", "source_dir": str(source), "target_path": str(target)},
     )
     os.chmod(config, 0o644)
-    environment = dict(os.environ, HARDSNAP_NOW=T0, HARDSNAP_STATE_DIR=str(state))
-    completed = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            *hardsnap_command(),
-            "apply",
-            "--json",
-            "-c",
-            str(config),
-        ],
-        env=environment,
-        cwd=nobody_dir,
-        capture_output=True,
-        timeout=60,
-    )
+    completed = run_as_nobody(["apply", "--json", "-c", str(config)], nobody_dir, state)
     stdout = completed.stdout.decode("utf-8", "replace")
     stderr = completed.stderr.decode("utf-8", "replace")
     outcome = f"exit {completed.returncode}\n{stdout}\n{stderr}"

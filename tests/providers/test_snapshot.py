@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import socket
 import stat
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
 from reconcile.model import Resource
-from tests.conftest import T0, hardsnap_command, write_config
+from tests.conftest import hand_to_nobody, run_as_nobody, write_config
 
 # An mtime with odd nanoseconds: a float round-trip would lose them.
 ODD_NS = 1_700_000_000_123_456_789
@@ -579,22 +576,6 @@ def test_link_failing_otherwise_fails_the_snapshot(
 # -- unreadable entries (run as nobody: root reads everything) ----------------------------------
 
 
-@pytest.fixture
-def nobody_dir() -> Iterator[Path]:
-    """A directory nobody may use (tmp_path's parents are root-only)."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run hardsnap as nobody")
-    base = Path(tempfile.mkdtemp(prefix="hardsnap-nobody-", dir="/tmp"))
-    try:
-        os.chmod(base, 0o755)
-        yield base
-    finally:
-        for directory, directories, _ in os.walk(base):
-            for name in directories:
-                os.chmod(os.path.join(directory, name), 0o755)
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_unreadable_file_and_directory_are_reported_and_run_completes(nobody_dir: Path) -> None:
     source = nobody_dir / "src"
     make_file(source / "ok.txt", b"readable")
@@ -605,36 +586,18 @@ def test_unreadable_file_and_directory_are_reported_and_run_completes(nobody_dir
     state = nobody_dir / "state"
     target.mkdir()
     state.mkdir()
-    for directory, directories, files in os.walk(nobody_dir):
-        for name in [*directories, *files]:
-            os.chown(os.path.join(directory, name), NOBODY, NOBODY)
+    hand_to_nobody(nobody_dir)
     os.chmod(source / "locked", 0o000)
     config = write_config(
         nobody_dir / "hardsnap.yaml",
         {"name": "r", "type": "backup", "source_dir": str(source), "target_path": str(target)},
     )
     os.chmod(config, 0o644)
-    environment = dict(os.environ, HARDSNAP_NOW=T0, HARDSNAP_STATE_DIR=str(state))
-    completed = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            *hardsnap_command(),
-            "apply",
-            "-c",
-            str(config),
-        ],
-        env=environment,
-        cwd=nobody_dir,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    outcome = f"exit {completed.returncode}\n{completed.stdout}\n{completed.stderr}"
+    completed = run_as_nobody(["apply", "-c", str(config)], nobody_dir, state)
+    stderr = completed.stderr.decode("utf-8", "replace")
+    outcome = f"exit {completed.returncode}\n{completed.stdout!r}\n{stderr}"
     assert completed.returncode == 0, outcome
     snapshot = target / FIRST
     assert relative_tree(snapshot) == {"ok.txt", "open", "open/inner.txt"}, outcome
-    assert "secret.txt" in completed.stderr, outcome
-    assert "locked" in completed.stderr, outcome
+    assert "secret.txt" in stderr, outcome
+    assert "locked" in stderr, outcome
