@@ -31,7 +31,7 @@ from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Walk
 from reconcile.model import Resource
-from tests.conftest import (
+from tests.conftest import (, NOBODY
     Outcome,
     hand_to_nobody,
     run_as_nobody,
@@ -41,7 +41,6 @@ from tests.conftest import (
 Cli = Callable[..., Outcome]
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=dt.UTC)  # T0
 ODD_NS = 1_700_000_000_123_456_789
-NOBODY = 65534
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # More than PATH_MAX (4096) once joined: 30 levels of 200-byte names.
 DEEP_LEVELS = 30

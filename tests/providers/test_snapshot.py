@@ -21,14 +21,13 @@ from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
 from reconcile.model import Resource
-from tests.conftest import hand_to_nobody, run_as_nobody, write_config
+from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody, write_config
 
 # An mtime with odd nanoseconds: a float round-trip would lose them.
 ODD_NS = 1_700_000_000_123_456_789
 FIRST = "2026.088.06.00"
 SECOND = "2026.089.06.00"
 THIRD = "2026.090.06.00"
-NOBODY = 65534
 
 
 # -- helpers -------------------------------------------------------------------
