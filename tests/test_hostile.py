@@ -31,7 +31,7 @@ from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Walk
 from reconcile.model import Resource
-from tests.conftest import (, NOBODY
+from tests.conftest import (
     Outcome,
     hand_to_nobody,
     run_as_nobody,
