@@ -248,13 +248,14 @@ def diff(
 ) -> None:
     """Files added, removed and changed between two snapshots."""
     from reconcile.operations import NoSuchSnapshot, UnknownResource, diff_resource
+    from state.store import StateError
 
     loaded = _load(config)
     try:
-        difference = diff_resource(loaded, name, before, after)
+        difference = diff_resource(loaded, _state_dir(state_dir), name, before, after)
     except UnknownResource as error:
         _fail(str(error), ExitCode.INVALID)
-    except NoSuchSnapshot as error:
+    except (NoSuchSnapshot, StateError) as error:
         _fail(str(error))
     if as_json:
         _print_json(render.diff_json(name, difference))

@@ -90,9 +90,16 @@ class NoSuchSnapshot(Exception):
     """A snapshot named on the command line is not in the target."""
 
 
-def _target_of(config: Config, name: str) -> tuple[Resource, str]:
+def _target_of(config: Config, name: str, state_dir: str) -> str:
+    """The real target of a resource: from the config, or, for one removed
+    from it, from its recorded state (its snapshots are still there)."""
+    if config.resource(name) is None:
+        with StateStore.read(state_dir) as store:
+            recorded = store.record(name).get("target") if name in store.names() else None
+        if recorded:
+            return str(recorded)
     resource = select(config, [name])[0]
-    return resource, os.path.realpath(resource.target_path)
+    return os.path.realpath(resource.target_path)
 
 
 def verify_resource(
@@ -105,7 +112,7 @@ def verify_resource(
 ) -> list[audit.Verification]:
     """Verify snapshots of a resource (all when none are named) against their
     manifests, and record each result in state."""
-    _, target = _target_of(config, name)
+    target = _target_of(config, name, state_dir)
     present = backup.list_snapshots(target)
     chosen = snapshots or list(present)
     hashes: dict[tuple[int, int], str] = {}
@@ -136,10 +143,10 @@ def verify_resource(
 
 
 def diff_resource(
-    config: Config, name: str, before: str | None, after: str | None
+    config: Config, state_dir: str, name: str, before: str | None, after: str | None
 ) -> audit.Difference:
     """Compare two snapshots of a resource (default: the two newest)."""
-    _, target = _target_of(config, name)
+    target = _target_of(config, name, state_dir)
     present = backup.list_snapshots(target)
     if before is None:
         if len(present) < 2:

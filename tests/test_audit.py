@@ -1104,3 +1104,25 @@ def test_empty_first_snapshot_without_a_reference_is_taken(world: World, cli: Cl
     apply_ok(cli, world, 1)
     assert world.snapshots() == [name_at(0), name_at(1)]
     assert json.loads(cli("verify", "r", "-c", world.config, "--json").stdout)["clean"] is True
+
+
+def test_verify_and_diff_still_reach_a_resource_removed_from_the_config(
+    three_snapshots: World, cli: Cli
+) -> None:
+    world = three_snapshots
+    write_config(
+        world.config,
+        {
+            "name": "other",
+            "type": "backup",
+            "source_dir": str(world.source),
+            "target_path": str(world.root / "elsewhere"),
+        },
+    )
+    outcome = verify(cli, world, "--json")
+    assert outcome.exit_code == 0, outcome
+    assert [s["name"] for s in outcome.json()["snapshots"]] == world.snapshots()
+    outcome = diff(cli, world, name_at(0), name_at(1), "--json")
+    assert outcome.exit_code == 0, outcome
+    assert outcome.json() == FIRST_TO_SECOND
+    assert cli("verify", "never-existed", "-c", world.config).exit_code == 2
