@@ -38,20 +38,6 @@ class Verification:
         return not self.findings
 
 
-def _open_below(root_fd: int, relative: str) -> int:
-    """Open directory `relative` below `root_fd`, one component at a time."""
-    fd = os.dup(root_fd)
-    try:
-        for part in relative.split("/") if relative else []:
-            next_fd = fs.open_directory(part, fd)
-            os.close(fd)
-            fd = next_fd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _listing(fd: int) -> dict[str, os.stat_result]:
     """Every entry of an open directory with its lstat."""
     entries = {}
@@ -122,7 +108,7 @@ def _verify_directory(
     hashes: dict[tuple[int, int], str],
 ) -> None:
     try:
-        fd = _open_below(root_fd, directory)
+        fd = fs.open_below(root_fd, directory)
     except OSError as error:
         result.findings.append(Finding(directory, "missing", f"directory: {error.strerror}"))
         result.findings.extend(Finding(e.path, "missing", "") for e in block.values())

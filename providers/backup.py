@@ -238,6 +238,18 @@ def _bytes_freed(target: str, names: list[str]) -> int:
     return fs.bytes_freed(target, [name for name in directories if name is not None])
 
 
+# Below this many files (as the reference counted them) one process walks
+# alone: a second one costs more to start than it saves.
+PARALLEL_MIN_FILES = 5000
+
+
+def _workers(facts: Facts) -> int:
+    """Walk with both of two cores when the tree is big enough to gain."""
+    if (os.cpu_count() or 1) < 2 or (facts.reference_files or 0) < PARALLEL_MIN_FILES:
+        return 1
+    return 2
+
+
 def _identity(facts: Facts) -> tuple[int, int] | None:
     """(device, inode) of the target, which a walk of the source skips."""
     if not facts.target_exists:
@@ -357,6 +369,7 @@ def take_snapshot(
             progress,
             writer,
             reference_manifest,
+            workers=_workers(facts),
         )
         if not resume:
             os.mkdir(work, 0o700, dir_fd=target_fd)

@@ -36,6 +36,21 @@ def make_private_directory(path: str) -> None:
         os.umask(previous)
 
 
+def open_below(root_fd: int, relative: str) -> int:
+    """Open directory `relative` ("" for the root itself) below `root_fd`,
+    one component at a time, never following a symlink."""
+    fd = os.dup(root_fd)
+    try:
+        for part in relative.split("/") if relative else []:
+            next_fd = open_directory(part, fd)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def link_below(root_fd: int, relative: str, target_fd: int, name: str) -> None:
     """Hard-link the file at `relative` below directory `root_fd` as `name`
     in `target_fd`. A path longer than the kernel takes is followed one

@@ -114,6 +114,62 @@ class ManifestWriter:
         self.files += 1
         self.bytes += info.st_size
 
+    def part(self, number: int) -> ManifestWriter:
+        """A writer for a worker process's share of the same snapshot, to be
+        absorbed into this one when the worker is done."""
+        part = ManifestWriter.__new__(ManifestWriter)
+        part._target_fd = self._target_fd
+        part._snapshot = f"{self._snapshot}.part{number}"
+        part._directory_fd = os.dup(self._directory_fd)
+        part._partial = part._snapshot + PARTIAL_SUFFIX
+        fd = os.open(
+            part._partial,
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=part._directory_fd,
+        )
+        part._file = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
+        part._index = []
+        part._offset = 0
+        part.files = 0
+        part.bytes = 0
+        part._write({"hardsnap_manifest_part": FORMAT_VERSION, "snapshot": self._snapshot})
+        return part
+
+    def finish_part(self) -> None:
+        """End a worker's share (index and trailer) without publishing it."""
+        index_offset = self._offset
+        for relative, offset in self._index:
+            self._write({"i": [relative, offset]})
+        self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
+        self._file.close()
+        os.close(self._directory_fd)
+
+    def absorb(self, number: int) -> None:
+        """Append the blocks of a finished worker share, then drop its file."""
+        name = f"{self._snapshot}.part{number}{PARTIAL_SUFFIX}"
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._directory_fd)
+        with open(fd, "rb") as part:
+            reader = ManifestReader.from_stream(part, name)
+            part.seek(0)
+            header = part.readline()
+            start = len(header)
+            shift = self._offset - start
+            part.seek(start)
+            left = reader.trailer["index"] - start
+            while left > 0:
+                chunk = part.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                self._file.write(chunk)
+                left -= len(chunk)
+                self._offset += len(chunk)
+            for relative, offsets in reader.index.items():
+                self._index.extend((relative, offset + shift) for offset in offsets)
+            self.files += reader.files
+            self.bytes += reader.bytes
+        os.unlink(name, dir_fd=self._directory_fd)
+
     def publish(self) -> None:
         """Finish the manifest, flush it to disk and give it its final name."""
         index_offset = self._offset
@@ -145,16 +201,28 @@ class ManifestReader:
     """Reads a published manifest: its summary, one directory's block, or all."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
         try:
-            self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
+            stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
         except FileNotFoundError:
             raise ManifestError(f"no manifest {path}") from None
         except OSError as error:
             raise ManifestError(f"cannot read manifest {path}: {error.strerror}") from None
+        self._load(stream, path)
+
+    @classmethod
+    def from_stream(cls, stream: IO[bytes], path: str) -> ManifestReader:
+        reader = cls.__new__(cls)
+        reader._load(stream, path)
+        return reader
+
+    def _load(self, stream: IO[bytes], path: str) -> None:
+        self.path = path
+        self._file = stream
         try:
             self.trailer = self._read_trailer()
-            self._index = self._read_index(self.trailer["index"])
+            # A directory may have several blocks (a worker's share, then
+            # the hard-linked names its parent placed after it).
+            self.index = self._read_index(self.trailer["index"])
         except (ValueError, KeyError, TypeError, OSError) as error:
             self._file.close()
             raise ManifestError(f"manifest {path} is damaged ({error})") from None
@@ -188,30 +256,32 @@ class ManifestReader:
             raise ValueError("it has no trailer")
         return trailer
 
-    def _read_index(self, offset: int) -> dict[str, int]:
+    def _read_index(self, offset: int) -> dict[str, list[int]]:
         self._file.seek(offset)
-        index: dict[str, int] = {}
+        index: dict[str, list[int]] = {}
         for line in self._file:
             record = json.loads(line)
             if "i" not in record:
                 break
             relative, position = record["i"]
-            index[relative] = position
+            index.setdefault(relative, []).append(position)
         return index
 
     def directories(self) -> list[str]:
-        return list(self._index)
+        return list(self.index)
 
     def block(self, relative: str) -> dict[str, Entry]:
         """Return the files of one directory by name (empty if unknown)."""
-        offset = self._index.get(relative)
-        if offset is None:
-            return {}
+        entries: dict[str, Entry] = {}
+        for offset in self.index.get(relative, ()):
+            self._read_block(relative, offset, entries)
+        return entries
+
+    def _read_block(self, relative: str, offset: int, entries: dict[str, Entry]) -> None:
         self._file.seek(offset)
         header = json.loads(self._file.readline())
         if header.get("d") != relative:
             raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
-        entries: dict[str, Entry] = {}
         for line in self._file:
             if line.startswith(b"{"):
                 break
@@ -227,11 +297,10 @@ class ManifestReader:
                 int(inode),
                 None if sha256 == b"-" else sha256.decode("ascii"),
             )
-        return entries
 
     def entries(self) -> Iterator[tuple[str, dict[str, Entry]]]:
         """Yield every directory's block, in the order they were written."""
-        for relative in self._index:
+        for relative in self.index:
             try:
                 yield relative, self.block(relative)
             except (ValueError, TypeError) as error:

@@ -12,13 +12,20 @@ snapshot will copy and link.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import fnmatch
+import mmap
 import os
+import pickle
 import re
+import signal
 import stat
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from providers import fs
 from providers.manifest import Entry, ManifestError, ManifestReader, ManifestWriter
@@ -66,6 +73,55 @@ class SnapshotReport:
                 f"more than half are gone since"
             )
         return None
+
+
+# The worker's running counts, shared with its parent: files, bytes copied.
+COUNTS = struct.Struct("QQ")
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this (worker) process when its parent dies, so a
+    killed apply never leaves a walker writing behind it."""
+    parent = os.getppid()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+@dataclass
+class _Worker:
+    """A forked walker: its pid and the pipe its result comes back on."""
+
+    pid: int
+    read_fd: int
+    done: bool = False
+
+    def wait(self) -> tuple[Any, ...]:
+        chunks = []
+        while True:
+            data = os.read(self.read_fd, 1 << 20)
+            if not data:
+                break
+            chunks.append(data)
+        os.close(self.read_fd)
+        _, status = os.waitpid(self.pid, 0)
+        self.done = True
+        if not chunks:
+            return ("failed", "died", f"exit status {status}", None)
+        result: tuple[Any, ...] = pickle.loads(b"".join(chunks))
+        return result
+
+    def stop(self) -> None:
+        """Kill and reap a worker not joined (the walk failed first)."""
+        if self.done:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.read_fd)
+        self.done = True
 
 
 class SnapshotFailed(Exception):
@@ -177,8 +233,16 @@ class Walk:
         progress: Progress | None = None,
         manifest: ManifestWriter | None = None,
         reference_manifest: ManifestReader | None = None,
+        workers: int = 1,
     ) -> None:
         self.manifest = manifest
+        # 2: a forked worker walks half of the top-level subdirectories.
+        self.workers = workers
+        # In a worker: files with several names, left to the parent, which
+        # alone sees every name of an inode: (directory prefix, name).
+        self._deferred: list[tuple[str, str]] | None = None
+        # In the parent: the worker's running (files, bytes), for progress.
+        self._worker_counts: mmap.mmap | None = None
         self.reference_manifest = reference_manifest
         self.excludes = excludes
         self.progress = progress
@@ -219,6 +283,21 @@ class Walk:
             kept=set() if self.resume else None,
         )
         self._scan(root)
+        worker = None
+        if self.workers > 1 and target_fd is not None and len(root.subdirectories) > 1:
+            worker = self._start_worker(root)
+        try:
+            self._walk(root, worker)
+        finally:
+            if worker is not None:
+                worker.stop()
+        if self.progress is not None:
+            report = self.report
+            self.progress(report.files_copied + report.files_linked, report.bytes_copied)
+
+    def _walk(self, root: _Frame, worker: _Worker | None) -> None:
+        """Walk everything below `root` from an explicit stack; leave the
+        root itself last, after the worker (if any) is done."""
         stack = [root]
         try:
             while stack:
@@ -229,6 +308,12 @@ class Walk:
                     if child is not None:
                         stack.append(child)
                     continue
+                if frame is root:
+                    if worker is not None:
+                        self._join(worker, root)
+                        worker = None
+                    if self._deferred is not None:
+                        return  # a worker leaves the root to its parent
                 stack.pop()
                 self._leave(frame)
                 if frame is not root:
@@ -237,9 +322,120 @@ class Walk:
             for frame in stack:
                 if frame is not root:
                     frame.close()
-        if self.progress is not None:
-            report = self.report
-            self.progress(report.files_copied + report.files_linked, report.bytes_copied)
+
+    # -- a second process --------------------------------------------------------
+
+    def _start_worker(self, root: _Frame) -> _Worker:
+        """Fork a worker that walks every second top-level subdirectory."""
+        share = root.subdirectories[1::2]
+        root.subdirectories = root.subdirectories[0::2]
+        if root.kept is not None:
+            root.kept.update(name for name, _ in share)
+        counts = mmap.mmap(-1, COUNTS.size)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            self._be_worker(root, share, write_fd, counts)
+        os.close(write_fd)
+        self._worker_counts = counts
+        return _Worker(pid, read_fd)
+
+    def _be_worker(
+        self,
+        root: _Frame,
+        share: list[tuple[str, os.stat_result]],
+        write_fd: int,
+        counts: mmap.mmap,
+    ) -> NoReturn:
+        status = 1
+        try:
+            _die_with_parent()
+            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            self.report = SnapshotReport()
+            self._deferred = []
+            self._first_names = {}
+            self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
+            if self.manifest is not None:
+                self.manifest = self.manifest.part(1)
+
+            def publish(files: int, copied: int) -> None:
+                counts[:] = COUNTS.pack(files, copied)
+
+            self.progress = publish
+            frame = _Frame(
+                root.source_fd,
+                root.reference_fd,
+                root.target_fd,
+                "",
+                root.info,
+                subdirectories=list(share),
+                reference_block=root.reference_block,
+            )
+            self._walk(frame, None)
+            if self.manifest is not None:
+                self.manifest.finish_part()
+            result: tuple[Any, ...] = ("done", self.report, self._deferred)
+            status = 0
+        except BaseException as error:  # everything goes back to the parent
+            result = ("failed", type(error).__name__, str(error), getattr(error, "errno", None))
+        try:
+            data = pickle.dumps(result)
+            while data:
+                data = data[os.write(write_fd, data) :]
+        finally:
+            os._exit(status)
+
+    def _join(self, worker: _Worker, root: _Frame) -> None:
+        """Wait for the worker, take over its counts and manifest share, then
+        place the names it left (files with several names)."""
+        result = worker.wait()
+        self._worker_counts = None
+        if result[0] != "done":
+            _, kind, message, error_number = result
+            if kind == "OutOfSpace":
+                raise fs.OutOfSpace(message)
+            if error_number is not None:
+                raise OSError(error_number, f"in the second walker: {message}")
+            raise SnapshotFailed(f"the second walker failed: {kind}: {message}")
+        _, report, deferred = result
+        self.report.files_copied += report.files_copied
+        self.report.files_linked += report.files_linked
+        self.report.bytes_copied += report.bytes_copied
+        self.report.skipped.extend(report.skipped)
+        self.report.unstable.extend(report.unstable)
+        if self.manifest is not None:
+            self.manifest.absorb(1)
+        self._place_deferred(root, deferred)
+
+    def _place_deferred(self, root: _Frame, deferred: list[tuple[str, str]]) -> None:
+        by_directory: dict[str, list[str]] = {}
+        for prefix, name in deferred:
+            by_directory.setdefault(prefix, []).append(name)
+        assert root.target_fd is not None
+        for prefix, names in by_directory.items():
+            directory = prefix[:-1]
+            source_fd = fs.open_below(root.source_fd, directory)
+            frame = _Frame(source_fd, None, None, prefix, os.fstat(source_fd))
+            try:
+                frame.target_fd = fs.open_below(root.target_fd, directory)
+                if root.reference_fd is not None:
+                    with contextlib.suppress(OSError):
+                        frame.reference_fd = fs.open_below(root.reference_fd, directory)
+                self._start_block(frame)
+                for name in names:
+                    try:
+                        info = os.stat(name, dir_fd=source_fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        self._skip(prefix + name, "vanished before it was read")
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        self._file(name, prefix + name, info, frame)
+                # New names changed the directory's mtime: give it back.
+                fs.apply_metadata(frame.target_fd, frame.info, source_fd)
+            finally:
+                frame.close()
 
     def _tick(self) -> None:
         """Tell the progress listener, now and then, how far the walk is."""
@@ -247,8 +443,12 @@ class Walk:
         files = report.files_copied + report.files_linked
         if files >= self._next_progress[0] or report.bytes_copied >= self._next_progress[1]:
             assert self.progress is not None
-            self.progress(files, report.bytes_copied)
             self._next_progress = (files + PROGRESS_FILES, report.bytes_copied + PROGRESS_BYTES)
+            copied = report.bytes_copied
+            if self._worker_counts is not None:
+                worker_files, worker_copied = COUNTS.unpack(self._worker_counts[:])
+                files, copied = files + worker_files, copied + worker_copied
+            self.progress(files, copied)
 
     # -- free space ------------------------------------------------------------
 
@@ -278,15 +478,7 @@ class Walk:
 
     def _scan(self, frame: _Frame) -> None:
         """Stream one directory: handle its files now, queue its subdirectories."""
-        if frame.target_fd is not None and self.manifest is not None:
-            directory = frame.prefix[:-1]
-            self.manifest.directory(directory)
-            if self.reference_manifest is not None and frame.reference_fd is not None:
-                try:
-                    frame.reference_block = self.reference_manifest.block(directory)
-                except (ManifestError, ValueError, TypeError, UnicodeDecodeError):
-                    # A damaged reference manifest: hash linked files afresh.
-                    self.reference_manifest = None
+        self._start_block(frame)
         try:
             entries = os.scandir(frame.source_fd)
         except OSError as error:
@@ -319,6 +511,19 @@ class Walk:
                     kind = "symlink" if stat.S_ISLNK(mode) else "special file"
                     self._skip(relative, f"{kind}: not copied")
         frame.subdirectories.reverse()
+
+    def _start_block(self, frame: _Frame) -> None:
+        """Open the manifest block of a directory, with the reference's."""
+        if frame.target_fd is None or self.manifest is None:
+            return
+        directory = frame.prefix[:-1]
+        self.manifest.directory(directory)
+        if self.reference_manifest is not None and frame.reference_fd is not None:
+            try:
+                frame.reference_block = self.reference_manifest.block(directory)
+            except (ManifestError, ValueError, TypeError, UnicodeDecodeError):
+                # A damaged reference manifest: hash linked files afresh.
+                self.reference_manifest = None
 
     def _enter(self, parent: _Frame, name: str, info: os.stat_result) -> _Frame | None:
         relative = parent.prefix + name
@@ -382,6 +587,9 @@ class Walk:
     # -- files -----------------------------------------------------------------
 
     def _file(self, name: str, relative: str, info: os.stat_result, frame: _Frame) -> None:
+        if self._deferred is not None and info.st_nlink > 1:
+            self._deferred.append((frame.prefix, name))
+            return
         placed = None
         if frame.kept is not None:
             placed = self._resumed(name, info, frame)

@@ -1,0 +1,152 @@
+"""Two walkers: a forked worker takes every second top-level directory.
+
+The threshold is lowered so that small trees take the parallel path; each
+result is compared with what one walker makes of the same tree."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers import backup, fs
+from providers.audit import verify_snapshot
+from providers.manifest import ManifestReader, manifest_path
+from providers.snapshot import SnapshotFailed, SnapshotReport
+from reconcile.model import Resource
+
+FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
+ODD_NS = 1_700_000_000_123_456_789
+
+
+def make_file(path: Path, data: bytes, mtime_ns: int = ODD_NS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def tree(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Every entry below `root` with its metadata, files with their bytes."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for directory, directories, files in os.walk(root):
+        for name in directories + files:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            relative = os.path.relpath(path, root)
+            content = Path(path).read_bytes() if stat.S_ISREG(info.st_mode) else None
+            found[relative] = (info.st_mode, info.st_mtime_ns, info.st_size, content)
+    return found
+
+
+def link_groups(root: Path) -> list[list[str]]:
+    groups: dict[int, list[str]] = {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            groups.setdefault(os.lstat(path).st_ino, []).append(os.path.relpath(path, root))
+    return sorted(sorted(group) for group in groups.values() if len(group) > 1)
+
+
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 1)
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: hardsnap walks with one process")
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    for top in range(8):
+        for index in range(12):
+            make_file(
+                root / f"top{top}" / f"sub{index % 3}" / f"f{index}.txt", b"x" * (top + index)
+            )
+    # Hard-linked names across top-level directories, so across walkers.
+    for top in range(7):
+        shared = root / f"top{top}" / "shared.bin"
+        make_file(shared, b"shared %d" % top)
+        os.link(shared, root / f"top{top + 1}" / f"linked-from-{top}.bin")
+    make_file(root / "top-level-file", b"root file")
+    os.chmod(root / "top3" / "sub1", 0o750)
+    os.utime(root / "top5", ns=(ODD_NS, ODD_NS))
+    return root
+
+
+def snapshot(source: Path, target: Path, name: str) -> SnapshotReport:
+    resource = Resource(name="r", source_dir=str(source), target_path=str(target), min_free_space=0)
+    return backup.take_snapshot(resource, name, str(target))
+
+
+def test_two_walkers_make_the_snapshot_one_walker_makes(
+    source: Path, tmp_path: Path, parallel: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, single = tmp_path / "dst", tmp_path / "single"
+    snapshot(source, target, FIRST)
+    snapshot(source, single, FIRST)
+    for top in range(8):
+        make_file(source / f"top{top}" / "sub0" / "f0.txt", b"changed %d" % top)
+    for top in range(7):
+        # Rewritten in place: both names (in two walkers' shares) change.
+        make_file(source / f"top{top}" / "shared.bin", b"rewritten shared %d" % top)
+    make_file(source / "top6" / "new.txt", b"new")
+    report = snapshot(source, target, SECOND)
+
+    assert tree(target / SECOND) == tree(source)
+    assert link_groups(target / SECOND) == link_groups(source)
+    unchanged = target / SECOND / "top4" / "sub1" / "f1.txt"
+    assert os.lstat(unchanged).st_ino == os.lstat(target / FIRST / "top4/sub1/f1.txt").st_ino
+
+    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 10**9)
+    alone = snapshot(source, single, SECOND)
+    assert (report.files_copied, report.files_linked, report.bytes_copied) == (
+        alone.files_copied,
+        alone.files_linked,
+        alone.bytes_copied,
+    )
+    assert sorted(report.skipped) == sorted(alone.skipped)
+
+
+def test_two_walkers_write_one_whole_manifest(source: Path, tmp_path: Path, parallel: None) -> None:
+    target = tmp_path / "dst"
+    snapshot(source, target, FIRST)
+    snapshot(source, target, SECOND)
+    with ManifestReader(manifest_path(str(target), SECOND)) as manifest:
+        paths = {entry.path for _, block in manifest.entries() for entry in block.values()}
+        assert manifest.files == len(paths)
+    expected = {
+        os.path.relpath(os.path.join(directory, name), source)
+        for directory, _, files in os.walk(source)
+        for name in files
+    }
+    assert paths == expected
+    result = verify_snapshot(str(target), SECOND, content=True)
+    assert result.clean, result.findings
+    assert not [name for name in os.listdir(target / ".hardsnap-manifests") if "part" in name]
+
+
+def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
+    source: Path, tmp_path: Path, parallel: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "dst"
+    snapshot(source, target, FIRST)
+    for top in range(8):  # in both walkers' shares
+        make_file(source / f"top{top}" / "sub0" / "f0.txt", b"rewritten %d" % top)
+    parent = os.getpid()
+    real = fs.copy_contents
+
+    def full_in_the_worker(source_fd: int, target_fd: int, info: os.stat_result) -> int:
+        if os.getpid() != parent:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(source_fd, target_fd, info)
+
+    monkeypatch.setattr(fs, "copy_contents", full_in_the_worker)
+    with pytest.raises(SnapshotFailed, match="full"):
+        snapshot(source, target, SECOND)
+    assert sorted(os.listdir(target)) == [".hardsnap-manifests", FIRST]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no worker left behind, not even a zombie
