@@ -239,15 +239,24 @@ def _bytes_freed(target: str, names: list[str]) -> int:
 
 
 # Below this many files (as the reference counted them) one process walks
-# alone: a second one costs more to start than it saves.
+# alone: a second one costs more to start than it saves. Without a
+# reference, a source with this many top-level directories is taken as big.
 PARALLEL_MIN_FILES = 5000
+PARALLEL_MIN_DIRECTORIES = 64
 
 
-def _workers(facts: Facts) -> int:
+def _workers(resource: Resource, facts: Facts) -> int:
     """Walk with both of two cores when the tree is big enough to gain."""
-    if (os.cpu_count() or 1) < 2 or (facts.reference_files or 0) < PARALLEL_MIN_FILES:
+    if (os.cpu_count() or 1) < 2:
         return 1
-    return 2
+    if facts.reference_files is not None:
+        return 2 if facts.reference_files >= PARALLEL_MIN_FILES else 1
+    try:
+        with os.scandir(resource.source_dir) as entries:
+            directories = sum(1 for entry in entries if entry.is_dir(follow_symlinks=False))
+    except OSError:
+        return 1
+    return 2 if directories >= PARALLEL_MIN_DIRECTORIES else 1
 
 
 def _identity(facts: Facts) -> tuple[int, int] | None:
@@ -369,7 +378,7 @@ def take_snapshot(
             progress,
             writer,
             reference_manifest,
-            workers=_workers(facts),
+            workers=_workers(resource, facts),
         )
         if not resume:
             os.mkdir(work, 0o700, dir_fd=target_fd)

@@ -52,10 +52,22 @@ def link_groups(root: Path) -> list[list[str]]:
 
 
 @pytest.fixture
-def parallel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 1)
+def parallel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Take the two-walker path from the first file; return the forked pids."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: hardsnap walks with one process")
+    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 1)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    return forks
 
 
 @pytest.fixture
@@ -83,7 +95,7 @@ def snapshot(source: Path, target: Path, name: str) -> SnapshotReport:
 
 
 def test_two_walkers_make_the_snapshot_one_walker_makes(
-    source: Path, tmp_path: Path, parallel: None, monkeypatch: pytest.MonkeyPatch
+    source: Path, tmp_path: Path, parallel: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target, single = tmp_path / "dst", tmp_path / "single"
     snapshot(source, target, FIRST)
@@ -95,6 +107,7 @@ def test_two_walkers_make_the_snapshot_one_walker_makes(
         make_file(source / f"top{top}" / "shared.bin", b"rewritten shared %d" % top)
     make_file(source / "top6" / "new.txt", b"new")
     report = snapshot(source, target, SECOND)
+    assert len(parallel) == 1, "the second snapshot is walked by two processes"
 
     assert tree(target / SECOND) == tree(source)
     assert link_groups(target / SECOND) == link_groups(source)
@@ -130,7 +143,7 @@ def test_two_walkers_write_one_whole_manifest(source: Path, tmp_path: Path, para
 
 
 def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
-    source: Path, tmp_path: Path, parallel: None, monkeypatch: pytest.MonkeyPatch
+    source: Path, tmp_path: Path, parallel: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "dst"
     snapshot(source, target, FIRST)
@@ -150,3 +163,18 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", FIRST]
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no worker left behind, not even a zombie
+
+
+def test_two_walkers_make_a_first_snapshot_of_a_wide_tree(
+    source: Path, tmp_path: Path, parallel: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backup, "PARALLEL_MIN_DIRECTORIES", 4)
+    target = tmp_path / "dst"
+    report = snapshot(source, target, FIRST)
+    assert len(parallel) == 1, "a source with 8 top-level directories is walked by two"
+    assert tree(target / FIRST) == tree(source)
+    assert link_groups(target / FIRST) == link_groups(source)
+    assert report.files_copied + report.files_linked == sum(
+        len(files) for _, _, files in os.walk(source)
+    )
+    assert verify_snapshot(str(target), FIRST, content=True).clean
