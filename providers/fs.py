@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import hashlib
 import os
@@ -302,16 +301,23 @@ def flock_holder(fd: int) -> int | None:
     return None
 
 
-_libc: ctypes.CDLL | None = None
+PR_SET_PDEATHSIG = 1
+# The C library, for the two calls Python's os module lacks. CDLL(None) is
+# the running program's own symbols, libc's included: no library search,
+# which matters in a freshly forked worker.
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def sync_filesystem(fd: int) -> None:
     """Flush everything written to the filesystem holding `fd` (syncfs(2))."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.syncfs(fd) != 0:
+    if LIBC.syncfs(fd) != 0:
         os.sync()
+
+
+def die_with_parent(signum: int) -> None:
+    """Have the kernel send `signum` to this process when its parent dies
+    (prctl PR_SET_PDEATHSIG)."""
+    LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 def remove_tree(name: str, dir_fd: int) -> None:

@@ -136,6 +136,10 @@ class ManifestWriter:
         part._write({"hardsnap_manifest_part": FORMAT_VERSION, "snapshot": self._snapshot})
         return part
 
+    def descriptors(self) -> set[int]:
+        """The descriptors this writer uses (a worker keeps them open)."""
+        return {self._directory_fd, self._file.fileno()}
+
     def finish_part(self) -> None:
         """End a worker's share (index and trailer) without publishing it."""
         index_offset = self._offset
@@ -226,6 +230,9 @@ class ManifestReader:
         except (ValueError, KeyError, TypeError, OSError) as error:
             self._file.close()
             raise ManifestError(f"manifest {path} is damaged ({error})") from None
+
+    def descriptor(self) -> int:
+        return self._file.fileno()
 
     @property
     def files(self) -> int:

@@ -12,8 +12,6 @@ snapshot will copy and link.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import fnmatch
 import mmap
@@ -77,17 +75,25 @@ class SnapshotReport:
 
 # The worker's running counts, shared with its parent: files, bytes copied.
 COUNTS = struct.Struct("QQ")
-PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Have the kernel kill this (worker) process when its parent dies, so a
     killed apply never leaves a walker writing behind it."""
-    parent = os.getppid()
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
+    fs.die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call above
         os._exit(1)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    """Close every inherited descriptor a worker does not use, above all the
+    locks' (an flock lasts while any descriptor of it is open, so a worker
+    must not keep one alive after its parent is killed)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 @dataclass
@@ -333,8 +339,10 @@ class Walk:
             root.kept.update(name for name, _ in share)
         counts = mmap.mmap(-1, COUNTS.size)
         read_fd, write_fd = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            _die_with_parent(parent)
             os.close(read_fd)
             self._be_worker(root, share, write_fd, counts)
         os.close(write_fd)
@@ -350,7 +358,6 @@ class Walk:
     ) -> NoReturn:
         status = 1
         try:
-            _die_with_parent()
             for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
             self.report = SnapshotReport()
@@ -359,6 +366,15 @@ class Walk:
             self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
             if self.manifest is not None:
                 self.manifest = self.manifest.part(1)
+            assert root.target_fd is not None
+            keep = {0, 1, 2, write_fd, root.source_fd, root.target_fd}
+            if root.reference_fd is not None:
+                keep.add(root.reference_fd)
+            if self.manifest is not None:
+                keep.update(self.manifest.descriptors())
+            if self.reference_manifest is not None:
+                keep.add(self.reference_manifest.descriptor())
+            _close_all_but(keep)
 
             def publish(files: int, copied: int) -> None:
                 counts[:] = COUNTS.pack(files, copied)
