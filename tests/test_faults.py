@@ -484,6 +484,27 @@ def wait_for_progress(work: Path, apply: Apply, entries: int = 3) -> None:
         time.sleep(0.001)
 
 
+def wait_for_a_finished_file(work: Path, source: Path, apply: Apply) -> None:
+    """Wait until the work directory holds a file the walk has finished (its
+    mtime already set to the source's): the kill then lands on real work."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert apply.alive(), f"apply ended before it finished a file: {apply}"
+        assert time.monotonic() < deadline, f"{work} had no finished file within 120 s"
+        for directory in list(work.iterdir()) if work.is_dir() else []:
+            if not directory.is_dir():
+                continue
+            for path in list(directory.iterdir()):
+                original = source / directory.name / path.name
+                with contextlib.suppress(OSError):
+                    if (
+                        path.is_file()
+                        and os.lstat(path).st_mtime_ns == os.lstat(original).st_mtime_ns
+                    ):
+                        return
+        time.sleep(0.001)
+
+
 def stop_while_writing(apply: Apply, target: Path, name: str) -> None:
     """Stop `apply` while it builds snapshot `name` (holding its locks)."""
     work = PARTIAL + name
@@ -896,7 +917,7 @@ def test_kill_9_of_an_apply_holding_the_locks_leaves_none_and_the_next_apply_suc
     name, target, state = name_of(START), big_site.target, big_site.state()
     holder = spawn(big_site.config, state, START)
     assert wait_for_entry(target, lambda entry: entry == PARTIAL + name, holder), str(holder)
-    wait_for_progress(target / (PARTIAL + name), holder)
+    wait_for_a_finished_file(target / (PARTIAL + name), big_site.source, holder)
     holder.kill()
     assert holder.wait() == -signal.SIGKILL
     assert listing(target) == [PARTIAL + name], "the kill did not land mid-snapshot"
