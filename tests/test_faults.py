@@ -474,16 +474,6 @@ def wait_for_entry(target: Path, wanted: Callable[[str], bool], apply: Apply) ->
     pytest.fail(f"no wanted entry appeared in {target} within 120 s")
 
 
-def wait_for_progress(work: Path, apply: Apply, entries: int = 3) -> None:
-    """Wait until the work directory `work` holds `entries` entries: the walk
-    is well under way, files are finished."""
-    deadline = time.monotonic() + 120
-    while len(listing(work)) < entries:
-        assert apply.alive(), f"apply ended before {work} held {entries} entries: {apply}"
-        assert time.monotonic() < deadline, f"{work} did not fill within 120 s"
-        time.sleep(0.001)
-
-
 def wait_for_a_finished_file(work: Path, source: Path, apply: Apply) -> None:
     """Wait until the work directory holds a file the walk has finished (its
     mtime already set to the source's): the kill then lands on real work."""
