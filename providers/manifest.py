@@ -136,9 +136,9 @@ class ManifestWriter:
         part._write({"hardsnap_manifest_part": FORMAT_VERSION, "snapshot": self._snapshot})
         return part
 
-    def descriptors(self) -> set[int]:
-        """The descriptors this writer uses (a worker keeps them open)."""
-        return {self._directory_fd, self._file.fileno()}
+    def directory_descriptor(self) -> int:
+        """The manifests directory, which a worker needs for its own share."""
+        return self._directory_fd
 
     def finish_part(self) -> None:
         """End a worker's share (index and trailer) without publishing it."""

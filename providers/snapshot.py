@@ -75,6 +75,8 @@ class SnapshotReport:
 
 # The worker's running counts, shared with its parent: files, bytes copied.
 COUNTS = struct.Struct("QQ")
+# What a worker says first: it has closed the descriptors it must not hold.
+READY = b"R"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -86,9 +88,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _close_all_but(keep: set[int]) -> None:
-    """Close every inherited descriptor a worker does not use, above all the
-    locks' (an flock lasts while any descriptor of it is open, so a worker
-    must not keep one alive after its parent is killed)."""
+    """Close every inherited descriptor not in `keep`."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in keep:
@@ -339,15 +339,33 @@ class Walk:
             root.kept.update(name for name, _ in share)
         counts = mmap.mmap(-1, COUNTS.size)
         read_fd, write_fd = os.pipe()
+        assert root.target_fd is not None
+        # What the worker uses; it closes everything else at once, the
+        # locks' descriptors above all (an flock lasts while any descriptor
+        # of it is open: a worker must not hold one after its parent died).
+        keep = {0, 1, 2, write_fd, root.source_fd, root.target_fd}
+        if root.reference_fd is not None:
+            keep.add(root.reference_fd)
+        if self.manifest is not None:
+            keep.add(self.manifest.directory_descriptor())
+        if self.reference_manifest is not None:
+            keep.add(self.reference_manifest.descriptor())
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             _die_with_parent(parent)
-            os.close(read_fd)
+            _close_all_but(keep)
+            os.write(write_fd, READY)
             self._be_worker(root, share, write_fd, counts)
         os.close(write_fd)
+        worker = _Worker(pid, read_fd)
+        # Go on only once the worker holds no lock: were this process killed
+        # from here on, its locks die with it.
+        if os.read(read_fd, len(READY)) != READY:
+            worker.stop()
+            raise SnapshotFailed("the second walker did not start")
         self._worker_counts = counts
-        return _Worker(pid, read_fd)
+        return worker
 
     def _be_worker(
         self,
@@ -366,15 +384,6 @@ class Walk:
             self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
             if self.manifest is not None:
                 self.manifest = self.manifest.part(1)
-            assert root.target_fd is not None
-            keep = {0, 1, 2, write_fd, root.source_fd, root.target_fd}
-            if root.reference_fd is not None:
-                keep.add(root.reference_fd)
-            if self.manifest is not None:
-                keep.update(self.manifest.descriptors())
-            if self.reference_manifest is not None:
-                keep.add(self.reference_manifest.descriptor())
-            _close_all_but(keep)
 
             def publish(files: int, copied: int) -> None:
                 counts[:] = COUNTS.pack(files, copied)
