@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -56,6 +58,26 @@ def _interrupt_on_termination() -> None:
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupt)
+
+
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """The one place where an operation's errors become exit codes: an
+    unknown resource name is bad input (2); the lock held, an unusable state
+    store or a missing snapshot fail the command (1); an interrupted apply
+    exits 130."""
+    from reconcile.operations import NoSuchSnapshot, UnknownResource
+    from state.lock import LockHeld
+    from state.store import StateError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        _fail("interrupted; partial work was removed, earlier snapshots are untouched", 130)
+    except UnknownResource as error:
+        _fail(str(error), ExitCode.INVALID)
+    except (LockHeld, StateError, NoSuchSnapshot) as error:
+        _fail(str(error))
 
 
 def _fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:
@@ -124,7 +146,6 @@ def plan(
 ) -> None:
     """Show what apply would do. Changes nothing."""
     from reconcile.operations import plan_config
-    from state.store import StateError
 
     try:
         loaded = _load(config)
@@ -132,10 +153,8 @@ def plan(
         if detailed_exitcode:
             raise typer.Exit(int(ExitCode.FAILED)) from None
         raise
-    try:
+    with _exit_codes():
         result = plan_config(loaded, _state_dir(state_dir), _now(), allow_empty_source)
-    except StateError as error:
-        _fail(str(error))
     if as_json:
         _print_json(render.plan_json(result))
     else:
@@ -164,10 +183,8 @@ def apply(
     state_dir: StateDirOption = None,
 ) -> None:
     """Converge: snapshot, prune, run hooks and reverts. No prompt."""
-    from reconcile.operations import UnknownResource, apply_config
+    from reconcile.operations import apply_config
     from reconcile.reporters import TextReporter, WarningsReporter
-    from state.lock import LockHeld
-    from state.store import StateError
 
     loaded = _load(config)
     now = _now()
@@ -179,18 +196,10 @@ def apply(
     )
 
     _interrupt_on_termination()
-    try:
+    with _exit_codes():
         report = apply_config(
             loaded, _state_dir(state_dir), now, resource or [], reporter, allow_empty_source
         )
-    except KeyboardInterrupt:
-        _fail("interrupted; partial work was removed, earlier snapshots are untouched", 130)
-    except UnknownResource as error:
-        _fail(str(error), ExitCode.INVALID)
-    except LockHeld as error:
-        _fail(str(error))
-    except StateError as error:
-        _fail(str(error))
     if as_json:
         _print_json(render.apply_json(report, now.strftime("%Y-%m-%dT%H:%M:%SZ")))
     else:
@@ -213,18 +222,13 @@ def verify(
     state_dir: StateDirOption = None,
 ) -> None:
     """Check snapshots against their manifests; exit 1 when any drifted or rotted."""
-    from reconcile.operations import UnknownResource, verify_resource
-    from state.store import StateError
+    from reconcile.operations import verify_resource
 
     loaded = _load(config)
-    try:
+    with _exit_codes():
         results = verify_resource(
             loaded, _state_dir(state_dir), name, snapshots or [], content, _now()
         )
-    except UnknownResource as error:
-        _fail(str(error), ExitCode.INVALID)
-    except StateError as error:
-        _fail(str(error))
     if as_json:
         _print_json(render.verify_json(name, results))
     else:
@@ -247,16 +251,11 @@ def diff(
     state_dir: StateDirOption = None,
 ) -> None:
     """Files added, removed and changed between two snapshots."""
-    from reconcile.operations import NoSuchSnapshot, UnknownResource, diff_resource
-    from state.store import StateError
+    from reconcile.operations import diff_resource
 
     loaded = _load(config)
-    try:
+    with _exit_codes():
         difference = diff_resource(loaded, _state_dir(state_dir), name, before, after)
-    except UnknownResource as error:
-        _fail(str(error), ExitCode.INVALID)
-    except (NoSuchSnapshot, StateError) as error:
-        _fail(str(error))
     if as_json:
         _print_json(render.diff_json(name, difference))
     else:
@@ -301,7 +300,6 @@ def state_show(
     """Show recorded state: snapshots, last runs, reverts, pending hooks."""
     from reconcile.config import ConfigError, load_config
     from reconcile.operations import state_view
-    from state.store import StateError
 
     try:
         loaded = load_config(config)
@@ -311,10 +309,8 @@ def state_show(
             f"warning: {error.problems[0]}; resources cannot be matched to a config",
             err=True,
         )
-    try:
+    with _exit_codes():
         view = state_view(loaded, _state_dir(state_dir), name)
-    except StateError as error:
-        _fail(str(error))
     if name is not None and name not in view:
         typer.echo(f"warning: no recorded state or resource named {name!r}", err=True)
     if as_json:
