@@ -135,10 +135,10 @@ def observe(resource: Resource) -> Facts:
         reference_empty = (
             reference_files == 0
             if reference_files is not None
-            else is_empty_source(os.path.join(target, snapshots[-1]), target)
+            else holds_nothing_but(os.path.join(target, snapshots[-1]), target)
         )
     return Facts(
-        source_empty=source_exists and is_empty_source(resource.source_dir, target),
+        source_empty=source_exists and holds_nothing_but(resource.source_dir, target),
         reference_files=reference_files,
         reference_empty=reference_empty,
         target=target,
@@ -154,14 +154,15 @@ def observe(resource: Resource) -> Facts:
     )
 
 
-def is_empty_source(source: str, target: str) -> bool:
-    """Whether `source` holds nothing but (maybe) the target directory."""
+def holds_nothing_but(directory: str, target: str) -> bool:
+    """Whether `directory` (a source, or a snapshot) holds nothing but,
+    maybe, the target directory."""
     try:
         skip = os.stat(target)
     except OSError:
         skip = None
     try:
-        with os.scandir(source) as entries:
+        with os.scandir(directory) as entries:
             for entry in entries:
                 info = entry.stat(follow_symlinks=False)
                 if skip is None or (info.st_dev, info.st_ino) != (skip.st_dev, skip.st_ino):

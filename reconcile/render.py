@@ -46,10 +46,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _hook_target(action: Action) -> str:
-    return action.command or ""
-
-
 def _action_headline(action: Action) -> str:
     if action.kind is ActionKind.SNAPSHOT:
         reference = action.reference or "none, first snapshot"
@@ -57,7 +53,7 @@ def _action_headline(action: Action) -> str:
     if action.kind is ActionKind.PRUNE:
         freed = "" if action.bytes_freed is None else f" (frees {format_bytes(action.bytes_freed)})"
         return ", ".join(action.prune) + freed
-    return _hook_target(action)
+    return action.command or ""
 
 
 def _prediction(action: Action) -> str | None:
