@@ -227,6 +227,7 @@ class ManifestReader:
             # A directory may have several blocks (a worker's share, then
             # the hard-linked names its parent placed after it).
             self.index = self._read_index(self.trailer["index"])
+            self._ends = self._block_ends(self.trailer["index"])
         except (ValueError, KeyError, TypeError, OSError) as error:
             self._file.close()
             raise ManifestError(f"manifest {path} is damaged ({error})") from None
@@ -274,6 +275,13 @@ class ManifestReader:
             index.setdefault(relative, []).append(position)
         return index
 
+    def _block_ends(self, index_offset: int) -> dict[int, int]:
+        """Where each block ends: at the next block, the last at the index."""
+        starts = sorted({offset for offsets in self.index.values() for offset in offsets})
+        if starts and (starts[0] < 0 or starts[-1] >= index_offset):
+            raise ValueError("its index points outside its blocks")
+        return dict(zip(starts, [*starts[1:], index_offset], strict=True))
+
     def directories(self) -> list[str]:
         return list(self.index)
 
@@ -285,14 +293,16 @@ class ManifestReader:
         return entries
 
     def _read_block(self, relative: str, offset: int, entries: dict[str, Entry]) -> None:
-        self._file.seek(offset)
-        header = json.loads(self._file.readline())
-        if header.get("d") != relative:
+        # pread, not seek and read: a forked walker shares this descriptor
+        # (and so its file offset) with its parent, both reading blocks.
+        data = os.pread(self._file.fileno(), self._ends[offset] - offset, offset)
+        header, _, lines = data.partition(b"\n")
+        if json.loads(header).get("d") != relative:
             raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
-        for line in self._file:
-            if line.startswith(b"{"):
-                break
-            size, mtime_ns, mode, uid, gid, inode, sha256, shown = line[:-1].split(b"\t", 7)
+        for line in lines.split(b"\n"):
+            if not line:
+                continue
+            size, mtime_ns, mode, uid, gid, inode, sha256, shown = line.split(b"\t", 7)
             name = json.loads(shown[1:]) if shown.startswith(b"\\") else shown.decode("utf-8")
             entries[name] = Entry(
                 _join(relative, name),

@@ -178,3 +178,33 @@ def test_two_walkers_make_a_first_snapshot_of_a_wide_tree(
         len(files) for _, _, files in os.walk(source)
     )
     assert verify_snapshot(str(target), FIRST, content=True).clean
+
+
+def test_both_walkers_take_linked_files_hashes_from_the_reference_manifest(
+    tmp_path: Path, parallel: list[int]
+) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for top in range(100):
+        for index in range(12):
+            make_file(source / f"top{top:02d}" / f"sub{index % 4}" / f"f{index}", b"%d" % index)
+    snapshot(source, target, FIRST)
+    # Give every file of the reference's manifest a hash no read of the file
+    # gives (its hex reversed; same length, so the index still holds).
+    path = Path(manifest_path(str(target), FIRST))
+    doctored = {}
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines):
+        fields = line.split(b"\t")
+        if len(fields) == 8:
+            fields[6] = fields[6][::-1]
+            doctored[fields[7]] = fields[6].decode()
+            lines[number] = b"\t".join(fields)
+    path.write_bytes(b"\n".join(lines))
+
+    report = snapshot(source, target, SECOND)
+    assert len(parallel) == 2, "both snapshots are walked by two processes"
+    assert report.files_linked == 1200
+    with ManifestReader(manifest_path(str(target), SECOND)) as manifest:
+        hashes = [entry.sha256 for _, block in manifest.entries() for entry in block.values()]
+    assert len(hashes) == 1200
+    assert set(hashes) == set(doctored.values()), "linked files were read again for their hash"
