@@ -224,13 +224,24 @@ class ManifestReader:
         self._file = stream
         try:
             self.trailer = self._read_trailer()
-            # A directory may have several blocks (a worker's share, then
-            # the hard-linked names its parent placed after it).
-            self.index = self._read_index(self.trailer["index"])
-            self._ends = self._block_ends(self.trailer["index"])
         except (ValueError, KeyError, TypeError, OSError) as error:
             self._file.close()
             raise ManifestError(f"manifest {path} is damaged ({error})") from None
+        # Read on first use: a count needs only the trailer.
+        self._index: dict[str, list[int]] | None = None
+        self._ends: dict[int, int] = {}
+
+    @property
+    def index(self) -> dict[str, list[int]]:
+        """Where each directory's blocks start. A directory may have several
+        (a worker's share, then the hard-linked names its parent placed)."""
+        if self._index is None:
+            try:
+                self._index = self._read_index(self.trailer["index"])
+                self._ends = self._block_ends(self.trailer["index"])
+            except (ValueError, KeyError, TypeError, OSError) as error:
+                raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+        return self._index
 
     def descriptor(self) -> int:
         return self._file.fileno()
@@ -265,19 +276,20 @@ class ManifestReader:
         return trailer
 
     def _read_index(self, offset: int) -> dict[str, list[int]]:
-        self._file.seek(offset)
+        fd = self._file.fileno()
+        data = os.pread(fd, os.fstat(fd).st_size - offset, offset)
+        lines = data.rstrip(b"\n").split(b"\n")[:-1]  # the last is the trailer
         index: dict[str, list[int]] = {}
-        for line in self._file:
-            record = json.loads(line)
-            if "i" not in record:
-                break
+        # One parse for the whole index: much faster than one per line.
+        for record in json.loads(b"[" + b",".join(lines) + b"]"):
             relative, position = record["i"]
             index.setdefault(relative, []).append(position)
         return index
 
     def _block_ends(self, index_offset: int) -> dict[int, int]:
         """Where each block ends: at the next block, the last at the index."""
-        starts = sorted({offset for offsets in self.index.values() for offset in offsets})
+        assert self._index is not None
+        starts = sorted({offset for offsets in self._index.values() for offset in offsets})
         if starts and (starts[0] < 0 or starts[-1] >= index_offset):
             raise ValueError("its index points outside its blocks")
         return dict(zip(starts, [*starts[1:], index_offset], strict=True))
@@ -287,33 +299,46 @@ class ManifestReader:
 
     def block(self, relative: str) -> dict[str, Entry]:
         """Return the files of one directory by name (empty if unknown)."""
-        entries: dict[str, Entry] = {}
-        for offset in self.index.get(relative, ()):
-            self._read_block(relative, offset, entries)
-        return entries
-
-    def _read_block(self, relative: str, offset: int, entries: dict[str, Entry]) -> None:
-        # pread, not seek and read: a forked walker shares this descriptor
-        # (and so its file offset) with its parent, both reading blocks.
-        data = os.pread(self._file.fileno(), self._ends[offset] - offset, offset)
-        header, _, lines = data.partition(b"\n")
-        if json.loads(header).get("d") != relative:
-            raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
-        for line in lines.split(b"\n"):
-            if not line:
-                continue
-            size, mtime_ns, mode, uid, gid, inode, sha256, shown = line.split(b"\t", 7)
-            name = json.loads(shown[1:]) if shown.startswith(b"\\") else shown.decode("utf-8")
-            entries[name] = Entry(
+        return {
+            name: Entry(
                 _join(relative, name),
-                int(size),
-                int(mtime_ns),
-                int(mode),
-                int(uid),
-                int(gid),
-                int(inode),
-                None if sha256 == b"-" else sha256.decode("ascii"),
+                int(fields[0]),
+                int(fields[1]),
+                int(fields[2]),
+                int(fields[3]),
+                int(fields[4]),
+                int(fields[5]),
+                None if fields[6] == "-" else fields[6],
             )
+            for name, fields in self._file_lines(relative)
+        }
+
+    def hashes(self, relative: str) -> dict[str, tuple[int, str]]:
+        """Return (inode, SHA-256) by name of one directory's hashed files:
+        what a walk needs of its reference, read at a third of the cost."""
+        return {
+            name: (int(fields[5]), fields[6])
+            for name, fields in self._file_lines(relative)
+            if fields[6] != "-"
+        }
+
+    def _file_lines(self, relative: str) -> Iterator[tuple[str, list[str]]]:
+        """Yield the name and fields of each file line of a directory's blocks."""
+        for offset in self.index.get(relative, ()):
+            # pread, not seek and read: a forked walker shares this descriptor
+            # (and so its file offset) with its parent, both reading blocks.
+            data = os.pread(self._file.fileno(), self._ends[offset] - offset, offset)
+            header, _, lines = data.partition(b"\n")
+            if json.loads(header).get("d") != relative:
+                raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
+            for line in lines.decode("utf-8").split("\n"):
+                if not line:
+                    continue
+                fields = line.split("\t", 7)
+                if len(fields) != 8:
+                    raise ValueError(f"a file line of {relative!r} has {len(fields)} fields")
+                shown = fields[7]
+                yield (json.loads(shown[1:]) if shown.startswith("\\") else shown), fields
 
     def entries(self) -> Iterator[tuple[str, dict[str, Entry]]]:
         """Yield every directory's block, in the order they were written."""

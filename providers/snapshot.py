@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from providers import fs
-from providers.manifest import Entry, ManifestError, ManifestReader, ManifestWriter
+from providers.manifest import ManifestError, ManifestReader, ManifestWriter
 
 # Free space is re-read from the filesystem at least this often while copying.
 SPACE_RECHECK_BYTES = 256 << 20
@@ -211,8 +211,9 @@ class _Frame:
     # Resuming only: names in the target directory that this walk produced;
     # anything else there is left from an older source and is removed.
     kept: set[str] | None = None
-    # The reference manifest's files of this directory, when there is one.
-    reference_block: dict[str, Entry] | None = None
+    # (inode, SHA-256) by name of the reference manifest's files of this
+    # directory, when there is one.
+    reference_hashes: dict[str, tuple[int, str]] | None = None
 
     def close(self) -> None:
         for fd in (self.source_fd, self.reference_fd, self.target_fd):
@@ -396,7 +397,7 @@ class Walk:
                 "",
                 root.info,
                 subdirectories=list(share),
-                reference_block=root.reference_block,
+                reference_hashes=root.reference_hashes,
             )
             self._walk(frame, None)
             if self.manifest is not None:
@@ -545,7 +546,7 @@ class Walk:
         self.manifest.directory(directory)
         if self.reference_manifest is not None and frame.reference_fd is not None:
             try:
-                frame.reference_block = self.reference_manifest.block(directory)
+                frame.reference_hashes = self.reference_manifest.hashes(directory)
             except (ManifestError, ValueError, TypeError, UnicodeDecodeError):
                 # A damaged reference manifest: hash linked files afresh.
                 self.reference_manifest = None
@@ -642,10 +643,10 @@ class Walk:
 
     def _reference_hash(self, name: str, frame: _Frame, inode: int) -> str | None:
         """The hash the reference's manifest has for `name`, if it is that inode."""
-        if frame.reference_block is None:
+        if frame.reference_hashes is None:
             return None
-        entry = frame.reference_block.get(name)
-        return entry.sha256 if entry is not None and entry.inode == inode else None
+        known = frame.reference_hashes.get(name)
+        return known[1] if known is not None and known[0] == inode else None
 
     def _known_hash(self, name: str, frame: _Frame, dir_fd: int, inode: int) -> str | None:
         """The hash of a file already in a snapshot: from the reference's
