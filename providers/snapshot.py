@@ -21,7 +21,9 @@ import re
 import signal
 import stat
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -34,11 +36,21 @@ SPACE_RECHECK_BYTES = 256 << 20
 PROGRESS_FILES = 512
 PROGRESS_BYTES = 16 << 20
 
+# Copies this big or bigger are hashed by helper threads while the walk
+# goes on (pread and hashlib let go of the GIL), so copying and hashing
+# overlap and two cores hash at once: what a tree of big files, or reflinks
+# that copy nothing, is bound by.
+HASH_IN_THREAD_BYTES = 1 << 20
+HASH_THREADS = 2
+# At most this many copies wait for their hash (each holds a descriptor).
+HASH_BACKLOG = 32
+
 # Told (files done, bytes copied) as a walk goes.
 Progress = Callable[[int, int], None]
-# A file placed in the snapshot: its stat there, and its SHA-256 (None when
-# no manifest is kept).
-Placed = tuple[os.stat_result, str | None]
+# A file's SHA-256: known, being computed, or None when no manifest is kept.
+Sha256 = str | Future[str] | None
+# A file placed in the snapshot: its stat there, and its SHA-256.
+Placed = tuple[os.stat_result, Sha256]
 
 
 @dataclass(frozen=True)
@@ -269,7 +281,11 @@ class Walk:
         # Source inodes with several names: (device, inode) -> relative path
         # of their first name in the snapshot (and its hash), so later names
         # link to it.
-        self._first_names: dict[tuple[int, int], tuple[str, str | None]] = {}
+        self._first_names: dict[tuple[int, int], tuple[str, Sha256]] = {}
+        # Hashing of big copies: the threads (started on first use), and the
+        # manifest lines waiting for a hash.
+        self._hashers: ThreadPoolExecutor | None = None
+        self._unwritten: deque[tuple[str, os.stat_result, Future[str]]] = deque()
 
     # -- entry point -----------------------------------------------------------
 
@@ -289,15 +305,19 @@ class Walk:
             os.fstat(source_fd),
             kept=set() if self.resume else None,
         )
-        self._scan(root)
         worker = None
-        if self.workers > 1 and target_fd is not None and len(root.subdirectories) > 1:
-            worker = self._start_worker(root)
         try:
+            self._scan(root)
+            if self.workers > 1 and target_fd is not None and len(root.subdirectories) > 1:
+                # A fork copies no thread: none may be left running.
+                self._stop_hashing()
+                worker = self._start_worker(root)
             self._walk(root, worker)
+            self._stop_hashing()
         finally:
             if worker is not None:
                 worker.stop()
+            self._abandon_hashing()
         if self.progress is not None:
             report = self.report
             self.progress(report.files_copied + report.files_linked, report.bytes_copied)
@@ -382,6 +402,7 @@ class Walk:
             self.report = SnapshotReport()
             self._deferred = []
             self._first_names = {}
+            self._hashers, self._unwritten = None, deque()
             self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
             if self.manifest is not None:
                 self.manifest = self.manifest.part(1)
@@ -400,6 +421,7 @@ class Walk:
                 reference_hashes=root.reference_hashes,
             )
             self._walk(frame, None)
+            self._stop_hashing()
             if self.manifest is not None:
                 self.manifest.finish_part()
             result: tuple[Any, ...] = ("done", self.report, self._deferred)
@@ -416,6 +438,8 @@ class Walk:
     def _join(self, worker: _Worker, root: _Frame) -> None:
         """Wait for the worker, take over its counts and manifest share, then
         place the names it left (files with several names)."""
+        # The worker's blocks go after this one: finish its lines first.
+        self._write_unwritten()
         result = worker.wait()
         self._worker_counts = None
         if result[0] != "done":
@@ -543,6 +567,7 @@ class Walk:
         if frame.target_fd is None or self.manifest is None:
             return
         directory = frame.prefix[:-1]
+        self._write_unwritten()
         self.manifest.directory(directory)
         if self.reference_manifest is not None and frame.reference_fd is not None:
             try:
@@ -639,7 +664,57 @@ class Walk:
         if several_names:
             self._first_names.setdefault((info.st_dev, info.st_ino), (relative, sha256))
         if self.manifest is not None:
-            self.manifest.file(name, snapshot_info, sha256)
+            self._record(name, snapshot_info, sha256)
+
+    # -- hashing big copies in threads ---------------------------------------------
+
+    def _hash_later(self, name: str, target_fd: int) -> Future[str]:
+        """Start hashing a finished copy in a helper thread."""
+        while len(self._unwritten) >= HASH_BACKLOG:
+            self._write_oldest()
+        if self._hashers is None:
+            self._hashers = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hardsnap-hash")
+        # Reading must not touch the copy's atime, just set from the source.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME
+        fd = os.open(name, flags, dir_fd=target_fd)
+        future = self._hashers.submit(_hash_and_close, fd)
+        # A hash cancelled before it started (the walk failed) closes here.
+        future.add_done_callback(lambda done: os.close(fd) if done.cancelled() else None)
+        return future
+
+    def _record(self, name: str, info: os.stat_result, sha256: Sha256) -> None:
+        """Write a file's manifest line, or keep it until its hash is known
+        (it must be written before its directory's block ends)."""
+        assert self.manifest is not None
+        if isinstance(sha256, Future):
+            if not sha256.done():
+                self._unwritten.append((name, info, sha256))
+                return
+            sha256 = sha256.result()
+        self.manifest.file(name, info, sha256)
+
+    def _write_oldest(self) -> None:
+        assert self.manifest is not None
+        name, info, future = self._unwritten.popleft()
+        self.manifest.file(name, info, future.result())
+
+    def _write_unwritten(self) -> None:
+        while self._unwritten:
+            self._write_oldest()
+
+    def _stop_hashing(self) -> None:
+        """Write every waiting line and stop the threads."""
+        self._write_unwritten()
+        if self._hashers is not None:
+            self._hashers.shutdown()
+            self._hashers = None
+
+    def _abandon_hashing(self) -> None:
+        """The walk failed: stop the threads, dropping hashes not started."""
+        if self._hashers is not None:
+            self._hashers.shutdown(cancel_futures=True)
+            self._hashers = None
+        self._unwritten.clear()
 
     def _reference_hash(self, name: str, frame: _Frame, inode: int) -> str | None:
         """The hash the reference's manifest has for `name`, if it is that inode."""
@@ -769,6 +844,8 @@ class Walk:
                 self.report.unstable.append(relative)
             self.report.files_copied += 1
             self.report.bytes_copied += copied
+            if self.manifest is not None and before.st_size >= HASH_IN_THREAD_BYTES:
+                return placed[0], self._hash_later(name, target_fd)
             return placed
         except OSError as error:
             if error.errno in fs.NO_SPACE:
@@ -787,7 +864,8 @@ class Walk:
         self, name: str, input_fd: int, target_fd: int, info: os.stat_result
     ) -> tuple[int, Placed]:
         """Copy an open file to `name`; return the bytes copied, and the
-        copy's stat and (when keeping a manifest) the hash of what it holds."""
+        copy's stat and (when keeping a manifest) the hash of what it holds,
+        left None for a big copy (hashed in a thread once it is final)."""
         output_fd = os.open(
             name,
             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -796,8 +874,17 @@ class Walk:
         )
         try:
             copied = fs.copy_contents(input_fd, output_fd, info)
-            sha256 = fs.hash_open_file(output_fd) if self.manifest is not None else None
+            sha256 = None
+            if self.manifest is not None and info.st_size < HASH_IN_THREAD_BYTES:
+                sha256 = fs.hash_open_file(output_fd)
             fs.apply_metadata(output_fd, info, input_fd)
             return copied, (os.fstat(output_fd), sha256)
         finally:
             os.close(output_fd)
+
+
+def _hash_and_close(fd: int) -> str:
+    try:
+        return fs.hash_open_file(fd)
+    finally:
+        os.close(fd)

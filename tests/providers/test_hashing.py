@@ -1,0 +1,153 @@
+"""Big copies are hashed by helper threads while the walk goes on.
+
+The manifest must still hold the right hash of each copy, in its own
+directory's block, whether the walk is one process or two; a failing walk
+must leave no thread and no descriptor behind; and reading a copy to hash it
+must not touch the atime it was given.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from providers import backup, fs, snapshot
+from providers.audit import verify_snapshot
+from providers.manifest import ManifestReader, manifest_path
+from providers.snapshot import SnapshotFailed
+from reconcile.model import Resource
+
+FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
+OLD_NS = 1_600_000_000_000_000_000
+ODD_NS = 1_700_000_000_123_456_789
+
+
+def make_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, ns=(OLD_NS, ODD_NS))  # atime older than mtime
+
+
+def take(source: Path, target: Path, name: str) -> None:
+    resource = Resource(name="r", source_dir=str(source), target_path=str(target), min_free_space=0)
+    backup.take_snapshot(resource, name, str(target))
+
+
+def manifest_hashes(target: Path, name: str) -> dict[str, str | None]:
+    with ManifestReader(manifest_path(str(target), name)) as manifest:
+        return {
+            entry.path: entry.sha256 for _, block in manifest.entries() for entry in block.values()
+        }
+
+
+def content_hashes(root: Path) -> dict[str, str]:
+    return {
+        os.path.relpath(os.path.join(directory, name), root): hashlib.sha256(
+            Path(directory, name).read_bytes()
+        ).hexdigest()
+        for directory, _, files in os.walk(root)
+        for name in files
+    }
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    """Files big and small in nested directories, hard links among them."""
+    root = tmp_path / "src"
+    for top in range(6):
+        for sub in range(3):
+            for index in range(5):
+                size = (top * 7 + sub * 3 + index) * 997
+                make_file(root / f"t{top}" / f"s{sub}" / f"f{index}", os.urandom(size))
+        make_file(root / f"t{top}" / "top-file", os.urandom(top * 1000))
+    os.link(root / "t1" / "s2" / "f4", root / "t4" / "second-name")
+    make_file(root / "at-root", os.urandom(5000))
+    return root
+
+
+@pytest.fixture(params=["one walker", "two walkers"])
+def walkers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    two = request.param == "two walkers"
+    if two and (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: hardsnap walks with one process")
+    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 1 if two else 10**9)
+    monkeypatch.setattr(backup, "PARALLEL_MIN_DIRECTORIES", 2 if two else 10**9)
+    return str(request.param)
+
+
+def test_every_copy_hashed_in_threads_lands_in_its_own_block(
+    source: Path, tmp_path: Path, walkers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every copy of 2 KB or more goes to a thread, and only three may wait at
+    # once: blocks change, the backlog fills, the worker forks, all with
+    # hashes in flight.
+    monkeypatch.setattr(snapshot, "HASH_IN_THREAD_BYTES", 2000)
+    monkeypatch.setattr(snapshot, "HASH_BACKLOG", 3)
+    real = fs.hash_open_file
+
+    def slow_hash(fd: int) -> str:  # still running when the walk moves on
+        threading.Event().wait(0.005)
+        return real(fd)
+
+    monkeypatch.setattr(fs, "hash_open_file", slow_hash)
+    target = tmp_path / "dst"
+    take(source, target, FIRST)
+    expected = content_hashes(source)
+    assert manifest_hashes(target, FIRST) == expected
+    assert verify_snapshot(str(target), FIRST, content=True).clean
+
+    for top in range(6):  # rewrite some, in both walkers' shares
+        make_file(source / f"t{top}" / "s1" / "f3", os.urandom(4000 + top))
+    take(source, target, SECOND)
+    assert manifest_hashes(target, SECOND) == content_hashes(source)
+    assert verify_snapshot(str(target), SECOND, content=True).clean
+
+
+def test_a_big_copy_keeps_the_atime_it_was_given(tmp_path: Path) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    make_file(source / "big.bin", os.urandom(snapshot.HASH_IN_THREAD_BYTES + 1))
+    take(source, target, FIRST)
+    copy = os.stat(target / FIRST / "big.bin")
+    assert (copy.st_atime_ns, copy.st_mtime_ns) == (OLD_NS, ODD_NS)
+    assert manifest_hashes(target, FIRST)["big.bin"] == content_hashes(source)["big.bin"]
+
+
+def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "HASH_IN_THREAD_BYTES", 2000)
+    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 10**9)
+    monkeypatch.setattr(backup, "PARALLEL_MIN_DIRECTORIES", 10**9)
+    real = fs.hash_open_file
+    started = threading.Event()
+    copies = 0
+
+    def slow_hash(fd: int) -> str:
+        started.set()
+        threading.Event().wait(0.05)  # hashes pile up behind the walk
+        return real(fd)
+
+    def copy_then_fail(source_fd: int, target_fd: int, info: os.stat_result) -> int:
+        nonlocal copies
+        copies += 1
+        if copies == 40:
+            assert started.wait(5)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(source_fd, target_fd, info)
+
+    real_copy = fs.copy_contents
+    monkeypatch.setattr(fs, "hash_open_file", slow_hash)
+    monkeypatch.setattr(fs, "copy_contents", copy_then_fail)
+    threads = threading.active_count()
+    descriptors = len(os.listdir("/proc/self/fd"))
+    target = tmp_path / "dst"
+    with pytest.raises(SnapshotFailed):
+        take(source, target, FIRST)
+    assert threading.active_count() == threads
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert sorted(os.listdir(target)) == [".hardsnap-manifests"]
