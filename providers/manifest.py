@@ -85,7 +85,8 @@ class ManifestWriter:
             dir_fd=self._directory_fd,
         )
         self._file: IO[bytes] = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
-        self._index: list[tuple[str, int]] = []
+        # The index lines, kept encoded: a few bytes per directory.
+        self._index = bytearray()
         self._offset = 0
         self.files = 0
         self.bytes = 0
@@ -98,8 +99,14 @@ class ManifestWriter:
 
     def directory(self, relative: str) -> None:
         """Start the block of a directory ("" for the snapshot's root)."""
-        self._index.append((relative, self._offset))
-        self._write({"d": relative})
+        shown = json.dumps(relative, ensure_ascii=True).encode()
+        self._add_to_index(shown, self._offset)
+        line = b'{"d":' + shown + b"}\n"
+        self._file.write(line)
+        self._offset += len(line)
+
+    def _add_to_index(self, shown: bytes, offset: int) -> None:
+        self._index += b'{"i":[' + shown + b"," + str(offset).encode() + b"]}\n"
 
     def file(self, name: str, info: os.stat_result, sha256: str | None) -> None:
         """Record a file of the current directory, as it stands in the snapshot."""
@@ -129,7 +136,7 @@ class ManifestWriter:
             dir_fd=part._directory_fd,
         )
         part._file = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
-        part._index = []
+        part._index = bytearray()
         part._offset = 0
         part.files = 0
         part.bytes = 0
@@ -143,8 +150,8 @@ class ManifestWriter:
     def finish_part(self) -> None:
         """End a worker's share (index and trailer) without publishing it."""
         index_offset = self._offset
-        for relative, offset in self._index:
-            self._write({"i": [relative, offset]})
+        self._file.write(self._index)
+        self._offset += len(self._index)
         self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
         self._file.close()
         os.close(self._directory_fd)
@@ -169,7 +176,9 @@ class ManifestWriter:
                 left -= len(chunk)
                 self._offset += len(chunk)
             for relative, offsets in reader.index.items():
-                self._index.extend((relative, offset + shift) for offset in offsets)
+                shown = json.dumps(relative, ensure_ascii=True).encode()
+                for offset in offsets:
+                    self._add_to_index(shown, offset + shift)
             self.files += reader.files
             self.bytes += reader.bytes
         os.unlink(name, dir_fd=self._directory_fd)
@@ -177,8 +186,8 @@ class ManifestWriter:
     def publish(self) -> None:
         """Finish the manifest, flush it to disk and give it its final name."""
         index_offset = self._offset
-        for relative, offset in self._index:
-            self._write({"i": [relative, offset]})
+        self._file.write(self._index)
+        self._offset += len(self._index)
         self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
         self._file.flush()
         os.fsync(self._file.fileno())

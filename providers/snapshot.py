@@ -219,7 +219,9 @@ class _Frame:
     prefix: str
     # The source directory's stat, given to the target directory when done.
     info: os.stat_result
-    subdirectories: list[tuple[str, os.stat_result]] = field(default_factory=list)
+    # Names only: a directory is stat'ed when entered (a listing of many
+    # subdirectories costs their names, not their stats).
+    subdirectories: list[str] = field(default_factory=list)
     # Resuming only: names in the target directory that this walk produced;
     # anything else there is left from an older source and is removed.
     kept: set[str] | None = None
@@ -330,8 +332,7 @@ class Walk:
             while stack:
                 frame = stack[-1]
                 if frame.subdirectories:
-                    name, info = frame.subdirectories.pop()
-                    child = self._enter(frame, name, info)
+                    child = self._enter(frame, frame.subdirectories.pop())
                     if child is not None:
                         stack.append(child)
                     continue
@@ -357,7 +358,7 @@ class Walk:
         share = root.subdirectories[1::2]
         root.subdirectories = root.subdirectories[0::2]
         if root.kept is not None:
-            root.kept.update(name for name, _ in share)
+            root.kept.update(share)
         counts = mmap.mmap(-1, COUNTS.size)
         read_fd, write_fd = os.pipe()
         assert root.target_fd is not None
@@ -391,7 +392,7 @@ class Walk:
     def _be_worker(
         self,
         root: _Frame,
-        share: list[tuple[str, os.stat_result]],
+        share: list[str],
         write_fd: int,
         counts: mmap.mmap,
     ) -> NoReturn:
@@ -556,7 +557,7 @@ class Walk:
                     if (info.st_dev, info.st_ino) != self.skip_identity and not (
                         self.excludes.directory(relative, name)
                     ):
-                        frame.subdirectories.append((name, info))
+                        frame.subdirectories.append(name)
                 elif not self.excludes.file(relative, name):
                     kind = "symlink" if stat.S_ISLNK(mode) else "special file"
                     self._skip(relative, f"{kind}: not copied")
@@ -576,7 +577,7 @@ class Walk:
                 # A damaged reference manifest: hash linked files afresh.
                 self.reference_manifest = None
 
-    def _enter(self, parent: _Frame, name: str, info: os.stat_result) -> _Frame | None:
+    def _enter(self, parent: _Frame, name: str) -> _Frame | None:
         relative = parent.prefix + name
         try:
             source_fd = fs.open_directory(name, parent.source_fd)
@@ -585,6 +586,10 @@ class Walk:
             return None
         except OSError as error:
             self._skip(relative, f"unreadable directory: {error.strerror}")
+            return None
+        info = os.fstat(source_fd)
+        if (info.st_dev, info.st_ino) == self.skip_identity:  # swapped in since listed
+            os.close(source_fd)
             return None
         frame = _Frame(source_fd, None, None, relative + "/", info)
         try:

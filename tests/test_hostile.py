@@ -406,10 +406,10 @@ def test_directory_vanishing_between_listing_and_entering_is_skipped_with_reason
     make_file(site.source / "gone" / "deep" / "b.txt", b"b")
     original = Walk._enter
 
-    def removing_first(self: Walk, parent: Any, name: str, info: os.stat_result) -> Any:
+    def removing_first(self: Walk, parent: Any, name: str) -> Any:
         if parent.prefix + name == "gone":
             shutil.rmtree(site.source / "gone")
-        return original(self, parent, name, info)
+        return original(self, parent, name)
 
     monkeypatch.setattr(Walk, "_enter", removing_first)
     site.write()
@@ -455,11 +455,11 @@ def test_directory_swapped_for_symlink_before_entering_is_not_followed(
     make_file(site.source / "kept.txt", b"kept")
     original = Walk._enter
 
-    def swapping(self: Walk, parent: Any, name: str, info: os.stat_result) -> Any:
+    def swapping(self: Walk, parent: Any, name: str) -> Any:
         if parent.prefix + name == "sub":
             (site.source / "sub").rename(site.root / "moved-away")
             (site.source / "sub").symlink_to(outside)
-        return original(self, parent, name, info)
+        return original(self, parent, name)
 
     monkeypatch.setattr(Walk, "_enter", swapping)
     site.write()
