@@ -27,9 +27,12 @@ in, found through the index, so memory does not grow with the tree.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import os
+import re
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -38,6 +41,8 @@ MANIFEST_DIRECTORY = ".hardsnap-manifests"
 PARTIAL_SUFFIX = ".partial"
 FORMAT_VERSION = 1
 TRAILER_BYTES = 4096
+# An index line: {"i":[DIR,OFFSET]}, DIR a JSON string.
+_INDEX_LINE = re.compile(rb'^\{"i":\[("(?:[^"\\\n]|\\.)*"),(\d+)\]\}$', re.MULTILINE)
 
 
 class ManifestError(Exception):
@@ -175,10 +180,8 @@ class ManifestWriter:
                 self._file.write(chunk)
                 left -= len(chunk)
                 self._offset += len(chunk)
-            for relative, offsets in reader.index.items():
-                shown = json.dumps(relative, ensure_ascii=True).encode()
-                for offset in offsets:
-                    self._add_to_index(shown, offset + shift)
+            for relative, offset in reader.blocks():
+                self._add_to_index(json.dumps(relative, ensure_ascii=True).encode(), offset + shift)
             self.files += reader.files
             self.bytes += reader.bytes
         os.unlink(name, dir_fd=self._directory_fd)
@@ -236,21 +239,21 @@ class ManifestReader:
         except (ValueError, KeyError, TypeError, OSError) as error:
             self._file.close()
             raise ManifestError(f"manifest {path} is damaged ({error})") from None
-        # Read on first use: a count needs only the trailer.
-        self._index: dict[str, list[int]] | None = None
-        self._ends: dict[int, int] = {}
+        # The index, read on first use (a count needs only the trailer): the
+        # directories sorted by name, where each of their blocks starts, and
+        # every block's start in file order (a block ends where the next starts).
+        self._directories: list[str] | None = None
+        self._offsets = array("q")
+        self._starts = array("q")
 
-    @property
-    def index(self) -> dict[str, list[int]]:
-        """Where each directory's blocks start. A directory may have several
-        (a worker's share, then the hard-linked names its parent placed)."""
-        if self._index is None:
+    def _index(self) -> list[str]:
+        if self._directories is None:
             try:
-                self._index = self._read_index(self.trailer["index"])
-                self._ends = self._block_ends(self.trailer["index"])
+                self._read_index(self.trailer["index"])
             except (ValueError, KeyError, TypeError, OSError) as error:
                 raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
-        return self._index
+        assert self._directories is not None
+        return self._directories
 
     def descriptor(self) -> int:
         return self._file.fileno()
@@ -284,27 +287,43 @@ class ManifestReader:
             raise ValueError("it has no trailer")
         return trailer
 
-    def _read_index(self, offset: int) -> dict[str, list[int]]:
+    def _read_index(self, index_offset: int) -> None:
+        """Load the index compactly: a few dozen bytes per directory."""
         fd = self._file.fileno()
-        data = os.pread(fd, os.fstat(fd).st_size - offset, offset)
-        lines = data.rstrip(b"\n").split(b"\n")[:-1]  # the last is the trailer
-        index: dict[str, list[int]] = {}
-        # One parse for the whole index: much faster than one per line.
-        for record in json.loads(b"[" + b",".join(lines) + b"]"):
-            relative, position = record["i"]
-            index.setdefault(relative, []).append(position)
-        return index
-
-    def _block_ends(self, index_offset: int) -> dict[int, int]:
-        """Where each block ends: at the next block, the last at the index."""
-        assert self._index is not None
-        starts = sorted({offset for offsets in self._index.values() for offset in offsets})
-        if starts and (starts[0] < 0 or starts[-1] >= index_offset):
+        data = os.pread(fd, os.fstat(fd).st_size - index_offset, index_offset)
+        names: list[str] = []
+        offsets = array("q")
+        lines = 0
+        for lines, match in enumerate(_INDEX_LINE.finditer(data), 1):  # noqa: B007
+            shown, offset = match.groups()
+            names.append(json.loads(shown) if b"\\" in shown else shown[1:-1].decode())
+            offsets.append(int(offset))
+        if lines != data.count(b"\n") - 1:  # every line but the trailer
+            raise ValueError("its index has lines that are not index entries")
+        order = sorted(range(len(names)), key=names.__getitem__)
+        self._offsets = array("q", (offsets[number] for number in order))
+        self._starts = array("q", sorted(offsets))
+        if self._starts and (self._starts[0] < 0 or self._starts[-1] >= index_offset):
             raise ValueError("its index points outside its blocks")
-        return dict(zip(starts, [*starts[1:], index_offset], strict=True))
+        self._starts.append(index_offset)
+        self._directories = [names[number] for number in order]
+
+    def _block_offsets(self, relative: str) -> array[int]:
+        directories = self._index()
+        first = bisect.bisect_left(directories, relative)
+        last = bisect.bisect_right(directories, relative, first)
+        return self._offsets[first:last]
+
+    def _block_end(self, offset: int) -> int:
+        return self._starts[bisect.bisect_right(self._starts, offset)]
+
+    def blocks(self) -> Iterator[tuple[str, int]]:
+        """Yield each block's directory and offset."""
+        yield from zip(self._index(), self._offsets, strict=True)
 
     def directories(self) -> list[str]:
-        return list(self.index)
+        """The directories with a block, sorted, each once."""
+        return list(dict.fromkeys(self._index()))
 
     def block(self, relative: str) -> dict[str, Entry]:
         """Return the files of one directory by name (empty if unknown)."""
@@ -333,10 +352,10 @@ class ManifestReader:
 
     def _file_lines(self, relative: str) -> Iterator[tuple[str, list[str]]]:
         """Yield the name and fields of each file line of a directory's blocks."""
-        for offset in self.index.get(relative, ()):
+        for offset in self._block_offsets(relative):
             # pread, not seek and read: a forked walker shares this descriptor
             # (and so its file offset) with its parent, both reading blocks.
-            data = os.pread(self._file.fileno(), self._ends[offset] - offset, offset)
+            data = os.pread(self._file.fileno(), self._block_end(offset) - offset, offset)
             header, _, lines = data.partition(b"\n")
             if json.loads(header).get("d") != relative:
                 raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
@@ -350,8 +369,8 @@ class ManifestReader:
                 yield (json.loads(shown[1:]) if shown.startswith("\\") else shown), fields
 
     def entries(self) -> Iterator[tuple[str, dict[str, Entry]]]:
-        """Yield every directory's block, in the order they were written."""
-        for relative in self.index:
+        """Yield every directory's files, directories sorted by name."""
+        for relative in self.directories():
             try:
                 yield relative, self.block(relative)
             except (ValueError, TypeError) as error:
