@@ -21,6 +21,7 @@ import re
 import signal
 import stat
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,11 @@ HASH_IN_THREAD_BYTES = 1 << 20
 HASH_THREADS = 2
 # At most this many copies wait for their hash (each holds a descriptor).
 HASH_BACKLOG = 32
+
+# Every this many bytes copied, a thread starts flushing the target
+# filesystem, so the disk writes while the walk goes on and the sync that
+# must come before the snapshot is named has little left to do.
+FLUSH_AHEAD_BYTES = 64 << 20
 
 # Told (files done, bytes copied) as a walk goes.
 Progress = Callable[[int, int], None]
@@ -288,6 +294,10 @@ class Walk:
         # manifest lines waiting for a hash.
         self._hashers: ThreadPoolExecutor | None = None
         self._unwritten: deque[tuple[str, os.stat_result, Future[str]]] = deque()
+        # Flushing ahead: bytes copied since the last flush began, and the
+        # thread flushing (if any).
+        self._unflushed = 0
+        self._flusher: threading.Thread | None = None
 
     # -- entry point -----------------------------------------------------------
 
@@ -404,6 +414,7 @@ class Walk:
             self._deferred = []
             self._first_names = {}
             self._hashers, self._unwritten = None, deque()
+            self._flusher, self._unflushed = None, 0
             self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
             if self.manifest is not None:
                 self.manifest = self.manifest.part(1)
@@ -708,11 +719,12 @@ class Walk:
             self._write_oldest()
 
     def _stop_hashing(self) -> None:
-        """Write every waiting line and stop the threads."""
+        """Write every waiting line and stop the threads (flushing too)."""
         self._write_unwritten()
         if self._hashers is not None:
             self._hashers.shutdown()
             self._hashers = None
+        self._stop_flushing()
 
     def _abandon_hashing(self) -> None:
         """The walk failed: stop the threads, dropping hashes not started."""
@@ -720,6 +732,25 @@ class Walk:
             self._hashers.shutdown(cancel_futures=True)
             self._hashers = None
         self._unwritten.clear()
+        self._stop_flushing()
+
+    # -- flushing ahead ----------------------------------------------------------
+
+    def _flush_ahead(self, copied: int) -> None:
+        self._unflushed += copied
+        if self._unflushed < FLUSH_AHEAD_BYTES or self._flusher is not None:
+            return
+        assert self._root_target_fd is not None
+        self._unflushed = 0
+        self._flusher = threading.Thread(
+            target=_flush_quietly, args=(self._root_target_fd,), name="hardsnap-flush"
+        )
+        self._flusher.start()
+
+    def _stop_flushing(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
 
     def _reference_hash(self, name: str, frame: _Frame, inode: int) -> str | None:
         """The hash the reference's manifest has for `name`, if it is that inode."""
@@ -849,6 +880,9 @@ class Walk:
                 self.report.unstable.append(relative)
             self.report.files_copied += 1
             self.report.bytes_copied += copied
+            if self._flusher is not None and not self._flusher.is_alive():
+                self._flusher = None
+            self._flush_ahead(copied)
             if self.manifest is not None and before.st_size >= HASH_IN_THREAD_BYTES:
                 return placed[0], self._hash_later(name, target_fd)
             return placed
@@ -893,3 +927,9 @@ def _hash_and_close(fd: int) -> str:
         return fs.hash_open_file(fd)
     finally:
         os.close(fd)
+
+
+def _flush_quietly(fd: int) -> None:
+    """Flush a filesystem ahead of time; a failure shows in the final sync."""
+    with contextlib.suppress(OSError):
+        fs.sync_filesystem(fd)

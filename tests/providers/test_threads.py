@@ -1,9 +1,10 @@
-"""Big copies are hashed by helper threads while the walk goes on.
+"""What a walk hands to threads: hashing big copies, flushing ahead.
 
 The manifest must still hold the right hash of each copy, in its own
 directory's block, whether the walk is one process or two; a failing walk
-must leave no thread and no descriptor behind; and reading a copy to hash it
-must not touch the atime it was given.
+must leave no thread and no descriptor behind; reading a copy to hash it
+must not touch the atime it was given; flushing ahead must happen while the
+walk goes on and be over when it ends.
 """
 
 from __future__ import annotations
@@ -151,3 +152,27 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
     assert threading.active_count() == threads
     assert len(os.listdir("/proc/self/fd")) == descriptors
     assert sorted(os.listdir(target)) == [".hardsnap-manifests"]
+
+
+def test_the_target_is_flushed_while_copying_and_no_flusher_outlives_the_walk(
+    source: Path, tmp_path: Path, walkers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "FLUSH_AHEAD_BYTES", 20_000)
+    parent = os.getpid()
+    flushes_here: list[str] = []
+    real = fs.sync_filesystem
+
+    def counting(fd: int) -> None:
+        if os.getpid() == parent:
+            flushes_here.append(threading.current_thread().name)
+        real(fd)
+
+    monkeypatch.setattr(fs, "sync_filesystem", counting)
+    threads = threading.active_count()
+    target = tmp_path / "dst"
+    take(source, target, FIRST)
+    assert threading.active_count() == threads
+    ahead = [name for name in flushes_here if name == "hardsnap-flush"]
+    assert ahead, "no flush began while the walk was copying"
+    assert flushes_here[-1] == "MainThread", "the final sync comes after every flush ahead"
+    assert verify_snapshot(str(target), FIRST, content=True).clean
