@@ -322,14 +322,14 @@ class Walk:
             self._scan(root)
             if self.workers > 1 and target_fd is not None and len(root.subdirectories) > 1:
                 # A fork copies no thread: none may be left running.
-                self._stop_hashing()
+                self._settle_threads()
                 worker = self._start_worker(root)
             self._walk(root, worker)
-            self._stop_hashing()
+            self._settle_threads()
         finally:
             if worker is not None:
                 worker.stop()
-            self._abandon_hashing()
+            self._abandon_threads()
         if self.progress is not None:
             report = self.report
             self.progress(report.files_copied + report.files_linked, report.bytes_copied)
@@ -433,7 +433,7 @@ class Walk:
                 reference_hashes=root.reference_hashes,
             )
             self._walk(frame, None)
-            self._stop_hashing()
+            self._settle_threads()
             if self.manifest is not None:
                 self.manifest.finish_part()
             result: tuple[Any, ...] = ("done", self.report, self._deferred)
@@ -718,15 +718,16 @@ class Walk:
         while self._unwritten:
             self._write_oldest()
 
-    def _stop_hashing(self) -> None:
-        """Write every waiting line and stop the threads (flushing too)."""
+    def _settle_threads(self) -> None:
+        """Write every line waiting for its hash; stop the hashing threads
+        and wait for a flush ahead to end."""
         self._write_unwritten()
         if self._hashers is not None:
             self._hashers.shutdown()
             self._hashers = None
         self._stop_flushing()
 
-    def _abandon_hashing(self) -> None:
+    def _abandon_threads(self) -> None:
         """The walk failed: stop the threads, dropping hashes not started."""
         if self._hashers is not None:
             self._hashers.shutdown(cancel_futures=True)
@@ -738,7 +739,9 @@ class Walk:
 
     def _flush_ahead(self, copied: int) -> None:
         self._unflushed += copied
-        if self._unflushed < FLUSH_AHEAD_BYTES or self._flusher is not None:
+        if self._unflushed < FLUSH_AHEAD_BYTES:
+            return
+        if self._flusher is not None and self._flusher.is_alive():
             return
         assert self._root_target_fd is not None
         self._unflushed = 0
@@ -880,8 +883,6 @@ class Walk:
                 self.report.unstable.append(relative)
             self.report.files_copied += 1
             self.report.bytes_copied += copied
-            if self._flusher is not None and not self._flusher.is_alive():
-                self._flusher = None
             self._flush_ahead(copied)
             if self.manifest is not None and before.st_size >= HASH_IN_THREAD_BYTES:
                 return placed[0], self._hash_later(name, target_fd)
