@@ -126,6 +126,12 @@ class ManifestWriter:
         self.files += 1
         self.bytes += info.st_size
 
+    def _write_index_and_trailer(self) -> None:
+        index_offset = self._offset
+        self._file.write(self._index)
+        self._offset += len(self._index)
+        self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
+
     def part(self, number: int) -> ManifestWriter:
         """A writer for a worker process's share of the same snapshot, to be
         absorbed into this one when the worker is done."""
@@ -154,10 +160,7 @@ class ManifestWriter:
 
     def finish_part(self) -> None:
         """End a worker's share (index and trailer) without publishing it."""
-        index_offset = self._offset
-        self._file.write(self._index)
-        self._offset += len(self._index)
-        self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
+        self._write_index_and_trailer()
         self._file.close()
         os.close(self._directory_fd)
 
@@ -188,10 +191,7 @@ class ManifestWriter:
 
     def publish(self) -> None:
         """Finish the manifest, flush it to disk and give it its final name."""
-        index_offset = self._offset
-        self._file.write(self._index)
-        self._offset += len(self._index)
-        self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
+        self._write_index_and_trailer()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -293,12 +293,11 @@ class ManifestReader:
         data = os.pread(fd, os.fstat(fd).st_size - index_offset, index_offset)
         names: list[str] = []
         offsets = array("q")
-        lines = 0
-        for lines, match in enumerate(_INDEX_LINE.finditer(data), 1):  # noqa: B007
+        for match in _INDEX_LINE.finditer(data):
             shown, offset = match.groups()
             names.append(json.loads(shown) if b"\\" in shown else shown[1:-1].decode())
             offsets.append(int(offset))
-        if lines != data.count(b"\n") - 1:  # every line but the trailer
+        if len(names) != data.count(b"\n") - 1:  # every line but the trailer
             raise ValueError("its index has lines that are not index entries")
         order = sorted(range(len(names)), key=names.__getitem__)
         self._offsets = array("q", (offsets[number] for number in order))

@@ -875,7 +875,10 @@ class Walk:
                 if attempt:
                     os.unlink(name, dir_fd=target_fd)
                     os.lseek(input_fd, 0, os.SEEK_SET)
-                copied, placed = self._write_copy(name, input_fd, target_fd, before)
+                # A big copy is hashed in a thread once it is final.
+                in_thread = self.manifest is not None and before.st_size >= HASH_IN_THREAD_BYTES
+                hash_now = self.manifest is not None and not in_thread
+                copied, placed = self._write_copy(name, input_fd, target_fd, before, hash_now)
                 after = os.fstat(input_fd)
                 if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
                     break
@@ -884,7 +887,7 @@ class Walk:
             self.report.files_copied += 1
             self.report.bytes_copied += copied
             self._flush_ahead(copied)
-            if self.manifest is not None and before.st_size >= HASH_IN_THREAD_BYTES:
+            if in_thread:
                 return placed[0], self._hash_later(name, target_fd)
             return placed
         except OSError as error:
@@ -901,11 +904,10 @@ class Walk:
             os.close(input_fd)
 
     def _write_copy(
-        self, name: str, input_fd: int, target_fd: int, info: os.stat_result
+        self, name: str, input_fd: int, target_fd: int, info: os.stat_result, hash_now: bool
     ) -> tuple[int, Placed]:
         """Copy an open file to `name`; return the bytes copied, and the
-        copy's stat and (when keeping a manifest) the hash of what it holds,
-        left None for a big copy (hashed in a thread once it is final)."""
+        copy's stat and (with `hash_now`) the hash of what it holds."""
         output_fd = os.open(
             name,
             os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -914,9 +916,7 @@ class Walk:
         )
         try:
             copied = fs.copy_contents(input_fd, output_fd, info)
-            sha256 = None
-            if self.manifest is not None and info.st_size < HASH_IN_THREAD_BYTES:
-                sha256 = fs.hash_open_file(output_fd)
+            sha256 = fs.hash_open_file(output_fd) if hash_now else None
             fs.apply_metadata(output_fd, info, input_fd)
             return copied, (os.fstat(output_fd), sha256)
         finally:
