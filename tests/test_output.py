@@ -9,8 +9,11 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +26,9 @@ DAY = "2026-03-{:02d}T06:00:00Z"
 ODD_NS = 1_700_000_000_123_456_789
 
 
-def normalized(text: str, tmp_path: Path) -> str:
+def normalized(text: str, root: Path) -> str:
     """Output with what differs between runs replaced: paths, durations, free space."""
-    text = text.replace(str(tmp_path), "<tmp>")
+    text = text.replace(str(root), "<tmp>")
     text = re.sub(r"\d+\.\ds\b", "N.Ns", text)
     text = re.sub(r"[\d.]+ (B|KiB|MiB|GiB|TiB) free after", "N free after", text)
     text = re.sub(
@@ -34,10 +37,10 @@ def normalized(text: str, tmp_path: Path) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
-def assert_golden(name: str, text: str, tmp_path: Path) -> None:
+def assert_golden(name: str, text: str, root: Path) -> None:
     """Compare with tests/golden/NAME.txt; HARDSNAP_UPDATE_GOLDEN=1 rewrites it."""
     path = GOLDEN / f"{name}.txt"
-    actual = normalized(text, tmp_path)
+    actual = normalized(text, root)
     if os.environ.get("HARDSNAP_UPDATE_GOLDEN"):
         path.write_text(actual)
     assert actual == path.read_text(), f"{name} differs from {path}:\n{actual}"
@@ -50,15 +53,27 @@ def make_file(path: Path, data: bytes, mtime_ns: int = ODD_NS) -> None:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> dict[str, Any]:
-    source = tmp_path / "src"
+def root() -> Iterator[Path]:
+    """A directory whose path has the same length on every machine: tables
+    size their columns to the paths they show, so a golden file written under
+    one temporary directory would not match under a longer one."""
+    directory = Path(tempfile.mkdtemp(prefix="hardsnap-golden-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def world(root: Path) -> dict[str, Any]:
+    source = root / "src"
     make_file(source / "etc" / "app.conf", b"listen 8080\n")
     make_file(source / "etc" / "users", b"alice\nbob\n")
     make_file(source / "notes.txt", b"x" * 3000)
     make_file(source / "cache" / "tmp.bin", b"skipped")
     os.symlink("notes.txt", source / "latest")
     config = write_config(
-        tmp_path / "hardsnap.yaml",
+        root / "hardsnap.yaml",
         {
             "name": "etc",
             "type": "backup",
@@ -71,34 +86,34 @@ def world(tmp_path: Path) -> dict[str, Any]:
             "post_command": 'echo "done: $HARDSNAP_SNAPSHOT"',
         },
     )
-    return {"source": source, "config": str(config), "target": tmp_path / "dst"}
+    return {"source": source, "config": str(config), "target": root / "dst"}
 
 
 def test_plan_apply_and_state_show_text_match_the_golden_files(
-    world: dict[str, Any], cli: Any, tmp_path: Path
+    world: dict[str, Any], cli: Any, root: Path
 ) -> None:
     config = world["config"]
-    assert_golden("plan_first", cli("plan", "-c", config, now=DAY.format(1)).stdout, tmp_path)
-    assert_golden("apply_first", cli("apply", "-c", config, now=DAY.format(1)).stdout, tmp_path)
+    assert_golden("plan_first", cli("plan", "-c", config, now=DAY.format(1)).stdout, root)
+    assert_golden("apply_first", cli("apply", "-c", config, now=DAY.format(1)).stdout, root)
     assert cli("apply", "-c", config, now=DAY.format(2)).exit_code == 0
     make_file(world["source"] / "etc" / "users", b"alice\nbob\ncarol\n")
     outcome = cli("plan", "-c", config, now=DAY.format(4))
     assert outcome.exit_code == 0, outcome
-    assert_golden("plan_prune", outcome.stdout, tmp_path)
+    assert_golden("plan_prune", outcome.stdout, root)
     outcome = cli("apply", "-c", config, now=DAY.format(4))
-    assert_golden("apply_prune", outcome.stdout, tmp_path)
-    assert_golden("apply_settled", cli("apply", "-c", config, now=DAY.format(4)).stdout, tmp_path)
-    assert_golden("state_show", cli("state", "show", "-c", config, now=None).stdout, tmp_path)
+    assert_golden("apply_prune", outcome.stdout, root)
+    assert_golden("apply_settled", cli("apply", "-c", config, now=DAY.format(4)).stdout, root)
+    assert_golden("state_show", cli("state", "show", "-c", config, now=None).stdout, root)
 
 
 def test_quiet_and_verbose_apply_text_match_the_golden_files(
-    world: dict[str, Any], cli: Any, tmp_path: Path
+    world: dict[str, Any], cli: Any, root: Path
 ) -> None:
     config = world["config"]
     outcome = cli("apply", "-c", config, "-v", now=DAY.format(1))
-    assert_golden("apply_verbose", outcome.stdout, tmp_path)
+    assert_golden("apply_verbose", outcome.stdout, root)
     outcome = cli("apply", "-c", config, "-q", now=DAY.format(2))
-    assert_golden("apply_quiet", outcome.stdout, tmp_path)
+    assert_golden("apply_quiet", outcome.stdout, root)
 
 
 def snapshot_action(document: dict[str, Any]) -> dict[str, Any]:
