@@ -26,6 +26,8 @@ from reconcile.model import Config, CrossFs, Resource, Schedule
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 SIZE_PATTERN = re.compile(r"([0-9]+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+DURATION_PATTERN = re.compile(r"([0-9]+)\s*([smh]?)", re.IGNORECASE)
+DURATION_UNITS = {"": 1, "S": 1, "M": 60, "H": 3600}
 TOP_LEVEL_KEYS = ("resources",)
 RESOURCE_KEYS = (
     "name",
@@ -42,6 +44,7 @@ RESOURCE_KEYS = (
     "revert",
     "on_revert",
     "keep_min",
+    "hook_timeout",
 )
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 RESOURCE_TYPES = ("backup",)
@@ -225,6 +228,7 @@ class _Checker:
             revert=values.get("revert", False),
             on_revert=values.get("on_revert") or None,
             keep_min=values.get("keep_min", 1),
+            hook_timeout=values.get("hook_timeout", 0),
         )
 
     # -- one check per key: given the YAML value and its position, return the
@@ -323,6 +327,23 @@ class _Checker:
         )
         return None
 
+    def check_hook_timeout(self, value: Any, position: tuple[int, int]) -> int | None:
+        seconds = None
+        if _is_integer(value) and value >= 0:
+            seconds = int(value)
+        elif _is_text(value):
+            match = DURATION_PATTERN.fullmatch(value.strip())
+            if match and len(match.group(1)) <= len(str(MAX_NUMBER)):
+                seconds = int(match.group(1)) * DURATION_UNITS[match.group(2).upper()]
+        if seconds is not None and seconds <= MAX_NUMBER:
+            return seconds
+        self.report(
+            position,
+            f'"hook_timeout" must be whole seconds with an optional s/m/h suffix '
+            f"(e.g. 30, 30s, 10m, 2h; 0 = no limit), got {_show(value)}",
+        )
+        return None
+
     def check_command(self, value: Any, position: tuple[int, int]) -> str | None:
         if not _is_text(value):
             self.report(position, f"a command must be a string, got {_show(value)}")
@@ -350,14 +371,17 @@ class _Checker:
         "revert": check_revert,
         "on_revert": check_command,
         "keep_min": check_keep_min,
+        "hook_timeout": check_hook_timeout,
     }
 
     def across(self, checked: list[tuple[dict[str, Any], CommentedMap]]) -> None:
-        """Rules that span resources: unique names and targets, sources outside
-        targets. Checked on every valid value, also of resources with other problems."""
+        """Rules that span resources: unique names and targets, no target inside
+        another, sources outside targets. Checked on every valid value, also of
+        resources with other problems."""
         seen_names: dict[str, int] = {}
         seen_targets: dict[str, str] = {}
-        targets: list[tuple[str, str, str | None]] = []
+        # (canonical target, target_path as given, resource name, resource)
+        targets: list[tuple[str, str, str | None, CommentedMap]] = []
         for values, item in checked:
             name = values.get("name")
             if name is not None and name in seen_names:
@@ -370,7 +394,7 @@ class _Checker:
             if "target_path" not in values:
                 continue
             target = _canonical(values["target_path"])
-            targets.append((target, values["target_path"], name))
+            targets.append((target, values["target_path"], name, item))
             if target in seen_targets:
                 self.report(
                     _value_at(item, "target_path"),
@@ -379,12 +403,22 @@ class _Checker:
                 )
             else:
                 seen_targets[target] = name or "?"
+        for target, target_path, _, item in targets:
+            # The outer resource would treat the inner one's snapshots as its own.
+            for outer, outer_path, outer_name, _ in targets:
+                if _is_inside(target, outer):
+                    self.report(
+                        _value_at(item, "target_path"),
+                        f'target_path {target_path} is inside "{outer_name or "?"}"\'s '
+                        f"target_path {outer_path}: each resource needs a target_path "
+                        "of its own",
+                    )
         for values, item in checked:
             if "source_dir" not in values:
                 continue
             source = _canonical(values["source_dir"])
-            for target, target_path, owner_name in targets:
-                if source == target or source.startswith(target.rstrip("/") + "/"):
+            for target, target_path, owner_name, _ in targets:
+                if source == target or _is_inside(source, target):
                     owner = (
                         "its own"
                         if owner_name is not None and owner_name == values.get("name")
@@ -399,6 +433,11 @@ class _Checker:
 
 def _canonical(path: str) -> str:
     return os.path.realpath(path)
+
+
+def _is_inside(path: str, directory: str) -> bool:
+    """Whether canonical `path` lies below canonical `directory` (not equal to it)."""
+    return path != directory and path.startswith(directory.rstrip("/") + "/")
 
 
 def _whole_number(value: Any) -> int | None:

@@ -42,6 +42,8 @@ class Resource:
     # Always set when `revert` is true (validation guarantees it).
     on_revert: str | None = None
     keep_min: int = 1
+    # Seconds a hook may run before its process group is ended; 0: no limit.
+    hook_timeout: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ SCHEMA_ID = "https://hardsnap.invalid/schema/config.json"
 WHOLE_NUMBER_TEXT = r"^\s*[0-9]+\s*$"
 POSITIVE_NUMBER_TEXT = r"^\s*0*[1-9][0-9]*\s*$"
 SIZE_TEXT = r"^\s*[0-9]+\s*[KMGTkmgt]?([Ii]?[Bb])?\s*$"
+DURATION_TEXT = r"^\s*[0-9]+\s*[SMHsmh]?\s*$"
 
 
 def _optional(schema: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +95,15 @@ def _resource_schema() -> dict[str, Any]:
                     {"type": "string", "pattern": WHOLE_NUMBER_TEXT},
                 ],
                 "description": "Newest snapshots always kept, whatever their age (default 1).",
+            }
+        ),
+        "hook_timeout": _optional(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "pattern": DURATION_TEXT},
+                ],
+                "description": "Seconds (or 30s, 10m, 2h) a hook may run; 0 = no limit (default).",
             }
         ),
     }

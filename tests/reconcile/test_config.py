@@ -1094,3 +1094,132 @@ def test_retain_accepted_by_validate_does_not_crash_plan(
     else:
         assert validated.exit_code == 2, validated
         assert f"{config_path}:{FIRST_EXTRA_LINE}:{value_column('retain')}: " in (validated.stderr)
+
+
+# -- hook_timeout -------------------------------------------------------------
+
+
+def test_hook_timeout_defaults_to_no_limit(config_path: Path) -> None:
+    assert only_resource(config(), config_path).hook_timeout == 0
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("0", 0),
+        ("30", 30),
+        ('"30"', 30),
+        ('"0"', 0),
+        ("30s", 30),
+        ("10m", 600),
+        ("2h", 7200),
+        ('"5S"', 5),
+        ('" 90 s "', 90),
+    ],
+    ids=["int-0", "int", "string", "string-0", "s", "m", "h", "upper-case", "spaces"],
+)
+def test_hook_timeout_is_seconds_with_an_optional_unit(
+    config_path: Path, written: str, seconds: int
+) -> None:
+    resource = only_resource(config(f"hook_timeout: {written}"), config_path)
+
+    assert resource.hook_timeout == seconds
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "-1",
+        '"-5s"',
+        "1.5",
+        '"1.5m"',
+        "10d",
+        "5ms",
+        "abc",
+        "true",
+        '""',
+        "[30]",
+        "{a: 1}",
+        "99999999999999999999h",
+        "m",
+    ],
+)
+def test_hook_timeout_that_is_not_a_duration_is_rejected_at_its_value(
+    config_path: Path, written: str
+) -> None:
+    problem = only_problem(config(f"hook_timeout: {written}"), config_path)
+
+    assert_located(problem, FIRST_EXTRA_LINE, value_column("hook_timeout"), '"hook_timeout"', "30s")
+
+
+# -- target_path inside another resource's target_path ------------------------
+
+
+@pytest.mark.parametrize("inner", ["dst/inner", "dst/a/b/c", "./dst/inner/", "{folder}/dst/x"])
+def test_target_path_inside_another_resources_target_path_is_rejected_at_the_inner(
+    config_path: Path, inner: str
+) -> None:
+    target = inner.format(folder=config_path.parent)
+    problem = only_problem(BASE + second_resource(target=target), config_path)
+
+    assert_located(
+        problem,
+        9,
+        value_column("target_path"),
+        "inside",
+        '"etc-backup"',
+        str(config_path.parent / "dst"),
+    )
+
+
+def test_target_path_of_an_earlier_resource_inside_a_later_target_is_rejected_at_the_earlier(
+    config_path: Path,
+) -> None:
+    text = BASE.replace("target_path: dst", "target_path: dst-2/inner")
+
+    problem = only_problem(text + second_resource(), config_path)
+
+    assert_located(
+        problem, 5, value_column("target_path"), '"second"', str(config_path.parent / "dst-2")
+    )
+
+
+def test_target_path_inside_another_through_a_symlink_is_rejected(config_path: Path) -> None:
+    (config_path.parent / "dst").mkdir()
+    (config_path.parent / "alias").symlink_to("dst")
+
+    problem = only_problem(BASE + second_resource(target="alias/inner"), config_path)
+
+    assert_located(problem, 9, value_column("target_path"), '"etc-backup"')
+
+
+def test_target_path_inside_two_others_is_rejected_once_for_each(config_path: Path) -> None:
+    text = (
+        BASE.replace("target_path: dst", "target_path: outer")
+        + second_resource(target="outer/middle")
+        + second_resource(name="third", source="src-3", target="outer/middle/inner")
+    )
+
+    found = problems_of(text, config_path)
+
+    assert [(problem.line, problem.column) for problem in found] == [
+        (9, value_column("target_path")),
+        (13, value_column("target_path")),
+        (13, value_column("target_path")),
+    ]
+    assert '"etc-backup"' in found[1].message
+    assert '"second"' in found[2].message
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("backups/b", "backups/bc"), ("backups/bc", "backups/b"), ("dst", "dst-2"), ("a/b", "a/c")],
+)
+def test_sibling_target_paths_sharing_a_name_prefix_are_not_nested(
+    config_path: Path, first: str, second: str
+) -> None:
+    text = BASE.replace("target_path: dst", f"target_path: {first}") + second_resource(
+        target=second
+    )
+
+    assert len(parsed(text, config_path).resources) == 2
