@@ -590,6 +590,17 @@ def verdict(key: str, value: Any, values: dict[str, Any]) -> bool | None:
                 return None if len(size.group(1)) > 18 else True
             return None if re.search(r"[0-9]", value) else False
         return False
+    if key == "hook_timeout":
+        if isinstance(value, bool):
+            return False
+        if isinstance(value, int):
+            return number_verdict(value, 0)
+        if is_text:
+            duration = re.fullmatch(r"([0-9]+)[smhSMH]?", value)
+            if duration:
+                return None if len(duration.group(1)) > 15 else True
+            return None if re.search(r"[0-9]", value) else False
+        return False
     if key in ("pre_command", "post_command", "on_revert"):
         return is_text
     if key == "revert":
