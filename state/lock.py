@@ -2,6 +2,9 @@
 
 An flock on a file in the state directory. The kernel drops it when the
 holder's process ends, however it ends, so a killed apply leaves no stale lock.
+The file is opened below a checked descriptor of the directory, never
+through a link, and only a regular file of ours with one name is ever
+truncated: a lock file swapped for a link to /etc/shadow is refused.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import errno
 import fcntl
 import os
 from types import TracebackType
+
+from state.directory import StateError, open_entry, open_state_directory
 
 LOCK_FILE = "apply.lock"
 
@@ -27,11 +32,24 @@ class ApplyLock:
     """Hold the apply lock of a directory for the duration of a `with` block."""
 
     def __init__(self, directory: str, file_name: str = LOCK_FILE) -> None:
+        self.directory = directory
+        self.file_name = file_name
         self.path = os.path.join(directory, file_name)
         self._fd: int | None = None
 
     def __enter__(self) -> ApplyLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Take the lock. Raise LockHeld when another process holds it;
+        StateError (UnsafeStateDirectory) when the directory or the lock
+        file is not safe to use."""
+        directory_fd = open_state_directory(self.directory, create=False)
+        if directory_fd is None:
+            raise StateError(f"state directory {self.directory} is missing: cannot lock it")
+        try:
+            fd = open_entry(self.file_name, directory_fd, self.path, os.O_RDWR, create=True)
+        except OSError as error:
+            raise StateError(f"cannot open the lock {self.path}: {error.strerror}") from None
+        finally:
+            os.close(directory_fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

@@ -6,29 +6,31 @@ exists: the target directory on disk is the truth for that.
 
 Each resource has one record, a plain dict of JSON-like values stored under
 `resource/<name>`; `schema_version` names the layout of those records.
+Values are JSON in the database row (state/disk.py), never pickles: the
+directory and its files are checked before anything in it is opened
+(state/directory.py), and every row is checked before diskcache reads it.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from providers.fs import make_private_directory
+from state import database
+from state.database import SCHEMA_KEY, SCHEMA_VERSION
+from state.directory import StateError as StateError
+from state.directory import UnsafeStateDirectory as UnsafeStateDirectory
+from state.directory import check_entries, open_state_directory
 
-SCHEMA_VERSION = 1
-SCHEMA_KEY = "schema_version"
+__all__ = ["SCHEMA_KEY", "SCHEMA_VERSION", "StateError", "UnsafeStateDirectory"]
+
 RESOURCE_PREFIX = "resource/"
 VERIFY_PREFIX = "verify/"
 RUNS_KEPT = 20
-
-
-class StateError(Exception):
-    """The state directory cannot be used; the message says how to recover."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,13 @@ class RecordedState:
     # Name of the snapshot whose post_command failed and awaits a retry.
     pending_post_snapshot: str | None = None
     cross_fs_warned: bool = False
+    # The resolved target of the last apply, and the snapshots recorded
+    # there: when none of them is left, the target is taken for an
+    # unmounted disk.
+    target: str | None = None
+    snapshots: tuple[str, ...] = ()
+    # Inodes that `verify --content` last found corrupted in any snapshot.
+    corrupted: frozenset[int] = frozenset()
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> str:
@@ -65,12 +74,20 @@ def empty_record() -> dict[str, Any]:
     }
 
 
-def recorded_state(record: dict[str, Any]) -> RecordedState:
+def recorded_state(
+    record: dict[str, Any], verifications: dict[str, Any] | None = None
+) -> RecordedState:
     pending = record.get("pending_post")
+    corrupted = {
+        inode for result in (verifications or {}).values() for inode in result.get("corrupted", ())
+    }
     return RecordedState(
         revert_spent=record.get("revert_spent_at") is not None,
         pending_post_snapshot=pending["snapshot"] if pending else None,
         cross_fs_warned=bool(record.get("cross_fs_warned")),
+        target=record.get("target"),
+        snapshots=tuple(sorted(record.get("snapshots") or {})),
+        corrupted=frozenset(corrupted),
     )
 
 
@@ -79,55 +96,48 @@ class StateStore:
 
     Open it with `StateStore.read(dir)` for commands that must not write
     (plan, state show: a missing directory reads as empty and is not
-    created) or `StateStore.write(dir)` for apply.
+    created; the rows are read once, then the database is closed) or
+    `StateStore.write(dir)` for apply and verify, which converts a store
+    hardsnap 0.1.0 wrote. Both check the directory and every row first.
     """
 
-    def __init__(self, directory: str, cache: Any) -> None:
+    def __init__(self, directory: str, cache: Any, values: dict[str, Any] | None = None) -> None:
         self.directory = directory
+        # The diskcache.Cache of a store opened for writing, else None.
         self._cache = cache
+        # Every key and value of a store opened for reading.
+        self._values = values or {}
 
     @classmethod
     def read(cls, directory: str) -> StateStore:
-        database = os.path.join(directory, "cache.db")
+        fd = open_state_directory(directory, create=False)
+        if fd is None:
+            return cls(directory, None)
         try:
-            info = os.stat(database)
-        except FileNotFoundError:
-            if os.path.lexists(directory) and not os.path.isdir(directory):
-                raise StateError(_not_a_directory(directory)) from None
-            return cls(directory, None)
-        except NotADirectoryError:
-            raise StateError(_not_a_directory(directory)) from None
-        except OSError as error:
-            raise StateError(
-                f"cannot read state directory {directory}: {error.strerror}; run as its owner "
-                f"or choose another with --state-dir"
-            ) from None
-        if stat.S_ISREG(info.st_mode) and info.st_size == 0:
-            # An empty file is no store yet; opening it would write one.
-            return cls(directory, None)
-        return cls(directory, _open_cache(directory))
+            check_entries(fd, directory)
+            if not database.has_database(fd):
+                # An empty file is no store yet; opening it would write one.
+                return cls(directory, None)
+            return cls(directory, None, database.load(directory, fd, convert=False))
+        finally:
+            os.close(fd)
 
     @classmethod
     def write(cls, directory: str) -> StateStore:
-        if os.path.lexists(directory) and not os.path.isdir(directory):
-            raise StateError(_not_a_directory(directory))
+        fd = open_state_directory(directory, create=True)
+        assert fd is not None
         try:
-            make_private_directory(directory)
-        except OSError as error:
-            raise StateError(
-                f"cannot create state directory {directory}: {error.strerror}"
-            ) from None
-        cache = _open_cache(directory)
+            check_entries(fd, directory)
+            if database.has_database(fd):
+                database.load(directory, fd, convert=True)
+            else:
+                database.create_database(fd, directory)
+            cache = database.open_cache(directory)
+        finally:
+            os.close(fd)
         store = cls(directory, cache)
         with store._guard():
-            version = cache.get(SCHEMA_KEY)
-            if version is None:
-                cache.set(SCHEMA_KEY, SCHEMA_VERSION)
-            elif version != SCHEMA_VERSION:
-                raise StateError(
-                    f"state directory {directory} has schema version {version}, this hardsnap "
-                    f"knows {SCHEMA_VERSION}: upgrade hardsnap or use another --state-dir"
-                )
+            cache.add(SCHEMA_KEY, SCHEMA_VERSION)
         return store
 
     def close(self) -> None:
@@ -142,20 +152,28 @@ class StateStore:
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
+        from state.disk import ForeignRow
+
         try:
             yield
         except sqlite3.DatabaseError as error:
-            raise StateError(
-                f"state store {self.directory} is unreadable ({error}); move it aside to start "
-                f"afresh: snapshots on disk are kept and found again"
-            ) from None
+            raise StateError(database.unreadable(self.directory, str(error))) from None
+        except ForeignRow as error:
+            raise StateError(database.foreign(self.directory, str(error))) from None
+
+    def _get(self, key: str) -> Any:
+        if self._cache is None:
+            return self._values.get(key)
+        with self._guard():
+            return self._cache.get(key)
 
     def names(self) -> list[str]:
         """Return the names of every resource with a record, sorted."""
         if self._cache is None:
-            return []
-        with self._guard():
-            keys = list(self._cache.iterkeys())
+            keys = list(self._values)
+        else:
+            with self._guard():
+                keys = list(self._cache.iterkeys())
         return sorted(
             key[len(RESOURCE_PREFIX) :]
             for key in keys
@@ -164,10 +182,7 @@ class StateStore:
 
     def record(self, name: str) -> dict[str, Any]:
         """Return the record of a resource (an empty one if it has none)."""
-        if self._cache is None:
-            return empty_record()
-        with self._guard():
-            stored = self._cache.get(RESOURCE_PREFIX + name)
+        stored = self._get(RESOURCE_PREFIX + name)
         record = empty_record()
         if isinstance(stored, dict):
             record.update(stored)
@@ -182,10 +197,7 @@ class StateStore:
 
     def verifications(self, name: str) -> dict[str, Any]:
         """Return the last verification of each snapshot of a resource."""
-        if self._cache is None:
-            return {}
-        with self._guard():
-            stored = self._cache.get(VERIFY_PREFIX + name)
+        stored = self._get(VERIFY_PREFIX + name)
         return stored if isinstance(stored, dict) else {}
 
     def save_verification(self, name: str, snapshot: str, result: dict[str, Any]) -> None:
@@ -200,23 +212,7 @@ class StateStore:
 
     def recorded(self) -> dict[str, RecordedState]:
         """Return what the planner needs of every recorded resource."""
-        return {name: recorded_state(self.record(name)) for name in self.names()}
-
-
-def _not_a_directory(directory: str) -> str:
-    return (
-        f"state directory {directory} is not a directory; move it aside or choose another "
-        f"with --state-dir (snapshots on disk are kept and found again)"
-    )
-
-
-def _open_cache(directory: str) -> Any:
-    import diskcache
-
-    try:
-        return diskcache.Cache(directory)
-    except (sqlite3.DatabaseError, OSError) as error:
-        raise StateError(
-            f"cannot open state store {directory} ({error}); check its permissions, or move it "
-            f"aside to start afresh: snapshots on disk are kept and found again"
-        ) from None
+        return {
+            name: recorded_state(self.record(name), self.verifications(name))
+            for name in self.names()
+        }

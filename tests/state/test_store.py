@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from state.disk import StateDisk
+from state.legacy import UnsafePickle, plain_unpickle
 from state.lock import ApplyLock, LockHeld
 from state.store import (
     SCHEMA_KEY,
@@ -17,8 +23,11 @@ from state.store import (
     RecordedState,
     StateError,
     StateStore,
+    UnsafeStateDirectory,
     default_state_dir,
 )
+
+MODE_RAW = 1
 
 
 def test_read_of_a_missing_directory_is_empty_and_creates_nothing(tmp_path: Path) -> None:
@@ -35,10 +44,14 @@ def test_write_creates_a_private_directory_with_a_schema_version(tmp_path: Path)
     with StateStore.write(str(directory)):
         pass
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    import diskcache
-
-    with diskcache.Cache(str(directory)) as cache:
-        assert cache.get(SCHEMA_KEY) == SCHEMA_VERSION
+    assert stat.S_IMODE((directory / "cache.db").stat().st_mode) == 0o600
+    # The version is JSON in the row, like every value (never a pickle).
+    with sqlite3.connect(directory / "cache.db") as connection:
+        [(raw, mode, filename, value)] = connection.execute(
+            "SELECT raw, mode, filename, value FROM Cache WHERE key = ?", (SCHEMA_KEY,)
+        ).fetchall()
+    assert (raw, mode, filename) == (1, MODE_RAW, None)
+    assert json.loads(value) == SCHEMA_VERSION == 2
 
 
 def test_saved_record_is_read_back_by_a_new_store(tmp_path: Path) -> None:
@@ -126,3 +139,90 @@ def test_lock_of_a_killed_holder_is_free_again(tmp_path: Path) -> None:
         holder.wait()
     with ApplyLock(str(tmp_path)):
         pass
+
+
+def test_unknown_json_schema_version_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    directory = str(tmp_path / "state")
+    with StateStore.write(directory) as store:
+        store._cache.set(SCHEMA_KEY, SCHEMA_VERSION + 1)
+    for open_store in (StateStore.write, StateStore.read):
+        with pytest.raises(StateError, match=f"schema version {SCHEMA_VERSION + 1}"):
+            open_store(directory)
+
+
+def test_lock_that_is_a_symlink_is_refused_and_its_target_is_not_truncated(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o700)
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"keep")
+    (directory / "apply.lock").symlink_to(precious)
+    with pytest.raises(UnsafeStateDirectory, match="symlink"):
+        ApplyLock(str(directory)).__enter__()
+    assert precious.read_bytes() == b"keep"
+
+
+def test_lock_in_a_directory_writable_by_others_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir()
+    os.chmod(directory, 0o777)
+    with pytest.raises(UnsafeStateDirectory, match="writable by others"):
+        ApplyLock(str(directory)).__enter__()
+    assert os.listdir(directory) == []
+
+
+def test_state_disk_never_removes_the_file_a_row_names(tmp_path: Path) -> None:
+    directory = tmp_path / "state"
+    directory.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    StateDisk(str(directory), min_file_size=0, pickle_protocol=5).remove("../victim")
+    assert victim.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_plain_data_pickled_with_any_protocol_loads_as_json_data(protocol: int) -> None:
+    value = {
+        "text": "caf\u00e9 \udcff",
+        "numbers": [0, -1, 2**70, 0.25, True, False, None],
+        "nested": {"tuple": (1, "two"), "shared": [[]] * 2},
+    }
+    loaded = plain_unpickle(pickle.dumps(value, protocol=protocol))
+    assert loaded == json.loads(json.dumps(value))
+
+
+class Call:
+    """Pickles to a call of `function` with `arguments`."""
+
+    def __init__(self, function: Any, *arguments: Any) -> None:
+        self.reduced = (function, arguments)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.reduced
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        Call(print, "ran"),
+        {"inner": Call(os.getcwd)},
+        Path("/etc"),
+        b"bytes",
+        {1, 2},
+        {1: "int key"},
+    ],
+)
+def test_pickle_of_anything_but_plain_data_is_refused(value: Any, capsys: Any) -> None:
+    for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
+        with pytest.raises(UnsafePickle):
+            plain_unpickle(pickle.dumps(value, protocol=protocol))
+    assert "ran" not in capsys.readouterr().out
+
+
+def test_malformed_or_self_referencing_pickle_is_refused() -> None:
+    looped: list[Any] = []
+    looped.append(looped)
+    for data in (b"", b"\x80\x05garbage", pickle.dumps(looped)):
+        with pytest.raises(UnsafePickle):
+            plain_unpickle(data)
