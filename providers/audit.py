@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from providers import fs
-from providers.manifest import Entry, ManifestError, ManifestReader, manifest_path
+from providers.manifest import Entry, ManifestError, ManifestReader
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class Finding:
     path: str
     problem: str
     detail: str
+    # corrupted: the inode whose content is bad (every snapshot linking it
+    # shares the damage; the next snapshot copies the file afresh).
+    inode: int | None = None
 
 
 @dataclass
@@ -77,16 +80,24 @@ def verify_snapshot(
     result = Verification(snapshot, content)
     hashes = {} if hashes is None else hashes
     try:
-        manifest = ManifestReader(manifest_path(target, snapshot))
+        target_fd = fs.open_directory(target)
+    except OSError as error:
+        result.findings.append(Finding("", "missing", f"target {target}: {error.strerror}"))
+        return result
+    try:
+        manifest = ManifestReader.in_target(target_fd, snapshot, target)
     except ManifestError as error:
+        os.close(target_fd)
         result.findings.append(Finding("", "manifest", str(error)))
         return result
     try:
-        root_fd = fs.open_directory(os.path.join(target, snapshot))
+        root_fd = fs.open_directory(snapshot, target_fd)
     except OSError as error:
         manifest.close()
         result.findings.append(Finding("", "missing", f"snapshot {snapshot}: {error.strerror}"))
         return result
+    finally:
+        os.close(target_fd)
     try:
         known_directories = set(manifest.directories())
         for directory, block in manifest.entries():
@@ -141,7 +152,12 @@ def _verify_directory(
                     hashes[key] = hashed
                 if hashes[key] != entry.sha256:
                     result.findings.append(
-                        Finding(entry.path, "corrupted", "content differs from its SHA-256")
+                        Finding(
+                            entry.path,
+                            "corrupted",
+                            "content differs from its SHA-256",
+                            info.st_ino,
+                        )
                     )
         for name, info in present.items():
             if name in block:
@@ -198,12 +214,16 @@ def diff_snapshots(target: str, before: str, after: str) -> Difference:
     Hard-linked (same inode) means unchanged, so nothing is read but
     directory listings."""
     result = Difference(before, after)
-    before_root = fs.open_directory(os.path.join(target, before))
+    target_fd = fs.open_directory(target)
     try:
-        after_root = fs.open_directory(os.path.join(target, after))
-    except BaseException:
-        os.close(before_root)
-        raise
+        before_root = fs.open_directory(before, target_fd)
+        try:
+            after_root = fs.open_directory(after, target_fd)
+        except BaseException:
+            os.close(before_root)
+            raise
+    finally:
+        os.close(target_fd)
     stack = [(before_root, after_root, "")]
     try:
         while stack:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 COPY_CHUNK = 1 << 30
 IS_ROOT = os.geteuid() == 0
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Reading a source file as root leaves its atime alone (only an owner or
+# root may ask for that).
+NO_ATIME = os.O_NOATIME if IS_ROOT else 0
 
 
 class OutOfSpace(Exception):
@@ -73,19 +78,26 @@ def link_below(root_fd: int, relative: str, target_fd: int, name: str) -> None:
 
 
 def same_xattrs(first_dir_fd: int, second_dir_fd: int, name: str) -> bool:
-    """Whether `name` in two directories has the same extended attributes."""
+    """Whether the regular file `name` has the same extended attributes in
+    two directories. Each is opened without following a symlink; one that
+    cannot be opened counts as different (the file is then copied, which
+    reports it if it cannot be read)."""
 
-    def attributes(dir_fd: int) -> dict[str, bytes]:
-        path = f"/proc/self/fd/{dir_fd}/{name}"
+    def attributes(dir_fd: int) -> dict[str, bytes] | None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | NO_ATIME
         try:
-            return {
-                key: os.getxattr(path, key, follow_symlinks=False)
-                for key in os.listxattr(path, follow_symlinks=False)
-            }
+            fd = os.open(name, flags, dir_fd=dir_fd)
         except OSError:
-            return {}
+            return None
+        try:
+            return {key: os.getxattr(fd, key) for key in os.listxattr(fd)}
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
-    return attributes(first_dir_fd) == attributes(second_dir_fd)
+    first = attributes(first_dir_fd)
+    return first is not None and first == attributes(second_dir_fd)
 
 
 def free_bytes(fd_or_path: int | str) -> int:
@@ -130,6 +142,47 @@ def describe_filesystem(path: str) -> str:
     return f"{best[1]} at {best[0]}"
 
 
+# What a directory, or the smallest file with data, takes on disk.
+DIRECTORY_BYTES = BLOCK_BYTES = 4096
+
+
+def allocated_bytes(info: os.stat_result) -> int:
+    """The space a copy of a regular file takes: its allocated blocks, not
+    its apparent size (a sparse file costs what it occupies), and at least
+    a block when it holds data (some filesystems keep small files inline)."""
+    allocated = info.st_blocks * 512
+    if info.st_size > 0 and allocated < BLOCK_BYTES:
+        return BLOCK_BYTES
+    return allocated
+
+
+def is_sparse(info: os.stat_result) -> bool:
+    return info.st_blocks * 512 < info.st_size
+
+
+def bytes_to_copy(fd: int, info: os.stat_result) -> int:
+    """The bytes `copy_contents` will copy of an open file: all of them, or
+    of a sparse file only its data (its holes stay holes)."""
+    if not is_sparse(info):
+        return info.st_size
+    return sum(length for _, length in _data_extents(fd, info.st_size))
+
+
+def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The (offset, length) of each stretch of data of a sparse file."""
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno == errno.ENXIO:  # only a hole is left
+                return
+            raise
+        hole = os.lseek(fd, data, os.SEEK_HOLE)
+        yield data, hole - data
+        offset = hole
+
+
 def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
     """Copy all bytes of an open file (described by `info`) to another;
     return the bytes copied.
@@ -138,25 +191,18 @@ def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
     extents). A sparse file is copied extent by extent (SEEK_DATA/SEEK_HOLE),
     so its holes stay holes.
     """
-    if info.st_blocks * 512 < info.st_size:
+    if is_sparse(info):
         return _copy_sparse(source_fd, target_fd, info.st_size)
     return _copy_range(source_fd, target_fd, None, None)
 
 
 def _copy_sparse(source_fd: int, target_fd: int, size: int) -> int:
     copied = 0
-    offset = 0
-    while offset < size:
-        try:
-            data = os.lseek(source_fd, offset, os.SEEK_DATA)
-        except OSError as error:
-            if error.errno == errno.ENXIO:  # only a hole is left
-                break
-            raise
-        hole = os.lseek(source_fd, data, os.SEEK_HOLE)
-        copied += _copy_range(source_fd, target_fd, data, hole - data)
-        offset = hole
-    os.ftruncate(target_fd, max(size, offset))
+    end = 0
+    for offset, length in _data_extents(source_fd, size):
+        copied += _copy_range(source_fd, target_fd, offset, length)
+        end = offset + length
+    os.ftruncate(target_fd, max(size, end))
     return copied
 
 
@@ -259,15 +305,16 @@ def apply_metadata(fd: int, info: os.stat_result, source_fd: int | None = None) 
     os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
-def bytes_freed(parent: str, names: list[str]) -> int:
+def bytes_freed(parent_fd: int, names: list[str]) -> int:
     """Return the bytes of regular files that removing the directories
-    `names` in `parent` would free: those with no link left outside them."""
+    `names` in the directory open as `parent_fd` would free: those with no
+    link left outside them. No symlink is followed."""
     freed = 0
     # (device, inode) -> [links seen inside, links in all, size], for inodes
     # with several links: freed only if every link is inside.
     shared: dict[tuple[int, int], list[int]] = {}
     for name in names:
-        for _, _, files, fd in os.fwalk(os.path.join(parent, name)):
+        for _, _, files, fd in os.fwalk(name, dir_fd=parent_fd):
             for file_name in files:
                 try:
                     info = os.stat(file_name, dir_fd=fd, follow_symlinks=False)
@@ -322,15 +369,45 @@ def die_with_parent(signum: int) -> None:
 
 def remove_tree(name: str, dir_fd: int) -> None:
     """Remove the directory `name` in `dir_fd` and all below it, never
-    following symlinks. Read-only directories inside (kept from the source)
-    are made writable first when the plain removal is refused."""
-    try:
-        shutil.rmtree(name, dir_fd=dir_fd)
-    except PermissionError:
-        for _, directories, _, fd in os.fwalk(name, dir_fd=dir_fd):
-            os.fchmod(fd, 0o700)
-            for directory in directories:
-                info = os.stat(directory, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    os.chmod(directory, 0o700, dir_fd=fd)
-        shutil.rmtree(name, dir_fd=dir_fd)
+    following symlinks. Raise the first error that left something behind."""
+    failures = remove_what_can_be(name, dir_fd)
+    if failures:
+        raise failures[0]
+
+
+def remove_what_can_be(name: str, dir_fd: int) -> list[OSError]:
+    """Remove the directory `name` in `dir_fd` and all below it, never
+    following symlinks, going on past what cannot be removed (an immutable
+    file); return the errors, each naming its path relative to `dir_fd`.
+    Read-only directories inside (kept from the source) are made writable
+    first when the plain removal is refused."""
+    failures = _rmtree(name, dir_fd)
+    if any(isinstance(failure, PermissionError) for failure in failures):
+        with contextlib.suppress(OSError):
+            for _, directories, _, fd in os.fwalk(name, dir_fd=dir_fd):
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, 0o700)
+                for directory in directories:
+                    with contextlib.suppress(OSError):
+                        info = os.stat(directory, dir_fd=fd, follow_symlinks=False)
+                        if stat.S_ISDIR(info.st_mode):
+                            os.chmod(directory, 0o700, dir_fd=fd)
+        failures = _rmtree(name, dir_fd)
+    return failures
+
+
+def _rmtree(name: str, dir_fd: int) -> list[OSError]:
+    failures: list[OSError] = []
+
+    def note(function: object, path: str, error: tuple[type, BaseException, object]) -> None:
+        failure = error[1]
+        if isinstance(failure, FileNotFoundError):
+            return
+        if not isinstance(failure, OSError):
+            raise failure
+        if failure.errno in (errno.ENOTEMPTY, errno.EEXIST) and failures:
+            return  # a directory left because something inside it was
+        failures.append(OSError(failure.errno, failure.strerror, path))
+
+    shutil.rmtree(name, dir_fd=dir_fd, onerror=note)
+    return failures

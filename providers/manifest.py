@@ -32,8 +32,9 @@ import contextlib
 import json
 import os
 import re
+import stat
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -79,15 +80,15 @@ class ManifestWriter:
         self._snapshot = snapshot
         with contextlib.suppress(FileExistsError):
             os.mkdir(MANIFEST_DIRECTORY, 0o700, dir_fd=target_fd)
-        self._directory_fd = os.open(
-            MANIFEST_DIRECTORY, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=target_fd
-        )
+        # Owned by this writer: closed once, by publish(), discard() or close().
+        self._directory_fd: int | None = open_manifest_directory(target_fd)
+        self._published = False
         self._partial = snapshot + PARTIAL_SUFFIX
         fd = os.open(
             self._partial,
             os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o600,
-            dir_fd=self._directory_fd,
+            dir_fd=self._directory(),
         )
         self._file: IO[bytes] = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
         # The index lines, kept encoded: a few bytes per directory.
@@ -138,13 +139,14 @@ class ManifestWriter:
         part = ManifestWriter.__new__(ManifestWriter)
         part._target_fd = self._target_fd
         part._snapshot = f"{self._snapshot}.part{number}"
-        part._directory_fd = os.dup(self._directory_fd)
+        part._directory_fd = os.dup(self._directory())
+        part._published = False
         part._partial = part._snapshot + PARTIAL_SUFFIX
         fd = os.open(
             part._partial,
             os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o600,
-            dir_fd=part._directory_fd,
+            dir_fd=part._directory(),
         )
         part._file = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
         part._index = bytearray()
@@ -154,20 +156,25 @@ class ManifestWriter:
         part._write({"hardsnap_manifest_part": FORMAT_VERSION, "snapshot": self._snapshot})
         return part
 
+    def _directory(self) -> int:
+        if self._directory_fd is None:
+            raise ValueError("the manifest writer is closed")
+        return self._directory_fd
+
     def directory_descriptor(self) -> int:
         """The manifests directory, which a worker needs for its own share."""
-        return self._directory_fd
+        return self._directory()
 
     def finish_part(self) -> None:
         """End a worker's share (index and trailer) without publishing it."""
         self._write_index_and_trailer()
         self._file.close()
-        os.close(self._directory_fd)
+        self.close()
 
     def absorb(self, number: int) -> None:
         """Append the blocks of a finished worker share, then drop its file."""
         name = f"{self._snapshot}.part{number}{PARTIAL_SUFFIX}"
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._directory_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._directory())
         with open(fd, "rb") as part:
             reader = ManifestReader.from_stream(part, name)
             part.seek(0)
@@ -187,7 +194,7 @@ class ManifestWriter:
                 self._add_to_index(json.dumps(relative, ensure_ascii=True).encode(), offset + shift)
             self.files += reader.files
             self.bytes += reader.bytes
-        os.unlink(name, dir_fd=self._directory_fd)
+        os.unlink(name, dir_fd=self._directory())
 
     def publish(self) -> None:
         """Finish the manifest, flush it to disk and give it its final name."""
@@ -195,28 +202,34 @@ class ManifestWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.rename(
-            self._partial,
-            self._snapshot,
-            src_dir_fd=self._directory_fd,
-            dst_dir_fd=self._directory_fd,
-        )
-        os.fsync(self._directory_fd)
-        os.close(self._directory_fd)
+        directory = self._directory()
+        os.rename(self._partial, self._snapshot, src_dir_fd=directory, dst_dir_fd=directory)
+        self._published = True
+        os.fsync(directory)
 
     def discard(self) -> None:
-        """Drop the unfinished manifest of a snapshot that failed."""
+        """Drop the manifest of a snapshot that failed: the unfinished one, or
+        the published one when the snapshot could not take its name after."""
         with contextlib.suppress(OSError):
             self._file.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._partial, dir_fd=self._directory_fd)
-        os.close(self._directory_fd)
+        if self._directory_fd is not None:
+            name = self._snapshot if self._published else self._partial
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self._directory_fd)
+
+    def close(self) -> None:
+        """Let go of the manifests directory; later calls do nothing."""
+        fd, self._directory_fd = self._directory_fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 class ManifestReader:
     """Reads a published manifest: its summary, one directory's block, or all."""
 
     def __init__(self, path: str) -> None:
+        """Read the manifest file at `path` (a file given by hand; hardsnap's
+        own manifests are opened below their target with `in_target`)."""
         try:
             stream: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed by close()
         except FileNotFoundError:
@@ -224,6 +237,35 @@ class ManifestReader:
         except OSError as error:
             raise ManifestError(f"cannot read manifest {path}: {error.strerror}") from None
         self._load(stream, path)
+
+    @classmethod
+    def in_target(cls, target_fd: int, snapshot: str, shown: str) -> ManifestReader:
+        """Open the manifest of `snapshot` in the target open as `target_fd`,
+        following no symlink; `shown` names the target in messages."""
+        path = os.path.join(shown, MANIFEST_DIRECTORY, snapshot)
+        try:
+            directory_fd = open_manifest_directory(target_fd)
+        except FileNotFoundError:
+            raise ManifestError(f"no manifest {path}") from None
+        except OSError as error:
+            raise ManifestError(f"cannot read manifest {path}: {error.strerror}") from None
+        try:
+            # O_NONBLOCK: a FIFO planted under a manifest's name must not hang us.
+            fd = os.open(
+                snapshot,
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                dir_fd=directory_fd,
+            )
+        except FileNotFoundError:
+            raise ManifestError(f"no manifest {path}") from None
+        except OSError as error:
+            raise ManifestError(f"cannot read manifest {path}: {error.strerror}") from None
+        finally:
+            os.close(directory_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ManifestError(f"manifest {path} is not a regular file")
+        return cls.from_stream(open(fd, "rb"), path)
 
     @classmethod
     def from_stream(cls, stream: IO[bytes], path: str) -> ManifestReader:
@@ -261,6 +303,15 @@ class ManifestReader:
     @property
     def files(self) -> int:
         return int(self.trailer["files"])
+
+    @property
+    def source(self) -> str:
+        """The source directory the snapshot was made of (its header says)."""
+        first = os.pread(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
+        try:
+            return str(json.loads(first)["source"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
 
     @property
     def bytes(self) -> int:
@@ -376,27 +427,49 @@ class ManifestReader:
                 raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
 
 
-def open_manifest(target: str, snapshot: str) -> ManifestReader | None:
+def open_manifest_directory(target_fd: int) -> int:
+    """Open the manifests directory of the target open as `target_fd`.
+    Raise OSError when it is missing, or is not a real directory (a symlink
+    planted there is never followed: ELOOP or ENOTDIR)."""
+    return os.open(
+        MANIFEST_DIRECTORY,
+        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+        dir_fd=target_fd,
+    )
+
+
+def open_manifest(target_fd: int, snapshot: str, shown: str) -> ManifestReader | None:
     """Return the reader of a snapshot's manifest, or None when it has none
     or it cannot be read (callers report that where it matters)."""
     try:
-        return ManifestReader(manifest_path(target, snapshot))
+        return ManifestReader.in_target(target_fd, snapshot, shown)
     except ManifestError:
         return None
 
 
+def remove_manifests(target_fd: int, doomed: Callable[[str], bool]) -> None:
+    """Remove the manifests whose names `doomed` picks. Done below the
+    manifests directory opened without following a symlink: one swapped in
+    for it is left alone, and so is whatever it points to."""
+    try:
+        directory_fd = open_manifest_directory(target_fd)
+    except OSError:
+        return
+    try:
+        with os.scandir(directory_fd) as entries:
+            names = [entry.name for entry in entries if doomed(entry.name)]
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
 def remove_manifest(target_fd: int, snapshot: str) -> None:
-    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        os.unlink(f"{MANIFEST_DIRECTORY}/{snapshot}", dir_fd=target_fd)
+    """Remove the manifest of one snapshot (a pruned one)."""
+    remove_manifests(target_fd, lambda name: name == snapshot)
 
 
 def remove_orphans(target_fd: int, keep: set[str]) -> None:
     """Remove manifests (and unfinished ones) of snapshots that are gone."""
-    try:
-        names = os.listdir(f"/proc/self/fd/{target_fd}/{MANIFEST_DIRECTORY}")
-    except OSError:
-        return
-    for name in names:
-        if name not in keep:
-            with contextlib.suppress(OSError):
-                os.unlink(f"{MANIFEST_DIRECTORY}/{name}", dir_fd=target_fd)
+    remove_manifests(target_fd, lambda name: name not in keep)

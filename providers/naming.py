@@ -43,6 +43,18 @@ def is_snapshot_name(name: str) -> bool:
     return snapshot_time(name) is not None
 
 
+def future_names(names: Iterable[str], now: dt.datetime) -> tuple[str, ...]:
+    """Given snapshot names, return those dated after `now` (clock skew, a
+    hand-made copy): never a reference, never in a window, never pruned."""
+    return tuple(name for name in names if _time(name) > now)
+
+
+def any_within(names: Iterable[str], now: dt.datetime, retain_days: int) -> bool:
+    """Whether any snapshot is at most `retain_days` days older than `now`."""
+    limit = dt.timedelta(days=min(retain_days, dt.timedelta.max.days))
+    return any(now - _time(name) <= limit for name in names)
+
+
 def window_of(moment: dt.datetime, schedule: Schedule) -> str:
     """Given a time and a schedule, return a label naming its window.
 

@@ -12,11 +12,12 @@ snapshot will copy and link.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fnmatch
+import json
 import mmap
 import os
-import pickle
 import re
 import signal
 import stat
@@ -79,6 +80,50 @@ class SnapshotReport:
     unstable: list[str] = field(default_factory=list)
     # Files in the reference snapshot, when its manifest tells.
     reference_files: int | None = None
+    # Files a killed or interrupted run had finished, kept (counted in the
+    # copies and links above too).
+    files_kept: int = 0
+    # Space the copies take on disk: allocated blocks, not apparent sizes
+    # (a sparse file costs what it occupies, a small file a whole block).
+    space_needed: int = 0
+    # Files the reference had unchanged but that could not be linked to it
+    # (an immutable inode, too many links...), copied instead: how many,
+    # and the first one with its reason.
+    link_failures: int = 0
+    link_failure: str | None = None
+    # Warnings about leftovers of earlier runs that could not be removed.
+    leftovers: list[str] = field(default_factory=list)
+
+    def add(self, other: SnapshotReport) -> None:
+        """Count in what another walker of the same snapshot did."""
+        self.files_copied += other.files_copied
+        self.files_linked += other.files_linked
+        self.bytes_copied += other.bytes_copied
+        self.skipped.extend(other.skipped)
+        self.unstable.extend(other.unstable)
+        self.files_kept += other.files_kept
+        self.space_needed += other.space_needed
+        self.link_failures += other.link_failures
+        self.link_failure = self.link_failure or other.link_failure
+
+    def to_json(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        document["skipped"] = [[skip.path, skip.reason] for skip in self.skipped]
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> SnapshotReport:
+        skipped = [Skip(path, reason) for path, reason in document.pop("skipped")]
+        return cls(skipped=skipped, **document)
+
+    def link_failure_warning(self) -> str | None:
+        """One warning for every file that could not be linked to the reference."""
+        if not self.link_failures:
+            return None
+        return (
+            f"{self.link_failures} unchanged file(s) could not be hard-linked to the "
+            f"reference snapshot and were copied instead (first: {self.link_failure})"
+        )
 
     def shrink_warning(self) -> str | None:
         """A warning when the source lost more than half its files."""
@@ -134,7 +179,7 @@ class _Worker:
         self.done = True
         if not chunks:
             return ("failed", "died", f"exit status {status}", None)
-        result: tuple[Any, ...] = pickle.loads(b"".join(chunks))
+        result: tuple[Any, ...] = tuple(json.loads(b"".join(chunks)))
         return result
 
     def stop(self) -> None:
@@ -234,11 +279,19 @@ class _Frame:
     # (inode, SHA-256) by name of the reference manifest's files of this
     # directory, when there is one.
     reference_hashes: dict[str, tuple[int, str]] | None = None
+    # A dry walk only: this directory in the work an interrupted run left,
+    # to count what the next snapshot keeps of it.
+    partial_fd: int | None = None
 
     def close(self) -> None:
-        for fd in (self.source_fd, self.reference_fd, self.target_fd):
+        for fd in (self.source_fd, self.reference_fd, self.target_fd, self.partial_fd):
             if fd is not None:
                 os.close(fd)
+
+    def finished_fd(self) -> int | None:
+        """Where files a killed run finished are: the target being built
+        (resuming), or, in a dry walk, the work it left."""
+        return self.target_fd if self.target_fd is not None else self.partial_fd
 
 
 class Walk:
@@ -261,8 +314,12 @@ class Walk:
         manifest: ManifestWriter | None = None,
         reference_manifest: ManifestReader | None = None,
         workers: int = 1,
+        corrupted: frozenset[int] = frozenset(),
     ) -> None:
         self.manifest = manifest
+        # Inodes of the reference that `verify --content` found corrupted:
+        # their files are copied from the source, never linked.
+        self.corrupted = corrupted
         # 2: a forked worker walks half of the top-level subdirectories.
         self.workers = workers
         # In a worker: files with several names, left to the parent, which
@@ -301,7 +358,17 @@ class Walk:
 
     # -- entry point -----------------------------------------------------------
 
-    def run(self, source_fd: int, reference_fd: int | None, target_fd: int | None) -> None:
+    def run(
+        self,
+        source_fd: int,
+        reference_fd: int | None,
+        target_fd: int | None,
+        partial_fd: int | None = None,
+    ) -> None:
+        """Walk the source open as `source_fd`, linking against the reference
+        snapshot, into the work directory `target_fd`; or, without one, only
+        count, keeping in the count what the work directory of an
+        interrupted run (`partial_fd`) already holds."""
         if target_fd is not None and self.min_free_space > 0:
             self._space_fd = target_fd
             self._recheck_space(0)
@@ -315,7 +382,8 @@ class Walk:
             target_fd,
             "",
             os.fstat(source_fd),
-            kept=set() if self.resume else None,
+            kept=set() if self.resume or partial_fd is not None else None,
+            partial_fd=partial_fd,
         )
         worker = None
         try:
@@ -436,12 +504,13 @@ class Walk:
             self._settle_threads()
             if self.manifest is not None:
                 self.manifest.finish_part()
-            result: tuple[Any, ...] = ("done", self.report, self._deferred)
+            result: tuple[Any, ...] = ("done", self.report.to_json(), self._deferred)
             status = 0
         except BaseException as error:  # everything goes back to the parent
             result = ("failed", type(error).__name__, str(error), getattr(error, "errno", None))
         try:
-            data = pickle.dumps(result)
+            # ASCII JSON keeps names that are not UTF-8 (surrogate escapes) intact.
+            data = json.dumps(result).encode("ascii")
             while data:
                 data = data[os.write(write_fd, data) :]
         finally:
@@ -462,14 +531,10 @@ class Walk:
                 raise OSError(error_number, f"in the second walker: {message}")
             raise SnapshotFailed(f"the second walker failed: {kind}: {message}")
         _, report, deferred = result
-        self.report.files_copied += report.files_copied
-        self.report.files_linked += report.files_linked
-        self.report.bytes_copied += report.bytes_copied
-        self.report.skipped.extend(report.skipped)
-        self.report.unstable.extend(report.unstable)
+        self.report.add(SnapshotReport.from_json(report))
         if self.manifest is not None:
             self.manifest.absorb(1)
-        self._place_deferred(root, deferred)
+        self._place_deferred(root, [(prefix, name) for prefix, name in deferred])
 
     def _place_deferred(self, root: _Frame, deferred: list[tuple[str, str]]) -> None:
         by_directory: dict[str, list[str]] = {}
@@ -603,6 +668,7 @@ class Walk:
             os.close(source_fd)
             return None
         frame = _Frame(source_fd, None, None, relative + "/", info)
+        self.report.space_needed += fs.DIRECTORY_BYTES
         try:
             if parent.reference_fd is not None:
                 with contextlib.suppress(OSError):
@@ -612,6 +678,10 @@ class Walk:
                 frame.target_fd = fs.open_directory(name, parent.target_fd)
                 if self.resume:
                     frame.kept = set()
+            elif parent.partial_fd is not None:
+                with contextlib.suppress(OSError):
+                    frame.partial_fd = fs.open_directory(name, parent.partial_fd)
+                    frame.kept = set()
             self._scan(frame)
         except BaseException:
             frame.close()
@@ -620,6 +690,7 @@ class Walk:
 
     def _make_directory(self, name: str, parent: _Frame) -> None:
         assert parent.target_fd is not None
+        self._reserve(fs.DIRECTORY_BYTES)
         try:
             os.mkdir(name, 0o700, dir_fd=parent.target_fd)
         except FileExistsError:
@@ -771,13 +842,17 @@ class Walk:
         return known if known is not None else fs.hash_file(name, dir_fd)
 
     def _resumed(self, name: str, info: os.stat_result, frame: _Frame) -> Placed | None:
-        """Resuming: keep a file a killed run already finished, else clear the way."""
-        assert frame.target_fd is not None
+        """Resuming: keep a file a killed run already finished, else clear the
+        way (a dry walk only counts what would be kept)."""
+        finished_fd = frame.finished_fd()
+        if finished_fd is None:
+            return None
         try:
-            existing = os.stat(name, dir_fd=frame.target_fd, follow_symlinks=False)
+            existing = os.stat(name, dir_fd=finished_fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
         if is_unchanged(info, existing):
+            self.report.files_kept += 1
             reference = None
             if frame.reference_fd is not None:
                 with contextlib.suppress(OSError):
@@ -787,7 +862,9 @@ class Walk:
             else:
                 self.report.files_copied += 1
                 self.report.bytes_copied += existing.st_size
-            return existing, self._known_hash(name, frame, frame.target_fd, existing.st_ino)
+            return existing, self._known_hash(name, frame, finished_fd, existing.st_ino)
+        if frame.target_fd is None:
+            return None
         if stat.S_ISDIR(existing.st_mode):
             fs.remove_tree(name, frame.target_fd)
         else:
@@ -808,8 +885,7 @@ class Walk:
             try:
                 fs.link_below(self._root_target_fd, relative, target_fd, name)
             except OSError as error:
-                if error.errno not in (errno.EMLINK, errno.ENOENT):
-                    raise
+                self._link_failed(error, relative)
                 return None
             linked = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
         self.report.files_linked += 1
@@ -823,7 +899,7 @@ class Walk:
             reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
         except OSError:
             return None
-        if not is_unchanged(info, reference):
+        if not is_unchanged(info, reference) or reference.st_ino in self.corrupted:
             return None
         # Extended attributes change a file's ctime but not its mtime: a file
         # whose inode changed since the reference was made is compared on them.
@@ -837,26 +913,46 @@ class Walk:
                     name, name, src_dir_fd=reference_fd, dst_dir_fd=target_fd, follow_symlinks=False
                 )
             except OSError as error:
-                # Too many links on the reference's inode: copy instead.
-                if error.errno != errno.EMLINK:
-                    raise
+                self._link_failed(error, frame.prefix + name)
                 return None
         self.report.files_linked += 1
         return reference, self._known_hash(name, frame, reference_fd, reference.st_ino)
 
+    def _link_failed(self, error: OSError, relative: str) -> None:
+        """A file that could stay one inode with a snapshot's could not be
+        linked: it is copied instead (reported once per run), unless the
+        target itself is failing."""
+        if error.errno in fs.NO_SPACE:
+            raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
+        if error.errno in (errno.EROFS, errno.EIO):
+            raise error
+        self.report.link_failures += 1
+        if self.report.link_failure is None:
+            self.report.link_failure = f"{relative}: {error.strerror}"
+
     def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> None:
+        """A dry walk: count a copy as the real one will report it."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | fs.NO_ATIME
         try:
-            os.close(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_fd))
+            fd = os.open(name, flags, dir_fd=source_fd)
         except OSError as error:
             self._skip(relative, f"unreadable: {error.strerror}")
             return
+        try:
+            copied = fs.bytes_to_copy(fd, info)
+        except OSError as error:
+            self._skip(relative, f"unreadable: {error.strerror}")
+            return
+        finally:
+            os.close(fd)
         self.report.files_copied += 1
-        self.report.bytes_copied += info.st_size
+        self.report.bytes_copied += copied
+        self.report.space_needed += fs.allocated_bytes(info)
 
     def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> Placed | None:
         """Copy one file; return its copy's stat and hash, or None when it was
         skipped instead."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_NOATIME if fs.IS_ROOT else 0)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | fs.NO_ATIME
         try:
             input_fd = os.open(name, flags, dir_fd=source_fd)
         except FileNotFoundError:
@@ -871,7 +967,9 @@ class Walk:
                 if not stat.S_ISREG(before.st_mode):
                     self._skip(relative, "no longer a regular file")
                     return None
-                self._reserve(before.st_size)
+                if not attempt:
+                    self._reserve(fs.allocated_bytes(before))
+                    self.report.space_needed += fs.allocated_bytes(before)
                 if attempt:
                     os.unlink(name, dir_fd=target_fd)
                     os.lseek(input_fd, 0, os.SEEK_SET)

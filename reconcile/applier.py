@@ -17,6 +17,7 @@ from typing import Any
 
 from providers import backup, hooks
 from providers.snapshot import SnapshotFailed
+from providers.target import TargetLocks
 from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
 from state.store import StateStore
 
@@ -26,6 +27,8 @@ class Result(enum.StrEnum):
     SETTLED = "settled"
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"
+    # SIGINT or SIGTERM stopped it; a snapshot's work is kept for resuming.
+    INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -92,18 +95,26 @@ class Reporter:
     def resource_finished(self, outcome: ResourceOutcome) -> None:
         """A resource is done: its outcome is final."""
 
+    def close(self) -> None:
+        """The apply ended, however it ended: leave the screen clean."""
+
 
 def apply(
-    plan: Plan, store: StateStore, hook_cwd: str, reporter: Reporter | None = None
+    plan: Plan,
+    store: StateStore,
+    hook_cwd: str,
+    reporter: Reporter | None = None,
+    locks: TargetLocks | None = None,
 ) -> ApplyReport:
     """Carry out `plan`, recording every result in `store`; return the report.
 
-    `reporter` is told of each action and resource as they go.
+    `reporter` is told of each action and resource as they go; `locks` hold
+    the targets' locks, taken before the plan was made.
     """
     reporter = reporter or Reporter()
     report = ApplyReport(resources=[], unmanaged=plan.unmanaged)
     for resource_plan in plan.resources:
-        outcome = _Resource(resource_plan, plan.now, store, hook_cwd, reporter).run()
+        outcome = _Resource(resource_plan, plan.now, store, hook_cwd, reporter, locks).run()
         report.resources.append(outcome)
         reporter.resource_finished(outcome)
     return report
@@ -123,8 +134,12 @@ class _Resource:
         store: StateStore,
         hook_cwd: str,
         reporter: Reporter,
+        locks: TargetLocks | None,
     ) -> None:
         self.plan = plan
+        self.locks = locks
+        # The action running now: the one an interrupt stops.
+        self._current: Action | None = None
         self.resource = plan.resource
         self.now = now
         self.store = store
@@ -149,13 +164,21 @@ class _Resource:
             self.record["revert_spent_at"] = None
         if not resource.post_command:
             self.record["pending_post"] = None
+        if self.record.get("target") != self.plan.target:
+            # What the state knows of snapshots is of the old target's.
+            self.record["snapshots"] = {}
         self.record["target"] = self.plan.target
+        self.outcome.warnings.extend(self.plan.warnings)
         if self.plan.refusal:
             self._refuse(self.plan.refusal)
         elif self.plan.has_changes:
             self.record["runs"].append(self.run_record)
             self._save()
-            self._run_actions()
+            try:
+                self._run_actions()
+            except KeyboardInterrupt:
+                self._interrupted(started)
+                raise
         self.outcome.duration = round(time.monotonic() - started, 3)
         self.run_record["duration"] = self.outcome.duration
         self.run_record["result"] = self.outcome.result.value
@@ -164,6 +187,25 @@ class _Resource:
             self.record["runs"].append(self.run_record)
         self._save()
         return self.outcome
+
+    def _interrupted(self, started: float) -> None:
+        """Record that SIGINT or SIGTERM stopped this resource's run."""
+        self.outcome.result = Result.INTERRUPTED
+        self.outcome.message = "interrupted"
+        if self._current is not None:
+            message = "interrupted"
+            if self._current.kind is ActionKind.SNAPSHOT:
+                message += "; the work so far is kept for the next apply to resume"
+            outcome = ActionOutcome(self._current, Result.INTERRUPTED, message)
+            self.outcome.actions.append(outcome)
+            self.run_record["actions"].append(outcome.to_json())
+        self.outcome.duration = round(time.monotonic() - started, 3)
+        self.run_record.update(
+            result=Result.INTERRUPTED.value,
+            message=self.outcome.message,
+            duration=self.outcome.duration,
+        )
+        self._save()
 
     def _refuse(self, refusal: str) -> None:
         """Nothing of a refused resource runs: its snapshot fails with the
@@ -220,6 +262,7 @@ class _Resource:
             if made:
                 expected = made["files_copied"] + made["files_linked"]
         self.reporter.action_started(self.resource.name, action, expected)
+        self._current = action
         started = time.monotonic()
         runner = {
             ActionKind.PRE_COMMAND: self._hook,
@@ -229,6 +272,7 @@ class _Resource:
             ActionKind.PRUNE: self._prune,
         }[action.kind]
         outcome = runner(action)
+        self._current = None
         outcome.duration = round(time.monotonic() - started, 3)
         return outcome
 
@@ -243,18 +287,28 @@ class _Resource:
             self.resource.target_path,
             self._snapshot_path(action.snapshot),
         )
-        result = hooks.run_hook(action.command, environment, self.hook_cwd)
-        details = {"exit_code": result.exit_code, "output_tail": result.output_tail}
         if action.kind is ActionKind.POST_COMMAND:
-            self.record["pending_post"] = (
-                None
-                if result.succeeded
-                else {"snapshot": action.snapshot, "failed_at": _iso(self.now)}
-            )
+            # Recorded before it runs: one interrupted or killed is retried.
+            self.record["pending_post"] = {"snapshot": action.snapshot, "failed_at": _iso(self.now)}
+            self._save()
+        result = hooks.run_hook(
+            action.command, environment, self.hook_cwd, self.resource.hook_timeout
+        )
+        details = {"exit_code": result.exit_code, "output_tail": result.output_tail}
+        if action.kind is ActionKind.POST_COMMAND and result.succeeded:
+            self.record["pending_post"] = None
         if action.kind is ActionKind.REVERT and result.succeeded:
             self.record["revert_spent_at"] = _iso(self.now)
         if result.succeeded:
             return ActionOutcome(action, Result.CHANGED, details=details)
+        if result.timed_out:
+            return ActionOutcome(
+                action,
+                Result.FAILED,
+                f"timed out after {self.resource.hook_timeout}s (hook_timeout); its processes "
+                f"were ended",
+                details=details,
+            )
         message = f"exit code {result.exit_code}"
         last_line = result.output_tail.strip().splitlines()[-1:] if result.output_tail else []
         if last_line:
@@ -263,13 +317,20 @@ class _Resource:
 
     def _snapshot(self, action: Action) -> ActionOutcome:
         assert action.snapshot is not None
+        request = backup.SnapshotRequest(
+            allow_empty_source=action.allow_empty_source,
+            expected=action.expected,
+            allow_new_target=action.allow_new_target,
+            corrupted=frozenset(action.corrupted),
+        )
         try:
             report = backup.take_snapshot(
                 self.resource,
                 action.snapshot,
                 self.plan.target,
                 self.reporter.snapshot_progress,
-                action.allow_empty_source,
+                request,
+                self.locks,
             )
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
@@ -282,15 +343,17 @@ class _Resource:
             "bytes_copied": report.bytes_copied,
             "skipped": [{"path": skip.path, "reason": skip.reason} for skip in report.skipped],
             "unstable": list(report.unstable),
+            "files_kept": report.files_kept,
         }
         for skip in report.skipped:
             if not skip.reason.endswith("not copied"):
                 self.outcome.warnings.append(f"skipped {skip.path}: {skip.reason}")
         for path in report.unstable:
             self.outcome.warnings.append(f"{path} kept changing while it was copied")
-        shrink = report.shrink_warning()
-        if shrink:
-            self.outcome.warnings.append(shrink)
+        for warning in (report.shrink_warning(), report.link_failure_warning()):
+            if warning:
+                self.outcome.warnings.append(warning)
+        self.outcome.warnings.extend(report.leftovers)
         self.record["snapshots"][action.snapshot] = {
             "created_at": _iso(self.now),
             "files_copied": report.files_copied,
@@ -302,12 +365,15 @@ class _Resource:
 
     def _prune(self, action: Action) -> ActionOutcome:
         try:
-            removed, freed = backup.prune(self.plan.target, list(action.prune))
+            removed, freed, warnings = backup.prune(
+                self.plan.target, list(action.prune), self.locks
+            )
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
         except OSError as error:
             where = f" ({error.filename})" if error.filename else ""
             return ActionOutcome(action, Result.FAILED, f"{error.strerror}{where}")
+        self.outcome.warnings.extend(warnings)
         for name in removed:
             self.record["snapshots"].pop(name, None)
         return ActionOutcome(

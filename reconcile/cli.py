@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from reconcile import clock, render
+from reconcile import clock, exitcodes, render
 from reconcile.exitcodes import ExitCode
 
 app = typer.Typer(
@@ -46,42 +46,81 @@ AllowEmptyOption = Annotated[
         "(refused by default: the signature of an unmounted disk).",
     ),
 ]
+AllowNewTargetOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-new-target",
+        help="Start a new chain in a target_path that holds none of the snapshots the state "
+        "records there (refused by default: the signature of an unmounted backup disk).",
+    ),
+]
 
 
-def _interrupt_on_termination() -> None:
-    """Turn SIGTERM and SIGHUP (systemd stopping us, a closed terminal) into
-    KeyboardInterrupt, so an apply stops by unwinding: partial work removed,
-    state saved, locks released."""
+class Stopped(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped the command."""
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, interrupt)
+
+def _stop_on_signals() -> None:
+    """Turn SIGINT, SIGTERM and SIGHUP (Ctrl-C, systemd stopping us, a closed
+    terminal) into Stopped, so an apply stops by unwinding: hooks' process
+    groups ended, a snapshot's work kept for the next apply to resume,
+    state saved, locks released. Signals that come while it unwinds are
+    ignored: the first one already asked for all of that."""
+
+    def stop(signum: int, frame: object) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
 
 
 @contextlib.contextmanager
-def _exit_codes() -> Iterator[None]:
+def _exit_codes(as_json: bool = False) -> Iterator[None]:
     """The one place where an operation's errors become exit codes: an
-    unknown resource name is bad input (2); the lock held, an unusable state
-    store or a missing snapshot fail the command (1); an interrupted apply
-    exits 130."""
+    unknown resource name is bad input (2); an unusable state store or a
+    missing snapshot fail the command (1); a lock held by another apply
+    exits 75; a signal exits 128 + its number (130 for SIGINT, 143 for
+    SIGTERM). With `as_json`, the error is also the JSON document on stdout."""
+    from providers.target import TargetBusy
     from reconcile.operations import NoSuchSnapshot, UnknownResource
     from state.lock import LockHeld
     from state.store import StateError
 
     try:
         yield
-    except KeyboardInterrupt:
-        _fail("interrupted; partial work was removed, earlier snapshots are untouched", 130)
+    except KeyboardInterrupt as error:
+        signum = error.signum if isinstance(error, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        _fail(
+            f"interrupted by {name}: work done so far is kept for the next apply to resume; "
+            f"earlier snapshots are untouched",
+            exitcodes.of_signal(signum),
+            as_json,
+            own_line=True,
+        )
     except UnknownResource as error:
-        _fail(str(error), ExitCode.INVALID)
-    except (LockHeld, StateError, NoSuchSnapshot) as error:
-        _fail(str(error))
+        _fail(str(error), ExitCode.INVALID, as_json)
+    except (LockHeld, TargetBusy) as error:
+        _fail(str(error), ExitCode.LOCKED, as_json)
+    except (StateError, NoSuchSnapshot) as error:
+        _fail(str(error), ExitCode.FAILED, as_json)
 
 
-def _fail(message: str, code: int = ExitCode.FAILED) -> NoReturn:
-    typer.echo(f"hardsnap: {message}", err=True)
+def _fail(
+    message: str, code: int = ExitCode.FAILED, as_json: bool = False, own_line: bool = False
+) -> NoReturn:
+    """Say what stopped the command and exit with `code`. A message after
+    an interrupt starts on a line of its own (the terminal echoed ^C)."""
+    if as_json:
+        _print_json({"error": message})
+    lead = "\n" if own_line and sys.stderr.isatty() else ""
+    typer.echo(f"{lead}hardsnap: {message}", err=True)
     raise typer.Exit(int(code))
 
 
@@ -142,10 +181,12 @@ def plan(
         ),
     ] = False,
     allow_empty_source: AllowEmptyOption = False,
+    allow_new_target: AllowNewTargetOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Show what apply would do. Changes nothing."""
     from reconcile.operations import plan_config
+    from reconcile.planner import Overrides
 
     try:
         loaded = _load(config)
@@ -153,8 +194,9 @@ def plan(
         if detailed_exitcode:
             raise typer.Exit(int(ExitCode.FAILED)) from None
         raise
-    with _exit_codes():
-        result = plan_config(loaded, _state_dir(state_dir), _now(), allow_empty_source)
+    overrides = Overrides(allow_empty_source, allow_new_target)
+    with _exit_codes(as_json):
+        result = plan_config(loaded, _state_dir(state_dir), _now(), overrides)
     if as_json:
         _print_json(render.plan_json(result))
     else:
@@ -180,10 +222,12 @@ def apply(
         bool, typer.Option("--verbose", "-v", help="Also print reasons and whole hook output.")
     ] = False,
     allow_empty_source: AllowEmptyOption = False,
+    allow_new_target: AllowNewTargetOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Converge: snapshot, prune, run hooks and reverts. No prompt."""
     from reconcile.operations import apply_config
+    from reconcile.planner import Overrides
     from reconcile.reporters import TextReporter, WarningsReporter
 
     loaded = _load(config)
@@ -194,12 +238,16 @@ def apply(
         if as_json
         else TextReporter(verbosity, _color(), live=sys.stdout.isatty())
     )
+    overrides = Overrides(allow_empty_source, allow_new_target)
 
-    _interrupt_on_termination()
-    with _exit_codes():
-        report = apply_config(
-            loaded, _state_dir(state_dir), now, resource or [], reporter, allow_empty_source
-        )
+    _stop_on_signals()
+    with _exit_codes(as_json):
+        try:
+            report = apply_config(
+                loaded, _state_dir(state_dir), now, resource or [], reporter, overrides
+            )
+        finally:
+            reporter.close()
     if as_json:
         _print_json(render.apply_json(report, now.strftime("%Y-%m-%dT%H:%M:%SZ")))
     else:

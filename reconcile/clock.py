@@ -27,4 +27,9 @@ def now(environ: dict[str, str] | None = None) -> dt.datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ClockError(
+            f"HARDSNAP_NOW={value!r} is out of range: in UTC it falls outside years 1 to 9999"
+        ) from None

@@ -10,10 +10,12 @@ import datetime as dt
 import os
 from typing import Any
 
-from providers import audit, backup, fs
+from providers import audit, backup
+from providers.target import TargetLocks, freed_by_pruning, list_snapshots
 from reconcile import applier, planner
 from reconcile.model import Config, Resource
 from reconcile.plan import Plan
+from reconcile.planner import Overrides
 from state.lock import ApplyLock
 from state.store import StateStore
 
@@ -42,29 +44,32 @@ def make_plan(
     store: StateStore,
     now: dt.datetime,
     predict: bool,
-    allow_empty_source: bool = False,
+    overrides: Overrides | None = None,
 ) -> Plan:
     """Observe every resource and plan. With `predict`, walk the source of each
     resource due for a snapshot to count what it would copy and link."""
     facts = {}
+    recorded = store.recorded()
     for resource in resources:
-        observed = backup.observe(resource)
+        observed = backup.observe(resource, now)
         if predict and planner.needs_snapshot(resource, observed, now):
-            observed = backup.predict(resource, observed)
+            state = recorded.get(resource.name)
+            corrupted = state.corrupted if state else frozenset()
+            observed = backup.predict(resource, observed, corrupted)
         if predict:
             doomed = planner.planned_prune(resource, observed, now)
             if doomed:
                 observed = backup.measure_prune(observed, doomed)
         facts[resource.name] = observed
-    return planner.plan(resources, facts, store.recorded(), now, allow_empty_source)
+    return planner.plan(resources, facts, recorded, now, overrides)
 
 
 def plan_config(
-    config: Config, state_dir: str, now: dt.datetime, allow_empty_source: bool = False
+    config: Config, state_dir: str, now: dt.datetime, overrides: Overrides | None = None
 ) -> Plan:
     """Return the plan for a config; reads only."""
     with StateStore.read(state_dir) as store:
-        return make_plan(list(config.resources), store, now, True, allow_empty_source)
+        return make_plan(list(config.resources), store, now, True, overrides)
 
 
 def apply_config(
@@ -73,17 +78,24 @@ def apply_config(
     now: dt.datetime,
     names: list[str],
     reporter: applier.Reporter | None = None,
-    allow_empty_source: bool = False,
+    overrides: Overrides | None = None,
 ) -> applier.ApplyReport:
     """Converge the selected resources of a config; return what happened.
 
-    Raise LockHeld when another apply holds the state directory.
+    Both locks are taken before anything is observed or run: the state
+    directory's, and every selected target's. Raise LockHeld or TargetBusy
+    when another apply holds one.
     """
     resources = select(config, names)
-    with StateStore.write(state_dir) as store, ApplyLock(state_dir):
-        plan = make_plan(resources, store, now, False, allow_empty_source)
+    targets = [os.path.realpath(resource.target_path) for resource in resources]
+    with (
+        StateStore.write(state_dir) as store,
+        ApplyLock(state_dir),
+        TargetLocks(targets) as locks,
+    ):
+        plan = make_plan(resources, store, now, False, overrides)
         hook_cwd = os.path.dirname(os.path.abspath(config.path))
-        return applier.apply(plan, store, hook_cwd, reporter)
+        return applier.apply(plan, store, hook_cwd, reporter, locks)
 
 
 class NoSuchSnapshot(Exception):
@@ -113,7 +125,7 @@ def verify_resource(
     """Verify snapshots of a resource (all when none are named) against their
     manifests, and record each result in state."""
     target = _target_of(config, name, state_dir)
-    present = backup.list_snapshots(target)
+    present = list_snapshots(target)
     chosen = snapshots or list(present)
     hashes: dict[tuple[int, int], str] = {}
     results = []
@@ -137,6 +149,10 @@ def verify_resource(
                         "content": content,
                         "clean": result.clean,
                         "problems": len(result.findings),
+                        # What the next snapshot must copy rather than link.
+                        "corrupted": sorted(
+                            {f.inode for f in result.findings if f.inode is not None}
+                        ),
                     },
                 )
     return results
@@ -147,7 +163,7 @@ def diff_resource(
 ) -> audit.Difference:
     """Compare two snapshots of a resource (default: the two newest)."""
     target = _target_of(config, name, state_dir)
-    present = backup.list_snapshots(target)
+    present = list_snapshots(target)
     if before is None:
         if len(present) < 2:
             raise NoSuchSnapshot(
@@ -188,12 +204,12 @@ def _resource_view(
     resource: Resource | None, record: dict[str, Any], verifications: dict[str, Any]
 ) -> dict[str, Any]:
     target = os.path.realpath(resource.target_path) if resource else record.get("target")
-    names = backup.list_snapshots(target) if target else ()
+    names = list_snapshots(target) if target else ()
     known = record.get("snapshots", {})
     snapshots = []
     for name in names:
         try:
-            exclusive: int | None = fs.bytes_freed(target or "", [name])
+            exclusive: int | None = freed_by_pruning(target or "", [name])
         except OSError:
             exclusive = None
         snapshots.append(
@@ -203,7 +219,7 @@ def _resource_view(
                 **known.get(name, {}),
                 # What pruning this snapshot alone would free now.
                 "bytes_exclusive": exclusive,
-                "verified": verifications.get(name),
+                "verified": _shown_verification(verifications.get(name)),
             }
         )
     if record.get("revert_spent_at"):
@@ -224,3 +240,11 @@ def _resource_view(
         "last_result": runs[-1]["result"] if runs else None,
         "runs": runs,
     }
+
+
+def _shown_verification(verified: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A snapshot's last verification as `state show` gives it: the inodes
+    it found corrupted are for the next snapshot, not for the reader."""
+    if verified is None:
+        return None
+    return {key: value for key, value in verified.items() if key != "corrupted"}

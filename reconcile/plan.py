@@ -54,6 +54,17 @@ class Action:
     link_unchanged: bool = True
     # snapshot: take it even from an empty source (apply --allow-empty-source).
     allow_empty_source: bool = False
+    # snapshot: the snapshots the state records in the target; when none of
+    # them is there any more, the snapshot is refused unless allow_new_target.
+    expected: tuple[str, ...] = ()
+    allow_new_target: bool = False
+    # snapshot: inodes that `verify --content` found corrupted: files of
+    # the reference that are one of them are copied, not linked.
+    corrupted: tuple[int, ...] = ()
+    # snapshot: the work an interrupted run left, resumed, and how many of
+    # its files are kept (None when not predicted).
+    resumes: str | None = None
+    files_kept: int | None = None
     # snapshot: predicted counts, None when the walk was not done.
     files_to_copy: int | None = None
     files_to_link: int | None = None
@@ -78,6 +89,8 @@ class Action:
                 files_to_link=self.files_to_link,
                 bytes_to_copy=self.bytes_to_copy,
                 free_bytes_after=self.free_bytes_after,
+                resumes=self.resumes,
+                files_kept=self.files_kept,
             )
         elif self.kind is ActionKind.PRUNE:
             document.update(snapshots=list(self.prune), bytes_freed=self.bytes_freed)
@@ -155,6 +168,8 @@ class ResourcePlan:
     refusal: str | None = None
     # One-time cross_fs warning this run will give (and record).
     warning: str | None = None
+    # Warnings given on every run while their cause lasts.
+    warnings: tuple[str, ...] = ()
 
     @property
     def actions(self) -> list[Action]:

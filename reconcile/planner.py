@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from providers.backup import (
     Facts,
@@ -17,11 +18,25 @@ from providers.backup import (
     free_space_refusal,
     links_unchanged,
     missing_source_refusal,
+    missing_target_refusal,
+    ownership_refusal,
 )
-from providers.naming import expired, snapshot_in_window, snapshot_name, window_of
+from providers.naming import any_within, expired, snapshot_in_window, snapshot_name, window_of
 from reconcile.model import CrossFs, Resource
 from reconcile.plan import Action, ActionGraph, ActionKind, Plan, ResourcePlan
 from state.store import RecordedState
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the operator allowed on the command line, against a refusal."""
+
+    # Snapshot an empty source even when the newest snapshot has files
+    # (else refused as a likely unmounted disk).
+    allow_empty_source: bool = False
+    # Start a new chain in a target that lost every snapshot the state
+    # records there (else refused as a likely unmounted disk).
+    allow_new_target: bool = False
 
 
 def plan(
@@ -29,19 +44,17 @@ def plan(
     facts: Mapping[str, Facts],
     state: Mapping[str, RecordedState],
     now: dt.datetime,
-    allow_empty_source: bool = False,
+    overrides: Overrides | None = None,
 ) -> Plan:
     """Given the desired resources, their facts and recorded state (both by
-    resource name) and the time, return what a converge would do.
-    `allow_empty_source` lets an empty source be snapshotted even when the
-    newest snapshot has files (else refused as a likely unmounted disk)."""
+    resource name), the time and the operator's overrides, return what a
+    converge would do."""
     names = {resource.name for resource in resources}
+    overrides = overrides or Overrides()
     return Plan(
         now=now,
         resources=tuple(
-            plan_resource(
-                resource, facts[resource.name], state.get(resource.name), now, allow_empty_source
-            )
+            plan_resource(resource, facts[resource.name], state.get(resource.name), now, overrides)
             for resource in resources
         ),
         unmanaged=tuple(sorted(name for name in state if name not in names)),
@@ -59,12 +72,23 @@ def planned_prune(resource: Resource, facts: Facts, now: dt.datetime) -> list[st
     """Return the snapshots a converge now would prune, oldest first."""
     if resource.revert:
         return []
+    doomed = _expired(resource, facts, now) if clock_is_sane(resource, facts, now) else []
+    # A prune that was killed half-way is finished whatever the retention.
+    return sorted({*facts.interrupted_prunes, *doomed})
+
+
+def _expired(resource: Resource, facts: Facts, now: dt.datetime) -> list[str]:
     names = list(facts.snapshots)
     if snapshot_in_window(names, now, resource.schedule) is None:
         names.append(snapshot_name(now))
-    doomed = expired(names, now, resource.retain_days, resource.keep_min)
-    # A prune that was killed half-way is finished whatever the retention.
-    return sorted({*facts.interrupted_prunes, *doomed})
+    return expired(names, now, resource.retain_days, resource.keep_min)
+
+
+def clock_is_sane(resource: Resource, facts: Facts, now: dt.datetime) -> bool:
+    """Whether expired snapshots may be pruned now: not when none of them is
+    within `retain` days of now (a clock jumped ahead, or a long downtime),
+    which would otherwise prune every real snapshot at once."""
+    return not facts.snapshots or any_within(facts.snapshots, now, resource.retain_days)
 
 
 def plan_resource(
@@ -72,9 +96,11 @@ def plan_resource(
     facts: Facts,
     recorded: RecordedState | None,
     now: dt.datetime,
-    allow_empty_source: bool = False,
+    overrides: Overrides | None = None,
 ) -> ResourcePlan:
     recorded = recorded or RecordedState()
+    overrides = overrides or Overrides()
+    allow_empty_source = overrides.allow_empty_source
     graph = ActionGraph()
     newest = facts.snapshots[-1] if facts.snapshots else None
 
@@ -97,9 +123,18 @@ def plan_resource(
         return ResourcePlan(resource, facts.target, graph)
 
     notes: list[str] = []
-    if facts.target_error:
-        return ResourcePlan(resource, facts.target, graph, refusal=facts.target_error)
-    refusal = warning = None
+    warnings = _warnings(resource, facts, now)
+    expected = recorded.snapshots if recorded.target == facts.target else ()
+    refusal = facts.target_error or ownership_refusal(resource, facts)
+    missing_target = missing_target_refusal(resource, facts, expected, overrides.allow_new_target)
+    if missing_target and resource.pre_command:
+        # It may mount the target: the snapshot checks again after it.
+        notes.append(f"{missing_target} (checked again after pre_command, which may mount it)")
+    elif missing_target:
+        refusal = refusal or missing_target
+    if refusal:
+        return ResourcePlan(resource, facts.target, graph, refusal=refusal, warnings=warnings)
+    warning = None
     window = window_of(now, resource.schedule)
     current = snapshot_in_window(facts.snapshots, now, resource.schedule)
     if current is None:
@@ -122,6 +157,11 @@ def plan_resource(
                 reference=newest,
                 link_unchanged=links_unchanged(resource, facts),
                 allow_empty_source=allow_empty_source,
+                expected=expected,
+                allow_new_target=overrides.allow_new_target,
+                corrupted=tuple(sorted(recorded.corrupted)),
+                resumes=facts.partial,
+                files_kept=predicted.files_kept if predicted else None,
                 files_to_copy=predicted.files_to_copy if predicted else None,
                 files_to_link=predicted.files_to_link if predicted else None,
                 bytes_to_copy=predicted.bytes_to_copy if predicted else None,
@@ -130,6 +170,11 @@ def plan_resource(
             after=(ActionKind.PRE_COMMAND,),
         )
         refusal, warning = _snapshot_problems(resource, facts, recorded, allow_empty_source)
+        if facts.partial and predicted is not None:
+            notes.append(
+                f"resumes the work an interrupted run left ({facts.partial}): "
+                f"keeps {predicted.files_kept} files"
+            )
         notes.extend(_source_notes(resource, facts, allow_empty_source))
         post_snapshot: str | None = name
         post_reason, retry = "runs after the snapshot and prune", False
@@ -171,8 +216,38 @@ def plan_resource(
         notes.append("a failed post_command is pending, but none is configured any more")
 
     return ResourcePlan(
-        resource, facts.target, graph, notes=tuple(notes), refusal=refusal, warning=warning
+        resource,
+        facts.target,
+        graph,
+        notes=tuple(notes),
+        refusal=refusal,
+        warning=warning,
+        warnings=warnings,
     )
+
+
+def _warnings(resource: Resource, facts: Facts, now: dt.datetime) -> tuple[str, ...]:
+    """What is odd about the target, said on every run while it lasts."""
+    warnings = []
+    if facts.future_snapshots:
+        warnings.append(
+            f"{', '.join(facts.future_snapshots)} in {facts.target} "
+            f"{'is' if len(facts.future_snapshots) == 1 else 'are'} dated after now "
+            f"(clock skew, or a hand-made copy): never used as reference, never pruned"
+        )
+    if not clock_is_sane(resource, facts, now) and _expired(resource, facts, now):
+        warnings.append(
+            f"no snapshot is within retain ({resource.retain_days} days) of now "
+            f"({facts.snapshots[-1]} is the newest): has the clock jumped, or did runs stop "
+            f"for long? Nothing is pruned on this run; pruning resumes on the next"
+        )
+    if facts.target_open_to_others:
+        warnings.append(
+            f"target_path {facts.target} is writable by other users: chmod go-w "
+            f"{facts.target} (hardsnap never follows what they put there, but they can "
+            f"delete or alter snapshots)"
+        )
+    return tuple(warnings)
 
 
 def _source_notes(resource: Resource, facts: Facts, allow_empty_source: bool) -> list[str]:
@@ -208,7 +283,7 @@ def _snapshot_problems(
     if not resource.pre_command:
         # Without a pre_command nothing can mount or fill the source first.
         if not facts.source_exists:
-            refusal = missing_source_refusal(resource)
+            refusal = missing_source_refusal(resource, facts)
         elif not allow_empty_source:
             refusal = empty_source_refusal(resource, facts)
     if refusal is None and facts.same_filesystem is False:

@@ -103,8 +103,9 @@ def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[st
     lines = [paint.bold(heading)]
     if resource_plan.refusal:
         lines.append("  " + paint("refused: " + resource_plan.refusal, code="31"))
-    if resource_plan.warning:
-        lines.append("  " + paint("warning: " + resource_plan.warning, code="33"))
+    for warning in (resource_plan.warning, *resource_plan.warnings):
+        if warning:
+            lines.append("  " + paint("warning: " + warning, code="33"))
     actions = resource_plan.actions
     if not actions:
         lines.append("  no changes")
@@ -163,6 +164,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "changes": resource_plan.has_changes,
                 "refusal": resource_plan.refusal,
                 "warning": resource_plan.warning,
+                "warnings": list(resource_plan.warnings),
                 "notes": list(resource_plan.notes),
                 "actions": [action.to_json() for action in resource_plan.actions],
             }

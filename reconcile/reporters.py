@@ -134,3 +134,6 @@ class TextReporter(Reporter):
         self._stop_bar()
         self._print(render.resource_outcome_line(outcome, self.color))
         warn(outcome)
+
+    def close(self) -> None:
+        self._stop_bar()

@@ -328,13 +328,13 @@ def test_prune_removes_the_manifests_of_pruned_snapshots(world: World, cli: Cli)
     make_file(world.source / "a.txt", b"alpha")
     world.write(retain="1")
     apply_ok(cli, world, 0)
-    apply_ok(cli, world, 1)
-    assert world.manifests() == [name_at(0), name_at(1)]
+    apply_ok(cli, world, 1.5)
+    assert world.manifests() == [name_at(0), name_at(1.5)]
 
-    document = apply_ok(cli, world, 3)
+    document = apply_ok(cli, world, 2.5)
     assert action_results(document)["prune"] == "changed"
-    assert world.snapshots() == [name_at(3)]
-    assert world.manifests() == [name_at(3)]
+    assert world.snapshots() == [name_at(1.5), name_at(2.5)]
+    assert world.manifests() == [name_at(1.5), name_at(2.5)]
 
 
 def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
@@ -849,16 +849,19 @@ def test_bytes_exclusive_grows_when_the_other_snapshot_sharing_a_file_is_pruned(
     make_file(world.source / "shared.txt", b"S" * 50)
     world.write(retain="1")
     apply_ok(cli, world, 0)
-    apply_ok(cli, world, 0.75)  # next day (18:00), same file linked
+    apply_ok(cli, world, 0.75)  # next day (00:00), same file linked
     shown = state_snapshots(cli, world)
     assert [shown[name]["bytes_exclusive"] for name in sorted(shown)] == [0, 0]
 
-    document = apply_ok(cli, world, 2)
+    # The file changes; on day 1.75 (midnight) day 0 expires, day 0.75 (a day old)
+    # stays.
+    rewrite(world.source / "shared.txt", b"T" * 50, MTIME_NS + 1)
+    document = apply_ok(cli, world, 1.75)
     assert action_results(document)["prune"] == "changed"
     shown = state_snapshots(cli, world)
-    assert list(shown) == [name_at(2)]
-    assert shown[name_at(2)]["bytes_exclusive"] == 50
-    assert shown[name_at(2)]["bytes_copied"] == 0
+    assert list(shown) == [name_at(0.75), name_at(1.75)]
+    assert shown[name_at(0.75)]["bytes_exclusive"] == 50
+    assert shown[name_at(1.75)]["bytes_copied"] == 50
 
 
 # -- 5. source guards --------------------------------------------------------------
@@ -866,12 +869,14 @@ def test_bytes_exclusive_grows_when_the_other_snapshot_sharing_a_file_is_pruned(
 
 @pytest.fixture
 def filled_then_emptied(world: World, cli: Cli) -> World:
-    """A snapshot of three files on day 0, then the source emptied (as an
-    unmounted disk looks); retain 1, so on day 3 the day-0 snapshot is expired."""
+    """Snapshots of three files on days 0 and 2, then the source emptied (as
+    an unmounted disk looks); retain 1, so on day 3 the day-0 snapshot is
+    expired (and day 2's, within retain, shows the clock is sane)."""
     for index in range(3):
         make_file(world.source / f"f{index}.txt", b"data")
     world.write(retain="1")
     apply_ok(cli, world, 0)
+    apply_ok(cli, world, 2)
     for path in world.source.iterdir():
         path.unlink()
     return world
@@ -909,14 +914,14 @@ def test_apply_refuses_an_empty_source_with_no_snapshot_no_prune_and_no_hook(
         "prune": "upstream_failed",
         "post_command": "upstream_failed",
     }
-    assert world.snapshots() == [name_at(0)]
-    assert world.manifests() == [name_at(0)]
+    assert world.snapshots() == [name_at(0), name_at(2)]
+    assert world.manifests() == [name_at(0), name_at(2)]
     assert os.listdir(world.marks) == []
 
     text = cli("apply", "-c", world.config, now=now_at(3))
     assert text.exit_code == 1, text
     assert "is empty" in text.stderr
-    assert world.snapshots() == [name_at(0)]
+    assert world.snapshots() == [name_at(0), name_at(2)]
 
 
 def test_apply_allow_empty_source_takes_the_empty_snapshot_and_prunes(
@@ -925,7 +930,7 @@ def test_apply_allow_empty_source_takes_the_empty_snapshot_and_prunes(
     world = filled_then_emptied
     document = apply_ok(cli, world, 3, "--allow-empty-source")
     assert action_results(document) == {"snapshot": "changed", "prune": "changed"}
-    assert world.snapshots() == [name_at(3)]
+    assert world.snapshots() == [name_at(2), name_at(3)]
     assert os.listdir(world.snapshot(name_at(3))) == []
     with ManifestReader(str(world.manifest(name_at(3)))) as reader:
         assert reader.files == 0
@@ -945,11 +950,11 @@ def test_missing_source_without_pre_command_is_refused_with_no_snapshot_and_no_p
     assert resource_of(outcome.json())["result"] == "failed"
     assert "does not exist" in resource_of(outcome.json())["message"]
     assert action_results(outcome.json()) == {"snapshot": "failed", "prune": "upstream_failed"}
-    assert world.snapshots() == [name_at(0)]
+    assert world.snapshots() == [name_at(0), name_at(2)]
     # --allow-empty-source does not make a missing source acceptable.
     outcome = cli("apply", "-c", world.config, "--allow-empty-source", now=now_at(3))
     assert outcome.exit_code == 1, outcome
-    assert world.snapshots() == [name_at(0)]
+    assert world.snapshots() == [name_at(0), name_at(2)]
 
 
 def test_pre_command_that_mounts_a_missing_source_lets_the_snapshot_run(
@@ -974,7 +979,7 @@ def test_pre_command_that_mounts_a_missing_source_lets_the_snapshot_run(
         "prune": "changed",
         "post_command": "changed",
     }
-    assert world.snapshots() == [name_at(3)]
+    assert world.snapshots() == [name_at(2), name_at(3)]
     assert (world.snapshot(name_at(3)) / "disk.txt").read_bytes() == b"mounted"
     assert world.mark("post").exists()
 
@@ -1005,8 +1010,8 @@ def test_pre_command_that_leaves_the_source_empty_fails_the_snapshot_and_skips_t
     assert "is empty" in snapshot["message"] and "--allow-empty-source" in snapshot["message"]
     assert world.mark("pre").exists()
     assert not world.mark("post").exists()
-    assert world.snapshots() == [name_at(0)]
-    assert world.manifests() == [name_at(0)]
+    assert world.snapshots() == [name_at(0), name_at(2)]
+    assert world.manifests() == [name_at(0), name_at(2)]
 
 
 def test_empty_source_holding_only_the_target_inside_it_is_refused(world: World, cli: Cli) -> None:
@@ -1028,14 +1033,14 @@ def test_empty_source_is_refused_even_when_the_newest_snapshot_has_no_manifest(
     # A snapshot made before manifests existed, or whose manifest was lost,
     # still holds files: an empty source is still the sign of an unmounted disk.
     world = filled_then_emptied
-    world.manifest(name_at(0)).unlink()
-    assert os.listdir(world.snapshot(name_at(0)))
+    world.manifest(name_at(2)).unlink()
+    assert os.listdir(world.snapshot(name_at(2)))
     outcome = cli("plan", "-c", world.config, now=now_at(3))
     assert outcome.exit_code == 1, outcome
     assert "--allow-empty-source" in outcome.stdout
     outcome = cli("apply", "-c", world.config, now=now_at(3))
     assert outcome.exit_code == 1, outcome
-    assert world.snapshots() == [name_at(0)]
+    assert world.snapshots() == [name_at(0), name_at(2)]
 
 
 def test_source_that_lost_more_than_half_its_files_warns_in_plan_and_apply_and_snapshots(

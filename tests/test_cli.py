@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from providers.manifest import MANIFEST_DIRECTORY
+from providers.target import MARKER
 from tests.conftest import T0, Outcome, hardsnap_command, write_config
 
 Cli = Callable[..., Outcome]
@@ -277,8 +278,8 @@ def test_plan_with_existing_state_leaves_state_dir_and_target_unchanged(
     snapshots = world.snapshots()
     hooks_before = (lines_of(world.mark("pre")), lines_of(world.mark("post")))
 
-    # A new window with an expired snapshot: a plan full of changes.
-    outcome = cli("plan", "-c", world.config, "--json", now=iso(at(10)))
+    # A new window with expired snapshots: a plan full of changes.
+    outcome = cli("plan", "-c", world.config, "--json", now=iso(at(5)))
     assert outcome.exit_code == 0, outcome
     assert kinds(actions_of(outcome.json())) == [
         "pre_command",
@@ -331,6 +332,7 @@ def test_plan_json_lists_actions_in_order_with_snapshot_prediction_and_prune(
     assert snapshot["bytes_to_copy"] == len(b"alpha") + len(b"bravo!")
 
     assert cli("apply", "-c", world.config, now=iso(at(-40))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-10))).exit_code == 0
     make_file(world.source / "a.txt", b"alpha, longer now")
     outcome = cli("plan", "-c", world.config, "--json")
     document = json.loads(outcome.stdout)
@@ -338,7 +340,7 @@ def test_plan_json_lists_actions_in_order_with_snapshot_prediction_and_prune(
     assert kinds(actions) == ["pre_command", "snapshot", "prune", "post_command"]
     snapshot, prune = actions[1], actions[2]
     assert snapshot["snapshot"] == name_of(at(0))
-    assert snapshot["reference"] == name_of(at(-40))
+    assert snapshot["reference"] == name_of(at(-10))
     assert (snapshot["files_to_copy"], snapshot["files_to_link"]) == (1, 1)
     assert snapshot["bytes_to_copy"] == len(b"alpha, longer now")
     assert prune["snapshots"] == [name_of(at(-40))]
@@ -404,12 +406,16 @@ def test_hooks_run_pre_then_snapshot_then_prune_then_post(world: World, cli: Cli
         post_command=append_line(order, f"post: {listing}"),
     )
     assert cli("apply", "-c", world.config, now=iso(at(-40))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-10))).exit_code == 0
     order.unlink()
     outcome = cli("apply", "-c", world.config, now=iso(at(0)))
     assert outcome.exit_code == 0, outcome
-    old, new = name_of(at(-40)), name_of(at(0))
-    assert [line.strip() for line in lines_of(order)] == [f"pre: {old}", f"post: {new}"]
-    assert world.snapshots() == [new]
+    old, kept, new = name_of(at(-40)), name_of(at(-10)), name_of(at(0))
+    assert [line.strip() for line in lines_of(order)] == [
+        f"pre: {old} {kept}",
+        f"post: {kept} {new}",
+    ]
+    assert world.snapshots() == [kept, new]
 
 
 def test_hooks_see_resource_source_target_and_snapshot_in_the_environment(
@@ -587,22 +593,26 @@ def test_retain_prunes_snapshots_older_than_retain_days(world: World, cli: Cli) 
 
 
 def test_keep_min_keeps_the_newest_snapshots_whatever_their_age(world: World, cli: Cli) -> None:
-    world.write(retain="1", keep_min=3)
-    times = [at(day, minutes=10 * day) for day in range(5)]
+    # Twice a day (hourly windows): each run finds the last within retain.
+    world.write(schedule="hourly", retain="1", keep_min=3)
+    times = [at(day / 2, minutes=10 * day) for day in range(6)]
     for moment in times:
         assert cli("apply", "-c", world.config, now=iso(moment)).exit_code == 0
-    assert world.snapshots() == [name_of(t) for t in times[2:]]
+    # times[3] and times[4] are more than a day old, kept as two of the three newest.
+    assert world.snapshots() == [name_of(t) for t in times[3:]]
 
 
 def test_keep_min_zero_prunes_an_expired_snapshot_of_the_current_window(
     world: World, cli: Cli
 ) -> None:
     # 2026-03-23 is a Monday; on Sunday the week's snapshot is six days old.
+    # A copy made by hand on Sunday morning shows the clock is sane.
     world.write(schedule="weekly", retain="1", keep_min=0)
     assert cli("apply", "-c", world.config, now="2026-03-23T00:00:00Z").exit_code == 0
+    shutil.copytree(world.target / "2026.082.00.00", world.target / "2026.088.06.00")
     outcome = cli("apply", "-c", world.config, now="2026-03-29T23:00:00Z")
     assert outcome.exit_code == 0, outcome
-    assert world.snapshots() == []
+    assert world.snapshots() == ["2026.088.06.00"]
 
 
 def test_default_keep_min_never_prunes_the_newest_snapshot(world: World, cli: Cli) -> None:
@@ -629,10 +639,10 @@ def test_entries_in_target_that_are_not_snapshots_are_untouched(world: World, cl
         path: (path.read_bytes() if path.is_file() else None, os.lstat(path).st_mtime_ns)
         for path in [*world.target.rglob("*"), *outside.rglob("*")]
     }
-    world.write(retain="1")
-    for day in range(3):
+    world.write(retain="2")
+    for day in range(4):
         assert cli("apply", "-c", world.config, now=iso(at(day, minutes=day))).exit_code == 0
-    assert world.snapshots() == [name_of(at(2, minutes=2))]
+    assert world.snapshots() == [name_of(at(day, minutes=day)) for day in (2, 3)]
     after = {
         path: (path.read_bytes() if path.is_file() else None, os.lstat(path).st_mtime_ns)
         for path in before
@@ -812,7 +822,7 @@ def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snaps
     outcome = cli("apply", "-c", world.config, now=iso(at(1)))
     assert outcome.exit_code == 1, outcome
     assert "min_free_space" in outcome.stderr, outcome
-    assert sorted(os.listdir(target)) == sorted([MANIFEST_DIRECTORY, name_of(at(0))])
+    assert sorted(os.listdir(target)) == sorted([MANIFEST_DIRECTORY, MARKER, name_of(at(0))])
     assert files_below(earlier) == ["a.txt", "sub/b.txt"]
     assert (earlier / "sub" / "b.txt").read_bytes() == b"bravo!"
 
@@ -820,7 +830,7 @@ def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snaps
 # -- the apply lock ----------------------------------------------------------------------
 
 
-def test_second_apply_while_lock_held_exits_1_naming_pid_and_kill_leaves_no_stale_lock(
+def test_second_apply_while_lock_held_exits_75_naming_pid_and_kill_leaves_no_stale_lock(
     world: World, cli: Cli
 ) -> None:
     started, release = world.mark("started"), world.mark("release")
@@ -842,7 +852,7 @@ def test_second_apply_while_lock_held_exits_1_naming_pid_and_kill_leaves_no_stal
             command, env=environment, capture_output=True, text=True, timeout=30
         )
         assert time.monotonic() - begun < 15
-        assert second.returncode == 1, second
+        assert second.returncode == 75, second
         assert str(holder.pid) in second.stderr, second.stderr
         assert world.snapshots() == []
         os.killpg(holder.pid, signal.SIGKILL)

@@ -114,7 +114,6 @@ def test_post_command_leaving_a_background_child_does_not_keep_apply_waiting(
     assert again.returncode == 0, again
 
 
-@pytest.mark.xfail(reason="applier passes hook_timeout: pending", strict=False)
 def test_pre_command_past_hook_timeout_fails_the_resource_and_is_ended(
     tmp_path: Path, leftovers: list[int]
 ) -> None:

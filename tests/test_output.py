@@ -186,7 +186,7 @@ def test_plan_refuses_a_snapshot_that_would_leave_less_than_min_free_space(
     outcome = cli("plan", "-c", config, "--json")
     assert outcome.exit_code == 1, outcome
     refusal = outcome.json()["resources"][0]["refusal"]
-    assert "would copy 6.0 MiB" in refusal and "min_free_space" in refusal
+    assert "would take 6.0 MiB on disk" in refusal and "min_free_space" in refusal
     assert not (root / "dst").exists()
 
 

@@ -17,6 +17,7 @@ from providers import backup, fs
 from providers.audit import verify_snapshot
 from providers.manifest import ManifestReader, manifest_path
 from providers.snapshot import SnapshotFailed, SnapshotReport
+from providers.target import MARKER
 from reconcile.model import Resource
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
@@ -160,7 +161,7 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
     monkeypatch.setattr(fs, "copy_contents", full_in_the_worker)
     with pytest.raises(SnapshotFailed, match="full"):
         snapshot(source, target, SECOND)
-    assert sorted(os.listdir(target)) == [".hardsnap-manifests", FIRST]
+    assert sorted(os.listdir(target)) == [".hardsnap-manifests", MARKER, FIRST]
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no worker left behind, not even a zombie
 

@@ -20,6 +20,7 @@ from providers import backup, fs
 from providers.manifest import MANIFEST_DIRECTORY
 from providers.naming import is_snapshot_name
 from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
+from providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
 from reconcile.model import Resource
 from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody, write_config
 
@@ -61,10 +62,11 @@ def inode(path: Path) -> int:
 
 
 def listing(directory: Path) -> set[str]:
-    """Entries of a directory, less hardsnap's manifests (kept beside the snapshots)."""
+    """Entries of a directory, less hardsnap's manifests and owner marker (kept beside
+    the snapshots)."""
     if not directory.exists():
         return set()
-    return set(os.listdir(directory)) - {MANIFEST_DIRECTORY}
+    return set(os.listdir(directory)) - {MANIFEST_DIRECTORY, MARKER}
 
 
 def relative_tree(root: Path) -> set[str]:
@@ -481,14 +483,14 @@ def test_failed_walk_leaves_no_snapshot_dir_and_removes_partial_work(
         take(resource, SECOND)
     # While the walk ran, the work lived under a name that is not a snapshot name.
     assert SECOND not in seen[0]
-    assert any(name.startswith(backup.PARTIAL_PREFIX) for name in seen[0])
+    assert any(name.startswith(PARTIAL_PREFIX) for name in seen[0])
     assert listing(target) == {FIRST}
     after = {path: inode(target / FIRST / path) for path in relative_tree(target / FIRST)}
     assert after == before
     assert (target / FIRST / "a").read_bytes() == b"a"
 
 
-def test_interrupted_walk_removes_partial_work_and_reraises(
+def test_interrupted_walk_keeps_partial_work_under_its_work_name_and_reraises(
     source: Path, target: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_file(source / "a", b"a")
@@ -497,25 +499,32 @@ def test_interrupted_walk_removes_partial_work_and_reraises(
     _fail_on_second_copy(monkeypatch, target, KeyboardInterrupt(), seen)
     with pytest.raises(KeyboardInterrupt):
         take(resource_for(source, target), FIRST)
-    assert listing(target) == set()
+    # Kept for the next apply to resume, never under a snapshot name.
+    assert listing(target) == {PARTIAL_PREFIX + FIRST}
     assert not any(is_snapshot_name(name) for name in seen[0])
+    monkeypatch.undo()
+    report = take(resource_for(source, target), FIRST)
+    assert listing(target) == {FIRST}
+    assert report.files_kept == 1
+    assert relative_tree(target / FIRST) == {"a", "b"}
 
 
-def test_leftover_partial_and_pruning_dirs_are_removed_by_next_snapshot(
+def test_leftover_partials_are_resumed_or_removed_and_the_rest_left_alone(
     source: Path, target: Path
 ) -> None:
     make_file(source / "a", b"a")
-    older = target / (backup.PARTIAL_PREFIX + "2026.086.06.00")
+    older = target / (PARTIAL_PREFIX + "2026.086.06.00")
     make_file(older / "stale.txt", b"stale")
-    partial = target / (backup.PARTIAL_PREFIX + "2026.087.06.00")
+    partial = target / (PARTIAL_PREFIX + "2026.087.06.00")
     make_file(partial / "ro" / "half.txt", b"half", 0o444)
     make_file(partial / "a", b"half-written")
     os.chmod(partial / "ro", 0o555)
-    pruning = target / (backup.PRUNING_PREFIX + "2026.001.06.00")
+    # A half-pruned snapshot is the prune action's to finish, not the snapshot's.
+    pruning = target / (PRUNING_PREFIX + "2026.001.06.00")
     make_file(pruning / "old.txt", b"old")
     make_file(target / "foreign.txt", b"not ours")
     take(resource_for(source, target), FIRST)
-    assert listing(target) == {FIRST, "foreign.txt"}
+    assert listing(target) == {FIRST, "foreign.txt", PRUNING_PREFIX + "2026.001.06.00"}
     assert relative_tree(target / FIRST) == {"a"}
     assert (target / FIRST / "a").read_bytes() == b"a"
 
@@ -556,15 +565,36 @@ def test_link_failing_with_emlink_falls_back_to_copy(
     assert stat.S_IMODE(copy.st_mode) == 0o640
 
 
-def test_link_failing_otherwise_fails_the_snapshot(
-    source: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("error", [errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL])
+def test_link_failing_for_any_other_reason_falls_back_to_a_copy_reported_once(
+    source: Path, target: Path, monkeypatch: pytest.MonkeyPatch, error: int
+) -> None:
+    make_file(source / "a", b"a")
+    make_file(source / "b", b"b")
+    resource = resource_for(source, target)
+    take(resource, FIRST)
+
+    def link(src: Any, dst: Any, **kwargs: Any) -> None:
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "link", link)
+    report = take(resource, SECOND)
+    assert listing(target) == {FIRST, SECOND}
+    assert (report.files_copied, report.files_linked) == (2, 0)
+    assert report.link_failures == 2
+    assert inode(target / SECOND / "a") != inode(target / FIRST / "a")
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
+def test_link_failing_for_want_of_space_or_a_broken_disk_fails_the_snapshot(
+    source: Path, target: Path, monkeypatch: pytest.MonkeyPatch, error: int
 ) -> None:
     make_file(source / "a", b"a")
     resource = resource_for(source, target)
     take(resource, FIRST)
 
     def link(src: Any, dst: Any, **kwargs: Any) -> None:
-        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        raise OSError(error, os.strerror(error))
 
     monkeypatch.setattr(os, "link", link)
     with pytest.raises(SnapshotFailed):

@@ -21,6 +21,7 @@ from providers import backup, fs, snapshot
 from providers.audit import verify_snapshot
 from providers.manifest import ManifestReader, manifest_path
 from providers.snapshot import SnapshotFailed
+from providers.target import MARKER
 from reconcile.model import Resource
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
@@ -151,7 +152,7 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
         take(source, target, FIRST)
     assert threading.active_count() == threads
     assert len(os.listdir("/proc/self/fd")) == descriptors
-    assert sorted(os.listdir(target)) == [".hardsnap-manifests"]
+    assert sorted(os.listdir(target)) == [".hardsnap-manifests", MARKER]
 
 
 def test_the_target_is_flushed_while_copying_and_no_flusher_outlives_the_walk(

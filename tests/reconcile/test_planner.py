@@ -12,6 +12,7 @@ A case holds a config-like `resource`, its observed `facts`, the recorded
       notes: [substring, ...]           # each is in some note; [] means no notes
       refusal: null                     # null, a substring, or a list of substrings
       warning: null                     # likewise
+      warnings: [substring, ...]        # each is in some warning; absent or [] means none
 
 The planner is pure: the test gives it dummy absolute paths and makes any
 filesystem access during planning fail.
@@ -24,6 +25,7 @@ import datetime as dt
 import importlib
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +33,25 @@ import pytest
 from ruamel.yaml import YAML
 
 from providers.backup import Facts, Prediction
+from providers.target import Owner
 from reconcile.model import CrossFs, Resource, Schedule
 from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
-from reconcile.planner import plan
+from reconcile.planner import Overrides, plan
 from state.store import RecordedState
 
 CASES_DIR = Path(__file__).parent.parent / "planner_cases"
 CASES = sorted(CASES_DIR.glob("*.yaml"))
 
-CASE_KEYS = {"description", "resource", "facts", "state", "now", "expect", "allow_empty_source"}
+CASE_KEYS = {
+    "description",
+    "resource",
+    "facts",
+    "state",
+    "now",
+    "expect",
+    "allow_empty_source",
+    "allow_new_target",
+}
 RESOURCE_KEYS = {
     "name",
     "schedule",
@@ -67,9 +79,20 @@ FACTS_KEYS = {
     "reference_empty",
     "interrupted_prunes",
     "target_error",
+    "future_snapshots",
+    "partial",
+    "owner",
+    "target_open_to_others",
 }
-STATE_KEYS = {"revert_spent", "pending_post_snapshot", "cross_fs_warned"}
-EXPECT_KEYS = {"actions", "notes", "refusal", "warning"}
+STATE_KEYS = {
+    "revert_spent",
+    "pending_post_snapshot",
+    "cross_fs_warned",
+    "target",
+    "snapshots",
+    "corrupted",
+}
+EXPECT_KEYS = {"actions", "notes", "refusal", "warning", "warnings"}
 ACTION_FIELDS = {
     "command",
     "snapshot",
@@ -80,6 +103,11 @@ ACTION_FIELDS = {
     "bytes_to_copy",
     "prune",
     "retry",
+    "expected",
+    "allow_new_target",
+    "corrupted",
+    "resumes",
+    "files_kept",
 }
 SIZE = re.compile(r"(\d+)([KMGT]?)")
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -138,6 +166,9 @@ def build_facts(resource: Resource, spec: dict[str, Any]) -> Facts:
     source_exists = bool(spec.get("source_exists", True))
     prediction = spec.get("prediction")
     free_bytes = spec.get("free_bytes", "1T")
+    # The target's marker names this host and `owner` (default: this source).
+    this_source = Owner(resource.source_dir, "host", "machine")
+    owner = replace(this_source, source=spec["owner"]) if "owner" in spec else None
     return Facts(
         target=resource.target_path,
         target_exists=bool(spec.get("target_exists", bool(snapshots))),
@@ -156,11 +187,25 @@ def build_facts(resource: Resource, spec: dict[str, Any]) -> Facts:
         ),
         interrupted_prunes=tuple(spec.get("interrupted_prunes", ())),
         target_error=spec.get("target_error"),
+        future_snapshots=tuple(spec.get("future_snapshots", ())),
+        partial=spec.get("partial"),
+        owner=owner,
+        owner_marked=owner is not None,
+        this_source=this_source,
+        target_open_to_others=bool(spec.get("target_open_to_others", False)),
     )
 
 
-def build_state(spec: dict[str, Any] | None) -> RecordedState:
-    return RecordedState(**(spec or {}))
+def build_state(resource: Resource, spec: dict[str, Any] | None) -> RecordedState:
+    """The recorded state of a case; `snapshots` are recorded in the case's
+    target unless `target` names another."""
+    spec = dict(spec or {})
+    if "snapshots" in spec:
+        spec["snapshots"] = tuple(spec["snapshots"])
+        spec.setdefault("target", resource.target_path)
+    if "corrupted" in spec:
+        spec["corrupted"] = frozenset(spec["corrupted"])
+    return RecordedState(**spec)
 
 
 def parse_now(text: str) -> dt.datetime:
@@ -183,7 +228,11 @@ def forbid_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
 def plan_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> ResourcePlan:
     resource = build_resource(case["resource"])
     facts = build_facts(resource, case.get("facts") or {})
-    state = build_state(case.get("state"))
+    state = build_state(resource, case.get("state"))
+    overrides = Overrides(
+        allow_empty_source=bool(case.get("allow_empty_source", False)),
+        allow_new_target=bool(case.get("allow_new_target", False)),
+    )
     now = parse_now(str(case["now"]))
     # The action graph imports networkx on first use, and an import reads
     # files: load it before the guard, so only the planner itself is watched.
@@ -195,7 +244,7 @@ def plan_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Resource
             {resource.name: facts},
             {resource.name: state},
             now,
-            bool(case.get("allow_empty_source", False)),
+            overrides,
         )
     assert result.unmanaged == ()
     assert len(result.resources) == 1
@@ -257,6 +306,11 @@ def test_planner_case(case_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert_substrings("refusal", resource_plan.refusal, expect["refusal"])
     assert_substrings("warning", resource_plan.warning, expect["warning"])
+    warnings = list(resource_plan.warnings)
+    if not expect.get("warnings"):
+        assert warnings == [], f"expected no warnings, got {warnings}"
+    for part in expect.get("warnings") or []:
+        assert any(part in text for text in warnings), f"no warning contains {part!r}: {warnings}"
 
 
 def test_planner_cases_are_many_and_each_has_a_description() -> None:

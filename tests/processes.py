@@ -1,0 +1,153 @@
+"""Real `hardsnap` processes for tests that signal, stop or race them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+from tests.conftest import hardsnap_command
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode}\n--stdout--\n{self.stdout}\n--stderr--\n{self.stderr}"
+
+
+def run(arguments: list[str], environment: dict[str, str], timeout: float = 300) -> Finished:
+    """Run the CLI to its end as a subprocess."""
+    done = subprocess.run(
+        [*hardsnap_command(), *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Finished(done.returncode, done.stdout, done.stderr)
+
+
+@dataclass
+class Apply:
+    """A `hardsnap` subprocess in a session of its own, output in files."""
+
+    process: subprocess.Popen[bytes]
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, number: signal.Signals) -> None:
+        """Signal its whole process group (it and its hooks)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, number)
+
+    def signal(self, number: signal.Signals) -> None:
+        """Signal the hardsnap process alone, as systemd's KillMode=mixed or
+        a Ctrl-C to a foreground job whose hooks run in groups of their own."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, number)
+
+    def kill(self) -> None:
+        self.send(signal.SIGKILL)
+
+    def wait(self, timeout: float = 300) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def wait_at_most(self, seconds: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=seconds)
+
+    def stop(self) -> None:
+        """SIGSTOP it and wait until the kernel reports it stopped."""
+        self.send(signal.SIGSTOP)
+        _, status = os.waitpid(self.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"apply {self.pid} ended instead of stopping"
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} exit {self.process.returncode}\n{self.stdout}\n{self.stderr}"
+
+
+class Applies:
+    """Starts hardsnap processes; every one still running at the end is killed."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: list[Apply] = []
+
+    def __enter__(self) -> Applies:
+        self.logs.mkdir(exist_ok=True)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for apply in self.started:
+            if apply.alive():
+                apply.kill()
+                apply.wait()
+
+    def start(self, arguments: list[str], environment: dict[str, str]) -> Apply:
+        number = len(self.started)
+        stdout, stderr = self.logs / f"{number}.out", self.logs / f"{number}.err"
+        with open(stdout, "wb") as out, open(stderr, "wb") as err:
+            process = subprocess.Popen(
+                [*hardsnap_command(), *arguments],
+                env=environment,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        apply = Apply(process, stdout, stderr)
+        self.started.append(apply)
+        return apply
+
+
+def wait_for_entry(target: Path, wanted: Callable[[str], bool], apply: Apply) -> bool:
+    """Poll `target` until an entry `wanted` appears; False if the apply ended first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if any(wanted(name) for name in os.listdir(target)):
+                return True
+        if not apply.alive():
+            return False
+        time.sleep(0.001)
+    pytest.fail(f"no wanted entry appeared in {target} within 120 s")
+
+
+def wait_for_file(path: Path, apply: Apply, timeout: float = 120) -> None:
+    """Poll until `path` exists; fail if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert apply.alive(), f"{path} never appeared: {apply}"
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.005)
