@@ -8,20 +8,33 @@ reported together, so one run of `hardsnap validate` shows them all.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import sys
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconcile.model import Config, CrossFs, Resource, Schedule
+from reconcile.yamlvalues import (
+    MAX_NUMBER,
+    ConfigError,
+    Problem,
+    closest,
+    encodable,
+    is_integer,
+    is_text,
+    item_at,
+    key_at,
+    node_position,
+    parse_yaml,
+    show,
+    untagged,
+    value_at,
+    whole_number,
+)
+
+__all__ = ["ConfigError", "Problem", "closest", "load_config", "parse_config"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 SIZE_PATTERN = re.compile(r"([0-9]+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -49,35 +62,6 @@ RESOURCE_KEYS = (
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 RESOURCE_TYPES = ("backup",)
 ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs)
-# The largest number any setting takes (retain days, keep_min, free bytes).
-MAX_NUMBER = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One located config error; line and column are 1-based."""
-
-    file: str
-    line: int
-    column: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The config file is invalid; `problems` holds every error found."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("\n".join(str(problem) for problem in problems))
-        self.problems = problems
-
-
-def closest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    """Given a misspelt word, return ' (did you mean "x"?)' or ''."""
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{matches[0]}"?)' if matches else ""
 
 
 def load_config(path: str) -> Config:
@@ -96,48 +80,12 @@ def load_config(path: str) -> Config:
 
 def parse_config(text: str, path: str) -> Config:
     """Given a config file's text and its path, return its validated Config."""
-    document = _parse_yaml(text, path)
+    document = parse_yaml(text, path)
     checker = _Checker(path)
     resources = checker.document(document)
     if checker.problems:
         raise ConfigError(checker.problems)
     return Config(path=path, resources=tuple(resources))
-
-
-def _parse_yaml(text: str, path: str) -> Any:
-    yaml = YAML(typ="rt")
-    # Read integers of any length, so that an absurd one is reported at its
-    # key like any other bad value; the limit only guards str <-> int.
-    digits_limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
-        with warnings.catch_warnings():
-            # A reused anchor is legal YAML (the later one wins): no warning.
-            warnings.simplefilter("ignore")
-            return yaml.load(text)
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(part for part in (error.context, error.problem) if part)
-        raise ConfigError([Problem(path, line, column, f"YAML syntax: {message}")]) from None
-    except YAMLError as error:
-        raise ConfigError([Problem(path, 1, 1, f"YAML syntax: {error}")]) from None
-    except RecursionError:
-        raise ConfigError([Problem(path, 1, 1, "YAML nesting is too deep")]) from None
-    except (AttributeError, TypeError, ValueError, KeyError) as error:
-        # ruamel.yaml fails this way on some odd documents (recursive merge
-        # keys, !!set of a scalar).
-        raise ConfigError([Problem(path, 1, 1, f"YAML cannot be read: {error}")]) from None
-    finally:
-        sys.set_int_max_str_digits(digits_limit)
-
-
-def _is_text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class _Checker:
@@ -157,7 +105,7 @@ class _Checker:
             self.report((0, 0), 'config is empty: expected a mapping with "resources"')
             return []
         if not isinstance(document, CommentedMap):
-            self.report(_node_position(document), 'expected a mapping with key "resources"')
+            self.report(node_position(document), 'expected a mapping with key "resources"')
             return []
         for key in document:
             if key not in TOP_LEVEL_KEYS:
@@ -177,7 +125,7 @@ class _Checker:
         resources: list[Resource] = []
         for index, item in enumerate(items):
             if not isinstance(item, CommentedMap):
-                self.report(_item_at(items, index), "each resource must be a mapping")
+                self.report(item_at(items, index), "each resource must be a mapping")
                 continue
             before = len(self.problems)
             values = self.values(item)
@@ -192,24 +140,24 @@ class _Checker:
         for key in item:
             if key not in RESOURCE_KEYS:
                 self.report(
-                    _key_at(item, key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}'
+                    key_at(item, key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}'
                 )
         for key in REQUIRED_KEYS:
             if item.get(key) is None:
-                where = _key_at(item, key) if key in item else _node_position(item)
-                label = f' in resource "{item["name"]}"' if _is_text(item.get("name")) else ""
+                where = key_at(item, key) if key in item else node_position(item)
+                label = f' in resource "{item["name"]}"' if is_text(item.get("name")) else ""
                 self.report(where, f'missing required key "{key}"{label}')
 
         values: dict[str, Any] = {}
         for key, check in self.checks.items():
             if item.get(key) is None:
                 continue
-            value = check(self, _untagged(item[key]), _value_at(item, key))
+            value = check(self, untagged(item[key]), value_at(item, key))
             if value is not None:
                 values[key] = value
 
         if values.get("revert") and not values.get("on_revert"):
-            self.report(_key_at(item, "revert"), '"on_revert" is required when "revert" is true')
+            self.report(key_at(item, "revert"), '"on_revert" is required when "revert" is true')
         return values
 
     @staticmethod
@@ -235,41 +183,41 @@ class _Checker:
     # -- typed value, or None after reporting a problem.
 
     def check_name(self, value: Any, position: tuple[int, int]) -> str | None:
-        if not _is_text(value) or not NAME_PATTERN.fullmatch(value):
-            self.report(position, f'"name" must match [A-Za-z0-9_.-]+, got {_show(value)}')
+        if not is_text(value) or not NAME_PATTERN.fullmatch(value):
+            self.report(position, f'"name" must match [A-Za-z0-9_.-]+, got {show(value)}')
             return None
         return str(value)
 
     def check_type(self, value: Any, position: tuple[int, int]) -> str | None:
         if value not in RESOURCE_TYPES:
-            hint = closest(str(value), RESOURCE_TYPES) if _is_text(value) else ""
-            self.report(position, f'"type" must be "backup", got {_show(value)}{hint}')
+            hint = closest(str(value), RESOURCE_TYPES) if is_text(value) else ""
+            self.report(position, f'"type" must be "backup", got {show(value)}{hint}')
             return None
         return str(value)
 
     def check_path(self, value: Any, position: tuple[int, int]) -> str | None:
-        if not _is_text(value) or not value.strip():
-            self.report(position, f"a path must be a non-empty string, got {_show(value)}")
+        if not is_text(value) or not value.strip():
+            self.report(position, f"a path must be a non-empty string, got {show(value)}")
             return None
-        if "\0" in value or not _encodable(value):
+        if "\0" in value or not encodable(value):
             self.report(position, "a path must not hold NUL bytes or unpaired surrogates")
             return None
         expanded = os.path.expanduser(str(value))
         return os.path.normpath(os.path.join(self.base, expanded))
 
     def check_retain(self, value: Any, position: tuple[int, int]) -> int | None:
-        number = _whole_number(value)
+        number = whole_number(value)
         if number is None or number < 1:
             self.report(
-                position, f'"retain" must be a whole number of days >= 1, got {_show(value)}'
+                position, f'"retain" must be a whole number of days >= 1, got {show(value)}'
             )
             return None
         return number
 
     def check_keep_min(self, value: Any, position: tuple[int, int]) -> int | None:
-        number = _whole_number(value)
+        number = whole_number(value)
         if number is None or number < 0:
-            self.report(position, f'"keep_min" must be a whole number >= 0, got {_show(value)}')
+            self.report(position, f'"keep_min" must be a whole number >= 0, got {show(value)}')
             return None
         return number
 
@@ -283,38 +231,38 @@ class _Checker:
         self, key: str, enum: type[ChoiceT], value: Any, position: tuple[int, int]
     ) -> ChoiceT | None:
         choices = tuple(member.value for member in enum)
-        if _is_text(value) and value in choices:
+        if is_text(value) and value in choices:
             return enum(value)
-        hint = closest(str(value), choices) if _is_text(value) else ""
+        hint = closest(str(value), choices) if is_text(value) else ""
         allowed = " | ".join(choices)
-        self.report(position, f'"{key}" must be one of {allowed}, got {_show(value)}{hint}')
+        self.report(position, f'"{key}" must be one of {allowed}, got {show(value)}{hint}')
         return None
 
     def check_exclude(self, value: Any, position: tuple[int, int]) -> tuple[str, ...] | None:
-        if _is_text(value):
+        if is_text(value):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         if isinstance(value, CommentedSeq):
             patterns: list[str] = []
             for index, pattern in enumerate(value):
-                if not _is_text(pattern) or not pattern.strip():
+                if not is_text(pattern) or not pattern.strip():
                     self.report(
-                        _item_at(value, index),
-                        f"an exclude pattern must be a non-empty string, got {_show(pattern)}",
+                        item_at(value, index),
+                        f"an exclude pattern must be a non-empty string, got {show(pattern)}",
                     )
                     continue
                 patterns.append(pattern.strip())
             return tuple(patterns)
         self.report(
             position,
-            f'"exclude" must be a comma-separated string or a list, got {_show(value)}',
+            f'"exclude" must be a comma-separated string or a list, got {show(value)}',
         )
         return None
 
     def check_min_free_space(self, value: Any, position: tuple[int, int]) -> int | None:
         size = None
-        if _is_integer(value) and value >= 0:
+        if is_integer(value) and value >= 0:
             size = int(value)
-        elif _is_text(value):
+        elif is_text(value):
             match = SIZE_PATTERN.fullmatch(value.strip())
             if match and len(match.group(1)) <= len(str(MAX_NUMBER)):
                 size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
@@ -323,15 +271,15 @@ class _Checker:
         self.report(
             position,
             f'"min_free_space" must be bytes with an optional K/M/G/T suffix '
-            f"(e.g. 1G, 512M, 0), got {_show(value)}",
+            f"(e.g. 1G, 512M, 0), got {show(value)}",
         )
         return None
 
     def check_hook_timeout(self, value: Any, position: tuple[int, int]) -> int | None:
         seconds = None
-        if _is_integer(value) and value >= 0:
+        if is_integer(value) and value >= 0:
             seconds = int(value)
-        elif _is_text(value):
+        elif is_text(value):
             match = DURATION_PATTERN.fullmatch(value.strip())
             if match and len(match.group(1)) <= len(str(MAX_NUMBER)):
                 seconds = int(match.group(1)) * DURATION_UNITS[match.group(2).upper()]
@@ -340,19 +288,19 @@ class _Checker:
         self.report(
             position,
             f'"hook_timeout" must be whole seconds with an optional s/m/h suffix '
-            f"(e.g. 30, 30s, 10m, 2h; 0 = no limit), got {_show(value)}",
+            f"(e.g. 30, 30s, 10m, 2h; 0 = no limit), got {show(value)}",
         )
         return None
 
     def check_command(self, value: Any, position: tuple[int, int]) -> str | None:
-        if not _is_text(value):
-            self.report(position, f"a command must be a string, got {_show(value)}")
+        if not is_text(value):
+            self.report(position, f"a command must be a string, got {show(value)}")
             return None
         return str(value)
 
     def check_revert(self, value: Any, position: tuple[int, int]) -> bool | None:
         if not isinstance(value, bool):
-            self.report(position, f'"revert" must be true or false, got {_show(value)}')
+            self.report(position, f'"revert" must be true or false, got {show(value)}')
             return None
         return value
 
@@ -386,18 +334,18 @@ class _Checker:
             name = values.get("name")
             if name is not None and name in seen_names:
                 self.report(
-                    _value_at(item, "name"),
+                    value_at(item, "name"),
                     f'duplicate resource name "{name}" (first defined on line {seen_names[name]})',
                 )
             elif name is not None:
-                seen_names[name] = _value_at(item, "name")[0] + 1
+                seen_names[name] = value_at(item, "name")[0] + 1
             if "target_path" not in values:
                 continue
             target = _canonical(values["target_path"])
             targets.append((target, values["target_path"], name, item))
             if target in seen_targets:
                 self.report(
-                    _value_at(item, "target_path"),
+                    value_at(item, "target_path"),
                     f"target_path {values['target_path']} is already used by resource "
                     f'"{seen_targets[target]}"',
                 )
@@ -408,7 +356,7 @@ class _Checker:
             for outer, outer_path, outer_name, _ in targets:
                 if _is_inside(target, outer):
                     self.report(
-                        _value_at(item, "target_path"),
+                        value_at(item, "target_path"),
                         f'target_path {target_path} is inside "{outer_name or "?"}"\'s '
                         f"target_path {outer_path}: each resource needs a target_path "
                         "of its own",
@@ -425,7 +373,7 @@ class _Checker:
                         else f'"{owner_name}"\'s'
                     )
                     self.report(
-                        _value_at(item, "source_dir"),
+                        value_at(item, "source_dir"),
                         f"source_dir {values['source_dir']} is inside {owner} target_path "
                         f"{target_path}: snapshots would back themselves up",
                     )
@@ -438,85 +386,3 @@ def _canonical(path: str) -> str:
 def _is_inside(path: str, directory: str) -> bool:
     """Whether canonical `path` lies below canonical `directory` (not equal to it)."""
     return path != directory and path.startswith(directory.rstrip("/") + "/")
-
-
-def _whole_number(value: Any) -> int | None:
-    """Return an int, or a string of ASCII digits, as an int; else None.
-    Numbers beyond MAX_NUMBER count as not numbers: no setting needs them."""
-    number = None
-    if _is_integer(value):
-        number = int(value)
-    elif _is_text(value):
-        text = value.strip()
-        if text.isdigit() and text.isascii() and len(text) <= len(str(MAX_NUMBER)):
-            number = int(text)
-    if number is None or number > MAX_NUMBER:
-        return None
-    return number
-
-
-def _untagged(value: Any) -> Any:
-    """An explicit `!!str` tag changes nothing: give back the plain string.
-    Other tagged scalars stay as they are, and fail their key's type check."""
-    if isinstance(value, TaggedScalar) and str(value.tag.value) == "tag:yaml.org,2002:str":
-        return str(value.value)
-    return value
-
-
-def _encodable(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _key_at(mapping: CommentedMap, key: str) -> tuple[int, int]:
-    """Position of a key; a key merged in (`<<: *base`) has none of its own,
-    so the mapping's position stands for it."""
-    try:
-        line, column = mapping.lc.key(key)[:2]
-        return line, column
-    except (KeyError, TypeError):
-        return _node_position(mapping)
-
-
-def _value_at(mapping: CommentedMap, key: str) -> tuple[int, int]:
-    try:
-        line, column = mapping.lc.value(key)[:2]
-        return line, column
-    except (KeyError, TypeError):
-        return _node_position(mapping)
-
-
-def _node_position(node: Any) -> tuple[int, int]:
-    lc = getattr(node, "lc", None)
-    if lc is None or lc.line is None:
-        return (0, 0)
-    return (lc.line, lc.col or 0)
-
-
-def _item_at(sequence: CommentedSeq, index: int) -> tuple[int, int]:
-    try:
-        line, column = sequence.lc.item(index)[:2]
-        return line, column
-    except (KeyError, TypeError, IndexError):
-        return _node_position(sequence)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (CommentedMap, dict)):
-        return "a mapping"
-    if isinstance(value, (CommentedSeq, list)):
-        return "a list"
-    if _is_integer(value) and value.bit_length() > 128:
-        return "a number far too large"
-    if isinstance(value, TaggedScalar):
-        return f"{value.tag.value} {value.value}"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
