@@ -1,4 +1,4 @@
-"""Snapshot names, schedule windows and retention: pure functions of time.
+"""Snapshot names and schedule windows: pure functions of time.
 
 A snapshot is named after the UTC minute it was taken, `YYYY.JJJ.HH.MM`
 (year, day of year, hour, minute), so names sort in time order.
@@ -79,18 +79,6 @@ def snapshot_in_window(names: Iterable[str], now: dt.datetime, schedule: Schedul
         if moment is not None and window_of(moment, schedule) == current:
             found = name
     return found
-
-
-def expired(names: Iterable[str], now: dt.datetime, retain_days: int, keep_min: int) -> list[str]:
-    """Given snapshot names, return those to prune, oldest first.
-
-    A snapshot expires when its name time lies more than `retain_days` days
-    before `now`; the `keep_min` newest are kept whatever their age.
-    """
-    ordered = sorted(name for name in names if snapshot_time(name) is not None)
-    protected = set(ordered[-keep_min:]) if keep_min > 0 else set()
-    limit = dt.timedelta(days=min(retain_days, dt.timedelta.max.days))
-    return [name for name in ordered if name not in protected and now - _time(name) > limit]
 
 
 def _time(name: str) -> dt.datetime:

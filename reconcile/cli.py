@@ -358,7 +358,7 @@ def state_show(
             err=True,
         )
     with _exit_codes():
-        view = state_view(loaded, _state_dir(state_dir), name)
+        view = state_view(loaded, _state_dir(state_dir), name, _now())
     if name is not None and name not in view:
         typer.echo(f"warning: no recorded state or resource named {name!r}", err=True)
     if as_json:

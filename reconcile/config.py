@@ -57,6 +57,9 @@ RESOURCE_KEYS = (
     "revert",
     "on_revert",
     "keep_min",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
     "hook_timeout",
 )
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
@@ -176,6 +179,9 @@ class _Checker:
             revert=values.get("revert", False),
             on_revert=values.get("on_revert") or None,
             keep_min=values.get("keep_min", 1),
+            keep_weekly=values.get("keep_weekly", 0),
+            keep_monthly=values.get("keep_monthly", 0),
+            keep_yearly=values.get("keep_yearly", 0),
             hook_timeout=values.get("hook_timeout", 0),
         )
 
@@ -215,9 +221,21 @@ class _Checker:
         return number
 
     def check_keep_min(self, value: Any, position: tuple[int, int]) -> int | None:
+        return self._count("keep_min", value, position)
+
+    def check_keep_weekly(self, value: Any, position: tuple[int, int]) -> int | None:
+        return self._count("keep_weekly", value, position)
+
+    def check_keep_monthly(self, value: Any, position: tuple[int, int]) -> int | None:
+        return self._count("keep_monthly", value, position)
+
+    def check_keep_yearly(self, value: Any, position: tuple[int, int]) -> int | None:
+        return self._count("keep_yearly", value, position)
+
+    def _count(self, key: str, value: Any, position: tuple[int, int]) -> int | None:
         number = whole_number(value)
         if number is None or number < 0:
-            self.report(position, f'"keep_min" must be a whole number >= 0, got {show(value)}')
+            self.report(position, f'"{key}" must be a whole number >= 0, got {show(value)}')
             return None
         return number
 
@@ -319,6 +337,9 @@ class _Checker:
         "revert": check_revert,
         "on_revert": check_command,
         "keep_min": check_keep_min,
+        "keep_weekly": check_keep_weekly,
+        "keep_monthly": check_keep_monthly,
+        "keep_yearly": check_keep_yearly,
         "hook_timeout": check_hook_timeout,
     }
 

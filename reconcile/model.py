@@ -42,6 +42,11 @@ class Resource:
     # Always set when `revert` is true (validation guarantees it).
     on_revert: str | None = None
     keep_min: int = 1
+    # Also keep the newest snapshot of each of the N most recent ISO weeks,
+    # calendar months and years that have one (providers/retention.py).
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
     # Seconds a hook may run before its process group is ended; 0: no limit.
     hook_timeout: int = 0
 

@@ -10,12 +10,13 @@ import datetime as dt
 import os
 from typing import Any
 
-from providers import audit, backup
+from providers import audit, backup, retention
+from providers.naming import future_names
 from providers.target import TargetLocks, freed_by_pruning, list_snapshots
 from reconcile import applier, planner
 from reconcile.model import Config, Resource
 from reconcile.plan import Plan
-from reconcile.planner import Overrides
+from reconcile.planner import Overrides, policy
 from state.lock import ApplyLock
 from state.store import StateStore
 
@@ -182,9 +183,12 @@ def diff_resource(
     return audit.diff_snapshots(target, before, after)
 
 
-def state_view(config: Config | None, state_dir: str, name: str | None) -> dict[str, Any]:
-    """Return what `state show` shows: per resource its snapshots on disk,
-    revert status, pending post_command, last runs, and whether it is managed."""
+def state_view(
+    config: Config | None, state_dir: str, name: str | None, now: dt.datetime
+) -> dict[str, Any]:
+    """Return what `state show` shows: per resource its snapshots on disk and
+    the rules keeping each at `now`, revert status, pending post_command,
+    last runs, and whether it is managed."""
     view: dict[str, Any] = {}
     with StateStore.read(state_dir) as store:
         configured = {r.name: r for r in config.resources} if config else {}
@@ -196,16 +200,24 @@ def state_view(config: Config | None, state_dir: str, name: str | None) -> dict[
                 configured.get(resource_name),
                 store.record(resource_name),
                 store.verifications(resource_name),
+                now,
             )
     return view
 
 
 def _resource_view(
-    resource: Resource | None, record: dict[str, Any], verifications: dict[str, Any]
+    resource: Resource | None,
+    record: dict[str, Any],
+    verifications: dict[str, Any],
+    now: dt.datetime,
 ) -> dict[str, Any]:
     target = os.path.realpath(resource.target_path) if resource else record.get("target")
     names = list_snapshots(target) if target else ()
     known = record.get("snapshots", {})
+    # Why each snapshot is still there (null for a resource no longer
+    # configured, or a snapshot dated after now: no rule applies).
+    current = [name for name in names if name not in future_names(names, now)]
+    kept = retention.reasons(current, now, policy(resource)) if resource else {}
     snapshots = []
     for name in names:
         try:
@@ -220,6 +232,7 @@ def _resource_view(
                 # What pruning this snapshot alone would free now.
                 "bytes_exclusive": exclusive,
                 "verified": _shown_verification(verifications.get(name)),
+                "kept_by": [reason.to_json() for reason in kept[name]] if name in kept else None,
             }
         )
     if record.get("revert_spent_at"):

@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.retention import Reason
 from reconcile.model import Resource
 
 
@@ -170,6 +171,9 @@ class ResourcePlan:
     warning: str | None = None
     # Warnings given on every run while their cause lasts.
     warnings: tuple[str, ...] = ()
+    # The existing snapshots retention keeps, oldest first, with the rules
+    # keeping each (providers/retention.py).
+    kept: tuple[tuple[str, tuple[Reason, ...]], ...] = ()
 
     @property
     def actions(self) -> list[Action]:

@@ -21,7 +21,8 @@ from providers.backup import (
     missing_target_refusal,
     ownership_refusal,
 )
-from providers.naming import any_within, expired, snapshot_in_window, snapshot_name, window_of
+from providers.naming import any_within, snapshot_in_window, snapshot_name, window_of
+from providers.retention import Policy, Reason, reasons
 from reconcile.model import CrossFs, Resource
 from reconcile.plan import Action, ActionGraph, ActionKind, Plan, ResourcePlan
 from state.store import RecordedState
@@ -78,10 +79,26 @@ def planned_prune(resource: Resource, facts: Facts, now: dt.datetime) -> list[st
 
 
 def _expired(resource: Resource, facts: Facts, now: dt.datetime) -> list[str]:
+    return [name for name, rules in _retention(resource, facts, now).items() if not rules]
+
+
+def _retention(resource: Resource, facts: Facts, now: dt.datetime) -> dict[str, tuple[Reason, ...]]:
+    """The rules keeping each snapshot once this run's snapshot (if one is
+    due) exists: it counts for keep_min and the period rules."""
     names = list(facts.snapshots)
     if snapshot_in_window(names, now, resource.schedule) is None:
         names.append(snapshot_name(now))
-    return expired(names, now, resource.retain_days, resource.keep_min)
+    return reasons(names, now, policy(resource))
+
+
+def policy(resource: Resource) -> Policy:
+    return Policy(
+        resource.retain_days,
+        resource.keep_min,
+        resource.keep_weekly,
+        resource.keep_monthly,
+        resource.keep_yearly,
+    )
 
 
 def clock_is_sane(resource: Resource, facts: Facts, now: dt.datetime) -> bool:
@@ -189,6 +206,17 @@ def plan_resource(
         freed = facts.bytes_freed
         bytes_freed = freed[1] if freed is not None and freed[0] == tuple(doomed) else None
         keep = f", keeping the {resource.keep_min} newest" if resource.keep_min else ""
+        periods = [
+            f"{rule} {count}"
+            for rule, count in (
+                ("keep_weekly", resource.keep_weekly),
+                ("keep_monthly", resource.keep_monthly),
+                ("keep_yearly", resource.keep_yearly),
+            )
+            if count
+        ]
+        if periods:
+            keep += f" and what {', '.join(periods)} keep"
         if facts.interrupted_prunes:
             keep += "; finishing a prune that was interrupted"
         graph.add(
@@ -215,6 +243,7 @@ def plan_resource(
     elif recorded.pending_post_snapshot and not resource.post_command and current is not None:
         notes.append("a failed post_command is pending, but none is configured any more")
 
+    retention = _retention(resource, facts, now)
     return ResourcePlan(
         resource,
         facts.target,
@@ -223,6 +252,7 @@ def plan_resource(
         refusal=refusal,
         warning=warning,
         warnings=warnings,
+        kept=tuple((name, retention[name]) for name in facts.snapshots if retention.get(name)),
     )
 
 

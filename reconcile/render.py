@@ -12,6 +12,7 @@ from providers.audit import Difference, Verification
 from providers.backup import format_bytes
 from reconcile.applier import ActionOutcome, ApplyReport, ResourceOutcome, Result
 from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+from reconcile.planner import policy as retention_policy
 
 _COLORS = {
     ActionKind.PRE_COMMAND: "33",
@@ -106,8 +107,9 @@ def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[st
     for warning in (resource_plan.warning, *resource_plan.warnings):
         if warning:
             lines.append("  " + paint("warning: " + warning, code="33"))
-    actions = resource_plan.actions
-    if not actions:
+    # A refused resource runs nothing: its actions are not shown.
+    actions = [] if resource_plan.refusal else resource_plan.actions
+    if not actions and not resource_plan.refusal:
         lines.append("  no changes")
     for action in actions:
         symbol = paint(action.kind.symbol, action.kind)
@@ -118,6 +120,11 @@ def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[st
         lines.append(f"      {action.reason}")
     for note in resource_plan.notes:
         lines.append(f"  {note}")
+    policy = retention_policy(resource)
+    for name, rules in resource_plan.kept:
+        if all(reason.rule != "retain" for reason in rules):
+            described = ", ".join(reason.describe(policy) for reason in rules)
+            lines.append(f"  keeps {name}: {described}")
     return lines
 
 
@@ -128,6 +135,8 @@ def plan_summary(plan: Plan) -> str:
     pruned = 0
     freed: int | None = 0
     for resource_plan in plan.resources:
+        if resource_plan.refusal:
+            continue  # nothing of it runs
         for action in resource_plan.actions:
             counts[action.kind] += 1
             pruned += len(action.prune)
@@ -161,12 +170,18 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {
                 "name": resource_plan.resource.name,
                 "target": resource_plan.target,
-                "changes": resource_plan.has_changes,
+                "changes": resource_plan.has_changes and not resource_plan.refusal,
                 "refusal": resource_plan.refusal,
                 "warning": resource_plan.warning,
                 "warnings": list(resource_plan.warnings),
                 "notes": list(resource_plan.notes),
-                "actions": [action.to_json() for action in resource_plan.actions],
+                "actions": []
+                if resource_plan.refusal
+                else [action.to_json() for action in resource_plan.actions],
+                "kept": [
+                    {"snapshot": name, "rules": [reason.to_json() for reason in rules]}
+                    for name, rules in resource_plan.kept
+                ],
             }
             for resource_plan in plan.resources
         ],
@@ -413,6 +428,7 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
         ):
             snapshots.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
         snapshots.add_column("last verified", overflow="fold")
+        snapshots.add_column("kept by", overflow="fold")
         for snapshot in entry["snapshots"]:
             known = "files_copied" in snapshot
             copied = snapshot.get("files_copied", 0)
@@ -428,6 +444,7 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
                 if snapshot.get("bytes_exclusive") is None
                 else format_bytes(snapshot["bytes_exclusive"]),
                 _verified(snapshot.get("verified")),
+                _kept_by(snapshot.get("kept_by")),
             )
         if entry["snapshots"]:
             console.print(snapshots)
@@ -460,6 +477,15 @@ def _verified(verified: dict[str, Any] | None) -> str:
     how = "content" if verified["content"] else "metadata"
     result = "clean" if verified["clean"] else f"{verified['problems']} problems"
     return f"{verified['at'][:10]}: {result} ({how})"
+
+
+def _kept_by(rules: list[dict[str, Any]] | None) -> str:
+    """The rules keeping a snapshot, shortly: `retain, keep_monthly 2026-01`."""
+    if rules is None:
+        return "-"
+    if not rules:
+        return "nothing: the next apply prunes it"
+    return ", ".join(f"{r['rule']} {r['period']}" if r["period"] else r["rule"] for r in rules)
 
 
 def _taken(name: str) -> str:

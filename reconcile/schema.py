@@ -97,6 +97,23 @@ def _resource_schema() -> dict[str, Any]:
                 "description": "Newest snapshots always kept, whatever their age (default 1).",
             }
         ),
+        **{
+            f"keep_{period}ly": _optional(
+                {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0},
+                        {"type": "string", "pattern": WHOLE_NUMBER_TEXT},
+                    ],
+                    "description": f"Also keep the newest snapshot of each of the last N "
+                    f"{label} that have one (default 0).",
+                }
+            )
+            for period, label in (
+                ("week", "ISO weeks"),
+                ("month", "calendar months (UTC)"),
+                ("year", "years (UTC)"),
+            )
+        },
         "hook_timeout": _optional(
             {
                 "anyOf": [

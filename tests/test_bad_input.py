@@ -567,7 +567,7 @@ def verdict(key: str, value: Any, values: dict[str, Any]) -> bool | None:
         return None if is_text and value.strip() else False
     if key == "retain":
         return whole_number_verdict(value, 1)
-    if key == "keep_min":
+    if key in ("keep_min", "keep_weekly", "keep_monthly", "keep_yearly"):
         return whole_number_verdict(value, 0)
     if key in CHOICES:
         return is_text and value in CHOICES[key]

@@ -934,3 +934,23 @@ def test_python_m_reconcile_help_lists_the_commands() -> None:
     assert completed.returncode == 0, completed.stderr
     for command in ("validate", "plan", "apply", "state"):
         assert command in completed.stdout
+
+
+def test_a_refused_resource_shows_its_reason_and_no_actions_in_plan(world: World, cli: Cli) -> None:
+    world.write(retain="1", post_command="echo done")
+    assert cli("apply", "-c", world.config, now=iso(at(0))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(1))).exit_code == 0
+    for path in sorted(world.source.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    # An empty source (an unmounted disk): the snapshot and the prune that
+    # would follow are refused; the plan shows the reason, not the actions.
+    text = cli("plan", "-c", world.config, now=iso(at(2)))
+    assert text.exit_code == 1, text
+    assert "refused: source_dir" in text.stdout
+    actions = [line for line in text.stdout.splitlines() if line.startswith(("  +", "  -", "  <"))]
+    assert actions == [], text.stdout
+    assert "no changes" not in text.stdout
+    assert text.stdout.rstrip().endswith("Plan: 1 resource refused."), text.stdout
+    document = cli("plan", "-c", world.config, "--json", now=iso(at(2))).json()
+    resource = document["resources"][0]
+    assert resource["refusal"] and resource["actions"] == [] and resource["changes"] is False

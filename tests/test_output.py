@@ -103,7 +103,8 @@ def test_plan_apply_and_state_show_text_match_the_golden_files(
     outcome = cli("apply", "-c", config, now=DAY.format(4))
     assert_golden("apply_prune", outcome.stdout, root)
     assert_golden("apply_settled", cli("apply", "-c", config, now=DAY.format(4)).stdout, root)
-    assert_golden("state_show", cli("state", "show", "-c", config, now=None).stdout, root)
+    outcome = cli("state", "show", "-c", config, now=DAY.format(4))
+    assert_golden("state_show", outcome.stdout, root)
 
 
 def test_quiet_and_verbose_apply_text_match_the_golden_files(

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from providers import retention
 from providers.naming import (
-    expired,
     is_snapshot_name,
     snapshot_in_window,
     snapshot_name,
@@ -423,7 +423,11 @@ def test_snapshot_in_window_converts_non_utc_now() -> None:
     assert snapshot_in_window(["2026.088.00.00"], now, Schedule.DAILY) is None
 
 
-# --- expired -----------------------------------------------------------------
+# --- expired: retain and keep_min (the period rules: tests/providers/test_retention.py) ---
+
+
+def expired(names: list[str], now: dt.datetime, retain_days: int, keep_min: int) -> list[str]:
+    return retention.expired(names, now, retention.Policy(retain_days, keep_min))
 
 
 def test_expired_exactly_retain_days_old_is_kept() -> None:

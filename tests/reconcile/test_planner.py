@@ -13,6 +13,7 @@ A case holds a config-like `resource`, its observed `facts`, the recorded
       refusal: null                     # null, a substring, or a list of substrings
       warning: null                     # likewise
       warnings: [substring, ...]        # each is in some warning; absent or [] means none
+      kept: {snapshot: [rule, ...]}     # optional: the rules keeping each existing snapshot
 
 The planner is pure: the test gives it dummy absolute paths and makes any
 filesystem access during planning fail.
@@ -57,6 +58,9 @@ RESOURCE_KEYS = {
     "schedule",
     "retain",
     "keep_min",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
     "pre_command",
     "post_command",
     "revert",
@@ -92,7 +96,7 @@ STATE_KEYS = {
     "snapshots",
     "corrupted",
 }
-EXPECT_KEYS = {"actions", "notes", "refusal", "warning", "warnings"}
+EXPECT_KEYS = {"actions", "notes", "refusal", "warning", "warnings", "kept"}
 ACTION_FIELDS = {
     "command",
     "snapshot",
@@ -158,6 +162,9 @@ def build_resource(spec: dict[str, Any]) -> Resource:
         revert=bool(spec.get("revert", False)),
         on_revert=spec.get("on_revert"),
         keep_min=int(spec.get("keep_min", 1)),
+        keep_weekly=int(spec.get("keep_weekly", 0)),
+        keep_monthly=int(spec.get("keep_monthly", 0)),
+        keep_yearly=int(spec.get("keep_yearly", 0)),
     )
 
 
@@ -311,6 +318,12 @@ def test_planner_case(case_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert warnings == [], f"expected no warnings, got {warnings}"
     for part in expect.get("warnings") or []:
         assert any(part in text for text in warnings), f"no warning contains {part!r}: {warnings}"
+    if "kept" in expect:
+        kept = {
+            name: [f"{r.rule} {r.period}" if r.period else r.rule for r in rules]
+            for name, rules in resource_plan.kept
+        }
+        assert kept == expect["kept"]
 
 
 def test_planner_cases_are_many_and_each_has_a_description() -> None:
