@@ -1,0 +1,97 @@
+"""The auditing commands: verify, diff, state show. They read snapshots
+and state; none of them changes a snapshot."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated
+
+import typer
+
+from reconcile import common, render
+from reconcile.common import ConfigOption, JsonOption, StateDirOption, app, state_app
+from reconcile.exitcodes import ExitCode
+
+
+@app.command()
+def verify(
+    name: Annotated[str, typer.Argument(help="The resource whose snapshots to check.")],
+    snapshots: Annotated[
+        list[str] | None, typer.Argument(help="Snapshots to check (default: all).")
+    ] = None,
+    content: Annotated[
+        bool, typer.Option("--content", help="Also hash every file and compare contents.")
+    ] = False,
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Check snapshots against their manifests; exit 1 when any drifted or rotted."""
+    from reconcile.operations import verify_resource
+
+    loaded = common.load(config)
+    with common.exit_codes():
+        results = verify_resource(
+            loaded, common.state_dir(state_dir), name, snapshots or [], content, common.now()
+        )
+    if as_json:
+        common.print_json(render.verify_json(name, results))
+    else:
+        typer.echo(render.verify_text(name, results))
+    if not all(result.clean for result in results):
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@app.command()
+def diff(
+    name: Annotated[str, typer.Argument(help="The resource whose snapshots to compare.")],
+    before: Annotated[
+        str | None, typer.Argument(help="The older snapshot (default: the second newest).")
+    ] = None,
+    after: Annotated[
+        str | None, typer.Argument(help="The newer snapshot (default: the one after BEFORE).")
+    ] = None,
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Files added, removed and changed between two snapshots."""
+    from reconcile.operations import diff_resource
+
+    loaded = common.load(config)
+    with common.exit_codes():
+        difference = diff_resource(loaded, common.state_dir(state_dir), name, before, after)
+    if as_json:
+        common.print_json(render.diff_json(name, difference))
+    else:
+        typer.echo(render.diff_text(name, difference, common.color()))
+
+
+@state_app.command("show")
+def state_show(
+    name: Annotated[str | None, typer.Argument(help="Show only this resource.")] = None,
+    config: ConfigOption = "hardsnap.yaml",
+    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Show recorded state: snapshots, last runs, reverts, pending hooks."""
+    from reconcile.config import ConfigError, load_config
+    from reconcile.operations import state_view
+
+    try:
+        loaded = load_config(config)
+    except ConfigError as error:
+        loaded = None
+        typer.echo(
+            f"warning: {error.problems[0]}; resources cannot be matched to a config",
+            err=True,
+        )
+    with common.exit_codes():
+        view = state_view(loaded, common.state_dir(state_dir), name, common.now())
+    if name is not None and name not in view:
+        typer.echo(f"warning: no recorded state or resource named {name!r}", err=True)
+    if as_json:
+        common.print_json({"resources": view})
+    else:
+        width = shutil.get_terminal_size((100, 24)).columns
+        typer.echo(render.state_text(view, width, common.color()))

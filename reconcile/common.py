@@ -1,0 +1,159 @@
+"""What every hardsnap command shares: the typer app, common options, and
+the one place where errors, signals and results become exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from reconcile import clock, exitcodes
+from reconcile.exitcodes import ExitCode
+
+app = typer.Typer(
+    name="hardsnap",
+    help="Declarative hardlink snapshots: validate, plan, apply, audit.",
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+state_app = typer.Typer(help="Show recorded state.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+ConfigOption = Annotated[
+    str, typer.Option("--config", "-c", help="Config file.", show_default=True)
+]
+StateDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--state-dir",
+        help="State directory (default: $HARDSNAP_STATE_DIR, $XDG_STATE_HOME/hardsnap, "
+        "/var/lib/hardsnap as root, else ~/.local/state/hardsnap).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+AllowEmptyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty-source",
+        help="Snapshot a source that is empty although the newest snapshot is not "
+        "(refused by default: the signature of an unmounted disk).",
+    ),
+]
+AllowNewTargetOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-new-target",
+        help="Start a new chain in a target_path that holds none of the snapshots the state "
+        "records there (refused by default: the signature of an unmounted backup disk).",
+    ),
+]
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped the command."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Turn SIGINT, SIGTERM and SIGHUP (Ctrl-C, systemd stopping us, a closed
+    terminal) into Stopped, so an apply stops by unwinding: hooks' process
+    groups ended, a snapshot's work kept for the next apply to resume,
+    state saved, locks released. Signals that come while it unwinds are
+    ignored: the first one already asked for all of that."""
+
+    def stop(signum: int, frame: object) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
+@contextlib.contextmanager
+def exit_codes(as_json: bool = False) -> Iterator[None]:
+    """The one place where an operation's errors become exit codes: an
+    unknown resource name is bad input (2); an unusable state store or a
+    missing snapshot fail the command (1); a lock held by another apply
+    exits 75; a signal exits 128 + its number (130 for SIGINT, 143 for
+    SIGTERM). With `as_json`, the error is also the JSON document on stdout."""
+    from providers.target import TargetBusy
+    from reconcile.operations import NoSuchSnapshot, UnknownResource
+    from state.lock import LockHeld
+    from state.store import StateError
+
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        signum = error.signum if isinstance(error, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        fail(
+            f"interrupted by {name}: work done so far is kept for the next apply to resume; "
+            f"earlier snapshots are untouched",
+            exitcodes.of_signal(signum),
+            as_json,
+            own_line=True,
+        )
+    except UnknownResource as error:
+        fail(str(error), ExitCode.INVALID, as_json)
+    except (LockHeld, TargetBusy) as error:
+        fail(str(error), ExitCode.LOCKED, as_json)
+    except (StateError, NoSuchSnapshot) as error:
+        fail(str(error), ExitCode.FAILED, as_json)
+
+
+def fail(
+    message: str, code: int = ExitCode.FAILED, as_json: bool = False, own_line: bool = False
+) -> NoReturn:
+    """Say what stopped the command and exit with `code`. A message after
+    an interrupt starts on a line of its own (the terminal echoed ^C)."""
+    if as_json:
+        print_json({"error": message})
+    lead = "\n" if own_line and sys.stderr.isatty() else ""
+    typer.echo(f"{lead}hardsnap: {message}", err=True)
+    raise typer.Exit(int(code))
+
+
+def state_dir(option: str | None) -> str:
+    from state.store import default_state_dir
+
+    return option or default_state_dir()
+
+
+def color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def print_json(document: Any) -> None:
+    typer.echo(json.dumps(document, indent=2, sort_keys=False))
+
+
+def load(config: str) -> Any:
+    """Load the config or exit 2 with every located problem on stderr."""
+    from reconcile.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as error:
+        for problem in error.problems:
+            typer.echo(str(problem), err=True)
+        count = len(error.problems)
+        typer.echo(f"{config}: invalid, {count} problem{'s' if count != 1 else ''}", err=True)
+        raise typer.Exit(int(ExitCode.INVALID)) from None
+
+
+def now() -> Any:
+    try:
+        return clock.now()
+    except clock.ClockError as error:
+        fail(str(error))
