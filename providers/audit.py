@@ -7,6 +7,7 @@ symlink planted in a snapshot is never followed.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 from collections.abc import Iterator
@@ -57,13 +58,24 @@ def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if directory else name
 
 
+def moment(mtime_ns: int) -> str:
+    """A file time as people read it: UTC date and time, with the
+    nanoseconds when there are any (two times may differ only there)."""
+    seconds, nanoseconds = divmod(mtime_ns, 10**9)
+    try:
+        text = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return f"{mtime_ns} ns after 1970"
+    return f"{text}.{nanoseconds:09d} UTC" if nanoseconds else f"{text} UTC"
+
+
 def _drift(entry: Entry, info: os.stat_result) -> str | None:
     """How a file's metadata differs from its manifest entry, or None."""
     changes = []
     if info.st_size != entry.size:
         changes.append(f"size {entry.size} -> {info.st_size}")
     if info.st_mtime_ns != entry.mtime_ns:
-        changes.append(f"mtime {entry.mtime_ns} -> {info.st_mtime_ns}")
+        changes.append(f"mtime {moment(entry.mtime_ns)} -> {moment(info.st_mtime_ns)}")
     if info.st_mode & 0o7777 != entry.mode:
         changes.append(f"mode {entry.mode:04o} -> {info.st_mode & 0o7777:04o}")
     if (info.st_uid, info.st_gid) != (entry.uid, entry.gid):

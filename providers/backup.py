@@ -552,9 +552,10 @@ def cross_fs_refusal(resource: Resource, facts: Facts) -> str:
     return (
         f"source_dir {resource.source_dir} is on {facts.source_filesystem} but target_path "
         f"{resource.target_path} is on {facts.target_filesystem}: hard links cannot cross "
-        f"filesystems. Put target_path on the source's filesystem, or set cross_fs: copy "
-        f"(copy every file on every run), warn (the same, warning once) or link (link "
-        f"unchanged files to the previous snapshot)"
+        f"filesystems to the source. Set cross_fs: link (the usual choice for a backup "
+        f"disk or NAS: unchanged files are linked to the previous snapshot, on the target's "
+        f"own filesystem), or copy (every file copied on every run), or warn (the same, "
+        f"warning once)"
     )
 
 

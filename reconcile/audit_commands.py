@@ -1,5 +1,5 @@
-"""The auditing commands: verify, diff, state show. They read snapshots
-and state; none of them changes a snapshot."""
+"""The auditing commands: verify, diff, state show and forget. They read
+snapshots and state; none of them changes a snapshot."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def verify(
     content: Annotated[
         bool, typer.Option("--content", help="Also hash every file and compare contents.")
     ] = False,
-    config: ConfigOption = "hardsnap.yaml",
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
@@ -30,7 +30,7 @@ def verify(
     from reconcile.operations import verify_resource
 
     loaded = common.load(config)
-    with common.exit_codes():
+    with common.exit_codes(as_json):
         results = verify_resource(
             loaded, common.state_dir(state_dir), name, snapshots or [], content, common.now()
         )
@@ -51,7 +51,7 @@ def diff(
     after: Annotated[
         str | None, typer.Argument(help="The newer snapshot (default: the one after BEFORE).")
     ] = None,
-    config: ConfigOption = "hardsnap.yaml",
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
@@ -59,7 +59,7 @@ def diff(
     from reconcile.operations import diff_resource
 
     loaded = common.load(config)
-    with common.exit_codes():
+    with common.exit_codes(as_json):
         difference = diff_resource(loaded, common.state_dir(state_dir), name, before, after)
     if as_json:
         common.print_json(render.diff_json(name, difference))
@@ -70,7 +70,7 @@ def diff(
 @state_app.command("show")
 def state_show(
     name: Annotated[str | None, typer.Argument(help="Show only this resource.")] = None,
-    config: ConfigOption = "hardsnap.yaml",
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
@@ -79,14 +79,14 @@ def state_show(
     from reconcile.operations import state_view
 
     try:
-        loaded = load_config(config)
+        loaded = load_config(common.config_path(config))
     except ConfigError as error:
         loaded = None
         typer.echo(
             f"warning: {error.problems[0]}; resources cannot be matched to a config",
             err=True,
         )
-    with common.exit_codes():
+    with common.exit_codes(as_json):
         view = state_view(loaded, common.state_dir(state_dir), name, common.now())
     if name is not None and name not in view:
         typer.echo(f"warning: no recorded state or resource named {name!r}", err=True)
@@ -95,3 +95,19 @@ def state_show(
     else:
         width = shutil.get_terminal_size((100, 24)).columns
         typer.echo(render.state_text(view, width, common.color()))
+
+
+@state_app.command("forget")
+def state_forget(
+    name: Annotated[str, typer.Argument(help="The resource no longer in the config.")],
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Drop the recorded state of a resource removed from the config.
+    Touches no snapshot."""
+    from reconcile.operations import forget_resource
+
+    loaded = common.load(config)
+    with common.exit_codes():
+        forget_resource(loaded, common.state_dir(state_dir), name)
+    typer.echo(f'forgot the recorded state of "{name}"; its snapshots are left where they are')

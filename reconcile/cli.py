@@ -28,18 +28,18 @@ __all__ = ["app", "audit_commands", "main"]
 
 @app.command()
 def validate(
-    config: ConfigOption = "hardsnap.yaml",
+    config: ConfigOption = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Check the config file; exit 0 when valid, 2 when not."""
     loaded = common.load(config)
     count = len(loaded.resources)
-    typer.echo(f"{config}: valid, {count} resource{'s' if count != 1 else ''}")
+    typer.echo(f"{loaded.path}: valid, {count} resource{'s' if count != 1 else ''}")
 
 
 @app.command()
 def plan(
-    config: ConfigOption = "hardsnap.yaml",
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     detailed_exitcode: Annotated[
         bool,
@@ -67,7 +67,7 @@ def plan(
     if as_json:
         common.print_json(render.plan_json(result))
     else:
-        typer.echo(render.plan_text(result, config, common.color()))
+        typer.echo(render.plan_text(result, loaded.path, common.color()))
     if result.refused:
         raise typer.Exit(int(ExitCode.FAILED))
     if detailed_exitcode and result.has_changes:
@@ -76,7 +76,7 @@ def plan(
 
 @app.command()
 def apply(
-    config: ConfigOption = "hardsnap.yaml",
+    config: ConfigOption = None,
     as_json: JsonOption = False,
     resource: Annotated[
         list[str] | None,

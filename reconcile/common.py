@@ -23,12 +23,20 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-state_app = typer.Typer(help="Show recorded state.", no_args_is_help=True)
+state_app = typer.Typer(help="Show or forget recorded state.", no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
 ConfigOption = Annotated[
-    str, typer.Option("--config", "-c", help="Config file.", show_default=True)
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (default: $HARDSNAP_CONFIG, else ./hardsnap.yaml when it exists, "
+        "else /etc/hardsnap/hardsnap.yaml).",
+    ),
 ]
+LOCAL_CONFIG = "hardsnap.yaml"
+SYSTEM_CONFIG = "/etc/hardsnap/hardsnap.yaml"
 StateDirOption = Annotated[
     str | None,
     typer.Option(
@@ -88,7 +96,7 @@ def exit_codes(as_json: bool = False) -> Iterator[None]:
     exits 75; a signal exits 128 + its number (130 for SIGINT, 143 for
     SIGTERM). With `as_json`, the error is also the JSON document on stdout."""
     from providers.target import TargetBusy
-    from reconcile.operations import NoSuchSnapshot, UnknownResource
+    from reconcile.operations import CannotForget, NoSuchSnapshot, UnknownResource
     from state.lock import LockHeld
     from state.store import StateError
 
@@ -108,7 +116,7 @@ def exit_codes(as_json: bool = False) -> Iterator[None]:
         fail(str(error), ExitCode.INVALID, as_json)
     except (LockHeld, TargetBusy) as error:
         fail(str(error), ExitCode.LOCKED, as_json)
-    except (StateError, NoSuchSnapshot) as error:
+    except (StateError, NoSuchSnapshot, CannotForget) as error:
         fail(str(error), ExitCode.FAILED, as_json)
 
 
@@ -138,10 +146,22 @@ def print_json(document: Any) -> None:
     typer.echo(json.dumps(document, indent=2, sort_keys=False))
 
 
-def load(config: str) -> Any:
+def config_path(option: str | None) -> str:
+    """The config file a command reads: -c, else $HARDSNAP_CONFIG, else
+    ./hardsnap.yaml when it exists, else the system-wide one (where the
+    shipped unit and the Ansible role put it)."""
+    if option:
+        return option
+    if os.environ.get("HARDSNAP_CONFIG"):
+        return os.environ["HARDSNAP_CONFIG"]
+    return LOCAL_CONFIG if os.path.exists(LOCAL_CONFIG) else SYSTEM_CONFIG
+
+
+def load(option: str | None) -> Any:
     """Load the config or exit 2 with every located problem on stderr."""
     from reconcile.config import ConfigError, load_config
 
+    config = config_path(option)
     try:
         return load_config(config)
     except ConfigError as error:

@@ -103,6 +103,27 @@ class NoSuchSnapshot(Exception):
     """A snapshot named on the command line is not in the target."""
 
 
+class CannotForget(Exception):
+    """`state forget` named a resource still in the config, or one with no
+    recorded state."""
+
+
+def forget_resource(config: Config, state_dir: str, name: str) -> None:
+    """Drop the recorded state of a resource no longer in the config. Its
+    snapshots stay where they are. Raise CannotForget, or LockHeld while
+    an apply runs."""
+    if config.resource(name) is not None:
+        raise CannotForget(
+            f'resource "{name}" is still in {config.path}: remove it from the config first '
+            f"(its snapshots stay on disk either way)"
+        )
+    with StateStore.read(state_dir) as store:
+        if name not in store.names():
+            raise CannotForget(f'no recorded state of a resource named "{name}"')
+    with StateStore.write(state_dir) as store, ApplyLock(state_dir):
+        store.forget(name)
+
+
 def _target_of(config: Config, name: str, state_dir: str) -> str:
     """The real target of a resource: from the config, or, for one removed
     from it, from its recorded state (its snapshots are still there)."""

@@ -210,6 +210,16 @@ class StateStore:
             stored[snapshot] = result
             self._cache.set(VERIFY_PREFIX + name, stored)
 
+    def forget(self, name: str) -> bool:
+        """Drop everything recorded of a resource (its record and its
+        verifications); return whether there was anything."""
+        if self._cache is None:
+            raise StateError("state store was opened read-only")
+        with self._guard(), self._cache.transact():
+            found = self._cache.delete(RESOURCE_PREFIX + name)
+            found = self._cache.delete(VERIFY_PREFIX + name) or found
+        return bool(found)
+
     def recorded(self) -> dict[str, RecordedState]:
         """Return what the planner needs of every recorded resource."""
         return {

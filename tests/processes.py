@@ -27,14 +27,20 @@ class Finished:
         return f"exit {self.returncode}\n--stdout--\n{self.stdout}\n--stderr--\n{self.stderr}"
 
 
-def run(arguments: list[str], environment: dict[str, str], timeout: float = 300) -> Finished:
-    """Run the CLI to its end as a subprocess."""
+def run(
+    arguments: list[str],
+    environment: dict[str, str],
+    timeout: float = 300,
+    cwd: Path | None = None,
+) -> Finished:
+    """Run the CLI to its end as a subprocess (in `cwd` when given)."""
     done = subprocess.run(
         [*hardsnap_command(), *arguments],
         env=environment,
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
     return Finished(done.returncode, done.stdout, done.stderr)
 

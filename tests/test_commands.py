@@ -1,0 +1,117 @@
+"""The commands around apply, as an admin types them: where the config is
+found, forgetting a removed resource, errors as JSON, dates people read."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.processes import run
+from tests.site import Site, at, name_of, new_site
+
+SYSTEM_CONFIG = Path("/etc/hardsnap/hardsnap.yaml")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return new_site(tmp_path)
+
+
+def environment(site: Site, **extra: str) -> dict[str, str]:
+    values = site.environment(at(0))
+    values.pop("HARDSNAP_CONFIG", None)
+    values.update(extra)
+    return values
+
+
+# -- where the config comes from ------------------------------------------------------
+
+
+def test_state_show_outside_the_config_folder_finds_the_config_through_hardsnap_config(
+    site: Site, tmp_path: Path
+) -> None:
+    assert site.apply(at(0)).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = environment(site, HARDSNAP_CONFIG=str(site.config))
+    shown = run(["state", "show", "--json"], env, cwd=elsewhere)
+    assert shown.returncode == 0, shown
+    resource = json.loads(shown.stdout)["resources"]["r"]
+    assert resource["managed"] is True and len(resource["snapshots"]) == 1
+    planned = run(["plan"], env, cwd=elsewhere)
+    assert planned.returncode == 0 and str(site.config) in planned.stdout, planned
+
+
+def test_without_c_a_hardsnap_yaml_in_the_working_folder_comes_before_the_system_one(
+    site: Site, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "hardsnap.yaml").write_text(site.config.read_text())
+    done = run(["validate"], environment(site), cwd=local)
+    assert done.returncode == 0, done
+    assert done.stdout.startswith("hardsnap.yaml: valid, 1 resource"), done
+
+
+def test_without_c_or_a_local_file_the_system_config_is_read(site: Site, tmp_path: Path) -> None:
+    if SYSTEM_CONFIG.exists():
+        pytest.skip(f"{SYSTEM_CONFIG} exists on this machine")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = run(["validate"], environment(site), cwd=empty)
+    assert done.returncode == 2, done
+    assert f"{SYSTEM_CONFIG}:1:1: cannot read config file" in done.stderr, done
+
+
+# -- state forget ----------------------------------------------------------------------
+
+
+def test_state_forget_drops_a_removed_resource_and_leaves_its_snapshots(site: Site) -> None:
+    assert site.apply(at(0)).returncode == 0
+    assert site.cli("verify", "r", now=at(0)).returncode == 0
+    refused = site.cli("state", "forget", "r")
+    assert refused.returncode == 1, refused
+    assert "still in" in refused.stderr
+
+    other = site.root / "other.yaml"
+    other.write_text("resources: []\n")
+    env = environment(site, HARDSNAP_CONFIG=str(other))
+    listed = run(["plan"], env)
+    assert "no longer in the config (recorded state kept, nothing undone): r" in (
+        listed.stdout.lower()
+    ), listed
+    forgot = run(["state", "forget", "r"], env)
+    assert forgot.returncode == 0, forgot
+    shown = json.loads(run(["state", "show", "--json"], env).stdout)
+    assert shown["resources"] == {}
+    listed = run(["plan"], env)
+    assert "no longer in the config" not in listed.stdout.lower(), listed
+    assert site.snapshots() == [name_of(at(0))]
+    again = run(["state", "forget", "r"], env)
+    assert again.returncode == 1 and "no recorded state" in again.stderr, again
+
+
+# -- errors and dates ---------------------------------------------------------------------
+
+
+def test_diff_json_with_one_snapshot_prints_an_error_document(site: Site) -> None:
+    assert site.apply(at(0)).returncode == 0
+    done = site.cli("diff", "r", "--json", now=at(0))
+    assert done.returncode == 1, done
+    document = json.loads(done.stdout)
+    assert "a diff needs two" in document["error"]
+
+
+def test_verify_shows_changed_mtimes_as_dates(site: Site) -> None:
+    assert site.apply(at(0)).returncode == 0
+    copy = site.target / name_of(at(0)) / "a.txt"
+    os.utime(copy, ns=(1_779_294_449_000_000_000, 1_779_294_449_000_000_000))
+    done = site.cli("verify", "r", now=at(0))
+    assert done.returncode == 1, done
+    assert "-> 2026-05-20 16:27:29 UTC" in done.stdout, done.stdout
+    assert "1779294449000000000" not in done.stdout
+    # The source's odd mtime keeps its nanoseconds: two times may differ only there.
+    assert "2023-11-14 22:13:20.123456789 UTC" in done.stdout
