@@ -738,7 +738,10 @@ class Walk:
             placed = self._link_to_reference(name, info, frame)
         if placed is None:
             if frame.target_fd is None:
-                self._count_copy(name, relative, info, frame.source_fd)
+                counted = self._count_copy(name, relative, info, frame.source_fd)
+                if counted and several_names:
+                    # Its other names will be linked to this copy.
+                    self._first_names.setdefault((info.st_dev, info.st_ino), (relative, None))
                 return
             placed = self._copy(name, relative, frame.source_fd, frame.target_fd)
             if placed is None:
@@ -930,24 +933,26 @@ class Walk:
         if self.report.link_failure is None:
             self.report.link_failure = f"{relative}: {error.strerror}"
 
-    def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> None:
-        """A dry walk: count a copy as the real one will report it."""
+    def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> bool:
+        """A dry walk: count a copy as the real one will report it; return
+        whether it will be copied (else it is skipped, unreadable)."""
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | fs.NO_ATIME
         try:
             fd = os.open(name, flags, dir_fd=source_fd)
         except OSError as error:
             self._skip(relative, f"unreadable: {error.strerror}")
-            return
+            return False
         try:
             copied = fs.bytes_to_copy(fd, info)
         except OSError as error:
             self._skip(relative, f"unreadable: {error.strerror}")
-            return
+            return False
         finally:
             os.close(fd)
         self.report.files_copied += 1
         self.report.bytes_copied += copied
         self.report.space_needed += fs.allocated_bytes(info)
+        return True
 
     def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> Placed | None:
         """Copy one file; return its copy's stat and hash, or None when it was

@@ -123,7 +123,18 @@ def snapshot_action(document: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     "change",
-    ["nothing", "rewrite", "append", "touch", "chmod", "add", "delete", "add_dir"],
+    [
+        "nothing",
+        "rewrite",
+        "append",
+        "touch",
+        "chmod",
+        "add",
+        "delete",
+        "add_dir",
+        "rewrite_two_names",
+        "add_two_names",
+    ],
 )
 def test_plan_predicts_exactly_what_apply_then_copies_and_links(
     world: dict[str, Any], cli: Any, change: str
@@ -145,6 +156,14 @@ def test_plan_predicts_exactly_what_apply_then_copies_and_links(
         users.unlink()
     elif change == "add_dir":
         make_file(source / "var" / "lib" / "db", b"d" * 777)
+    elif change == "rewrite_two_names":
+        # A new inode with two names: copied once, its second name linked to the copy.
+        users.unlink()
+        make_file(users, b"carol\ndave\n", ODD_NS + 5)
+        os.link(users, source / "etc" / "users.bak")
+    elif change == "add_two_names":
+        make_file(source / "new.bin", b"n" * 5000)
+        os.link(source / "new.bin", source / "etc" / "new-alias.bin")
     planned = snapshot_action(cli("plan", "-c", config, "--json", now=DAY.format(2)).json())
     applied = snapshot_action(cli("apply", "-c", config, "--json", now=DAY.format(2)).json())
     assert (planned["files_to_copy"], planned["files_to_link"], planned["bytes_to_copy"]) == (
@@ -153,6 +172,10 @@ def test_plan_predicts_exactly_what_apply_then_copies_and_links(
         applied["bytes_copied"],
     )
     assert planned["files_to_copy"] == (0 if change in ("nothing", "delete") else 1)
+    if change == "rewrite_two_names":  # notes.txt, app.conf, and users.bak to the new copy
+        assert planned["files_to_link"] == 3, planned
+    if change == "add_two_names":  # notes.txt, app.conf, users, and the new alias
+        assert planned["files_to_link"] == 4, planned
 
 
 def test_plan_predicts_the_bytes_a_prune_then_frees(world: dict[str, Any], cli: Any) -> None:
