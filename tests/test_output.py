@@ -283,3 +283,45 @@ def test_apply_without_a_terminal_prints_plain_lines_only(
     assert done.returncode == 0, done
     assert "\x1b[" not in done.stdout and "files/s" not in done.stdout
     assert json.dumps(done.stdout)  # plain text
+
+
+def test_plan_after_a_killed_run_counts_the_work_it_resumes_as_done(
+    tmpfs: Mount, cli: Any, tmp_path: Path
+) -> None:
+    """The work a killed run left is resumed, not counted again as space
+    the snapshot still needs: plan agrees with what apply then does."""
+    root = tmpfs("small", "size=16m")
+    source = tmp_path / "src"
+    make_file(source / "big.bin", os.urandom(6 * 1024 * 1024))
+    make_file(source / "small.txt", b"small")
+    config = write_config(
+        tmp_path / "hardsnap.yaml",
+        {
+            "name": "r",
+            "type": "backup",
+            "source_dir": str(source),
+            "target_path": str(root / "dst"),
+            "min_free_space": "8M",
+            "cross_fs": "link",
+        },
+    )
+    # What a run killed after copying big.bin leaves behind.
+    partial = root / "dst" / ".hardsnap-partial.2026.088.05.00"
+    partial.mkdir(parents=True)
+    subprocess.run(["cp", "-p", str(source / "big.bin"), str(partial)], check=True)
+    kept_inode = (partial / "big.bin").stat().st_ino
+    planned = cli("plan", "-c", config, "--json", now=DAY.format(29))
+    assert planned.exit_code == 0, planned
+    snapshot = snapshot_action(planned.json())
+    assert snapshot["resumes"] == partial.name
+    # big.bin is kept (and counted as copied, by the killed run): only small.txt costs space.
+    assert (snapshot["files_kept"], snapshot["files_to_copy"]) == (1, 2), snapshot
+    applied = cli("apply", "-c", config, "--json", now=DAY.format(29))
+    assert applied.exit_code == 0, applied
+    done = snapshot_action(applied.json())
+    assert (done["files_copied"], done["bytes_copied"]) == (
+        snapshot["files_to_copy"],
+        snapshot["bytes_to_copy"],
+    )
+    # The finished copy was kept, not made again.
+    assert (root / "dst" / "2026.088.06.00" / "big.bin").stat().st_ino == kept_inode
