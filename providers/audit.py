@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from providers import fs
+from providers.entries import kind_of
 from providers.manifest import Entry, ManifestError, ManifestReader
 
 
@@ -72,12 +73,16 @@ def moment(mtime_ns: int) -> str:
 def _drift(entry: Entry, info: os.stat_result) -> str | None:
     """How a file's metadata differs from its manifest entry, or None."""
     changes = []
-    if info.st_size != entry.size:
+    if entry.kind == stat.S_IFREG and info.st_size != entry.size:
         changes.append(f"size {entry.size} -> {info.st_size}")
+    if entry.kind in (stat.S_IFCHR, stat.S_IFBLK) and info.st_rdev != entry.size:
+        changes.append(f"device {entry.size} -> {info.st_rdev}")
     if info.st_mtime_ns != entry.mtime_ns:
         changes.append(f"mtime {moment(entry.mtime_ns)} -> {moment(info.st_mtime_ns)}")
-    if info.st_mode & 0o7777 != entry.mode:
-        changes.append(f"mode {entry.mode:04o} -> {info.st_mode & 0o7777:04o}")
+    if entry.kind != stat.S_IFLNK and stat.S_IMODE(info.st_mode) != stat.S_IMODE(entry.mode):
+        changes.append(
+            f"mode {stat.S_IMODE(entry.mode):04o} -> {stat.S_IMODE(info.st_mode):04o}"
+        )
     if (info.st_uid, info.st_gid) != (entry.uid, entry.gid):
         changes.append(f"owner {entry.uid}:{entry.gid} -> {info.st_uid}:{info.st_gid}")
     return ", ".join(changes) or None
@@ -141,7 +146,7 @@ def _verify_directory(
         for name, entry in block.items():
             result.files += 1
             info = present.get(name)
-            if info is None or not stat.S_ISREG(info.st_mode):
+            if info is None or stat.S_IFMT(info.st_mode) != entry.kind:
                 result.findings.append(Finding(entry.path, "missing", ""))
                 continue
             if info.st_ino != entry.inode:
@@ -150,6 +155,10 @@ def _verify_directory(
                 )
                 continue
             drift = _drift(entry, info)
+            if entry.target is not None and not drift:
+                text = os.readlink(name, dir_fd=fd)
+                if text != entry.target:
+                    drift = f"symlink target {entry.target!r} -> {text!r}"
             if drift:
                 shared = f"; shared by {info.st_nlink} links" if info.st_nlink > 1 else ""
                 result.findings.append(Finding(entry.path, "changed", drift + shared))
@@ -180,7 +189,8 @@ def _verify_directory(
                         Finding(_join(directory, name), "unexpected", "directory")
                     )
             else:
-                result.findings.append(Finding(_join(directory, name), "unexpected", "file"))
+                kind = "file" if stat.S_ISREG(info.st_mode) else kind_of(info.st_mode)
+                result.findings.append(Finding(_join(directory, name), "unexpected", kind))
     finally:
         os.close(fd)
 
@@ -207,13 +217,13 @@ class Difference:
 
 
 def _files_below(fd: int, relative: str) -> Iterator[tuple[str, int]]:
-    """Every regular file below an open directory: (relative path, size)."""
+    """Every entry but directories below an open directory: (relative path, size)."""
     stack = [(os.dup(fd), relative)]
     while stack:
         directory_fd, directory = stack.pop()
         try:
             for name, info in sorted(_listing(directory_fd).items()):
-                if stat.S_ISREG(info.st_mode):
+                if not stat.S_ISDIR(info.st_mode):
                     yield _join(directory, name), info.st_size
                 elif stat.S_ISDIR(info.st_mode):
                     stack.append((fs.open_directory(name, directory_fd), _join(directory, name)))
@@ -265,8 +275,9 @@ def _diff_directory(
     for name in sorted(old.keys() | new.keys()):
         path = _join(directory, name)
         was, now = old.get(name), new.get(name)
-        was_file = was is not None and stat.S_ISREG(was.st_mode)
-        now_file = now is not None and stat.S_ISREG(now.st_mode)
+        # Files, symlinks and special files alike: one inode each.
+        was_file = was is not None and not stat.S_ISDIR(was.st_mode)
+        now_file = now is not None and not stat.S_ISDIR(now.st_mode)
         was_dir = was is not None and stat.S_ISDIR(was.st_mode)
         now_dir = now is not None and stat.S_ISDIR(now.st_mode)
         if was_file and now_file:

@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from providers import fs, target
+from providers.entries import Kinds
 from providers.manifest import ManifestError, ManifestWriter, open_manifest, remove_orphans
 from providers.naming import future_names, snapshot_in_window, snapshot_time
 from providers.snapshot import Excludes, Progress, SnapshotFailed, SnapshotReport, Walk
 from providers.target import PARTIAL_PREFIX, Owner, TargetLocks
-from reconcile.model import CrossFs, Resource
+from reconcile.model import CrossFs, Keep, Resource
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,11 @@ class Prediction:
     space_needed: int = 0
     # Files an interrupted run finished that the snapshot keeps.
     files_kept: int = 0
+    # Symlinks and special files made, and those the settings leave out.
+    symlinks: int = 0
+    special_files: int = 0
+    symlinks_skipped: int = 0
+    special_files_skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,7 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         0,
         _identity(facts),
         corrupted=corrupted,
+        kinds=kinds(resource),
     )
     try:
         with _open_roots(resource, facts) as (source_fd, reference_fd, partial_fd):
@@ -230,8 +237,21 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         report.bytes_copied,
         report.space_needed,
         report.files_kept,
+        report.symlinks,
+        report.special_files,
+        report.symlinks_skipped,
+        report.special_files_skipped,
     )
     return replace(facts, prediction=prediction)
+
+
+def kinds(resource: Resource) -> Kinds:
+    """What the resource's snapshots keep besides files and directories."""
+    return Kinds(
+        symlinks=resource.symlinks is Keep.KEEP,
+        special_files=resource.special_files is Keep.KEEP,
+        one_file_system=resource.one_file_system,
+    )
 
 
 def measure_prune(facts: Facts, names: list[str]) -> Facts:
@@ -398,6 +418,7 @@ def _build(
         reference_manifest,
         workers=_workers(resource, facts),
         corrupted=request.corrupted,
+        kinds=kinds(resource),
     )
     try:
         if not resume:

@@ -1,7 +1,10 @@
 """Snapshot manifests: what each snapshot held when it was made.
 
 A manifest lists every regular file of a snapshot with its relative path,
-size, mtime (ns), permission bits, owner, inode and SHA-256. It lives in
+size, mtime (ns), permission bits, owner, inode and SHA-256; and every
+symlink, FIFO and device node it keeps, with its type bits in the mode, a
+symlink's target text as `@` and its JSON string in place of the hash, a
+device's number in place of the size. It lives in
 `target_path/.hardsnap-manifests/NAME`, beside the snapshots but outside
 their trees, so a restore with `cp -a` never drags it in, and it is
 complete on disk before its snapshot is renamed into place.
@@ -40,7 +43,8 @@ from typing import IO, Any
 
 MANIFEST_DIRECTORY = ".hardsnap-manifests"
 PARTIAL_SUFFIX = ".partial"
-FORMAT_VERSION = 1
+# 2: symlinks and special files are listed too (1 listed regular files only).
+FORMAT_VERSION = 2
 TRAILER_BYTES = 4096
 # An index line: {"i":[DIR,OFFSET]}, DIR a JSON string.
 _INDEX_LINE = re.compile(rb'^\{"i":\[("(?:[^"\\\n]|\\.)*"),(\d+)\]\}$', re.MULTILINE)
@@ -52,7 +56,8 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class Entry:
-    """One file as a manifest records it."""
+    """One entry as a manifest records it: a regular file (its mode holds
+    permission bits only), or a symlink or special file (type bits too)."""
 
     path: str
     size: int
@@ -62,6 +67,13 @@ class Entry:
     gid: int
     inode: int
     sha256: str | None
+    # A symlink's target text.
+    target: str | None = None
+
+    @property
+    def kind(self) -> int:
+        """The S_IFMT type bits: S_IFREG for a regular file."""
+        return stat.S_IFMT(self.mode) or stat.S_IFREG
 
 
 def manifest_path(target: str, snapshot: str) -> str:
@@ -126,6 +138,20 @@ class ManifestWriter:
         self._offset += len(line)
         self.files += 1
         self.bytes += info.st_size
+
+    def other(self, name: str, info: os.stat_result, target: str | None) -> None:
+        """Record a symlink (with its target text) or a special file of the
+        current directory, as it stands in the snapshot."""
+        if not name.isprintable() or "\t" in name or "\\" in name:
+            name = "\\" + json.dumps(name, ensure_ascii=True)
+        detail = "@" + json.dumps(target, ensure_ascii=True) if target is not None else "-"
+        size = info.st_rdev if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else 0
+        line = (
+            f"{size}\t{info.st_mtime_ns}\t{info.st_mode}\t{info.st_uid}\t"
+            f"{info.st_gid}\t{info.st_ino}\t{detail}\t{name}\n"
+        ).encode()
+        self._file.write(line)
+        self._offset += len(line)
 
     def _write_index_and_trailer(self) -> None:
         index_offset = self._offset
@@ -376,7 +402,7 @@ class ManifestReader:
         return list(dict.fromkeys(self._index()))
 
     def block(self, relative: str) -> dict[str, Entry]:
-        """Return the files of one directory by name (empty if unknown)."""
+        """Return the entries of one directory by name (empty if unknown)."""
         return {
             name: Entry(
                 _join(relative, name),
@@ -386,7 +412,8 @@ class ManifestReader:
                 int(fields[3]),
                 int(fields[4]),
                 int(fields[5]),
-                None if fields[6] == "-" else fields[6],
+                None if fields[6] == "-" or fields[6].startswith("@") else fields[6],
+                json.loads(fields[6][1:]) if fields[6].startswith("@") else None,
             )
             for name, fields in self._file_lines(relative)
         }
@@ -397,7 +424,7 @@ class ManifestReader:
         return {
             name: (int(fields[5]), fields[6])
             for name, fields in self._file_lines(relative)
-            if fields[6] != "-"
+            if fields[6] != "-" and not fields[6].startswith("@")
         }
 
     def _file_lines(self, relative: str) -> Iterator[tuple[str, list[str]]]:

@@ -30,6 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from providers import fs
+from providers.entries import (
+    Kinds,
+    Mounts,
+    is_kept,
+    kind_of,
+    make_special,
+    make_symlink,
+    unchanged_in_reference,
+)
 from providers.manifest import ManifestError, ManifestReader, ManifestWriter
 
 # Free space is re-read from the filesystem at least this often while copying.
@@ -93,6 +102,12 @@ class SnapshotReport:
     link_failure: str | None = None
     # Warnings about leftovers of earlier runs that could not be removed.
     leftovers: list[str] = field(default_factory=list)
+    # Symlinks and special files (FIFOs, devices) kept, and those left out
+    # by the resource's settings (sockets are always left out).
+    symlinks: int = 0
+    special_files: int = 0
+    symlinks_skipped: int = 0
+    special_files_skipped: int = 0
 
     def add(self, other: SnapshotReport) -> None:
         """Count in what another walker of the same snapshot did."""
@@ -105,6 +120,10 @@ class SnapshotReport:
         self.space_needed += other.space_needed
         self.link_failures += other.link_failures
         self.link_failure = self.link_failure or other.link_failure
+        self.symlinks += other.symlinks
+        self.special_files += other.special_files
+        self.symlinks_skipped += other.symlinks_skipped
+        self.special_files_skipped += other.special_files_skipped
 
     def to_json(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)
@@ -315,8 +334,12 @@ class Walk:
         reference_manifest: ManifestReader | None = None,
         workers: int = 1,
         corrupted: frozenset[int] = frozenset(),
+        kinds: Kinds | None = None,
     ) -> None:
         self.manifest = manifest
+        # What besides files and directories goes in; mounted filesystems.
+        self.kinds = kinds or Kinds()
+        self._mounts = Mounts()
         # Inodes of the reference that `verify --content` found corrupted:
         # their files are copied from the source, never linked.
         self.corrupted = corrupted
@@ -635,8 +658,7 @@ class Walk:
                     ):
                         frame.subdirectories.append(name)
                 elif not self.excludes.file(relative, name):
-                    kind = "symlink" if stat.S_ISLNK(mode) else "special file"
-                    self._skip(relative, f"{kind}: not copied")
+                    self._other(name, relative, info, frame)
         frame.subdirectories.reverse()
 
     def _start_block(self, frame: _Frame) -> None:
@@ -667,6 +689,11 @@ class Walk:
         if (info.st_dev, info.st_ino) == self.skip_identity:  # swapped in since listed
             os.close(source_fd)
             return None
+        # The mount point of another filesystem: kept, as an empty directory,
+        # when it is a kernel pseudo-filesystem or one_file_system says so.
+        descend = info.st_dev == parent.info.st_dev or not (
+            self.kinds.one_file_system or self._mounts.is_pseudo(info.st_dev)
+        )
         frame = _Frame(source_fd, None, None, relative + "/", info)
         self.report.space_needed += fs.DIRECTORY_BYTES
         try:
@@ -682,7 +709,10 @@ class Walk:
                 with contextlib.suppress(OSError):
                     frame.partial_fd = fs.open_directory(name, parent.partial_fd)
                     frame.kept = set()
-            self._scan(frame)
+            if descend:
+                self._scan(frame)
+            else:
+                self._start_block(frame)
         except BaseException:
             frame.close()
             raise
@@ -721,6 +751,73 @@ class Walk:
                 fs.remove_tree(name, target_fd)
             else:
                 os.unlink(name, dir_fd=target_fd)
+
+    # -- symlinks and special files ---------------------------------------------
+
+    def _other(self, name: str, relative: str, info: os.stat_result, frame: _Frame) -> None:
+        """A symlink, FIFO, device or socket: recreated when the resource
+        keeps its kind, else counted as left out."""
+        mode = info.st_mode
+        symlink = stat.S_ISLNK(mode)
+        if not is_kept(mode, self.kinds):
+            if symlink:
+                self.report.symlinks_skipped += 1
+            elif not stat.S_ISSOCK(mode):
+                self.report.special_files_skipped += 1
+            self._skip(relative, f"{kind_of(mode)}: not copied")
+            return
+        text = None
+        if symlink:
+            try:
+                text = os.readlink(name, dir_fd=frame.source_fd)
+            except FileNotFoundError:
+                self._skip(relative, "vanished before it was read")
+                return
+            except OSError as error:
+                self._skip(relative, f"unreadable: {error.strerror}")
+                return
+        if frame.target_fd is not None:
+            placed = self._place_other(name, info, text, frame)
+            if frame.kept is not None:
+                frame.kept.add(name)
+            if self.manifest is not None:
+                self.manifest.other(name, placed, text)
+        if symlink:
+            self.report.symlinks += 1
+        else:
+            self.report.special_files += 1
+
+    def _place_other(
+        self, name: str, info: os.stat_result, text: str | None, frame: _Frame
+    ) -> os.stat_result:
+        target_fd = frame.target_fd
+        assert target_fd is not None
+        if frame.kept is not None:  # resuming: whatever a killed run left goes
+            with contextlib.suppress(FileNotFoundError):
+                existing = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+                if stat.S_ISDIR(existing.st_mode):
+                    fs.remove_tree(name, target_fd)
+                else:
+                    os.unlink(name, dir_fd=target_fd)
+        if self.link_unchanged and frame.reference_fd is not None:
+            reference = unchanged_in_reference(name, info, text, frame.reference_fd)
+            if reference is not None:
+                try:
+                    os.link(
+                        name,
+                        name,
+                        src_dir_fd=frame.reference_fd,
+                        dst_dir_fd=target_fd,
+                        follow_symlinks=False,
+                    )
+                    return reference
+                except OSError as error:
+                    if error.errno in fs.NO_SPACE or error.errno in (errno.EROFS, errno.EIO):
+                        raise
+        if text is None:
+            return make_special(name, info, target_fd)
+        self._reserve(fs.BLOCK_BYTES)
+        return make_symlink(name, info, text, target_fd)
 
     # -- files -----------------------------------------------------------------
 

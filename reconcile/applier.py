@@ -344,7 +344,19 @@ class _Resource:
             "skipped": [{"path": skip.path, "reason": skip.reason} for skip in report.skipped],
             "unstable": list(report.unstable),
             "files_kept": report.files_kept,
+            "symlinks": report.symlinks,
+            "special_files": report.special_files,
+            "symlinks_skipped": report.symlinks_skipped,
+            "special_files_skipped": report.special_files_skipped,
         }
+        if report.symlinks_skipped and not self.record.get("symlinks_hinted"):
+            # Said once: skipping is the original resource's behaviour.
+            self.record["symlinks_hinted"] = True
+            self.outcome.warnings.append(
+                f"{report.symlinks_skipped} symlink(s) of the source were left out "
+                f"(symlinks: skip, the default); set symlinks: keep to keep them, and "
+                f"special_files: keep for FIFOs and device nodes"
+            )
         for skip in report.skipped:
             if not skip.reason.endswith("not copied"):
                 self.outcome.warnings.append(f"skipped {skip.path}: {skip.reason}")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from reconcile.model import Config, CrossFs, Resource, Schedule
+from reconcile.model import Config, CrossFs, Keep, Resource, Schedule
 from reconcile.yamlvalues import (
     MAX_NUMBER,
     ConfigError,
@@ -60,11 +60,14 @@ RESOURCE_KEYS = (
     "keep_weekly",
     "keep_monthly",
     "keep_yearly",
+    "symlinks",
+    "special_files",
+    "one_file_system",
     "hook_timeout",
 )
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 RESOURCE_TYPES = ("backup",)
-ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs)
+ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs, Keep)
 
 
 def load_config(path: str) -> Config:
@@ -182,6 +185,9 @@ class _Checker:
             keep_weekly=values.get("keep_weekly", 0),
             keep_monthly=values.get("keep_monthly", 0),
             keep_yearly=values.get("keep_yearly", 0),
+            symlinks=values.get("symlinks", Keep.SKIP),
+            special_files=values.get("special_files", Keep.SKIP),
+            one_file_system=values.get("one_file_system", False),
             hook_timeout=values.get("hook_timeout", 0),
         )
 
@@ -244,6 +250,12 @@ class _Checker:
 
     def check_cross_fs(self, value: Any, position: tuple[int, int]) -> CrossFs | None:
         return self._choice("cross_fs", CrossFs, value, position)
+
+    def check_symlinks(self, value: Any, position: tuple[int, int]) -> Keep | None:
+        return self._choice("symlinks", Keep, value, position)
+
+    def check_special_files(self, value: Any, position: tuple[int, int]) -> Keep | None:
+        return self._choice("special_files", Keep, value, position)
 
     def _choice(
         self, key: str, enum: type[ChoiceT], value: Any, position: tuple[int, int]
@@ -317,8 +329,14 @@ class _Checker:
         return str(value)
 
     def check_revert(self, value: Any, position: tuple[int, int]) -> bool | None:
+        return self._flag("revert", value, position)
+
+    def check_one_file_system(self, value: Any, position: tuple[int, int]) -> bool | None:
+        return self._flag("one_file_system", value, position)
+
+    def _flag(self, key: str, value: Any, position: tuple[int, int]) -> bool | None:
         if not isinstance(value, bool):
-            self.report(position, f'"revert" must be true or false, got {show(value)}')
+            self.report(position, f'"{key}" must be true or false, got {show(value)}')
             return None
         return value
 
@@ -340,6 +358,9 @@ class _Checker:
         "keep_weekly": check_keep_weekly,
         "keep_monthly": check_keep_monthly,
         "keep_yearly": check_keep_yearly,
+        "symlinks": check_symlinks,
+        "special_files": check_special_files,
+        "one_file_system": check_one_file_system,
         "hook_timeout": check_hook_timeout,
     }
 

@@ -23,6 +23,13 @@ class CrossFs(enum.StrEnum):
     LINK = "link"
 
 
+class Keep(enum.StrEnum):
+    """Whether a kind of entry (symlinks, special files) goes into snapshots."""
+
+    SKIP = "skip"
+    KEEP = "keep"
+
+
 @dataclass(frozen=True)
 class Resource:
     """One validated `backup` resource; paths are absolute."""
@@ -47,6 +54,14 @@ class Resource:
     keep_weekly: int = 0
     keep_monthly: int = 0
     keep_yearly: int = 0
+    # Symlinks: recreated (never followed), or left out as the original
+    # resource does. Special files: FIFOs and device nodes; sockets never.
+    symlinks: Keep = Keep.SKIP
+    special_files: Keep = Keep.SKIP
+    # Do not descend into other filesystems mounted below source_dir (their
+    # mount points are kept as empty directories). Kernel pseudo-filesystems
+    # are never descended, whatever this says.
+    one_file_system: bool = False
     # Seconds a hook may run before its process group is ended; 0: no limit.
     hook_timeout: int = 0
 

@@ -72,6 +72,12 @@ class Action:
     bytes_to_copy: int | None = None
     # snapshot: free bytes the target keeps after the predicted copy.
     free_bytes_after: int | None = None
+    # snapshot: symlinks and special files it makes, and those the
+    # settings leave out (None when the walk was not done).
+    symlinks: int | None = None
+    special_files: int | None = None
+    symlinks_skipped: int | None = None
+    special_files_skipped: int | None = None
     # prune: the snapshots to remove, oldest first.
     prune: tuple[str, ...] = ()
     # prune: bytes of the files no other snapshot links to; None when not measured.
@@ -92,6 +98,10 @@ class Action:
                 free_bytes_after=self.free_bytes_after,
                 resumes=self.resumes,
                 files_kept=self.files_kept,
+                symlinks=self.symlinks,
+                special_files=self.special_files,
+                symlinks_skipped=self.symlinks_skipped,
+                special_files_skipped=self.special_files_skipped,
             )
         elif self.kind is ActionKind.PRUNE:
             document.update(snapshots=list(self.prune), bytes_freed=self.bytes_freed)

@@ -67,9 +67,36 @@ def _prediction(action: Action) -> str | None:
     )
     if not action.link_unchanged:
         text += " (different filesystems: every file is copied)"
+    text += _other_entries(
+        action.symlinks or 0,
+        action.special_files or 0,
+        action.symlinks_skipped or 0,
+        action.special_files_skipped or 0,
+        "to skip",
+    )
     if action.free_bytes_after is not None:
         text += f"; {format_bytes(max(action.free_bytes_after, 0))} free after"
     return text
+
+
+def _other_entries(
+    symlinks: int, special: int, symlinks_skipped: int, special_skipped: int, verb: str
+) -> str:
+    """ ", 759 symlinks, 3 special files to skip": what is kept and left out
+    besides files (nothing when there is none)."""
+    parts = []
+    if symlinks:
+        parts.append(_plural(symlinks, "symlink"))
+    if special:
+        parts.append(_plural(special, "special file"))
+    skipped = []
+    if symlinks_skipped:
+        skipped.append(_plural(symlinks_skipped, "symlink"))
+    if special_skipped:
+        skipped.append(_plural(special_skipped, "special file"))
+    if skipped:
+        parts.append(f"{' and '.join(skipped)} {verb}")
+    return "".join(f", {part}" for part in parts)
 
 
 # -- plan ---------------------------------------------------------------------
@@ -203,6 +230,7 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
             f"{action.snapshot}: {details['files_copied']} copied "
             f"({format_bytes(details['bytes_copied'])}), {details['files_linked']} linked"
         )
+        detail += _other_entries(details["symlinks"], details["special_files"], 0, 0, "skipped")
         if details["skipped"]:
             detail += f", {len(details['skipped'])} skipped"
     elif outcome.result is Result.CHANGED and action.kind is ActionKind.PRUNE:

@@ -114,6 +114,24 @@ def _resource_schema() -> dict[str, Any]:
                 ("year", "years (UTC)"),
             )
         },
+        "symlinks": _optional(
+            {
+                "enum": ["skip", "keep"],
+                "description": "keep: recreate symlinks (never followed); skip (default).",
+            }
+        ),
+        "special_files": _optional(
+            {
+                "enum": ["skip", "keep"],
+                "description": "keep: recreate FIFOs and device nodes; sockets never.",
+            }
+        ),
+        "one_file_system": _optional(
+            {
+                "type": "boolean",
+                "description": "true: keep mount points below source_dir as empty directories.",
+            }
+        ),
         "hook_timeout": _optional(
             {
                 "anyOf": [

@@ -526,7 +526,12 @@ VALUE = st.one_of(
 )
 RESOURCE_VALUES = st.dictionaries(st.sampled_from(RESOURCE_KEYS), VALUE, min_size=1)
 LARGEST_PLAIN_NUMBER = 10**18
-CHOICES = {"schedule": ("hourly", "daily", "weekly"), "cross_fs": ("fail", "copy", "warn", "link")}
+CHOICES = {
+    "schedule": ("hourly", "daily", "weekly"),
+    "cross_fs": ("fail", "copy", "warn", "link"),
+    "symlinks": ("skip", "keep"),
+    "special_files": ("skip", "keep"),
+}
 
 
 def number_verdict(number: int, least: int) -> bool | None:
@@ -603,6 +608,8 @@ def verdict(key: str, value: Any, values: dict[str, Any]) -> bool | None:
         return False
     if key in ("pre_command", "post_command", "on_revert"):
         return is_text
+    if key == "one_file_system":
+        return isinstance(value, bool)
     if key == "revert":
         if not isinstance(value, bool):
             return False
