@@ -80,9 +80,7 @@ def _drift(entry: Entry, info: os.stat_result) -> str | None:
     if info.st_mtime_ns != entry.mtime_ns:
         changes.append(f"mtime {moment(entry.mtime_ns)} -> {moment(info.st_mtime_ns)}")
     if entry.kind != stat.S_IFLNK and stat.S_IMODE(info.st_mode) != stat.S_IMODE(entry.mode):
-        changes.append(
-            f"mode {stat.S_IMODE(entry.mode):04o} -> {stat.S_IMODE(info.st_mode):04o}"
-        )
+        changes.append(f"mode {stat.S_IMODE(entry.mode):04o} -> {stat.S_IMODE(info.st_mode):04o}")
     if (info.st_uid, info.st_gid) != (entry.uid, entry.gid):
         changes.append(f"owner {entry.uid}:{entry.gid} -> {info.st_uid}:{info.st_gid}")
     return ", ".join(changes) or None

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from providers import fs, target
+from providers import fs, target, tree
 from providers.entries import Kinds
 from providers.manifest import ManifestError, ManifestWriter, open_manifest, remove_orphans
 from providers.naming import future_names, snapshot_in_window, snapshot_time
@@ -153,7 +153,7 @@ def _observe_target(facts: Facts, target_fd: int, now: dt.datetime) -> Facts:
     reference_empty = (
         reference_files == 0
         if reference_files is not None
-        else holds_nothing_but(os.path.join(facts.target, snapshots[-1]), facts.target)
+        else _holds_nothing(target_fd, snapshots[-1])
     )
     return replace(facts, reference_files=reference_files, reference_empty=reference_empty)
 
@@ -179,8 +179,8 @@ def _owner(
 
 
 def holds_nothing_but(directory: str, target: str) -> bool:
-    """Whether `directory` (a source, or a snapshot) holds nothing but,
-    maybe, the target directory."""
+    """Whether the source `directory` holds nothing but, maybe, the target
+    directory."""
     try:
         skip = os.stat(target)
     except OSError:
@@ -194,6 +194,21 @@ def holds_nothing_but(directory: str, target: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _holds_nothing(target_fd: int, snapshot: str) -> bool:
+    """Whether a snapshot (below the target open as `target_fd`) is empty."""
+    try:
+        fd = fs.open_directory(snapshot, target_fd)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _file_count(target_fd: int, shown: str, snapshot: str) -> int | None:
@@ -441,7 +456,7 @@ def _build(
         raise
     except BaseException as error:
         writer.discard()
-        fs.remove_what_can_be(work, target_fd)
+        tree.remove_what_can_be(work, target_fd)
         raise _failure(error) from None
     finally:
         writer.close()

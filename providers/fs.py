@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 
@@ -261,12 +259,16 @@ def hash_open_file(fd: int) -> str:
 
 
 def hash_file(name: str, dir_fd: int) -> str | None:
-    """Return the SHA-256 of file `name` in `dir_fd`, or None if unreadable."""
+    """Return the SHA-256 of file `name` in `dir_fd`, or None if unreadable
+    or no longer a regular file (a FIFO swapped in is never waited on)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, flags | NO_ATIME, dir_fd=dir_fd)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         return hash_open_file(fd)
     except OSError:
         return None
@@ -305,33 +307,6 @@ def apply_metadata(fd: int, info: os.stat_result, source_fd: int | None = None) 
     os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
-def bytes_freed(parent_fd: int, names: list[str]) -> int:
-    """Return the bytes of regular files that removing the directories
-    `names` in the directory open as `parent_fd` would free: those with no
-    link left outside them. No symlink is followed."""
-    freed = 0
-    # (device, inode) -> [links seen inside, links in all, size], for inodes
-    # with several links: freed only if every link is inside.
-    shared: dict[tuple[int, int], list[int]] = {}
-    for name in names:
-        for _, _, files, fd in os.fwalk(name, dir_fd=parent_fd):
-            for file_name in files:
-                try:
-                    info = os.stat(file_name, dir_fd=fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISREG(info.st_mode):
-                    continue
-                if info.st_nlink == 1:
-                    freed += info.st_size
-                    continue
-                seen = shared.setdefault(
-                    (info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size]
-                )
-                seen[0] += 1
-    return freed + sum(size for inside, links, size in shared.values() if inside >= links)
-
-
 def flock_holder(fd: int) -> int | None:
     """Return the pid holding an flock on the file open as `fd`, from
     /proc/locks, or None when it cannot be told."""
@@ -365,49 +340,3 @@ def die_with_parent(signum: int) -> None:
     """Have the kernel send `signum` to this process when its parent dies
     (prctl PR_SET_PDEATHSIG)."""
     LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
-
-
-def remove_tree(name: str, dir_fd: int) -> None:
-    """Remove the directory `name` in `dir_fd` and all below it, never
-    following symlinks. Raise the first error that left something behind."""
-    failures = remove_what_can_be(name, dir_fd)
-    if failures:
-        raise failures[0]
-
-
-def remove_what_can_be(name: str, dir_fd: int) -> list[OSError]:
-    """Remove the directory `name` in `dir_fd` and all below it, never
-    following symlinks, going on past what cannot be removed (an immutable
-    file); return the errors, each naming its path relative to `dir_fd`.
-    Read-only directories inside (kept from the source) are made writable
-    first when the plain removal is refused."""
-    failures = _rmtree(name, dir_fd)
-    if any(isinstance(failure, PermissionError) for failure in failures):
-        with contextlib.suppress(OSError):
-            for _, directories, _, fd in os.fwalk(name, dir_fd=dir_fd):
-                with contextlib.suppress(OSError):
-                    os.fchmod(fd, 0o700)
-                for directory in directories:
-                    with contextlib.suppress(OSError):
-                        info = os.stat(directory, dir_fd=fd, follow_symlinks=False)
-                        if stat.S_ISDIR(info.st_mode):
-                            os.chmod(directory, 0o700, dir_fd=fd)
-        failures = _rmtree(name, dir_fd)
-    return failures
-
-
-def _rmtree(name: str, dir_fd: int) -> list[OSError]:
-    failures: list[OSError] = []
-
-    def note(function: object, path: str, error: tuple[type, BaseException, object]) -> None:
-        failure = error[1]
-        if isinstance(failure, FileNotFoundError):
-            return
-        if not isinstance(failure, OSError):
-            raise failure
-        if failure.errno in (errno.ENOTEMPTY, errno.EEXIST) and failures:
-            return  # a directory left because something inside it was
-        failures.append(OSError(failure.errno, failure.strerror, path))
-
-    shutil.rmtree(name, dir_fd=dir_fd, onerror=note)
-    return failures

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import json
 import os
 import re
@@ -96,12 +97,12 @@ class ManifestWriter:
         self._directory_fd: int | None = open_manifest_directory(target_fd)
         self._published = False
         self._partial = snapshot + PARTIAL_SUFFIX
-        fd = os.open(
-            self._partial,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=self._directory(),
-        )
+        try:
+            _check_ours(self._directory())
+            fd = _create(self._partial, self._directory())
+        except BaseException:
+            self.close()
+            raise
         self._file: IO[bytes] = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
         # The index lines, kept encoded: a few bytes per directory.
         self._index = bytearray()
@@ -168,12 +169,7 @@ class ManifestWriter:
         part._directory_fd = os.dup(self._directory())
         part._published = False
         part._partial = part._snapshot + PARTIAL_SUFFIX
-        fd = os.open(
-            part._partial,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=part._directory(),
-        )
+        fd = _create(part._partial, part._directory())
         part._file = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
         part._index = bytearray()
         part._offset = 0
@@ -200,7 +196,8 @@ class ManifestWriter:
     def absorb(self, number: int) -> None:
         """Append the blocks of a finished worker share, then drop its file."""
         name = f"{self._snapshot}.part{number}{PARTIAL_SUFFIX}"
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._directory())
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(name, flags, dir_fd=self._directory())
         with open(fd, "rb") as part:
             reader = ManifestReader.from_stream(part, name)
             part.seek(0)
@@ -452,6 +449,32 @@ class ManifestReader:
                 yield relative, self.block(relative)
             except (ValueError, TypeError) as error:
                 raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+
+
+def _check_ours(directory_fd: int) -> None:
+    """Refuse a manifests directory that another user owns or may write:
+    they could plant what hardsnap then writes through, or reads back."""
+    info = os.fstat(directory_fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise PermissionError(
+            errno.EPERM,
+            f"owned by uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):04o}, not this "
+            f"user's alone",
+        )
+
+
+def _create(name: str, directory_fd: int) -> int:
+    """Create a new file for writing in the manifests directory: whatever
+    holds the name (a leftover, or a link or FIFO planted there) is
+    removed, never written through or waited on."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=directory_fd)
+    return os.open(
+        name,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=directory_fd,
+    )
 
 
 def open_manifest_directory(target_fd: int) -> int:

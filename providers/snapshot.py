@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from providers import fs
+from providers import fs, tree
 from providers.entries import (
     Kinds,
     Mounts,
@@ -748,7 +748,7 @@ class Walk:
         for name in extras:
             info = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode):
-                fs.remove_tree(name, target_fd)
+                tree.remove_tree(name, target_fd)
             else:
                 os.unlink(name, dir_fd=target_fd)
 
@@ -796,7 +796,7 @@ class Walk:
             with contextlib.suppress(FileNotFoundError):
                 existing = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
                 if stat.S_ISDIR(existing.st_mode):
-                    fs.remove_tree(name, target_fd)
+                    tree.remove_tree(name, target_fd)
                 else:
                     os.unlink(name, dir_fd=target_fd)
         if self.link_unchanged and frame.reference_fd is not None:
@@ -966,7 +966,7 @@ class Walk:
         if frame.target_fd is None:
             return None
         if stat.S_ISDIR(existing.st_mode):
-            fs.remove_tree(name, frame.target_fd)
+            tree.remove_tree(name, frame.target_fd)
         else:
             os.unlink(name, dir_fd=frame.target_fd)
         return None

@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 from types import TracebackType
 
-from providers import fs
+from providers import fs, tree
 from providers.manifest import remove_manifest
 from providers.naming import is_snapshot_name
 
@@ -255,7 +255,7 @@ def adopt_partial(target_fd: int, target: str, work: str) -> tuple[bool, list[st
     partials = read_listing(target_fd).partials
     warnings = []
     for name in partials[:-1]:
-        warnings.extend(undeletable(target, fs.remove_what_can_be(name, target_fd)))
+        warnings.extend(undeletable(target, tree.remove_what_can_be(name, target_fd)))
     if not partials:
         return False, warnings
     if partials[-1] != work:
@@ -276,7 +276,7 @@ def existing_directory(target_fd: int, name: str) -> str | None:
 def bytes_freed(target_fd: int, names: list[str]) -> int:
     """The bytes that pruning the snapshots `names` would free."""
     directories = [existing_directory(target_fd, name) for name in names]
-    return fs.bytes_freed(target_fd, [name for name in directories if name is not None])
+    return tree.bytes_freed(target_fd, [name for name in directories if name is not None])
 
 
 def freed_by_pruning(resolved: str, names: list[str]) -> int:
@@ -307,7 +307,7 @@ def prune(target_fd: int, target: str, names: list[str]) -> tuple[list[str], int
         doomed = PRUNING_PREFIX + name
         if directory != doomed:
             os.rename(directory, doomed, src_dir_fd=target_fd, dst_dir_fd=target_fd)
-        failures = fs.remove_what_can_be(doomed, target_fd)
+        failures = tree.remove_what_can_be(doomed, target_fd)
         warnings.extend(undeletable(target, failures))
         remove_manifest(target_fd, name)
         removed.append(name)

@@ -52,11 +52,23 @@ def create_database(fd: int, directory: str) -> None:
         ) from None
 
 
+def check_plain_path(directory: str) -> None:
+    """Refuse a state directory path that diskcache would rewrite (it
+    expands $VARIABLES and a leading ~): it would open another directory
+    than the one checked."""
+    if os.path.expanduser(os.path.expandvars(directory)) != directory:
+        raise StateError(
+            f"state directory {directory} holds $ or starts with ~, which would be expanded: "
+            f"give it as a plain path"
+        )
+
+
 def open_cache(directory: str) -> Any:
     import diskcache
 
     from state.disk import StateDisk
 
+    check_plain_path(directory)
     try:
         return diskcache.Cache(directory, disk=StateDisk, **SETTINGS)
     except (sqlite3.DatabaseError, OSError) as error:
@@ -78,9 +90,10 @@ def load(directory: str, fd: int, convert: bool) -> dict[str, Any]:
     path = os.path.abspath(os.path.join(directory, DATABASE))
     files: list[str] = []
     try:
-        # mode=rw: nothing creates the file; nofollow: nor reads it through a link.
+        # mode=rw: nothing creates the file. It is no link: check_entries
+        # refused the directory otherwise, and nobody else may change it.
         connection = sqlite3.connect(
-            f"file:{quote(path)}?mode=rw&nofollow=1", uri=True, isolation_level=None, timeout=60
+            f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None, timeout=60
         )
     except sqlite3.DatabaseError as error:
         raise StateError(unreadable(directory, str(error))) from None

@@ -124,6 +124,7 @@ class StateStore:
 
     @classmethod
     def write(cls, directory: str) -> StateStore:
+        database.check_plain_path(directory)
         fd = open_state_directory(directory, create=True)
         assert fd is not None
         try:

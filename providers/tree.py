@@ -1,0 +1,219 @@
+"""Walking and removing whole trees below a directory descriptor.
+
+Whoever can write in a target may swap a directory for a symlink, a FIFO or
+a device node at any moment. So every directory is opened with O_NOFOLLOW
+and O_NONBLOCK below its parent's descriptor, and checked to be one after
+it is open; every change (unlink, rmdir, chmod) is made relative to a
+descriptor, on the name alone: nothing is ever reached through a link, no
+open waits on a FIFO, no device is opened. (shutil.rmtree and os.fwalk
+open each directory without O_NOFOLLOW and check it after, which opens
+whatever was swapped in.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# What opening a name that is no longer a directory fails with.
+NOT_A_DIRECTORY = (errno.ELOOP, errno.ENOTDIR)
+
+
+@dataclass
+class _Level:
+    """One open directory of a walk, and its subdirectories still to visit."""
+
+    fd: int
+    path: str
+    subdirectories: list[str] = field(default_factory=list)
+
+
+def _open(name: str, parent_fd: int) -> int:
+    return os.open(name, OPEN_FLAGS, dir_fd=parent_fd)
+
+
+def _list(level: _Level) -> list[tuple[str, os.stat_result]]:
+    """The entries of a directory other than subdirectories, which are
+    queued on `level` instead."""
+    others = []
+    with os.scandir(level.fd) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                level.subdirectories.append(entry.name)
+            else:
+                others.append((entry.name, info))
+    return others
+
+
+def entries_below(dir_fd: int, name: str) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (path relative to `dir_fd`, lstat) of every entry but
+    directories below directory `name` of `dir_fd`. A directory that
+    cannot be opened (gone, swapped for something else) is passed over."""
+    try:
+        root = _Level(_open(name, dir_fd), name)
+    except OSError:
+        return
+    stack = [root]
+    try:
+        for entry_name, info in _list(root):
+            yield f"{name}/{entry_name}", info
+        while stack:
+            level = stack[-1]
+            if not level.subdirectories:
+                os.close(stack.pop().fd)
+                continue
+            child = level.subdirectories.pop()
+            try:
+                opened = _Level(_open(child, level.fd), f"{level.path}/{child}")
+            except OSError:
+                continue
+            stack.append(opened)
+            with contextlib.suppress(OSError):
+                for entry_name, info in _list(opened):
+                    yield f"{opened.path}/{entry_name}", info
+    finally:
+        for level in stack:
+            os.close(level.fd)
+
+
+def bytes_freed(parent_fd: int, names: list[str]) -> int:
+    """Return the bytes of regular files that removing the directories
+    `names` in the directory open as `parent_fd` would free: those with no
+    link left outside them."""
+    freed = 0
+    # (device, inode) -> [links seen inside, links in all, size], for inodes
+    # with several links: freed only if every link is inside.
+    shared: dict[tuple[int, int], list[int]] = {}
+    for name in names:
+        for _, info in entries_below(parent_fd, name):
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if info.st_nlink == 1:
+                freed += info.st_size
+                continue
+            seen = shared.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size])
+            seen[0] += 1
+    return freed + sum(size for inside, links, size in shared.values() if inside >= links)
+
+
+def remove_tree(name: str, dir_fd: int) -> None:
+    """Remove the directory `name` in `dir_fd` and all below it. Raise the
+    first error that left something behind."""
+    failures = remove_what_can_be(name, dir_fd)
+    if failures:
+        raise failures[0]
+
+
+def remove_what_can_be(name: str, dir_fd: int) -> list[OSError]:
+    """Remove the directory `name` in `dir_fd` and all below it, going on
+    past what cannot be removed (an immutable file); return the errors,
+    each naming its path relative to `dir_fd`. A directory whose entries
+    may not be removed (read-only, kept from the source) is made writable
+    through its own descriptor first. An entry swapped for something else
+    than a directory is removed as it is: its name, never what it names."""
+    failures: list[OSError] = []
+    try:
+        root = _Level(_open(name, dir_fd), name)
+    except FileNotFoundError:
+        return failures
+    except OSError as error:
+        if error.errno in NOT_A_DIRECTORY:
+            _unlink(name, dir_fd, name, failures)
+        else:
+            failures.append(OSError(error.errno, error.strerror, name))
+        return failures
+    stack = [(root, dir_fd, name)]
+    try:
+        _empty(root, failures)
+        while stack:
+            level, parent_fd, level_name = stack[-1]
+            if level.subdirectories:
+                child = level.subdirectories.pop()
+                path = f"{level.path}/{child}"
+                try:
+                    opened = _Level(_open(child, level.fd), path)
+                except FileNotFoundError:
+                    continue
+                except OSError as error:
+                    if error.errno in NOT_A_DIRECTORY:
+                        _unlink(child, level.fd, path, failures)
+                    else:
+                        failures.append(OSError(error.errno, error.strerror, path))
+                    continue
+                stack.append((opened, level.fd, child))
+                _empty(opened, failures)
+                continue
+            stack.pop()
+            os.close(level.fd)
+            _rmdir(level_name, parent_fd, level.path, failures)
+    finally:
+        for level, _, _ in stack:
+            os.close(level.fd)
+    return failures
+
+
+def _empty(level: _Level, failures: list[OSError]) -> None:
+    """Remove what a directory holds but its subdirectories (queued)."""
+    try:
+        others = _list(level)
+    except OSError as error:
+        failures.append(OSError(error.errno, error.strerror, level.path))
+        return
+    for entry_name, _ in others:
+        _unlink(entry_name, level.fd, f"{level.path}/{entry_name}", failures, level.fd)
+
+
+def _unlink(
+    name: str, dir_fd: int, path: str, failures: list[OSError], writable_fd: int | None = None
+) -> None:
+    """Remove one entry; when its directory refuses (read-only), make the
+    directory `writable_fd` writable and try once more."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except PermissionError as error:
+        if writable_fd is not None and _make_writable(writable_fd):
+            _unlink(name, dir_fd, path, failures)
+        else:
+            failures.append(OSError(error.errno, error.strerror, path))
+    except OSError as error:
+        failures.append(OSError(error.errno, error.strerror, path))
+
+
+def _rmdir(
+    name: str, parent_fd: int, path: str, failures: list[OSError], retry: bool = True
+) -> None:
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST) and failures:
+            return  # left because something inside it was
+        if isinstance(error, PermissionError) and retry and _make_writable(parent_fd):
+            _rmdir(name, parent_fd, path, failures, retry=False)
+            return
+        failures.append(OSError(error.errno, error.strerror, path))
+
+
+def _make_writable(fd: int) -> bool:
+    """Give a directory we are emptying owner write and search permission,
+    through its descriptor; return whether that changed anything."""
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o700 == 0o700:
+            return False
+        os.fchmod(fd, mode | 0o700)
+    except OSError:
+        return False
+    return True
