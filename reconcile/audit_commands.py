@@ -1,4 +1,4 @@
-"""The auditing commands: verify, diff, state show and forget. They read
+"""The auditing commands: verify, diff, history, state show and forget. They read
 snapshots and state; none of them changes a snapshot."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from reconcile import common, render
+from reconcile import common, render_audit
 from reconcile.common import ConfigOption, JsonOption, StateDirOption, app, state_app
 from reconcile.exitcodes import ExitCode
 
@@ -35,9 +35,9 @@ def verify(
             loaded, common.state_dir(state_dir), name, snapshots or [], content, common.now()
         )
     if as_json:
-        common.print_json(render.verify_json(name, results))
+        common.print_json(render_audit.verify_json(name, results))
     else:
-        typer.echo(render.verify_text(name, results))
+        typer.echo(render_audit.verify_text(name, results))
     if not all(result.clean for result in results):
         raise typer.Exit(int(ExitCode.FAILED))
 
@@ -62,9 +62,9 @@ def diff(
     with common.exit_codes(as_json):
         difference = diff_resource(loaded, common.state_dir(state_dir), name, before, after)
     if as_json:
-        common.print_json(render.diff_json(name, difference))
+        common.print_json(render_audit.diff_json(name, difference))
     else:
-        typer.echo(render.diff_text(name, difference, common.color()))
+        typer.echo(render_audit.diff_text(name, difference, common.color()))
 
 
 @state_app.command("show")
@@ -94,7 +94,7 @@ def state_show(
         common.print_json({"resources": view})
     else:
         width = shutil.get_terminal_size((100, 24)).columns
-        typer.echo(render.state_text(view, width, common.color()))
+        typer.echo(render_audit.state_text(view, width, common.color()))
 
 
 @state_app.command("forget")
@@ -111,3 +111,25 @@ def state_forget(
     with common.exit_codes():
         forget_resource(loaded, common.state_dir(state_dir), name)
     typer.echo(f'forgot the recorded state of "{name}"; its snapshots are left where they are')
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="The resource whose snapshots to search.")],
+    path: Annotated[
+        str, typer.Argument(help="A path relative to source_dir, or absolute below it.")
+    ],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    state_dir: StateDirOption = None,
+) -> None:
+    """The versions of one file or directory across the snapshots."""
+    from reconcile.operations import history_of_path
+
+    loaded = common.load(config)
+    with common.exit_codes(as_json):
+        found = history_of_path(loaded, common.state_dir(state_dir), name, path)
+    if as_json:
+        common.print_json(render_audit.history_json(found))
+    else:
+        typer.echo(render_audit.history_text(name, found))

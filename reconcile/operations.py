@@ -10,7 +10,7 @@ import datetime as dt
 import os
 from typing import Any
 
-from providers import audit, backup, retention
+from providers import audit, backup, history, retention
 from providers.naming import future_names
 from providers.target import TargetLocks, freed_by_pruning, list_snapshots
 from reconcile import applier, planner
@@ -282,3 +282,27 @@ def _shown_verification(verified: dict[str, Any] | None) -> dict[str, Any] | Non
     if verified is None:
         return None
     return {key: value for key, value in verified.items() if key != "corrupted"}
+
+
+def history_of_path(config: Config, state_dir: str, name: str, path: str) -> history.History:
+    """The versions of one path of a resource's source across its snapshots.
+    `path` is relative to source_dir, or absolute below it. Raise
+    NoSuchSnapshot when it is outside the source or in no snapshot."""
+    resource = config.resource(name)
+    if resource is None:
+        select(config, [name])  # raises UnknownResource with a suggestion
+    assert resource is not None
+    source = os.path.normpath(resource.source_dir)
+    given = os.path.normpath(path)
+    if os.path.isabs(given):
+        if given != source and not given.startswith(source.rstrip("/") + "/"):
+            raise NoSuchSnapshot(f"{path} is not below source_dir {source}")
+        given = os.path.relpath(given, source)
+    relative = "" if given == "." else given
+    if relative == ".." or relative.startswith("../"):
+        raise NoSuchSnapshot(f"{path} is not below source_dir {source}")
+    target = _target_of(config, name, state_dir)
+    found = history.history_of(target, list(list_snapshots(target)), relative)
+    if not found.versions:
+        raise NoSuchSnapshot(f'{path} is in no snapshot of resource "{name}" in {target}')
+    return found

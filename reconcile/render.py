@@ -5,10 +5,8 @@ Nothing here decides anything; it only shows values it is given.
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from providers.audit import Difference, Verification
 from providers.backup import format_bytes
 from reconcile.applier import ActionOutcome, ApplyReport, ResourceOutcome, Result
 from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
@@ -43,7 +41,7 @@ class Painter:
         return self(text, code="1")
 
 
-def _plural(count: int, word: str) -> str:
+def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
@@ -86,14 +84,14 @@ def _other_entries(
     besides files (nothing when there is none)."""
     parts = []
     if symlinks:
-        parts.append(_plural(symlinks, "symlink"))
+        parts.append(plural(symlinks, "symlink"))
     if special:
-        parts.append(_plural(special, "special file"))
+        parts.append(plural(special, "special file"))
     skipped = []
     if symlinks_skipped:
-        skipped.append(_plural(symlinks_skipped, "symlink"))
+        skipped.append(plural(symlinks_skipped, "symlink"))
     if special_skipped:
-        skipped.append(_plural(special_skipped, "special file"))
+        skipped.append(plural(special_skipped, "special file"))
     if skipped:
         parts.append(f"{' and '.join(skipped)} {verb}")
     return "".join(f", {part}" for part in parts)
@@ -175,18 +173,18 @@ def plan_summary(plan: Plan) -> str:
                 )
     parts = []
     if counts[ActionKind.SNAPSHOT]:
-        parts.append(_plural(counts[ActionKind.SNAPSHOT], "snapshot"))
+        parts.append(plural(counts[ActionKind.SNAPSHOT], "snapshot"))
     if pruned:
         freeing = f" (freeing {format_bytes(freed)})" if freed is not None else ""
-        parts.append(f"{_plural(pruned, 'prune')}{freeing}")
+        parts.append(f"{plural(pruned, 'prune')}{freeing}")
     hooks = counts[ActionKind.PRE_COMMAND] + counts[ActionKind.POST_COMMAND]
     if hooks:
-        parts.append(_plural(hooks, "hook"))
+        parts.append(plural(hooks, "hook"))
     if counts[ActionKind.REVERT]:
-        parts.append(_plural(counts[ActionKind.REVERT], "revert"))
+        parts.append(plural(counts[ActionKind.REVERT], "revert"))
     refused = sum(1 for resource_plan in plan.resources if resource_plan.refusal)
     if refused:
-        parts.append(f"{_plural(refused, 'resource')} refused")
+        parts.append(f"{plural(refused, 'resource')} refused")
     return "Plan: " + ", ".join(parts) + "."
 
 
@@ -283,7 +281,7 @@ def resource_outcome_line(outcome: ResourceOutcome, color: bool = False) -> str:
             )
         elif action.action.kind is ActionKind.PRUNE:
             done.append(
-                f"pruned {_plural(len(details['pruned']), 'snapshot')} "
+                f"pruned {plural(len(details['pruned']), 'snapshot')} "
                 f"(freed {format_bytes(details['bytes_freed'])})"
             )
         elif action.action.kind is ActionKind.REVERT:
@@ -319,216 +317,3 @@ def apply_json(report: ApplyReport, plan_now: str) -> dict[str, Any]:
         "resources": [outcome.to_json() for outcome in report.resources],
         "unmanaged": list(report.unmanaged),
     }
-
-
-# -- state show ---------------------------------------------------------------
-
-
-RUNS_SHOWN = 5
-FINDINGS_SHOWN = 50
-
-
-def verify_text(resource: str, results: list[Verification]) -> str:
-    lines = []
-    for result in results:
-        kind = "contents and metadata" if result.content else "metadata"
-        if result.clean:
-            lines.append(f"{result.snapshot}: clean ({result.files} files, {kind})")
-            continue
-        lines.append(
-            f"{result.snapshot}: {_plural(len(result.findings), 'problem')} "
-            f"({result.files} files, {kind})"
-        )
-        for finding in result.findings[:FINDINGS_SHOWN]:
-            detail = f": {finding.detail}" if finding.detail else ""
-            lines.append(f"  {finding.problem:<10} {finding.path or '-'}{detail}")
-        if len(result.findings) > FINDINGS_SHOWN:
-            lines.append(f"  ... and {len(result.findings) - FINDINGS_SHOWN} more (see --json)")
-    damaged = sum(1 for result in results if not result.clean)
-    if not results:
-        lines.append(f'resource "{resource}" has no snapshots to verify')
-    elif damaged:
-        lines.append(f"{_plural(damaged, 'snapshot')} of {len(results)} with problems.")
-    else:
-        lines.append(f"All {_plural(len(results), 'snapshot')} clean.")
-    return "\n".join(lines)
-
-
-def verify_json(resource: str, results: list[Verification]) -> dict[str, Any]:
-    return {
-        "resource": resource,
-        "clean": all(result.clean for result in results),
-        "snapshots": [
-            {
-                "name": result.snapshot,
-                "result": "clean" if result.clean else "damaged",
-                "content": result.content,
-                "files": result.files,
-                "problems": [
-                    {"path": f.path, "problem": f.problem, "detail": f.detail}
-                    for f in result.findings
-                ],
-            }
-            for result in results
-        ],
-    }
-
-
-_CHANGE_SYMBOLS = {"added": "+", "removed": "-", "changed": "~"}
-
-
-def diff_text(resource: str, difference: Difference, color: bool = False) -> str:
-    paint = Painter(color)
-    colors = {"added": "32", "removed": "31", "changed": "33"}
-    lines = [f'diff "{resource}": {difference.before} -> {difference.after}']
-    for change in difference.changes:
-        symbol = paint(_CHANGE_SYMBOLS[change.change], code=colors[change.change])
-        if change.change == "changed":
-            assert change.size_before is not None and change.size_after is not None
-            sizes = f"{format_bytes(change.size_before)} -> {format_bytes(change.size_after)}"
-        else:
-            size = change.size_after if change.change == "added" else change.size_before
-            assert size is not None
-            sizes = format_bytes(size)
-        lines.append(f"{symbol} {change.path} ({sizes})")
-    lines.append(
-        f"{_plural(len(difference.changes), 'change')}: {difference.count('added')} added, "
-        f"{difference.count('removed')} removed, {difference.count('changed')} changed; "
-        f"{difference.unchanged} unchanged"
-    )
-    return "\n".join(lines)
-
-
-def diff_json(resource: str, difference: Difference) -> dict[str, Any]:
-    def items(change: str) -> list[dict[str, Any]]:
-        return [
-            {"path": c.path, "size_before": c.size_before, "size_after": c.size_after}
-            for c in difference.changes
-            if c.change == change
-        ]
-
-    return {
-        "resource": resource,
-        "from": difference.before,
-        "to": difference.after,
-        "added": items("added"),
-        "removed": items("removed"),
-        "changed": items("changed"),
-        "unchanged": difference.unchanged,
-    }
-
-
-def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> str:
-    """Render `state show`: per resource a heading, its snapshots and its
-    last runs as tables."""
-    if not view:
-        return "No recorded state and no resources."
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    buffer = io.StringIO()
-    console = Console(
-        file=buffer, width=width, no_color=not color, force_terminal=color, highlight=False
-    )
-    for name, entry in view.items():
-        managed = "" if entry["managed"] else " (no longer in the config: nothing is undone)"
-        console.print(f'resource "{name}"{managed}', style="bold", markup=False)
-        console.print(f"  target: {entry['target_path']}", markup=False)
-        console.print(f"  revert: {entry['revert']}", markup=False)
-        pending = entry["post_command_pending"]
-        if pending:
-            console.print(
-                f"  post_command pending: failed at {pending['failed_at']} after snapshot "
-                f"{pending['snapshot']}; the next apply retries it",
-                markup=False,
-            )
-        snapshots = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
-        snapshots.title = f"  snapshots: {len(entry['snapshots'])}"
-        for column, justify in (
-            ("snapshot", "left"),
-            ("taken (UTC)", "left"),
-            ("files", "right"),
-            ("copied", "right"),
-            ("linked", "right"),
-            ("added", "right"),
-            ("exclusive", "right"),
-        ):
-            snapshots.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        snapshots.add_column("last verified", overflow="fold")
-        snapshots.add_column("kept by", overflow="fold")
-        for snapshot in entry["snapshots"]:
-            known = "files_copied" in snapshot
-            copied = snapshot.get("files_copied", 0)
-            linked = snapshot.get("files_linked", 0)
-            snapshots.add_row(
-                snapshot["name"],
-                _taken(snapshot["name"]),
-                str(copied + linked) if known else "?",
-                str(copied) if known else "?",
-                str(linked) if known else "?",
-                format_bytes(snapshot["bytes_copied"]) if known else "?",
-                "?"
-                if snapshot.get("bytes_exclusive") is None
-                else format_bytes(snapshot["bytes_exclusive"]),
-                _verified(snapshot.get("verified")),
-                _kept_by(snapshot.get("kept_by")),
-            )
-        if entry["snapshots"]:
-            console.print(snapshots)
-        else:
-            console.print("  snapshots: none")
-        runs = entry["runs"][-RUNS_SHOWN:]
-        if runs:
-            table = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
-            table.title = f"  last runs: {len(runs)} of {len(entry['runs'])}"
-            table.add_column("at (UTC)")
-            table.add_column("result")
-            table.add_column("took", justify="right")
-            table.add_column("actions")
-            table.add_column("message / hook output", overflow="fold")
-            for run in reversed(runs):
-                actions = ", ".join(
-                    a["kind"] if a["result"] == "changed" else f"{a['kind']} {a['result']}"
-                    for a in run["actions"]
-                )
-                took = "" if run.get("duration") is None else f"{run['duration']:.1f}s"
-                table.add_row(run["at"], run["result"], took, actions or "-", _run_message(run))
-            console.print(table)
-        console.print()
-    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
-
-
-def _verified(verified: dict[str, Any] | None) -> str:
-    if not verified:
-        return "never"
-    how = "content" if verified["content"] else "metadata"
-    result = "clean" if verified["clean"] else f"{verified['problems']} problems"
-    return f"{verified['at'][:10]}: {result} ({how})"
-
-
-def _kept_by(rules: list[dict[str, Any]] | None) -> str:
-    """The rules keeping a snapshot, shortly: `retain, keep_monthly 2026-01`."""
-    if rules is None:
-        return "-"
-    if not rules:
-        return "nothing: the next apply prunes it"
-    return ", ".join(f"{r['rule']} {r['period']}" if r["period"] else r["rule"] for r in rules)
-
-
-def _taken(name: str) -> str:
-    from providers.naming import snapshot_time
-
-    moment = snapshot_time(name)
-    return moment.strftime("%Y-%m-%d %H:%M") if moment else "?"
-
-
-def _run_message(run: dict[str, Any]) -> str:
-    """A run's message, else the last line its hooks printed."""
-    if run.get("message"):
-        return str(run["message"])
-    for action in reversed(run["actions"]):
-        tail = (action.get("output_tail") or "").strip()
-        if tail:
-            return f"{action['kind']}: {tail.splitlines()[-1]}"
-    return ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import run
-from tests.site import Site, at, name_of, new_site
+from tests.site import Site, at, make_file, name_of, new_site
 
 SYSTEM_CONFIG = Path("/etc/hardsnap/hardsnap.yaml")
 
@@ -115,3 +115,47 @@ def test_verify_shows_changed_mtimes_as_dates(site: Site) -> None:
     assert "1779294449000000000" not in done.stdout
     # The source's odd mtime keeps its nanoseconds: two times may differ only there.
     assert "2023-11-14 22:13:20.123456789 UTC" in done.stdout
+
+
+# -- history -------------------------------------------------------------------------------
+
+
+def test_history_lists_each_version_of_a_file_once_with_the_snapshots_holding_it(
+    site: Site,
+) -> None:
+    days = [at(day) for day in range(5)]
+    assert site.apply(days[0]).returncode == 0
+    assert site.apply(days[1]).returncode == 0  # unchanged: linked, same version
+    make_file(site.source / "a.txt", b"second version\n", mtime_ns=1_700_000_001_000_000_000)
+    assert site.apply(days[2]).returncode == 0
+    (site.source / "a.txt").unlink()
+    assert site.apply(days[3]).returncode == 0  # gone for a day
+    make_file(site.source / "a.txt", b"back\n", mtime_ns=1_700_000_002_000_000_000)
+    assert site.apply(days[4]).returncode == 0
+
+    done = site.cli("history", "r", "a.txt", "--json", now=days[4])
+    assert done.returncode == 0, done
+    document = json.loads(done.stdout)
+    assert document["path"] == "a.txt"
+    names = [name_of(day) for day in days]
+    assert [(v["first"], v["last"], v["size"]) for v in document["versions"]] == [
+        (names[0], names[1], len(b"alpha\n")),
+        (names[2], names[2], len(b"second version\n")),
+        (names[4], names[4], len(b"back\n")),
+    ]
+    assert document["versions"][1]["mtime"] == "2023-11-14 22:13:21 UTC"
+    # The same through an absolute path below source_dir, as text.
+    text = site.cli("history", "r", str(site.source / "a.txt"), now=days[4])
+    assert text.returncode == 0, text
+    assert "3 versions" in text.stdout and f"{names[0]} .. {names[1]}" in text.stdout
+
+
+def test_history_of_a_path_never_backed_up_or_outside_the_source_exits_1(site: Site) -> None:
+    assert site.apply(at(0)).returncode == 0
+    missing = site.cli("history", "r", "no/such/file", "--json", now=at(0))
+    assert missing.returncode == 1, missing
+    assert "in no snapshot" in json.loads(missing.stdout)["error"]
+    outside = site.cli("history", "r", "/etc/passwd", now=at(0))
+    assert outside.returncode == 1 and "not below source_dir" in outside.stderr, outside
+    escaping = site.cli("history", "r", "../hardsnap.yaml", now=at(0))
+    assert escaping.returncode == 1 and "not below source_dir" in escaping.stderr, escaping

@@ -1,0 +1,253 @@
+"""What the auditing commands print: verify, diff, history and state
+show, as text for people and as JSON documents."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from providers.audit import Difference, Verification, moment
+from providers.backup import format_bytes
+from providers.history import History
+from reconcile.render import Painter, plural
+
+# -- verify, diff, history, state show -----------------------------------------
+
+
+RUNS_SHOWN = 5
+FINDINGS_SHOWN = 50
+
+
+def verify_text(resource: str, results: list[Verification]) -> str:
+    lines = []
+    for result in results:
+        kind = "contents and metadata" if result.content else "metadata"
+        if result.clean:
+            lines.append(f"{result.snapshot}: clean ({result.files} files, {kind})")
+            continue
+        lines.append(
+            f"{result.snapshot}: {plural(len(result.findings), 'problem')} "
+            f"({result.files} files, {kind})"
+        )
+        for finding in result.findings[:FINDINGS_SHOWN]:
+            detail = f": {finding.detail}" if finding.detail else ""
+            lines.append(f"  {finding.problem:<10} {finding.path or '-'}{detail}")
+        if len(result.findings) > FINDINGS_SHOWN:
+            lines.append(f"  ... and {len(result.findings) - FINDINGS_SHOWN} more (see --json)")
+    damaged = sum(1 for result in results if not result.clean)
+    if not results:
+        lines.append(f'resource "{resource}" has no snapshots to verify')
+    elif damaged:
+        lines.append(f"{plural(damaged, 'snapshot')} of {len(results)} with problems.")
+    else:
+        lines.append(f"All {plural(len(results), 'snapshot')} clean.")
+    return "\n".join(lines)
+
+
+def verify_json(resource: str, results: list[Verification]) -> dict[str, Any]:
+    return {
+        "resource": resource,
+        "clean": all(result.clean for result in results),
+        "snapshots": [
+            {
+                "name": result.snapshot,
+                "result": "clean" if result.clean else "damaged",
+                "content": result.content,
+                "files": result.files,
+                "problems": [
+                    {"path": f.path, "problem": f.problem, "detail": f.detail}
+                    for f in result.findings
+                ],
+            }
+            for result in results
+        ],
+    }
+
+
+_CHANGE_SYMBOLS = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def diff_text(resource: str, difference: Difference, color: bool = False) -> str:
+    paint = Painter(color)
+    colors = {"added": "32", "removed": "31", "changed": "33"}
+    lines = [f'diff "{resource}": {difference.before} -> {difference.after}']
+    for change in difference.changes:
+        symbol = paint(_CHANGE_SYMBOLS[change.change], code=colors[change.change])
+        if change.change == "changed":
+            assert change.size_before is not None and change.size_after is not None
+            sizes = f"{format_bytes(change.size_before)} -> {format_bytes(change.size_after)}"
+        else:
+            size = change.size_after if change.change == "added" else change.size_before
+            assert size is not None
+            sizes = format_bytes(size)
+        lines.append(f"{symbol} {change.path} ({sizes})")
+    lines.append(
+        f"{plural(len(difference.changes), 'change')}: {difference.count('added')} added, "
+        f"{difference.count('removed')} removed, {difference.count('changed')} changed; "
+        f"{difference.unchanged} unchanged"
+    )
+    return "\n".join(lines)
+
+
+def diff_json(resource: str, difference: Difference) -> dict[str, Any]:
+    def items(change: str) -> list[dict[str, Any]]:
+        return [
+            {"path": c.path, "size_before": c.size_before, "size_after": c.size_after}
+            for c in difference.changes
+            if c.change == change
+        ]
+
+    return {
+        "resource": resource,
+        "from": difference.before,
+        "to": difference.after,
+        "added": items("added"),
+        "removed": items("removed"),
+        "changed": items("changed"),
+        "unchanged": difference.unchanged,
+    }
+
+
+def history_text(resource: str, found: History) -> str:
+    lines = [
+        f'history of {found.path or "."} in "{resource}": {plural(len(found.versions), "version")}'
+    ]
+    for version in found.versions:
+        span = (
+            version.first if version.first == version.last else f"{version.first} .. {version.last}"
+        )
+        size = format_bytes(version.info.st_size) if version.kind == "file" else version.kind
+        lines.append(f"  {span:<32} {size:>10}  modified {moment(version.info.st_mtime_ns)}")
+    return "\n".join(lines)
+
+
+def history_json(found: History) -> dict[str, Any]:
+    return {
+        "path": found.path,
+        "versions": [
+            {
+                "first": version.first,
+                "last": version.last,
+                "size": version.info.st_size,
+                "mtime": moment(version.info.st_mtime_ns),
+                "kind": version.kind,
+            }
+            for version in found.versions
+        ],
+    }
+
+
+def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> str:
+    """Render `state show`: per resource a heading, its snapshots and its
+    last runs as tables."""
+    if not view:
+        return "No recorded state and no resources."
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=width, no_color=not color, force_terminal=color, highlight=False
+    )
+    for name, entry in view.items():
+        managed = "" if entry["managed"] else " (no longer in the config: nothing is undone)"
+        console.print(f'resource "{name}"{managed}', style="bold", markup=False)
+        console.print(f"  target: {entry['target_path']}", markup=False)
+        console.print(f"  revert: {entry['revert']}", markup=False)
+        pending = entry["post_command_pending"]
+        if pending:
+            console.print(
+                f"  post_command pending: failed at {pending['failed_at']} after snapshot "
+                f"{pending['snapshot']}; the next apply retries it",
+                markup=False,
+            )
+        snapshots = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
+        snapshots.title = f"  snapshots: {len(entry['snapshots'])}"
+        for column, justify in (
+            ("snapshot", "left"),
+            ("taken (UTC)", "left"),
+            ("files", "right"),
+            ("copied", "right"),
+            ("linked", "right"),
+            ("added", "right"),
+            ("exclusive", "right"),
+        ):
+            snapshots.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        snapshots.add_column("last verified", overflow="fold")
+        snapshots.add_column("kept by", overflow="fold")
+        for snapshot in entry["snapshots"]:
+            known = "files_copied" in snapshot
+            copied = snapshot.get("files_copied", 0)
+            linked = snapshot.get("files_linked", 0)
+            snapshots.add_row(
+                snapshot["name"],
+                _taken(snapshot["name"]),
+                str(copied + linked) if known else "?",
+                str(copied) if known else "?",
+                str(linked) if known else "?",
+                format_bytes(snapshot["bytes_copied"]) if known else "?",
+                "?"
+                if snapshot.get("bytes_exclusive") is None
+                else format_bytes(snapshot["bytes_exclusive"]),
+                _verified(snapshot.get("verified")),
+                _kept_by(snapshot.get("kept_by")),
+            )
+        if entry["snapshots"]:
+            console.print(snapshots)
+        else:
+            console.print("  snapshots: none")
+        runs = entry["runs"][-RUNS_SHOWN:]
+        if runs:
+            table = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
+            table.title = f"  last runs: {len(runs)} of {len(entry['runs'])}"
+            table.add_column("at (UTC)")
+            table.add_column("result")
+            table.add_column("took", justify="right")
+            table.add_column("actions")
+            table.add_column("message / hook output", overflow="fold")
+            for run in reversed(runs):
+                actions = ", ".join(
+                    a["kind"] if a["result"] == "changed" else f"{a['kind']} {a['result']}"
+                    for a in run["actions"]
+                )
+                took = "" if run.get("duration") is None else f"{run['duration']:.1f}s"
+                table.add_row(run["at"], run["result"], took, actions or "-", _run_message(run))
+            console.print(table)
+        console.print()
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
+
+
+def _verified(verified: dict[str, Any] | None) -> str:
+    if not verified:
+        return "never"
+    how = "content" if verified["content"] else "metadata"
+    result = "clean" if verified["clean"] else f"{verified['problems']} problems"
+    return f"{verified['at'][:10]}: {result} ({how})"
+
+
+def _kept_by(rules: list[dict[str, Any]] | None) -> str:
+    """The rules keeping a snapshot, shortly: `retain, keep_monthly 2026-01`."""
+    if rules is None:
+        return "-"
+    if not rules:
+        return "nothing: the next apply prunes it"
+    return ", ".join(f"{r['rule']} {r['period']}" if r["period"] else r["rule"] for r in rules)
+
+
+def _taken(name: str) -> str:
+    from providers.naming import snapshot_time
+
+    moment = snapshot_time(name)
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "?"
+
+
+def _run_message(run: dict[str, Any]) -> str:
+    """A run's message, else the last line its hooks printed."""
+    if run.get("message"):
+        return str(run["message"])
+    for action in reversed(run["actions"]):
+        tail = (action.get("output_tail") or "").strip()
+        if tail:
+            return f"{action['kind']}: {tail.splitlines()[-1]}"
+    return ""
