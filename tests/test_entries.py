@@ -28,8 +28,15 @@ def site(tmp_path: Path) -> Site:
 
 @contextlib.contextmanager
 def listening_socket(path: Path) -> Iterator[None]:
+    """A socket at `path`, bound by its name from its folder: a socket's
+    path may not be longer than about 100 bytes, a test's folder may."""
     server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
+    before = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        server.bind(path.name)
+    finally:
+        os.chdir(before)
     try:
         yield
     finally:
