@@ -18,6 +18,7 @@ from typing import Any
 from providers import backup, hooks
 from providers.snapshot import SnapshotFailed
 from providers.target import TargetLocks
+from reconcile import monitoring
 from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
 from state.store import StateStore
 
@@ -73,6 +74,8 @@ class ResourceOutcome:
 class ApplyReport:
     resources: list[ResourceOutcome]
     unmanaged: tuple[str, ...] = ()
+    # Warnings not about one resource (the metrics file).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -174,12 +177,21 @@ class _Resource:
         elif self.plan.has_changes:
             self.record["runs"].append(self.run_record)
             self._save()
+            self._ping("/start", f"{resource.name}: starting {len(self.plan.actions)} action(s)")
             try:
                 self._run_actions()
             except KeyboardInterrupt:
                 self._interrupted(started)
                 raise
+        self._tell_the_world()
         self.outcome.duration = round(time.monotonic() - started, 3)
+        self.record["last_run"] = {
+            "at": _iso(self.now),
+            "success": self.outcome.result is not Result.FAILED,
+            "duration": self.outcome.duration,
+        }
+        if self.outcome.result is not Result.FAILED:
+            self.record["last_success_at"] = _iso(self.now)
         self.run_record["duration"] = self.outcome.duration
         self.run_record["result"] = self.outcome.result.value
         self.run_record["message"] = self.outcome.message
@@ -206,6 +218,29 @@ class _Resource:
             duration=self.outcome.duration,
         )
         self._save()
+
+    def _ping(self, suffix: str, body: str) -> None:
+        if self.resource.ping_url:
+            warning = monitoring.ping(self.resource.ping_url, suffix, body)
+            if warning:
+                self.outcome.warnings.append(warning)
+
+    def _tell_the_world(self) -> None:
+        """After a failure or refusal: on_failure, then the /fail ping; after
+        a change: the success ping. A settled resource says nothing."""
+        outcome = self.outcome
+        if outcome.result is Result.FAILED:
+            message = outcome.message or "failed"
+            warning = monitoring.run_on_failure(self.resource, message, self.hook_cwd)
+            if warning:
+                outcome.warnings.append(warning)
+            self._ping("/fail", f"{self.resource.name}: {message}")
+        elif outcome.result is Result.CHANGED:
+            done = ", ".join(
+                f"{action.action.kind.value} {action.action.snapshot or ''}".strip()
+                for action in outcome.actions
+            )
+            self._ping("", f"{self.resource.name}: changed: {done}")
 
     def _refuse(self, refusal: str) -> None:
         """Nothing of a refused resource runs: its snapshot fails with the
@@ -366,6 +401,7 @@ class _Resource:
             if warning:
                 self.outcome.warnings.append(warning)
         self.outcome.warnings.extend(report.leftovers)
+        self.record["last_snapshot_bytes_copied"] = report.bytes_copied
         self.record["snapshots"][action.snapshot] = {
             "created_at": _iso(self.now),
             "files_copied": report.files_copied,

@@ -115,6 +115,8 @@ def apply(
             )
         finally:
             reporter.close()
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         common.print_json(render.apply_json(report, now.strftime("%Y-%m-%dT%H:%M:%SZ")))
     else:

@@ -41,7 +41,7 @@ SIZE_PATTERN = re.compile(r"([0-9]+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 DURATION_PATTERN = re.compile(r"([0-9]+)\s*([smh]?)", re.IGNORECASE)
 DURATION_UNITS = {"": 1, "S": 1, "M": 60, "H": 3600}
-TOP_LEVEL_KEYS = ("resources",)
+TOP_LEVEL_KEYS = ("resources", "metrics_file")
 RESOURCE_KEYS = (
     "name",
     "type",
@@ -64,6 +64,8 @@ RESOURCE_KEYS = (
     "special_files",
     "one_file_system",
     "hook_timeout",
+    "on_failure",
+    "ping_url",
 )
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 RESOURCE_TYPES = ("backup",)
@@ -91,7 +93,7 @@ def parse_config(text: str, path: str) -> Config:
     resources = checker.document(document)
     if checker.problems:
         raise ConfigError(checker.problems)
-    return Config(path=path, resources=tuple(resources))
+    return Config(path=path, resources=tuple(resources), metrics_file=checker.metrics_file)
 
 
 class _Checker:
@@ -101,6 +103,7 @@ class _Checker:
         self.path = path
         self.base = os.path.dirname(os.path.abspath(path))
         self.problems: list[Problem] = []
+        self.metrics_file: str | None = None
 
     def report(self, position: tuple[int | None, int | None], message: str) -> None:
         line, column = position
@@ -118,6 +121,10 @@ class _Checker:
                 self.report(
                     document.lc.key(key), f'unknown key "{key}"{closest(str(key), TOP_LEVEL_KEYS)}'
                 )
+        if document.get("metrics_file") is not None:
+            self.metrics_file = self.check_path(
+                untagged(document["metrics_file"]), value_at(document, "metrics_file")
+            )
         if "resources" not in document:
             self.report((document.lc.line, document.lc.col), 'missing required key "resources"')
             return []
@@ -189,6 +196,8 @@ class _Checker:
             special_files=values.get("special_files", Keep.SKIP),
             one_file_system=values.get("one_file_system", False),
             hook_timeout=values.get("hook_timeout", 0),
+            on_failure=values.get("on_failure") or None,
+            ping_url=values.get("ping_url"),
         )
 
     # -- one check per key: given the YAML value and its position, return the
@@ -328,6 +337,16 @@ class _Checker:
             return None
         return str(value)
 
+    def check_ping_url(self, value: Any, position: tuple[int, int]) -> str | None:
+        text = str(value).strip() if is_text(value) else ""
+        scheme, _, rest = text.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest or any(c.isspace() for c in text):
+            self.report(
+                position, f'"ping_url" must be an http:// or https:// URL, got {show(value)}'
+            )
+            return None
+        return text.rstrip("/")
+
     def check_revert(self, value: Any, position: tuple[int, int]) -> bool | None:
         return self._flag("revert", value, position)
 
@@ -362,6 +381,8 @@ class _Checker:
         "special_files": check_special_files,
         "one_file_system": check_one_file_system,
         "hook_timeout": check_hook_timeout,
+        "on_failure": check_command,
+        "ping_url": check_ping_url,
     }
 
     def across(self, checked: list[tuple[dict[str, Any], CommentedMap]]) -> None:

@@ -64,6 +64,10 @@ class Resource:
     one_file_system: bool = False
     # Seconds a hook may run before its process group is ended; 0: no limit.
     hook_timeout: int = 0
+    # Run (/bin/sh -c) after the resource failed or was refused.
+    on_failure: str | None = None
+    # A healthchecks-style URL: URL/start, then URL or URL/fail.
+    ping_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class Config:
 
     path: str
     resources: tuple[Resource, ...]
+    # Where the Prometheus text-format metrics go after every apply.
+    metrics_file: str | None = None
 
     def resource(self, name: str) -> Resource | None:
         for resource in self.resources:

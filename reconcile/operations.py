@@ -13,7 +13,7 @@ from typing import Any
 from providers import audit, backup, history, retention
 from providers.naming import future_names
 from providers.target import TargetLocks, freed_by_pruning, list_snapshots
-from reconcile import applier, planner
+from reconcile import applier, monitoring, planner
 from reconcile.model import Config, Resource
 from reconcile.plan import Plan
 from reconcile.planner import Overrides, policy
@@ -96,7 +96,27 @@ def apply_config(
     ):
         plan = make_plan(resources, store, now, False, overrides)
         hook_cwd = os.path.dirname(os.path.abspath(config.path))
-        return applier.apply(plan, store, hook_cwd, reporter, locks)
+        report = applier.apply(plan, store, hook_cwd, reporter, locks)
+        if config.metrics_file:
+            try:
+                monitoring.write_metrics(config.metrics_file, _metrics(config, store))
+            except OSError as error:
+                report.warnings.append(
+                    f"cannot write metrics_file {config.metrics_file}: {error.strerror}"
+                )
+        return report
+
+
+def _metrics(config: Config, store: StateStore) -> str:
+    """The metrics of every resource of the config, from its record."""
+    values = {}
+    for resource in config.resources:
+        try:
+            snapshots = len(list_snapshots(os.path.realpath(resource.target_path)))
+        except OSError:
+            snapshots = 0
+        values[resource.name] = monitoring.resource_metrics(store.record(resource.name), snapshots)
+    return monitoring.metrics_text(values)
 
 
 class NoSuchSnapshot(Exception):

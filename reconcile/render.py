@@ -316,4 +316,5 @@ def apply_json(report: ApplyReport, plan_now: str) -> dict[str, Any]:
         "now": plan_now,
         "resources": [outcome.to_json() for outcome in report.resources],
         "unmanaged": list(report.unmanaged),
+        "warnings": list(report.warnings),
     }

@@ -132,6 +132,16 @@ def _resource_schema() -> dict[str, Any]:
                 "description": "true: keep mount points below source_dir as empty directories.",
             }
         ),
+        "on_failure": _optional(
+            {"type": "string", "description": "Runs after the resource failed or was refused."}
+        ),
+        "ping_url": _optional(
+            {
+                "type": "string",
+                "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://\\S+$",
+                "description": "healthchecks-style URL: URL/start, then URL or URL/fail.",
+            }
+        ),
         "hook_timeout": _optional(
             {
                 "anyOf": [
@@ -172,7 +182,12 @@ def config_schema() -> dict[str, Any]:
                     {"type": "array", "items": {"$ref": "#/$defs/backup"}},
                     {"type": "null"},
                 ]
-            }
+            },
+            "metrics_file": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "description": "Prometheus text-format metrics, rewritten after every apply.",
+            },
         },
         "$defs": {"backup": _resource_schema()},
     }

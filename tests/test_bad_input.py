@@ -606,8 +606,10 @@ def verdict(key: str, value: Any, values: dict[str, Any]) -> bool | None:
                 return None if len(duration.group(1)) > 15 else True
             return None if re.search(r"[0-9]", value) else False
         return False
-    if key in ("pre_command", "post_command", "on_revert"):
+    if key in ("pre_command", "post_command", "on_revert", "on_failure"):
         return is_text
+    if key == "ping_url":
+        return is_text and re.fullmatch(r"(?i)https?://\S+", value.strip()) is not None
     if key == "one_file_system":
         return isinstance(value, bool)
     if key == "revert":

@@ -1,0 +1,140 @@
+"""Telling the outside world how backups went: healthchecks-style pings,
+an on_failure hook, and a Prometheus text-format metrics file.
+
+None of them can fail a backup: a ping that does not get through, or a
+metrics file that cannot be written, is a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from providers import hooks
+from reconcile.model import Resource
+
+PING_TIMEOUT = 10.0
+PING_ATTEMPTS = 2
+PING_RETRY_DELAY = 1.0
+USER_AGENT = "hardsnap"
+# One line, and not the whole of a long error: healthchecks keeps 10 KB.
+BODY_LIMIT = 4096
+
+
+def ping(url: str, suffix: str, body: str) -> str | None:
+    """POST `body` to `url` + `suffix` ("" for success, "/start", "/fail"),
+    trying twice; return a warning when it did not get through, else None."""
+    data = " ".join(body.split())[:BODY_LIMIT].encode("utf-8", "replace")
+    address = url + suffix
+    reason = ""
+    for attempt in range(PING_ATTEMPTS):
+        if attempt:
+            time.sleep(PING_RETRY_DELAY)
+        request = urllib.request.Request(
+            address,
+            data=data,
+            method="POST",
+            headers={"User-Agent": USER_AGENT, "Content-Type": "text/plain; charset=utf-8"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=PING_TIMEOUT) as response:
+                response.read(BODY_LIMIT)
+            return None
+        except urllib.error.HTTPError as error:
+            reason = f"HTTP {error.code} {error.reason}"
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = str(getattr(error, "reason", None) or error)
+    return f"ping {address} failed after {PING_ATTEMPTS} attempts: {reason}"
+
+
+def run_on_failure(resource: Resource, error: str, cwd: str) -> str | None:
+    """Run the resource's on_failure hook with the error in its environment;
+    return a warning when the hook itself fails."""
+    if not resource.on_failure:
+        return None
+    environment = hooks.hook_environment(
+        resource.name, resource.source_dir, resource.target_path, None
+    )
+    environment["HARDSNAP_ERROR"] = error
+    result = hooks.run_hook(resource.on_failure, environment, cwd, resource.hook_timeout)
+    if result.succeeded:
+        return None
+    what = "timed out" if result.timed_out else f"exited {result.exit_code}"
+    return f"on_failure {what}"
+
+
+GAUGES = (
+    ("hardsnap_last_run_timestamp_seconds", "Time of the last apply of the resource."),
+    ("hardsnap_last_success_timestamp_seconds", "Time of the last successful apply."),
+    ("hardsnap_last_run_success", "1 when the last apply of the resource succeeded, else 0."),
+    ("hardsnap_snapshots", "Snapshots of the resource in its target."),
+    ("hardsnap_last_snapshot_bytes_copied", "Bytes the last snapshot copied."),
+    ("hardsnap_last_run_duration_seconds", "Seconds the last apply of the resource took."),
+)
+
+
+def metrics_text(values: dict[str, dict[str, float]]) -> str:
+    """The Prometheus text format of gauges by resource name: each gauge
+    with its HELP and TYPE lines, then one sample per resource that has it."""
+    lines = []
+    for gauge, help_text in GAUGES:
+        samples = [(name, got[gauge]) for name, got in values.items() if gauge in got]
+        if not samples:
+            continue
+        lines.append(f"# HELP {gauge} {help_text}")
+        lines.append(f"# TYPE {gauge} gauge")
+        for name, value in samples:
+            lines.append(f'{gauge}{{resource="{_label(name)}"}} {_number(value)}')
+    return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def resource_metrics(record: dict[str, Any], snapshots: int) -> dict[str, float]:
+    """The gauges of one resource from its record (see reconcile/applier.py)."""
+    values: dict[str, float] = {"hardsnap_snapshots": snapshots}
+    last = record.get("last_run")
+    if not last:
+        return values
+    values["hardsnap_last_run_timestamp_seconds"] = _seconds(last["at"])
+    values["hardsnap_last_run_success"] = 1 if last["success"] else 0
+    values["hardsnap_last_run_duration_seconds"] = float(last.get("duration") or 0)
+    if record.get("last_success_at"):
+        values["hardsnap_last_success_timestamp_seconds"] = _seconds(record["last_success_at"])
+    if record.get("last_snapshot_bytes_copied") is not None:
+        values["hardsnap_last_snapshot_bytes_copied"] = record["last_snapshot_bytes_copied"]
+    return values
+
+
+def _seconds(moment: str) -> float:
+    return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
+
+
+def write_metrics(path: str, text: str) -> None:
+    """Replace the metrics file atomically (a temporary file in the same
+    directory, renamed over it), readable by the node_exporter user."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".hardsnap-metrics.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,178 @@
+"""Monitoring as admins watch backups: healthchecks-style pings to a real
+HTTP server on 127.0.0.1, the on_failure hook, and the metrics file read
+back with Prometheus' own text-format parser."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import write_config
+from tests.site import Site, at, make_file, name_of, new_site
+
+
+@dataclass
+class Received:
+    path: str
+    body: str
+
+
+@dataclass
+class PingServer:
+    url: str
+    received: list[Received] = field(default_factory=list)
+    # Status the server answers with.
+    status: int = 200
+
+
+@pytest.fixture
+def pings() -> Iterator[PingServer]:
+    server_state = PingServer("")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode()
+            server_state.received.append(Received(self.path, body))
+            self.send_response(server_state.status)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *arguments: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_state.url = f"http://127.0.0.1:{server.server_address[1]}/ping/abc"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server_state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return new_site(tmp_path)
+
+
+def paths(server: PingServer) -> list[str]:
+    return [ping.path.removeprefix("/ping/abc") or "/" for ping in server.received]
+
+
+def test_a_changed_run_pings_start_then_success_and_a_settled_one_nothing(
+    site: Site, pings: PingServer
+) -> None:
+    site.write(ping_url=pings.url)
+    assert site.apply(at(0)).returncode == 0
+    assert paths(pings) == ["/start", "/"]
+    assert name_of(at(0)) in pings.received[1].body and "changed" in pings.received[1].body
+    assert site.apply(at(0, hours=1)).returncode == 0  # same window: settled
+    assert paths(pings) == ["/start", "/"]
+
+
+def test_a_failed_hook_pings_fail_with_the_error_and_runs_on_failure(
+    site: Site, pings: PingServer, tmp_path: Path
+) -> None:
+    marks = tmp_path / "on-failure.txt"
+    site.write(
+        ping_url=pings.url,
+        pre_command="echo mount failed >&2; exit 3",
+        on_failure=f'printf "%s|%s" "$HARDSNAP_RESOURCE" "$HARDSNAP_ERROR" > {marks}',
+    )
+    done = site.apply(at(0))
+    assert done.returncode == 1, done
+    assert paths(pings) == ["/start", "/fail"]
+    assert "pre_command failed" in pings.received[1].body
+    resource, error = marks.read_text().split("|", 1)
+    assert resource == "r" and "pre_command failed: exit code 3" in error
+
+
+def test_a_refused_resource_pings_fail_without_start_and_runs_on_failure(
+    site: Site, pings: PingServer, tmp_path: Path
+) -> None:
+    marks = tmp_path / "on-failure.txt"
+    site.write(ping_url=pings.url, on_failure=f'printf "%s" "$HARDSNAP_ERROR" > {marks}')
+    assert site.apply(at(0)).returncode == 0
+    for path in sorted(site.source.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    done = site.apply(at(1))
+    assert done.returncode == 1, done
+    assert paths(pings) == ["/start", "/", "/fail"]
+    assert "is empty" in marks.read_text()
+
+
+def test_a_ping_that_fails_is_a_warning_never_a_failed_backup(
+    site: Site, pings: PingServer
+) -> None:
+    pings.status = 500
+    site.write(ping_url=pings.url)
+    done = site.apply(at(0))
+    assert done.returncode == 0, done
+    assert "ping" in done.stderr and "HTTP 500" in done.stderr
+    # Tried twice each: /start, /start, then the success ping, twice.
+    assert paths(pings) == ["/start", "/start", "/", "/"]
+    assert site.snapshots() == [name_of(at(0))]
+
+    site.write(ping_url="http://127.0.0.1:9/nothing-listens-here")
+    done = site.apply(at(1))
+    assert done.returncode == 0, done
+    assert "ping http://127.0.0.1:9/nothing-listens-here/start failed" in done.stderr
+
+
+def read_metrics(path: Path) -> dict[tuple[str, str], float]:
+    """Every sample of the file, by (metric name, resource label), through
+    Prometheus' parser; each family must be declared a gauge."""
+    samples = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        assert family.type == "gauge", family
+        for sample in family.samples:
+            samples[(sample.name, sample.labels["resource"])] = sample.value
+    return samples
+
+
+def test_metrics_file_holds_every_gauge_per_resource_and_is_rewritten_each_apply(
+    site: Site, tmp_path: Path
+) -> None:
+    metrics = tmp_path / "textfile" / "hardsnap.prom"
+    metrics.parent.mkdir()
+    broken = {
+        "name": "never-ok",
+        "type": "backup",
+        "source_dir": str(tmp_path / "missing"),
+        "target_path": str(tmp_path / "dst2"),
+        "min_free_space": 0,
+    }
+    config = site.config
+    make_file(site.source / "big.bin", b"b" * 5000)
+    good = {**site.values}
+    text = "metrics_file: " + str(metrics) + "\n"
+    write_config(config, good, broken)
+    config.write_text(text + config.read_text())
+    done = site.apply(at(0))
+    assert done.returncode == 1, done  # never-ok is refused: its source is missing
+    values = read_metrics(metrics)
+    moment = at(0).timestamp()
+    assert values[("hardsnap_last_run_timestamp_seconds", "r")] == moment
+    assert values[("hardsnap_last_success_timestamp_seconds", "r")] == moment
+    assert values[("hardsnap_last_run_success", "r")] == 1
+    assert values[("hardsnap_snapshots", "r")] == 1
+    assert values[("hardsnap_last_snapshot_bytes_copied", "r")] == 5000 + 6 + 6
+    assert ("hardsnap_last_run_duration_seconds", "r") in values
+    assert values[("hardsnap_last_run_success", "never-ok")] == 0
+    assert values[("hardsnap_snapshots", "never-ok")] == 0
+    assert ("hardsnap_last_success_timestamp_seconds", "never-ok") not in values
+
+    assert site.apply(at(1)).returncode == 1
+    values = read_metrics(metrics)
+    assert values[("hardsnap_last_run_timestamp_seconds", "r")] == at(1).timestamp()
+    assert values[("hardsnap_snapshots", "r")] == 2
+    assert values[("hardsnap_last_snapshot_bytes_copied", "r")] == 0  # all linked
+    assert [path.name for path in metrics.parent.iterdir()] == ["hardsnap.prom"]
