@@ -29,7 +29,7 @@ def verify(
     """Check snapshots against their manifests; exit 1 when any drifted or rotted."""
     from reconcile.operations import verify_resource
 
-    loaded = common.load(config)
+    loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
         results = verify_resource(
             loaded, common.state_dir(state_dir), name, snapshots or [], content, common.now()
@@ -58,7 +58,7 @@ def diff(
     """Files added, removed and changed between two snapshots."""
     from reconcile.operations import diff_resource
 
-    loaded = common.load(config)
+    loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
         difference = diff_resource(loaded, common.state_dir(state_dir), name, before, after)
     if as_json:
@@ -126,7 +126,7 @@ def history(
     """The versions of one file or directory across the snapshots."""
     from reconcile.operations import history_of_path
 
-    loaded = common.load(config)
+    loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
         found = history_of_path(loaded, common.state_dir(state_dir), name, path)
     if as_json:

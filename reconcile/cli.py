@@ -56,7 +56,7 @@ def plan(
     from reconcile.planner import Overrides
 
     try:
-        loaded = common.load(config)
+        loaded = common.load(config, as_json)
     except typer.Exit:
         if detailed_exitcode:
             raise typer.Exit(int(ExitCode.FAILED)) from None
@@ -83,7 +83,8 @@ def apply(
         typer.Option("--resource", help="Apply only this resource (repeatable)."),
     ] = None,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only each resource's result.")
+        bool,
+        typer.Option("--quiet", "-q", help="Print nothing but problems (failures, warnings)."),
     ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also print reasons and whole hook output.")
@@ -97,7 +98,7 @@ def apply(
     from reconcile.planner import Overrides
     from reconcile.reporters import TextReporter, WarningsReporter
 
-    loaded = common.load(config)
+    loaded = common.load(config, as_json)
     now = common.now()
     verbosity = -1 if quiet else (1 if verbose else 0)
     reporter = (
@@ -119,7 +120,7 @@ def apply(
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
         common.print_json(render.apply_json(report, now.strftime("%Y-%m-%dT%H:%M:%SZ")))
-    else:
+    elif not quiet:
         typer.echo(render.apply_summary(report))
     if report.failed:
         raise typer.Exit(int(ExitCode.FAILED))

@@ -157,14 +157,29 @@ def config_path(option: str | None) -> str:
     return LOCAL_CONFIG if os.path.exists(LOCAL_CONFIG) else SYSTEM_CONFIG
 
 
-def load(option: str | None) -> Any:
-    """Load the config or exit 2 with every located problem on stderr."""
+def load(option: str | None, as_json: bool = False) -> Any:
+    """Load the config or exit 2 with every located problem on stderr (and,
+    with `as_json`, as the {"errors": [...]} document on stdout)."""
     from reconcile.config import ConfigError, load_config
 
     config = config_path(option)
     try:
         return load_config(config)
     except ConfigError as error:
+        if as_json:
+            print_json(
+                {
+                    "errors": [
+                        {
+                            "file": problem.file,
+                            "line": problem.line,
+                            "column": problem.column,
+                            "message": problem.message,
+                        }
+                        for problem in error.problems
+                    ]
+                }
+            )
         for problem in error.problems:
             typer.echo(str(problem), err=True)
         count = len(error.problems)

@@ -8,7 +8,7 @@ from typing import Any
 
 from providers.backup import format_bytes
 from reconcile import render
-from reconcile.applier import ActionOutcome, Reporter, ResourceOutcome
+from reconcile.applier import ActionOutcome, Reporter, ResourceOutcome, Result
 from reconcile.plan import Action, ActionKind
 
 
@@ -32,7 +32,8 @@ class TextReporter(Reporter):
     progress bar while a snapshot runs (files and bytes done, rate, and an
     ETA from the previous snapshot's file count).
 
-    verbosity: -1 quiet (results only), 0 normal, 1 verbose (reasons too).
+    verbosity: -1 quiet (failed resources and warnings only), 0 normal, 1
+    verbose (reasons too).
     """
 
     def __init__(self, verbosity: int = 0, color: bool = False, live: bool = False) -> None:
@@ -132,7 +133,9 @@ class TextReporter(Reporter):
 
     def resource_finished(self, outcome: ResourceOutcome) -> None:
         self._stop_bar()
-        self._print(render.resource_outcome_line(outcome, self.color))
+        # Quiet: nothing but problems (cron mails whatever is printed).
+        if self.verbosity >= 0 or outcome.result is Result.FAILED:
+            self._print(render.resource_outcome_line(outcome, self.color))
         warn(outcome)
 
     def close(self) -> None:

@@ -159,3 +159,29 @@ def test_history_of_a_path_never_backed_up_or_outside_the_source_exits_1(site: S
     assert outside.returncode == 1 and "not below source_dir" in outside.stderr, outside
     escaping = site.cli("history", "r", "../hardsnap.yaml", now=at(0))
     assert escaping.returncode == 1 and "not below source_dir" in escaping.stderr, escaping
+
+
+# -- quiet, for cron -------------------------------------------------------------------------
+
+
+def test_quiet_apply_prints_nothing_unless_something_went_wrong(site: Site) -> None:
+    changed = site.apply(at(0), "-q")
+    assert (changed.returncode, changed.stdout, changed.stderr) == (0, "", ""), changed
+    settled = site.apply(at(0, hours=1), "-q")
+    assert (settled.returncode, settled.stdout, settled.stderr) == (0, "", ""), settled
+    site.write(pre_command="echo cannot mount >&2; exit 1")
+    failed = site.apply(at(1), "-q")
+    assert failed.returncode == 1, failed
+    assert "=> r: failed" in failed.stdout and "pre_command failed" in failed.stderr
+
+
+def test_json_output_of_an_invalid_config_is_an_errors_document(site: Site) -> None:
+    site.config.write_text("resources:\n  - name: r\n    type: backup\n    retian: 3\n")
+    for command in (["plan"], ["apply"], ["verify", "r"]):
+        done = site.cli(*command, "--json", now=at(0))
+        assert done.returncode == 2, done
+        errors = json.loads(done.stdout)["errors"]
+        assert {"file", "line", "column", "message"} <= set(errors[0])
+        assert any(
+            error["line"] == 4 and 'unknown key "retian"' in error["message"] for error in errors
+        ), errors
