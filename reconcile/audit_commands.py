@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from reconcile import common, render_audit
+from reconcile import common, journal, render_audit
 from reconcile.common import ConfigOption, JsonOption, StateDirOption, app, state_app
 from reconcile.exitcodes import ExitCode
 
@@ -82,14 +82,14 @@ def state_show(
         loaded = load_config(common.config_path(config))
     except ConfigError as error:
         loaded = None
-        typer.echo(
+        journal.say(
             f"warning: {error.problems[0]}; resources cannot be matched to a config",
-            err=True,
+            journal.WARNING,
         )
     with common.exit_codes(as_json):
         view = state_view(loaded, common.state_dir(state_dir), name, common.now())
     if name is not None and name not in view:
-        typer.echo(f"warning: no recorded state or resource named {name!r}", err=True)
+        journal.say(f"warning: no recorded state or resource named {name!r}", journal.WARNING)
     if as_json:
         common.print_json({"resources": view})
     else:

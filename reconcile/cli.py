@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from reconcile import audit_commands, common, render
+from reconcile import audit_commands, common, journal, render
 from reconcile.common import (
     AllowEmptyOption,
     AllowNewTargetOption,
@@ -117,7 +117,7 @@ def apply(
         finally:
             reporter.close()
     for warning in report.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        journal.say(f"warning: {warning}", journal.WARNING)
     if as_json:
         common.print_json(render.apply_json(report, now.strftime("%Y-%m-%dT%H:%M:%SZ")))
     elif not quiet:

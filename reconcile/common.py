@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from reconcile import clock, exitcodes
+from reconcile import clock, exitcodes, journal
 from reconcile.exitcodes import ExitCode
 
 app = typer.Typer(
@@ -127,8 +127,9 @@ def fail(
     an interrupt starts on a line of its own (the terminal echoed ^C)."""
     if as_json:
         print_json({"error": message})
-    lead = "\n" if own_line and sys.stderr.isatty() else ""
-    typer.echo(f"{lead}hardsnap: {message}", err=True)
+    if own_line and sys.stderr.isatty():
+        journal.say("")  # the terminal echoed ^C on the line we would write on
+    journal.say(f"hardsnap: {message}", journal.ERROR)
     raise typer.Exit(int(code))
 
 
@@ -181,9 +182,9 @@ def load(option: str | None, as_json: bool = False) -> Any:
                 }
             )
         for problem in error.problems:
-            typer.echo(str(problem), err=True)
+            journal.say(str(problem), journal.ERROR)
         count = len(error.problems)
-        typer.echo(f"{config}: invalid, {count} problem{'s' if count != 1 else ''}", err=True)
+        journal.say(f"{config}: invalid, {count} problem{'s' if count != 1 else ''}", journal.ERROR)
         raise typer.Exit(int(ExitCode.INVALID)) from None
 
 

@@ -3,11 +3,10 @@ a terminal, warnings on stderr. Only presentation; the applier decides."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from providers.backup import format_bytes
-from reconcile import render
+from reconcile import journal, render
 from reconcile.applier import ActionOutcome, Reporter, ResourceOutcome, Result
 from reconcile.plan import Action, ActionKind
 
@@ -15,9 +14,9 @@ from reconcile.plan import Action, ActionKind
 def warn(outcome: ResourceOutcome) -> None:
     """Print a resource's warnings and error on stderr."""
     for warning in outcome.warnings:
-        print(f"warning: {outcome.name}: {warning}", file=sys.stderr)
+        journal.say(f"warning: {outcome.name}: {warning}", journal.WARNING)
     if outcome.message:
-        print(f"error: {outcome.name}: {outcome.message}", file=sys.stderr)
+        journal.say(f"error: {outcome.name}: {outcome.message}", journal.ERROR)
 
 
 class WarningsReporter(Reporter):

@@ -5,6 +5,8 @@ back with Prometheus' own text-format parser."""
 from __future__ import annotations
 
 import http.server
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import write_config
+from tests.conftest import hardsnap_command, write_config
 from tests.site import Site, at, make_file, name_of, new_site
 
 
@@ -176,3 +178,36 @@ def test_metrics_file_holds_every_gauge_per_resource_and_is_rewritten_each_apply
     assert values[("hardsnap_snapshots", "r")] == 2
     assert values[("hardsnap_last_snapshot_bytes_copied", "r")] == 0  # all linked
     assert [path.name for path in metrics.parent.iterdir()] == ["hardsnap.prom"]
+
+
+def test_under_systemd_stderr_lines_carry_journald_priorities(site: Site, tmp_path: Path) -> None:
+    """JOURNAL_STREAM names the stream stderr is: errors are <3>, warnings <4>."""
+    site.write(pre_command="exit 1", ping_url="http://127.0.0.1:9/nothing")
+    stderr = tmp_path / "stderr"
+    with open(stderr, "wb") as stream:
+        info = os.fstat(stream.fileno())
+        environment = site.environment(at(0))
+        environment["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
+        done = subprocess.run(
+            [*hardsnap_command(), "apply", "-c", str(site.config)],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=stream,
+            timeout=120,
+        )
+    assert done.returncode == 1
+    lines = stderr.read_text().splitlines()
+    assert any(line.startswith("<3>error: r: pre_command failed") for line in lines), lines
+    assert any(line.startswith("<4>warning: r: ping ") for line in lines), lines
+    assert all(line[:3] in ("<3>", "<4>", "<6>") for line in lines if line), lines
+
+    # Anywhere else (JOURNAL_STREAM naming another stream) lines stay plain.
+    environment["JOURNAL_STREAM"] = "1:2"
+    plain = subprocess.run(
+        [*hardsnap_command(), "apply", "-c", str(site.config)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert plain.stderr.startswith(("error: ", "warning: ")), plain.stderr
