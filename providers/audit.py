@@ -13,9 +13,9 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from providers import fs
-from providers.entries import kind_of
-from providers.manifest import Entry, ManifestError, ManifestReader
+from hardsnap.providers import fs
+from hardsnap.providers.entries import kind_of
+from hardsnap.providers.manifest import Entry, ManifestError, ManifestReader
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from providers import fs, target, tree
-from providers.entries import Kinds
-from providers.manifest import ManifestError, ManifestWriter, open_manifest, remove_orphans
-from providers.naming import future_names, snapshot_in_window, snapshot_time
-from providers.snapshot import Excludes, Progress, SnapshotFailed, SnapshotReport, Walk
-from providers.target import PARTIAL_PREFIX, Owner, TargetLocks
-from reconcile.model import CrossFs, Keep, Resource
+from hardsnap.providers import fs, target, tree
+from hardsnap.providers.entries import Kinds
+from hardsnap.providers.manifest import ManifestError, ManifestWriter, open_manifest, remove_orphans
+from hardsnap.providers.naming import future_names, snapshot_in_window, snapshot_time
+from hardsnap.providers.snapshot import Excludes, Progress, SnapshotFailed, SnapshotReport, Walk
+from hardsnap.providers.target import PARTIAL_PREFIX, Owner, TargetLocks
+from hardsnap.reconcile.model import CrossFs, Keep, Resource
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from providers.fs import IS_ROOT
+from hardsnap.providers.fs import IS_ROOT
 
 # Filesystems that hold kernel state, not files: never walked into.
 PSEUDO_FILESYSTEMS = frozenset(

@@ -14,7 +14,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from providers import fs
+from hardsnap.providers import fs
 
 
 @dataclass

@@ -16,7 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from providers.naming import snapshot_time
+from hardsnap.providers.naming import snapshot_time
 
 # A period rule: its config key, and the label of the period a time lies in.
 PERIODS: tuple[tuple[str, Callable[[dt.datetime], str]], ...] = (

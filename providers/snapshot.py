@@ -29,8 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from providers import fs, tree
-from providers.entries import (
+from hardsnap.providers import fs, tree
+from hardsnap.providers.entries import (
     Kinds,
     Mounts,
     is_kept,
@@ -39,7 +39,7 @@ from providers.entries import (
     make_symlink,
     unchanged_in_reference,
 )
-from providers.manifest import ManifestError, ManifestReader, ManifestWriter
+from hardsnap.providers.manifest import ManifestError, ManifestReader, ManifestWriter
 
 # Free space is re-read from the filesystem at least this often while copying.
 SPACE_RECHECK_BYTES = 256 << 20

@@ -19,9 +19,9 @@ import stat
 from dataclasses import dataclass
 from types import TracebackType
 
-from providers import fs, tree
-from providers.manifest import remove_manifest
-from providers.naming import is_snapshot_name
+from hardsnap.providers import fs, tree
+from hardsnap.providers.manifest import remove_manifest
+from hardsnap.providers.naming import is_snapshot_name
 
 # Work in progress carries one of these prefixes, never a snapshot name.
 PARTIAL_PREFIX = ".hardsnap-partial."

@@ -1,3 +1,3 @@
-from reconcile.cli import main
+from hardsnap.reconcile.cli import main
 
 main()

@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers import backup, hooks
-from providers.snapshot import SnapshotFailed
-from providers.target import TargetLocks
-from reconcile import monitoring
-from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
-from state.store import StateStore
+from hardsnap.providers import backup, hooks
+from hardsnap.providers.snapshot import SnapshotFailed
+from hardsnap.providers.target import TargetLocks
+from hardsnap.reconcile import monitoring
+from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+from hardsnap.state.store import StateStore
 
 
 class Result(enum.StrEnum):

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from reconcile import common, journal, render_audit
-from reconcile.common import ConfigOption, JsonOption, StateDirOption, app, state_app
-from reconcile.exitcodes import ExitCode
+from hardsnap.reconcile import common, journal, render_audit
+from hardsnap.reconcile.common import ConfigOption, JsonOption, StateDirOption, app, state_app
+from hardsnap.reconcile.exitcodes import ExitCode
 
 
 @app.command()
@@ -27,7 +27,7 @@ def verify(
     state_dir: StateDirOption = None,
 ) -> None:
     """Check snapshots against their manifests; exit 1 when any drifted or rotted."""
-    from reconcile.operations import verify_resource
+    from hardsnap.reconcile.operations import verify_resource
 
     loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
@@ -56,7 +56,7 @@ def diff(
     state_dir: StateDirOption = None,
 ) -> None:
     """Files added, removed and changed between two snapshots."""
-    from reconcile.operations import diff_resource
+    from hardsnap.reconcile.operations import diff_resource
 
     loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
@@ -75,8 +75,8 @@ def state_show(
     state_dir: StateDirOption = None,
 ) -> None:
     """Show recorded state: snapshots, last runs, reverts, pending hooks."""
-    from reconcile.config import ConfigError, load_config
-    from reconcile.operations import state_view
+    from hardsnap.reconcile.config import ConfigError, load_config
+    from hardsnap.reconcile.operations import state_view
 
     try:
         loaded = load_config(common.config_path(config))
@@ -105,7 +105,7 @@ def state_forget(
 ) -> None:
     """Drop the recorded state of a resource removed from the config.
     Touches no snapshot."""
-    from reconcile.operations import forget_resource
+    from hardsnap.reconcile.operations import forget_resource
 
     loaded = common.load(config)
     with common.exit_codes():
@@ -124,7 +124,7 @@ def history(
     state_dir: StateDirOption = None,
 ) -> None:
     """The versions of one file or directory across the snapshots."""
-    from reconcile.operations import history_of_path
+    from hardsnap.reconcile.operations import history_of_path
 
     loaded = common.load(config, as_json)
     with common.exit_codes(as_json):

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from reconcile import audit_commands, common, journal, render
-from reconcile.common import (
+from hardsnap.reconcile import audit_commands, common, journal, render
+from hardsnap.reconcile.common import (
     AllowEmptyOption,
     AllowNewTargetOption,
     ConfigOption,
@@ -21,7 +21,7 @@ from reconcile.common import (
     StateDirOption,
     app,
 )
-from reconcile.exitcodes import ExitCode
+from hardsnap.reconcile.exitcodes import ExitCode
 
 __all__ = ["app", "audit_commands", "main"]
 
@@ -52,8 +52,8 @@ def plan(
     state_dir: StateDirOption = None,
 ) -> None:
     """Show what apply would do. Changes nothing."""
-    from reconcile.operations import plan_config
-    from reconcile.planner import Overrides
+    from hardsnap.reconcile.operations import plan_config
+    from hardsnap.reconcile.planner import Overrides
 
     try:
         loaded = common.load(config, as_json)
@@ -94,9 +94,9 @@ def apply(
     state_dir: StateDirOption = None,
 ) -> None:
     """Converge: snapshot, prune, run hooks and reverts. No prompt."""
-    from reconcile.operations import apply_config
-    from reconcile.planner import Overrides
-    from reconcile.reporters import TextReporter, WarningsReporter
+    from hardsnap.reconcile.operations import apply_config
+    from hardsnap.reconcile.planner import Overrides
+    from hardsnap.reconcile.reporters import TextReporter, WarningsReporter
 
     loaded = common.load(config, as_json)
     now = common.now()
@@ -129,14 +129,14 @@ def apply(
 @app.command()
 def schema(state_dir: StateDirOption = None) -> None:
     """Print the JSON Schema of the config file (for editors)."""
-    from reconcile.schema import config_schema
+    from hardsnap.reconcile.schema import config_schema
 
     common.print_json(config_schema())
 
 
 def _show_version(value: bool) -> None:
     if value:
-        from reconcile import __version__
+        from hardsnap.reconcile import __version__
 
         typer.echo(f"hardsnap {__version__}")
         raise typer.Exit()

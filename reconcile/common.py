@@ -13,8 +13,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from reconcile import clock, exitcodes, journal
-from reconcile.exitcodes import ExitCode
+from hardsnap.reconcile import clock, exitcodes, journal
+from hardsnap.reconcile.exitcodes import ExitCode
 
 app = typer.Typer(
     name="hardsnap",
@@ -95,10 +95,10 @@ def exit_codes(as_json: bool = False) -> Iterator[None]:
     missing snapshot fail the command (1); a lock held by another apply
     exits 75; a signal exits 128 + its number (130 for SIGINT, 143 for
     SIGTERM). With `as_json`, the error is also the JSON document on stdout."""
-    from providers.target import TargetBusy
-    from reconcile.operations import CannotForget, NoSuchSnapshot, UnknownResource
-    from state.lock import LockHeld
-    from state.store import StateError
+    from hardsnap.providers.target import TargetBusy
+    from hardsnap.reconcile.operations import CannotForget, NoSuchSnapshot, UnknownResource
+    from hardsnap.state.lock import LockHeld
+    from hardsnap.state.store import StateError
 
     try:
         yield
@@ -134,7 +134,7 @@ def fail(
 
 
 def state_dir(option: str | None) -> str:
-    from state.store import default_state_dir
+    from hardsnap.state.store import default_state_dir
 
     return option or default_state_dir()
 
@@ -161,7 +161,7 @@ def config_path(option: str | None) -> str:
 def load(option: str | None, as_json: bool = False) -> Any:
     """Load the config or exit 2 with every located problem on stderr (and,
     with `as_json`, as the {"errors": [...]} document on stdout)."""
-    from reconcile.config import ConfigError, load_config
+    from hardsnap.reconcile.config import ConfigError, load_config
 
     config = config_path(option)
     try:

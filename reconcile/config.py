@@ -15,8 +15,8 @@ from typing import Any, ClassVar, TypeVar
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from reconcile.model import Config, CrossFs, Keep, Resource, Schedule
-from reconcile.yamlvalues import (
+from hardsnap.reconcile.model import Config, CrossFs, Keep, Resource, Schedule
+from hardsnap.reconcile.yamlvalues import (
     MAX_NUMBER,
     ConfigError,
     Problem,

@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from providers import hooks
-from reconcile.model import Resource
+from hardsnap.providers import hooks
+from hardsnap.reconcile.model import Resource
 
 PING_TIMEOUT = 10.0
 PING_ATTEMPTS = 2

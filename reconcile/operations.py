@@ -10,15 +10,15 @@ import datetime as dt
 import os
 from typing import Any
 
-from providers import audit, backup, history, retention
-from providers.naming import future_names
-from providers.target import TargetLocks, freed_by_pruning, list_snapshots
-from reconcile import applier, monitoring, planner
-from reconcile.model import Config, Resource
-from reconcile.plan import Plan
-from reconcile.planner import Overrides, policy
-from state.lock import ApplyLock
-from state.store import StateStore
+from hardsnap.providers import audit, backup, history, retention
+from hardsnap.providers.naming import future_names
+from hardsnap.providers.target import TargetLocks, freed_by_pruning, list_snapshots
+from hardsnap.reconcile import applier, monitoring, planner
+from hardsnap.reconcile.model import Config, Resource
+from hardsnap.reconcile.plan import Plan
+from hardsnap.reconcile.planner import Overrides, policy
+from hardsnap.state.lock import ApplyLock
+from hardsnap.state.store import StateStore
 
 
 class UnknownResource(Exception):
@@ -32,7 +32,7 @@ def select(config: Config, names: list[str]) -> list[Resource]:
     known = {resource.name for resource in config.resources}
     for name in names:
         if name not in known:
-            from reconcile.config import closest
+            from hardsnap.reconcile.config import closest
 
             raise UnknownResource(
                 f'no resource named "{name}" in {config.path}{closest(name, sorted(known))}'

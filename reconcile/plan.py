@@ -7,8 +7,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.retention import Reason
-from reconcile.model import Resource
+from hardsnap.providers.retention import Reason
+from hardsnap.reconcile.model import Resource
 
 
 class ActionKind(enum.StrEnum):

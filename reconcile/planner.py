@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from providers.backup import (
+from hardsnap.providers.backup import (
     Facts,
     cross_fs_refusal,
     empty_source_refusal,
@@ -21,11 +21,11 @@ from providers.backup import (
     missing_target_refusal,
     ownership_refusal,
 )
-from providers.naming import any_within, snapshot_in_window, snapshot_name, window_of
-from providers.retention import Policy, Reason, reasons
-from reconcile.model import CrossFs, Resource
-from reconcile.plan import Action, ActionGraph, ActionKind, Plan, ResourcePlan
-from state.store import RecordedState
+from hardsnap.providers.naming import any_within, snapshot_in_window, snapshot_name, window_of
+from hardsnap.providers.retention import Policy, Reason, reasons
+from hardsnap.reconcile.model import CrossFs, Resource
+from hardsnap.reconcile.plan import Action, ActionGraph, ActionKind, Plan, ResourcePlan
+from hardsnap.state.store import RecordedState
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.backup import format_bytes
-from reconcile.applier import ActionOutcome, ApplyReport, ResourceOutcome, Result
-from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
-from reconcile.planner import policy as retention_policy
+from hardsnap.providers.backup import format_bytes
+from hardsnap.reconcile.applier import ActionOutcome, ApplyReport, ResourceOutcome, Result
+from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+from hardsnap.reconcile.planner import policy as retention_policy
 
 _COLORS = {
     ActionKind.PRE_COMMAND: "33",

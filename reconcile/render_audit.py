@@ -6,10 +6,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from providers.audit import Difference, Verification, moment
-from providers.backup import format_bytes
-from providers.history import History
-from reconcile.render import Painter, plural
+from hardsnap.providers.audit import Difference, Verification, moment
+from hardsnap.providers.backup import format_bytes
+from hardsnap.providers.history import History
+from hardsnap.reconcile.render import Painter, plural
 
 # -- verify, diff, history, state show -----------------------------------------
 
@@ -236,7 +236,7 @@ def _kept_by(rules: list[dict[str, Any]] | None) -> str:
 
 
 def _taken(name: str) -> str:
-    from providers.naming import snapshot_time
+    from hardsnap.providers.naming import snapshot_time
 
     moment = snapshot_time(name)
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "?"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.backup import format_bytes
-from reconcile import journal, render
-from reconcile.applier import ActionOutcome, Reporter, ResourceOutcome, Result
-from reconcile.plan import Action, ActionKind
+from hardsnap.providers.backup import format_bytes
+from hardsnap.reconcile import journal, render
+from hardsnap.reconcile.applier import ActionOutcome, Reporter, ResourceOutcome, Result
+from hardsnap.reconcile.plan import Action, ActionKind
 
 
 def warn(outcome: ResourceOutcome) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconcile.config import NAME_PATTERN, REQUIRED_KEYS, RESOURCE_KEYS, RESOURCE_TYPES
-from reconcile.model import CrossFs, Schedule
+from hardsnap.reconcile.config import NAME_PATTERN, REQUIRED_KEYS, RESOURCE_KEYS, RESOURCE_TYPES
+from hardsnap.reconcile.model import CrossFs, Schedule
 
 SCHEMA_ID = "https://hardsnap.invalid/schema/config.json"
 WHOLE_NUMBER_TEXT = r"^\s*[0-9]+\s*$"

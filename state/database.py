@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from state.directory import (
+from hardsnap.state.directory import (
     DIRECTORY_FLAGS,
     StateError,
     open_entry,
@@ -66,7 +66,7 @@ def check_plain_path(directory: str) -> None:
 def open_cache(directory: str) -> Any:
     import diskcache
 
-    from state.disk import StateDisk
+    from hardsnap.state.disk import StateDisk
 
     check_plain_path(directory)
     try:
@@ -112,7 +112,7 @@ def load(directory: str, fd: int, convert: bool) -> dict[str, Any]:
             ).fetchall()
         values, converted = _decode_rows(directory, fd, rows, files)
         if convert and converted:
-            from state.disk import encode
+            from hardsnap.state.disk import encode
 
             for rowid, value in converted.items():
                 connection.execute(
@@ -159,8 +159,8 @@ def _decode_rows(
     """Given the rows of the Cache table, return every key's value, and the
     values of the rows to rewrite as JSON (by rowid): those of a 0.1.0
     store. Append the value files 0.1.0 rows used to `files`."""
-    from state import legacy
-    from state.disk import ForeignRow, check_key, check_value_columns, decode
+    from hardsnap.state import legacy
+    from hardsnap.state.disk import ForeignRow, check_key, check_value_columns, decode
 
     is_legacy = _is_legacy(directory, rows)
     values: dict[str, Any] = {}
@@ -195,8 +195,8 @@ def _is_legacy(directory: str, rows: list[tuple[Any, ...]]) -> bool:
     version 1 is an int in the row, not JSON (and a store without a version
     whose rows are not all JSON is taken for one). Raise StateError for a
     version this hardsnap does not know."""
-    from state import legacy
-    from state.disk import ForeignRow, decode
+    from hardsnap.state import legacy
+    from hardsnap.state.disk import ForeignRow, decode
 
     for _, key, raw, mode, filename, value in rows:
         if key != SCHEMA_KEY or not raw:
@@ -228,8 +228,8 @@ def _is_json_row(mode: Any, filename: Any, value: Any) -> bool:
 def _legacy_value(directory: str, fd: int, mode: Any, filename: Any, value: Any) -> Any:
     """Return the value of a row hardsnap 0.1.0 wrote (raw scalar, or a
     pickle in the row or in a value file). Raise ForeignRow or UnsafePickle."""
-    from state import legacy
-    from state.disk import ForeignRow
+    from hardsnap.state import legacy
+    from hardsnap.state.disk import ForeignRow
 
     if mode == 1 and filename is None:
         return legacy.legacy_scalar(value)

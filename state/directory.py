@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 
-from providers.fs import make_private_directory
+from hardsnap.providers.fs import make_private_directory
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO put in place of a file must not hang the open.

@@ -14,7 +14,7 @@ import fcntl
 import os
 from types import TracebackType
 
-from state.directory import StateError, open_entry, open_state_directory
+from hardsnap.state.directory import StateError, open_entry, open_state_directory
 
 LOCK_FILE = "apply.lock"
 

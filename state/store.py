@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from state import database
-from state.database import SCHEMA_KEY, SCHEMA_VERSION
-from state.directory import StateError as StateError
-from state.directory import UnsafeStateDirectory as UnsafeStateDirectory
-from state.directory import check_entries, open_state_directory
+from hardsnap.state import database
+from hardsnap.state.database import SCHEMA_KEY, SCHEMA_VERSION
+from hardsnap.state.directory import StateError as StateError
+from hardsnap.state.directory import UnsafeStateDirectory as UnsafeStateDirectory
+from hardsnap.state.directory import check_entries, open_state_directory
 
 __all__ = ["SCHEMA_KEY", "SCHEMA_VERSION", "StateError", "UnsafeStateDirectory"]
 
@@ -153,7 +153,7 @@ class StateStore:
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        from state.disk import ForeignRow
+        from hardsnap.state.disk import ForeignRow
 
         try:
             yield

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from reconcile.cli import app
+from hardsnap.reconcile.cli import app
 
 T0 = "2026-03-29T06:00:00Z"  # a Sunday, day 088 of 2026
 
@@ -65,7 +65,7 @@ def hardsnap_command() -> list[str]:
     """The installed CLI as a subprocess command (for kill, lock and uid tests)."""
     if "HARDSNAP_CMD" in os.environ:
         return shlex.split(os.environ["HARDSNAP_CMD"])
-    return [sys.executable, "-m", "reconcile"]
+    return [sys.executable, "-m", "hardsnap"]
 
 
 def write_config(path: Path, *resources: dict[str, Any]) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from reconcile.cli import app
+from hardsnap.reconcile.cli import app
 from tests.conftest import write_config
 from tests.processes import Finished, run
 

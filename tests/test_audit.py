@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from providers import fs
-from providers.manifest import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
+from hardsnap.providers import fs
+from hardsnap.providers.manifest import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
 from tests.conftest import Outcome, write_config
 
 Cli = Callable[..., Outcome]

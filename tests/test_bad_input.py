@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from reconcile.config import RESOURCE_KEYS, ConfigError, load_config
-from reconcile.model import Config
+from hardsnap.reconcile.config import RESOURCE_KEYS, ConfigError, load_config
+from hardsnap.reconcile.model import Config
 from tests.conftest import T0, Outcome, hardsnap_command, write_config
 
 Cli = Callable[..., Outcome]

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from providers.manifest import MANIFEST_DIRECTORY
-from providers.target import MARKER
+from hardsnap.providers.manifest import MANIFEST_DIRECTORY
+from hardsnap.providers.target import MARKER
 from tests.conftest import T0, Outcome, hardsnap_command, write_config
 
 Cli = Callable[..., Outcome]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,19 @@ def test_json_output_of_an_invalid_config_is_an_errors_document(site: Site) -> N
         assert any(
             error["line"] == 4 and 'unknown key "retian"' in error["message"] for error in errors
         ), errors
+
+
+# -- the package ---------------------------------------------------------------------------
+
+
+def test_modules_named_like_hardsnaps_parts_in_the_working_folder_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """hardsnap's parts are hardsnap.reconcile, .providers and .state: a
+    stray state.py where the command runs is not picked up."""
+    for name in ("reconcile", "providers", "state", "diskcache_disk"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('the wrong module was imported')\n")
+    script = str(Path(sys.executable).parent / "hardsnap")
+    for command in ([sys.executable, "-m", "hardsnap", "--version"], [script, "--version"]):
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stdout.startswith("hardsnap "), (command, done)

@@ -31,13 +31,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from providers import backup, fs
-from providers.manifest import MANIFEST_DIRECTORY
-from providers.snapshot import SnapshotFailed
-from providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
-from reconcile.cli import app
-from reconcile.model import Resource
-from state.lock import LOCK_FILE
+from hardsnap.providers import backup, fs
+from hardsnap.providers.manifest import MANIFEST_DIRECTORY
+from hardsnap.providers.snapshot import SnapshotFailed
+from hardsnap.providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.reconcile.cli import app
+from hardsnap.reconcile.model import Resource
+from hardsnap.state.lock import LOCK_FILE
 from tests.conftest import Mount, hardsnap_command, write_config
 from tests.processes import Applies, Apply, Finished, wait_for_entry
 

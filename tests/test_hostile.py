@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from providers import backup, fs
-from providers.manifest import MANIFEST_DIRECTORY
-from providers.naming import is_snapshot_name
-from providers.snapshot import Walk
-from providers.target import MARKER
-from reconcile.model import Resource
+from hardsnap.providers import backup, fs
+from hardsnap.providers.manifest import MANIFEST_DIRECTORY
+from hardsnap.providers.naming import is_snapshot_name
+from hardsnap.providers.snapshot import Walk
+from hardsnap.providers.target import MARKER
+from hardsnap.reconcile.model import Resource
 from tests.conftest import (
     Outcome,
     hand_to_nobody,

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HARDSNAP = [sys.executable, "-m", "reconcile"]
+HARDSNAP = [sys.executable, "-m", "hardsnap"]
 DAY = "2026-03-{:02d}T06:00:00Z"
 
 

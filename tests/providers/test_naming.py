@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers import retention
-from providers.naming import (
+from hardsnap.providers import retention
+from hardsnap.providers.naming import (
     is_snapshot_name,
     snapshot_in_window,
     snapshot_name,
     snapshot_time,
     window_of,
 )
-from reconcile.model import Schedule
+from hardsnap.reconcile.model import Schedule
 
 UTC = dt.UTC
 PLUS_TWO = dt.timezone(dt.timedelta(hours=2))

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from providers import backup, fs
-from providers.audit import verify_snapshot
-from providers.manifest import ManifestReader, manifest_path
-from providers.snapshot import SnapshotFailed, SnapshotReport
-from providers.target import MARKER
-from reconcile.model import Resource
+from hardsnap.providers import backup, fs
+from hardsnap.providers.audit import verify_snapshot
+from hardsnap.providers.manifest import ManifestReader, manifest_path
+from hardsnap.providers.snapshot import SnapshotFailed, SnapshotReport
+from hardsnap.providers.target import MARKER
+from hardsnap.reconcile.model import Resource
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 ODD_NS = 1_700_000_000_123_456_789

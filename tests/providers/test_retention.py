@@ -8,8 +8,8 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from providers.naming import snapshot_name, snapshot_time
-from providers.retention import Policy, Reason, expired, reasons
+from hardsnap.providers.naming import snapshot_name, snapshot_time
+from hardsnap.providers.retention import Policy, Reason, expired, reasons
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 12, 2, 6, 0, tzinfo=UTC)

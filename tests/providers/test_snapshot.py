@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from providers import backup, fs
-from providers.manifest import MANIFEST_DIRECTORY
-from providers.naming import is_snapshot_name
-from providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
-from providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
-from reconcile.model import Resource
+from hardsnap.providers import backup, fs
+from hardsnap.providers.manifest import MANIFEST_DIRECTORY
+from hardsnap.providers.naming import is_snapshot_name
+from hardsnap.providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
+from hardsnap.providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.reconcile.model import Resource
 from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody, write_config
 
 # An mtime with odd nanoseconds: a float round-trip would lose them.
@@ -430,7 +430,7 @@ def test_report_counts_copies_links_bytes_and_skips(source: Path, target: Path) 
 
 def test_copy_every_file_when_linking_is_off(source: Path, target: Path) -> None:
     """Without link_unchanged (cross_fs copy), nothing is linked even if unchanged."""
-    from providers.snapshot import Walk
+    from hardsnap.providers.snapshot import Walk
 
     make_file(source / "a", b"x")
     take(resource_for(source, target), FIRST)

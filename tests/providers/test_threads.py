@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from providers import backup, fs, snapshot
-from providers.audit import verify_snapshot
-from providers.manifest import ManifestReader, manifest_path
-from providers.snapshot import SnapshotFailed
-from providers.target import MARKER
-from reconcile.model import Resource
+from hardsnap.providers import backup, fs, snapshot
+from hardsnap.providers.audit import verify_snapshot
+from hardsnap.providers.manifest import ManifestReader, manifest_path
+from hardsnap.providers.snapshot import SnapshotFailed
+from hardsnap.providers.target import MARKER
+from hardsnap.reconcile.model import Resource
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 OLD_NS = 1_600_000_000_000_000_000

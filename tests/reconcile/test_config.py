@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from reconcile.config import ConfigError, Problem, load_config, parse_config
-from reconcile.model import Config, CrossFs, Resource, Schedule
+from hardsnap.reconcile.config import ConfigError, Problem, load_config, parse_config
+from hardsnap.reconcile.model import Config, CrossFs, Resource, Schedule
 
 BASE = (
     "resources:\n"

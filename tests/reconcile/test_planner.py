@@ -33,12 +33,12 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from providers.backup import Facts, Prediction
-from providers.target import Owner
-from reconcile.model import CrossFs, Resource, Schedule
-from reconcile.plan import Action, ActionKind, Plan, ResourcePlan
-from reconcile.planner import Overrides, plan
-from state.store import RecordedState
+from hardsnap.providers.backup import Facts, Prediction
+from hardsnap.providers.target import Owner
+from hardsnap.reconcile.model import CrossFs, Resource, Schedule
+from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+from hardsnap.reconcile.planner import Overrides, plan
+from hardsnap.state.store import RecordedState
 
 CASES_DIR = Path(__file__).parent.parent / "planner_cases"
 CASES = sorted(CASES_DIR.glob("*.yaml"))

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from reconcile.config import ConfigError, parse_config
-from reconcile.schema import config_schema
+from hardsnap.reconcile.config import ConfigError, parse_config
+from hardsnap.reconcile.schema import config_schema
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").rglob("*.yaml"))
 BASE = (

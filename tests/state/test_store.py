@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from state.disk import StateDisk
-from state.legacy import UnsafePickle, plain_unpickle
-from state.lock import ApplyLock, LockHeld
-from state.store import (
+from hardsnap.state.disk import StateDisk
+from hardsnap.state.legacy import UnsafePickle, plain_unpickle
+from hardsnap.state.lock import ApplyLock, LockHeld
+from hardsnap.state.store import (
     SCHEMA_KEY,
     SCHEMA_VERSION,
     RecordedState,

@@ -1,0 +1,3 @@
+from hardsnap.reconcile.cli import main
+
+main()
