@@ -473,7 +473,7 @@ def _failure(error: BaseException) -> BaseException:
         return SnapshotFailed(f"{error}; partial snapshot removed")
     if isinstance(error, OSError):
         where = f" ({error.filename})" if error.filename else ""
-        return SnapshotFailed(f"snapshot failed: {error.strerror}{where}; partial snapshot removed")
+        return SnapshotFailed(f"{error.strerror}{where}; partial snapshot removed")
     return error
 
 

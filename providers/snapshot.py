@@ -24,7 +24,7 @@ import stat
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -649,7 +649,8 @@ class Walk:
                 mode = info.st_mode
                 if stat.S_ISREG(mode):
                     if not self.excludes.file(relative, name):
-                        self._file(name, relative, info, frame)
+                        with _naming(relative):
+                            self._file(name, relative, info, frame)
                         if self.progress is not None:
                             self._tick()
                 elif stat.S_ISDIR(mode):
@@ -658,7 +659,8 @@ class Walk:
                     ):
                         frame.subdirectories.append(name)
                 elif not self.excludes.file(relative, name):
-                    self._other(name, relative, info, frame)
+                    with _naming(relative):
+                        self._other(name, relative, info, frame)
         frame.subdirectories.reverse()
 
     def _start_block(self, frame: _Frame) -> None:
@@ -740,7 +742,8 @@ class Walk:
             return
         if frame.kept is not None:
             self._remove_extras(frame.target_fd, frame.kept)
-        fs.apply_metadata(frame.target_fd, frame.info, frame.source_fd)
+        with _naming(frame.prefix.rstrip("/") or "."):
+            fs.apply_metadata(frame.target_fd, frame.info, frame.source_fd)
 
     def _remove_extras(self, target_fd: int, kept: set[str]) -> None:
         with os.scandir(target_fd) as entries:
@@ -1121,6 +1124,19 @@ class Walk:
             return copied, (os.fstat(output_fd), sha256)
         finally:
             os.close(output_fd)
+
+
+@contextlib.contextmanager
+def _naming(relative: str) -> Iterator[None]:
+    """Give an error about one entry that names no file (an fchown, an
+    fchmod on a descriptor) the entry's path in the source, so that the
+    failure says where."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, relative) from error
 
 
 def _hash_and_close(fd: int) -> str:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shlex
+import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ruamel.yaml import YAML
 
 from tests.conftest import write_config
@@ -99,3 +105,186 @@ def test_playbook_commands_are_valid_hardsnap_invocations(tmp_path: Path, cli: A
     validate = next(t for t in tasks if "validate" in t.get("ansible.builtin.copy", {}))
     line = validate["ansible.builtin.copy"]["validate"].replace("{{ hardsnap_bin }}", "hardsnap")
     assert run_hardsnap_line(line.replace("%s", str(config)), cli, config).exit_code == 0
+
+
+# -- the systemd unit, as systemd would run it -------------------------------------------
+
+NEEDED_CAPABILITIES = {
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_MKNOD",
+    "CAP_SETFCAP",
+}
+
+
+def test_service_treats_a_held_lock_and_a_stop_as_success_and_creates_its_targets() -> None:
+    service = unit("hardsnap.service")["Service"]
+    assert {"75", "143"} <= set(service["SuccessExitStatus"].split())
+    assert service["KillMode"] == "mixed"
+    # Setting setuid/setgid bits is part of a faithful snapshot of /usr.
+    assert service.get("RestrictSUIDSGID", "false") == "false"
+    assert set(service["CapabilityBoundingSet"].split()) == NEEDED_CAPABILITIES
+    created = shlex.split(service["ExecStartPre"])
+    assert created[0] == "+/usr/bin/install" and "-d" in created
+    for path in service["ReadWritePaths"].split():
+        assert path in created, f"{path} is not created before the sandbox needs it"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    hardsnap = Path(sys.executable).parent / "hardsnap"
+    for name in ("hardsnap.service", "hardsnap.timer"):
+        text = (EXAMPLES / "systemd" / name).read_text()
+        (tmp_path / name).write_text(text.replace("/usr/local/bin/hardsnap", str(hardsnap)))
+    done = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            str(tmp_path / "hardsnap.service"),
+            str(tmp_path / "hardsnap.timer"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+
+
+def sandboxed(
+    command: list[str], writable: list[Path], bounding_set: str | None = None
+) -> list[str]:
+    """`command` as the unit runs it, as far as this machine allows: the
+    unit's capability bounding set (or `bounding_set`) and no new
+    privileges (setpriv), in a mount namespace where everything is
+    read-only but `writable` (ProtectSystem=strict with ReadWritePaths)."""
+    service = unit("hardsnap.service")["Service"]
+    names = bounding_set if bounding_set is not None else service["CapabilityBoundingSet"]
+    capabilities = ",".join("+" + name.removeprefix("CAP_").lower() for name in names.split())
+    binds = " && ".join(
+        f"mount --bind {shlex.quote(str(path))} {shlex.quote(str(path))}" for path in writable
+    )
+    script = (
+        f"mount --make-rprivate / && {binds} && mount -o remount,bind,ro / && "
+        f"exec setpriv --bounding-set=-all,{capabilities} --no-new-privs -- "
+        + " ".join(shlex.quote(word) for word in command)
+    )
+    return ["unshare", "--mount", "sh", "-c", script]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the unit runs as root")
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+def test_service_command_under_the_units_sandbox_keeps_setuid_owners_links_and_xattrs(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    (source / "bin").mkdir(parents=True)
+    tool = source / "bin" / "tool"
+    tool.write_bytes(b"#!/bin/sh\n")
+    os.chmod(tool, 0o4755)
+    shared = source / "bin" / "shared"
+    shared.write_bytes(b"group tool\n")
+    os.chown(shared, 0, 65534)
+    os.chmod(shared, 0o2750)
+    os.link(tool, source / "bin" / "tool-alias")
+    private = source / "home" / "nobody.txt"
+    private.parent.mkdir()
+    private.write_bytes(b"someone else's")
+    os.chown(private, 65534, 65534)
+    os.chmod(private, 0o600)
+    os.chmod(private.parent, 0o700)
+    os.setxattr(shared, "user.origin", b"test")
+    if shutil.which("setcap"):
+        subprocess.run(["setcap", "cap_net_raw+ep", str(tool)], check=True)
+        os.chmod(tool, 0o4755)  # setcap kept it, but make sure
+    mknod = source / "dev-null"
+    os.mknod(mknod, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    target, state = tmp_path / "dst", tmp_path / "state"
+    target.mkdir()
+    state.mkdir(mode=0o700)
+    config = write_config(
+        tmp_path / "hardsnap.yaml",
+        {
+            "name": "r",
+            "type": "backup",
+            "source_dir": str(source),
+            "target_path": str(target),
+            "special_files": "keep",
+            "min_free_space": 0,
+        },
+    )
+    service = unit("hardsnap.service")["Service"]
+    words = shlex.split(service["ExecStart"])
+    command = [str(Path(sys.executable).parent / "hardsnap"), *words[1:]]
+    command = [str(config) if word.endswith("hardsnap.yaml") else word for word in command]
+    environment = dict(
+        os.environ, HARDSNAP_STATE_DIR=str(state), HARDSNAP_NOW="2026-03-29T06:00:00Z"
+    )
+    done = subprocess.run(
+        sandboxed(command, [target, state]), env=environment, capture_output=True, text=True
+    )
+    if (
+        done.returncode != 0
+        and "unshare" in done.stderr
+        and "Operation not permitted" in done.stderr
+    ):
+        pytest.skip(f"no mount namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done
+    assert done.stdout == "", done.stdout  # -q: nothing when all went well
+    snapshot = target / "2026.088.06.00"
+    differences = subprocess.run(
+        [
+            "rsync",
+            "-aHAX",
+            "--checksum",
+            "--dry-run",
+            "--itemize-changes",
+            f"{source}/",
+            f"{snapshot}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert [line for line in differences if not line.startswith(".d..t")] == []
+    assert stat.S_IMODE(os.stat(snapshot / "bin" / "tool").st_mode) == 0o4755
+    assert (
+        os.stat(snapshot / "bin" / "tool").st_ino == os.stat(snapshot / "bin" / "tool-alias").st_ino
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the unit runs as root")
+def test_a_sandbox_too_tight_fails_the_snapshot_naming_the_file(tmp_path: Path) -> None:
+    """Without CAP_CHOWN a foreign owner cannot be kept: the error says
+    which file, not only "Operation not permitted"."""
+    source = tmp_path / "src"
+    source.mkdir()
+    owned = source / "owned-by-nobody"
+    owned.write_bytes(b"x")
+    os.chown(owned, 65534, 65534)
+    target, state = tmp_path / "dst", tmp_path / "state"
+    target.mkdir()
+    state.mkdir(mode=0o700)
+    config = write_config(
+        tmp_path / "hardsnap.yaml",
+        {"name": "r", "type": "backup", "source_dir": str(source), "target_path": str(target)},
+    )
+    command = [str(Path(sys.executable).parent / "hardsnap"), "apply", "-q", "-c", str(config)]
+    environment = dict(os.environ, HARDSNAP_STATE_DIR=str(state))
+    done = subprocess.run(
+        sandboxed(command, [target, state], "CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER"),
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    if (
+        done.returncode != 0
+        and "unshare" in done.stderr
+        and "Operation not permitted" in done.stderr
+    ):
+        pytest.skip(f"no mount namespace here: {done.stderr.strip()}")
+    assert done.returncode == 1, done
+    assert "Operation not permitted (owned-by-nobody)" in done.stderr, done.stderr
+    assert "snapshot failed: snapshot failed" not in done.stderr
