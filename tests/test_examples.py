@@ -1,4 +1,4 @@
-"""The shipped service, timer, cron line and playbook run hardsnap correctly."""
+"""The shipped service, timer, cron line and Ansible role run hardsnap correctly."""
 
 from __future__ import annotations
 
@@ -83,28 +83,108 @@ def test_cron_line_converges(tmp_path: Path, cli: Any) -> None:
     assert outcome.exit_code == 0, outcome
 
 
-def test_playbook_commands_are_valid_hardsnap_invocations(tmp_path: Path, cli: Any) -> None:
-    plays = YAML(typ="safe").load((EXAMPLES / "ansible" / "site.yml").read_text())
-    tasks = plays[0]["tasks"]
-    variables = plays[0]["vars"]
-    commands = [
-        task["ansible.builtin.command"] for task in tasks if "ansible.builtin.command" in task
-    ]
-    lines = [
-        command.replace("{{ hardsnap_bin }}", "hardsnap").replace(
-            "{{ hardsnap_config }}", variables["hardsnap_config"]
-        )
-        for command in commands
-    ]
-    assert [shlex.split(line)[1] for line in lines] == ["plan", "apply", "state"]
-    config = small_world(tmp_path)
-    expected_exit = {"plan": 2, "apply": 0, "state": 0}
-    for line in lines:
-        outcome = run_hardsnap_line(line, cli, config)
-        assert outcome.exit_code == expected_exit[shlex.split(line)[1]], (line, outcome)
-    validate = next(t for t in tasks if "validate" in t.get("ansible.builtin.copy", {}))
-    line = validate["ansible.builtin.copy"]["validate"].replace("{{ hardsnap_bin }}", "hardsnap")
-    assert run_hardsnap_line(line.replace("%s", str(config)), cli, config).exit_code == 0
+# -- the Ansible role (run for real by .ci/run; these need no Ansible) -------------------
+
+ROLE = EXAMPLES / "ansible" / "roles" / "hardsnap"
+
+
+def role_yaml(relative: str) -> Any:
+    return YAML(typ="safe").load((ROLE / relative).read_text())
+
+
+def role_tasks() -> list[dict[str, Any]]:
+    """The role's tasks and handlers, blocks flattened."""
+    tasks: list[dict[str, Any]] = []
+    pending = [*role_yaml("tasks/main.yml"), *role_yaml("handlers/main.yml")]
+    while pending:
+        task = pending.pop(0)
+        if "block" in task:
+            pending[:0] = [
+                dict(inner, delegate_to=task.get("delegate_to")) for inner in task["block"]
+            ]
+        else:
+            tasks.append(task)
+    return tasks
+
+
+def module_arguments(task: dict[str, Any], module: str) -> dict[str, Any] | None:
+    return task.get(f"ansible.builtin.{module}")
+
+
+def test_role_writes_every_path_of_the_host_below_its_prefix() -> None:
+    written = 0
+    for task in role_tasks():
+        if task.get("delegate_to") == "localhost":
+            continue  # the control machine's scratch folder for the wheel
+        for module in ("file", "copy", "template", "pip", "tempfile"):
+            arguments = module_arguments(task, module) or {}
+            for key in ("path", "dest", "virtualenv"):
+                if key in arguments:
+                    written += 1
+                    assert arguments[key].startswith("{{ hardsnap_prefix }}"), (task["name"], key)
+    assert written >= 8
+
+
+def test_role_default_config_is_valid_and_its_commands_are_real_invocations(
+    tmp_path: Path, cli: Any
+) -> None:
+    defaults = role_yaml("defaults/main.yml")
+    assert defaults["hardsnap_prefix"] == ""
+    config = tmp_path / "hardsnap.yaml"
+    YAML(typ="safe").dump({"resources": defaults["hardsnap_resources"]}, config)
+    tasks = role_tasks()
+    template = next(t for t in tasks if (module_arguments(t, "template") or {}).get("validate"))
+    assert template["ansible.builtin.template"]["src"] == "hardsnap.yaml.j2"
+    validate = template["ansible.builtin.template"]["validate"]
+    command, arguments = validate.split(" }} ")
+    assert command == "{{ __hardsnap_command"
+    words = [str(config) if word == "%s" else word for word in shlex.split(arguments)]
+    assert cli(*words).exit_code == 0
+    # The report task runs plan only; nothing in the role applies.
+    commands = [module_arguments(t, "command") for t in tasks if module_arguments(t, "command")]
+    argvs = [command["argv"] for command in commands if command is not None]
+    assert not any("apply" in argv for argv in argvs)
+    plan = next(argv for argv in argvs if "plan" in argv)
+    assert plan[0] == "{{ __hardsnap_command }}"
+    (tmp_path / "world").mkdir()
+    world = small_world(tmp_path / "world")
+    values = {
+        "{{ __hardsnap_config }}": str(world),
+        "{{ hardsnap_prefix }}{{ hardsnap_state_dir }}": str(tmp_path / "state"),
+    }
+    outcome = cli(*[values.get(word, word) for word in plan[1:]])
+    assert outcome.exit_code == 2, outcome  # --detailed-exitcode: a snapshot to take
+    assert not (tmp_path / "world" / "dst").exists()
+
+
+def test_role_touches_systemd_only_where_it_runs_and_without_a_prefix() -> None:
+    systemd_tasks = [t for t in role_tasks() if module_arguments(t, "systemd_service")]
+    assert len(systemd_tasks) == 2  # enable + start, and the handler's restart
+    for task in systemd_tasks:
+        assert "__hardsnap_systemd" in task["when"], task["name"]
+    condition = role_yaml("vars/main.yml")["__hardsnap_systemd"]
+    assert "hardsnap_prefix == ''" in condition
+    assert "hardsnap_run_systemd.stat.isdir" in condition
+    stat = next(t for t in role_tasks() if t.get("register") == "hardsnap_run_systemd")
+    assert stat["ansible.builtin.stat"]["path"] == "/run/systemd/system"
+
+
+def test_role_installs_the_units_of_examples_systemd_and_finds_what_it_rewrites() -> None:
+    defaults = role_yaml("defaults/main.yml")
+    role_path = str(ROLE)
+    units = Path(defaults["hardsnap_units_source"].replace("{{ role_path }}", role_path))
+    assert units.resolve() == (EXAMPLES / "systemd").resolve()
+    package = Path(defaults["hardsnap_package"].replace("{{ role_path }}", role_path))
+    assert (package / "pyproject.toml").is_file()
+    template = (ROLE / "templates" / "unit.j2").read_text()
+    service = (EXAMPLES / "systemd" / "hardsnap.service").read_text().splitlines()
+    # Each line the template rewrites is in the example unit, once.
+    for start in ("RequiresMountsFor=", "ExecStartPre=+/usr/bin/install -d ", "ReadWritePaths="):
+        assert f"line.startswith('{start}')" in template
+        assert len([line for line in service if line.startswith(start)]) == 1, start
+    for path in ("/usr/local/bin/hardsnap", "/etc/hardsnap/hardsnap.yaml"):
+        assert f"replace('{path}'" in template
+        assert any(line.startswith("ExecStart=") and path in line for line in service)
 
 
 # -- the systemd unit, as systemd would run it -------------------------------------------
