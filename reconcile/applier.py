@@ -85,6 +85,10 @@ class ApplyReport:
 class Reporter:
     """Told what the applier does as it goes, to show it; does nothing itself."""
 
+    # Whether a first snapshot is worth a counting walk beforehand, so that
+    # its progress has a total (a live progress bar).
+    wants_totals = False
+
     def action_started(self, resource: str, action: Action, expected_files: int | None) -> None:
         """An action starts; for a snapshot, `expected_files` is the reference's
         file count (an estimate of the work), when known."""
@@ -292,7 +296,9 @@ class _Resource:
 
     def _run_action(self, action: Action) -> ActionOutcome:
         expected = None
-        if action.kind is ActionKind.SNAPSHOT and action.reference:
+        if action.files_to_copy is not None and action.files_to_link is not None:
+            expected = action.files_to_copy + action.files_to_link
+        elif action.kind is ActionKind.SNAPSHOT and action.reference:
             made = self.record["snapshots"].get(action.reference)
             if made:
                 expected = made["files_copied"] + made["files_linked"]

@@ -46,14 +46,18 @@ def make_plan(
     now: dt.datetime,
     predict: bool,
     overrides: Overrides | None = None,
+    predict_first: bool = False,
 ) -> Plan:
     """Observe every resource and plan. With `predict`, walk the source of each
-    resource due for a snapshot to count what it would copy and link."""
+    resource due for a snapshot to count what it would copy and link; with
+    `predict_first`, only of those due for their first snapshot (whose
+    progress has no earlier snapshot to measure against)."""
     facts = {}
     recorded = store.recorded()
     for resource in resources:
         observed = backup.observe(resource, now)
-        if predict and planner.needs_snapshot(resource, observed, now):
+        walk = predict or (predict_first and not observed.snapshots)
+        if walk and planner.needs_snapshot(resource, observed, now):
             state = recorded.get(resource.name)
             corrupted = state.corrupted if state else frozenset()
             observed = backup.predict(resource, observed, corrupted)
@@ -94,7 +98,8 @@ def apply_config(
         ApplyLock(state_dir),
         TargetLocks(targets) as locks,
     ):
-        plan = make_plan(resources, store, now, False, overrides)
+        wants_totals = reporter is not None and reporter.wants_totals
+        plan = make_plan(resources, store, now, False, overrides, predict_first=wants_totals)
         hook_cwd = os.path.dirname(os.path.abspath(config.path))
         report = applier.apply(plan, store, hook_cwd, reporter, locks)
         if config.metrics_file:

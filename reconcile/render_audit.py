@@ -139,7 +139,8 @@ def history_json(found: History) -> dict[str, Any]:
 
 def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> str:
     """Render `state show`: per resource a heading, its snapshots and its
-    last runs as tables."""
+    last runs, as tables where they fit in `width` columns, else stacked
+    (a few lines per snapshot or run, wrapped, nothing cut)."""
     if not view:
         return "No recorded state and no resources."
     from rich import box
@@ -153,14 +154,15 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
     for name, entry in view.items():
         managed = "" if entry["managed"] else " (no longer in the config: nothing is undone)"
         console.print(f'resource "{name}"{managed}', style="bold", markup=False)
-        console.print(f"  target: {entry['target_path']}", markup=False)
+        _wrapped(console, f"target: {entry['target_path']}", "  ")
         console.print(f"  revert: {entry['revert']}", markup=False)
         pending = entry["post_command_pending"]
         if pending:
-            console.print(
-                f"  post_command pending: failed at {pending['failed_at']} after snapshot "
+            _wrapped(
+                console,
+                f"post_command pending: failed at {pending['failed_at']} after snapshot "
                 f"{pending['snapshot']}; the next apply retries it",
-                markup=False,
+                "  ",
             )
         snapshots = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
         snapshots.title = f"  snapshots: {len(entry['snapshots'])}"
@@ -193,10 +195,12 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
                 _verified(snapshot.get("verified")),
                 _kept_by(snapshot.get("kept_by")),
             )
-        if entry["snapshots"]:
+        if not entry["snapshots"]:
+            console.print("  snapshots: none")
+        elif _fits(console, snapshots):
             console.print(snapshots)
         else:
-            console.print("  snapshots: none")
+            _stacked_snapshots(console, entry["snapshots"])
         runs = entry["runs"][-RUNS_SHOWN:]
         if runs:
             table = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
@@ -213,9 +217,78 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
                 )
                 took = "" if run.get("duration") is None else f"{run['duration']:.1f}s"
                 table.add_row(run["at"], run["result"], took, actions or "-", _run_message(run))
-            console.print(table)
+            if _fits(console, table, folded=_run_message_width(runs)):
+                console.print(table)
+            else:
+                _stacked_runs(console, runs, len(entry["runs"]))
         console.print()
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
+
+
+def _fits(console: Any, table: Any, folded: int = 0) -> bool:
+    """Whether a table shows whole in the console's width: every column at
+    its widest (`folded` is the longest text a folding column must show on
+    one line to stay readable)."""
+    from rich.measure import Measurement
+
+    unbounded = console.options.update(width=1 << 16, max_width=1 << 16)
+    needed = Measurement.get(console, unbounded, table).maximum
+    return bool(needed <= console.width and folded <= console.width // 2)
+
+
+def _run_message_width(runs: list[dict[str, Any]]) -> int:
+    return max((len(_run_message(run)) for run in runs), default=0)
+
+
+def _stacked_snapshots(console: Any, snapshots: list[dict[str, Any]]) -> None:
+    console.print(f"  snapshots: {len(snapshots)}")
+    for snapshot in snapshots:
+        console.print(f"  {snapshot['name']}  taken {_taken(snapshot['name'])} UTC", markup=False)
+        if "files_copied" in snapshot:
+            copied, linked = snapshot["files_copied"], snapshot["files_linked"]
+            counts = (
+                f"{copied + linked} files: {copied} copied "
+                f"({format_bytes(snapshot['bytes_copied'])} added), {linked} linked"
+            )
+        else:
+            counts = "files: ?"
+        exclusive = snapshot.get("bytes_exclusive")
+        shown = "?" if exclusive is None else format_bytes(exclusive)
+        _wrapped(console, f"{counts}; {shown} exclusive", "      ")
+        _wrapped(
+            console,
+            f"last verified: {_verified(snapshot.get('verified'))}; "
+            f"kept by: {_kept_by(snapshot.get('kept_by'))}",
+            "      ",
+        )
+    console.print()
+
+
+def _stacked_runs(console: Any, runs: list[dict[str, Any]], total: int) -> None:
+    console.print(f"  last runs: {len(runs)} of {total}")
+    for run in reversed(runs):
+        took = "" if run.get("duration") is None else f" in {run['duration']:.1f}s"
+        console.print(f"  {run['at']}  {run['result']}{took}", markup=False)
+        actions = ", ".join(
+            a["kind"] if a["result"] == "changed" else f"{a['kind']} {a['result']}"
+            for a in run["actions"]
+        )
+        if actions:
+            _wrapped(console, actions, "      ")
+        message = _run_message(run)
+        if message:
+            _wrapped(console, message, "      ")
+
+
+def _wrapped(console: Any, text: str, indent: str) -> None:
+    """Print `text` wrapped at spaces to the console's width, each line
+    indented; a word longer than a line (a path) is broken, never cut."""
+    import textwrap
+
+    for line in textwrap.wrap(
+        text, console.width, initial_indent=indent, subsequent_indent=indent + "  "
+    ):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _verified(verified: dict[str, Any] | None) -> str:

@@ -3,6 +3,7 @@ a terminal, warnings on stderr. Only presentation; the applier decides."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from hardsnap.providers.backup import format_bytes
@@ -39,6 +40,7 @@ class TextReporter(Reporter):
         self.verbosity = verbosity
         self.color = color
         self.live = live and verbosity >= 0
+        self.wants_totals = self.live
         # rich is loaded only for the live bar, which owns the terminal while
         # it runs: lines then go through its console.
         self.console: Any = None
@@ -58,7 +60,16 @@ class TextReporter(Reporter):
             return
         from rich.text import Text
 
-        self.console.print(Text.from_ansi(line))
+        # On a terminal, a long line wraps at a space, its continuation
+        # indented, never in the middle of a number or a name.
+        text = Text.from_ansi(line)
+        width = self.console.width
+        if text.cell_len <= width:
+            self.console.print(text)
+            return
+        indent = " " * (len(text.plain) - len(text.plain.lstrip(" ")) + 4)
+        for part in textwrap.wrap(text.plain, width, subsequent_indent=indent):
+            self.console.print(Text(part))
 
     def _announce(self, resource: str) -> None:
         if resource not in self._announced and self.verbosity >= 0:
@@ -68,24 +79,22 @@ class TextReporter(Reporter):
     def action_started(self, resource: str, action: Action, expected_files: int | None) -> None:
         self._announce(resource)
         if self.live and action.kind is ActionKind.SNAPSHOT:
-            self._start_bar(f"  + snapshot {action.snapshot}", expected_files)
+            self._start_bar("  + snapshot", expected_files)
 
     def _start_bar(self, description: str, expected_files: int | None) -> None:
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
             TextColumn,
-            TimeElapsedColumn,
             TimeRemainingColumn,
         )
 
+        # Laid out for 80 columns: "  + snapshot ━━━━━━━━━━ 12,345/100,000
+        # files, 1.2 GiB, 3,456/s ETA 0:01:40" (the name is on the line above).
         self._progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files, {task.fields[copied]} copied, {task.fields[rate]}"),
-            TimeElapsedColumn(),
+            BarColumn(bar_width=10),
+            TextColumn("{task.fields[done]} files, {task.fields[copied]}, {task.fields[rate]}"),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=self.console,
@@ -93,7 +102,11 @@ class TextReporter(Reporter):
         )
         self._progress.start()
         self._task = self._progress.add_task(
-            description, total=expected_files, copied="0 B", rate="- files/s"
+            description,
+            total=expected_files,
+            done=_counted(0, expected_files),
+            copied="0 B",
+            rate="-/s",
         )
 
     def snapshot_progress(self, files: int, bytes_copied: int) -> None:
@@ -101,7 +114,7 @@ class TextReporter(Reporter):
             return
         task = self._progress.tasks[0]
         elapsed = task.elapsed or 0.0
-        rate = f"{files / elapsed:,.0f} files/s" if elapsed > 0 else "- files/s"
+        rate = f"{files / elapsed:,.0f}/s" if elapsed > 0 else "-/s"
         total = task.total
         if total is not None and files > total:
             total = None
@@ -109,6 +122,7 @@ class TextReporter(Reporter):
             self._task,
             completed=files,
             total=total,
+            done=_counted(files, None if total is None else int(total)),
             copied=format_bytes(bytes_copied),
             rate=rate,
         )
@@ -139,3 +153,8 @@ class TextReporter(Reporter):
 
     def close(self) -> None:
         self._stop_bar()
+
+
+def _counted(files: int, total: int | None) -> str:
+    """`12,345/100,000`, or `12,345` when the total is not known."""
+    return f"{files:,}" if total is None else f"{files:,}/{total:,}"

@@ -241,7 +241,8 @@ def read_terminal(command: list[str], environment: dict[str, str], timeout: floa
     return output.decode("utf-8", "replace")
 
 
-def test_apply_on_a_terminal_shows_a_live_progress_bar(tmp_path: Path) -> None:
+@pytest.mark.parametrize("columns", [80, 200])
+def test_apply_on_a_terminal_shows_a_live_progress_bar(tmp_path: Path, columns: int) -> None:
     source = tmp_path / "src"
     for index in range(1500):
         make_file(source / f"d{index // 100:02d}" / f"f{index:04d}", b"x")
@@ -253,18 +254,25 @@ def test_apply_on_a_terminal_shows_a_live_progress_bar(tmp_path: Path) -> None:
         os.environ,
         HARDSNAP_STATE_DIR=str(tmp_path / "state"),
         TERM="xterm-256color",
-        COLUMNS="120",
+        COLUMNS=str(columns),
     )
     environment.pop("NO_COLOR", None)
     command = [*hardsnap_command(), "apply", "-c", str(config)]
     first = read_terminal(command, dict(environment, HARDSNAP_NOW=DAY.format(1)))
     assert "1500 copied" in first
+    # A first snapshot has a total too: counted before it starts.
+    assert re.search(r"[\d,]+/1,500 files", first), first
     second = read_terminal(command, dict(environment, HARDSNAP_NOW=DAY.format(2)))
     # The bar knows the total from the reference snapshot, and ends at it.
-    assert re.search(r"\d+/1500", second), second
-    assert "files/s" in second and "ETA" in second
+    assert re.search(r"[\d,]+/1,500 files, [\d.]+ [KMG]?i?B, [\d,]+/s ETA", second), second
     assert "\x1b[" in second  # drawn in place, in colour
     assert "1500 linked" in second
+    # Laid out for the terminal: nothing squeezed to "…", no line too long.
+    for screen in (first, second):
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+        assert "…" not in plain, plain
+        lines = re.split(r"[\r\n]+", plain)
+        assert max(len(line) for line in lines) <= columns, plain
 
 
 def test_apply_without_a_terminal_prints_plain_lines_only(
@@ -325,3 +333,25 @@ def test_plan_after_a_killed_run_counts_the_work_it_resumes_as_done(
     )
     # The finished copy was kept, not made again.
     assert (root / "dst" / "2026.088.06.00" / "big.bin").stat().st_ino == kept_inode
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_state_show_fits_the_terminal_and_cuts_nothing(
+    world: dict[str, Any], cli: Any, columns: int
+) -> None:
+    config = world["config"]
+    for day in (1, 2, 3):
+        assert cli("apply", "-c", config, now=DAY.format(day)).exit_code == 0
+    assert cli("verify", "etc", "-c", config, now=DAY.format(3)).exit_code == 0
+    shown = cli("state", "show", "-c", config, now=DAY.format(3), env={"COLUMNS": str(columns)})
+    assert shown.exit_code == 0, shown
+    lines = shown.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns, shown.stdout
+    assert "…" not in shown.stdout
+    for name in ("2026.061.06.00", "2026.062.06.00"):
+        assert name in shown.stdout  # the snapshot names, whole
+    text = " ".join(line.strip() for line in lines)  # wrapped, but all there
+    assert f"done: {world['target']}/2026.062.06.00".replace(" ", "") in text.replace(" ", "")
+    assert "clean (metadata)" in text and "retain" in text
+    if columns >= 200:
+        assert "snapshot         taken (UTC)" in shown.stdout  # the table
