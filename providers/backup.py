@@ -1,228 +1,32 @@
-"""The `backup` provider: observe a resource's facts, and take its snapshots.
+"""The `backup` provider: predict a snapshot, take it, prune.
 
-`observe` and `predict` only read. `take_snapshot` changes things (and
-`providers.target` prunes); the applier is their only caller.
+`predict` only reads (a dry walk; the facts themselves are observed in
+providers/facts.py, the refusals said in providers/refusals.py).
+`take_snapshot` and `prune` change things; the applier is their only caller.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from hardsnap.providers import fs, target, tree
 from hardsnap.providers.entries import Kinds
-from hardsnap.providers.manifest import ManifestError, ManifestWriter, open_manifest, remove_orphans
-from hardsnap.providers.naming import future_names, snapshot_in_window, snapshot_time
+from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
+from hardsnap.providers.manifest import ManifestWriter, open_manifest, remove_orphans
+from hardsnap.providers.naming import snapshot_in_window, snapshot_time
+from hardsnap.providers.refusals import (
+    cross_fs_refusal,
+    empty_source_refusal,
+    missing_source_refusal,
+    missing_target_refusal,
+    ownership_refusal,
+)
 from hardsnap.providers.snapshot import Excludes, Progress, SnapshotFailed, SnapshotReport, Walk
-from hardsnap.providers.target import PARTIAL_PREFIX, Owner, TargetLocks
+from hardsnap.providers.target import PARTIAL_PREFIX, TargetLocks
 from hardsnap.reconcile.model import CrossFs, Keep, Resource
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What a snapshot would copy and link, from a dry walk."""
-
-    files_to_copy: int
-    files_to_link: int
-    bytes_to_copy: int
-    # Space the copies would take: allocated blocks, not apparent sizes.
-    space_needed: int = 0
-    # Files an interrupted run finished that the snapshot keeps.
-    files_kept: int = 0
-    # Symlinks and special files made, and those the settings leave out.
-    symlinks: int = 0
-    special_files: int = 0
-    symlinks_skipped: int = 0
-    special_files_skipped: int = 0
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What is true on disk for one resource, read without changing anything."""
-
-    # target_path with symlinks resolved: where snapshots really go.
-    target: str
-    target_exists: bool
-    # Snapshot names found in the target, oldest first, none dated after now.
-    snapshots: tuple[str, ...]
-    source_exists: bool
-    # None when the source is missing.
-    same_filesystem: bool | None
-    source_filesystem: str
-    target_filesystem: str
-    # Free bytes on the target's filesystem (its nearest existing ancestor's).
-    free_bytes: int | None
-    # Why the target cannot be read, when it cannot: nothing can be planned.
-    target_error: str | None = None
-    # Snapshots whose prune was interrupted (renamed away, not yet removed).
-    interrupted_prunes: tuple[str, ...] = ()
-    # The source exists but holds nothing (the target, if inside, aside).
-    source_empty: bool = False
-    # Files in the newest snapshot (from its manifest), None when unknown.
-    reference_files: int | None = None
-    # Whether the newest snapshot holds nothing; None when there is none.
-    reference_empty: bool | None = None
-    prediction: Prediction | None = None
-    # (snapshots, bytes): what pruning exactly those snapshots would free.
-    bytes_freed: tuple[tuple[str, ...], int] | None = None
-    # Snapshot-named directories dated after now: never used, never pruned.
-    future_snapshots: tuple[str, ...] = ()
-    # source_dir exists but is not a directory.
-    source_not_directory: bool = False
-    # The work an interrupted or killed run left, which the next snapshot resumes.
-    partial: str | None = None
-    # Whom the target serves (its marker, else its newest manifest); None
-    # for a new target.
-    owner: Owner | None = None
-    # Whether `owner` comes from the marker (else from a manifest, which
-    # names the source but not the host).
-    owner_marked: bool = False
-    # Why the marker cannot be trusted, when it cannot.
-    owner_error: str | None = None
-    # This resource's source on this host: what the target must serve.
-    this_source: Owner | None = None
-    # Users other than its owner may create entries in the target.
-    target_open_to_others: bool = False
-
-
-def observe(resource: Resource, now: dt.datetime) -> Facts:
-    """Return the facts of a resource at time `now`, reading only."""
-    resolved = os.path.realpath(resource.target_path)
-    source_exists = os.path.isdir(resource.source_dir)
-    target_probe = fs.existing_ancestor(resolved)
-    same = None
-    if source_exists:
-        same = os.stat(resource.source_dir).st_dev == os.stat(target_probe).st_dev
-    try:
-        free: int | None = fs.free_bytes(target_probe)
-    except OSError:
-        free = None
-    facts = Facts(
-        target=resolved,
-        target_exists=os.path.isdir(resolved),
-        snapshots=(),
-        source_exists=source_exists,
-        source_not_directory=not source_exists and os.path.lexists(resource.source_dir),
-        source_empty=source_exists and holds_nothing_but(resource.source_dir, resolved),
-        same_filesystem=same,
-        source_filesystem=fs.describe_filesystem(resource.source_dir) if source_exists else "",
-        target_filesystem=fs.describe_filesystem(target_probe),
-        free_bytes=free,
-        this_source=target.this_host(resource.source_dir),
-    )
-    if not facts.target_exists:
-        return facts
-    try:
-        target_fd = fs.open_directory(resolved)
-    except OSError as error:
-        return replace(facts, target_error=f"cannot open target_path {resolved}: {error.strerror}")
-    try:
-        return _observe_target(facts, target_fd, now)
-    finally:
-        os.close(target_fd)
-
-
-def _observe_target(facts: Facts, target_fd: int, now: dt.datetime) -> Facts:
-    """The facts an existing target adds: its snapshots, leftovers, owner."""
-    try:
-        listing = target.read_listing(target_fd)
-    except OSError as error:
-        return replace(
-            facts, target_error=f"cannot list target_path {facts.target}: {error.strerror}"
-        )
-    future = future_names(listing.snapshots, now)
-    snapshots = tuple(name for name in listing.snapshots if name not in future)
-    owner, marked, owner_error = _owner(target_fd, facts.target, snapshots)
-    facts = replace(
-        facts,
-        snapshots=snapshots,
-        future_snapshots=future,
-        interrupted_prunes=listing.prunings,
-        partial=listing.partials[-1] if listing.partials else None,
-        owner=owner,
-        owner_marked=marked,
-        owner_error=owner_error,
-        target_open_to_others=target.writable_by_others(target_fd),
-    )
-    if not snapshots:
-        return facts
-    reference_files = _file_count(target_fd, facts.target, snapshots[-1])
-    reference_empty = (
-        reference_files == 0
-        if reference_files is not None
-        else _holds_nothing(target_fd, snapshots[-1])
-    )
-    return replace(facts, reference_files=reference_files, reference_empty=reference_empty)
-
-
-def _owner(
-    target_fd: int, shown: str, snapshots: tuple[str, ...]
-) -> tuple[Owner | None, bool, str | None]:
-    """Whom a target serves: its marker's owner, else (a target made before
-    markers) the source its newest manifest names; and why the marker
-    cannot be trusted, when it cannot."""
-    try:
-        owner = target.read_owner(target_fd)
-    except ValueError as error:
-        return None, False, f"{shown}/{error}"
-    if owner is not None:
-        return owner, True, None
-    for snapshot in reversed(snapshots):
-        manifest = open_manifest(target_fd, snapshot, shown)
-        if manifest is not None:
-            with manifest, contextlib.suppress(ManifestError):
-                return Owner(manifest.source, ""), False, None
-    return None, False, None
-
-
-def holds_nothing_but(directory: str, target: str) -> bool:
-    """Whether the source `directory` holds nothing but, maybe, the target
-    directory."""
-    try:
-        skip = os.stat(target)
-    except OSError:
-        skip = None
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                info = entry.stat(follow_symlinks=False)
-                if skip is None or (info.st_dev, info.st_ino) != (skip.st_dev, skip.st_ino):
-                    return False
-    except OSError:
-        return False
-    return True
-
-
-def _holds_nothing(target_fd: int, snapshot: str) -> bool:
-    """Whether a snapshot (below the target open as `target_fd`) is empty."""
-    try:
-        fd = fs.open_directory(snapshot, target_fd)
-    except OSError:
-        return False
-    try:
-        with os.scandir(fd) as entries:
-            return next(entries, None) is None
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def _file_count(target_fd: int, shown: str, snapshot: str) -> int | None:
-    """Files in a snapshot as its manifest counts them, None without one."""
-    manifest = open_manifest(target_fd, snapshot, shown)
-    if manifest is None:
-        return None
-    with manifest:
-        return manifest.files
-
-
-def links_unchanged(resource: Resource, facts: Facts) -> bool:
-    """Whether unchanged files are hard-linked (else every file is copied)."""
-    return bool(facts.same_filesystem) or resource.cross_fs is CrossFs.LINK
 
 
 def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozenset()) -> Facts:
@@ -375,7 +179,7 @@ def take_snapshot(
     if refusal:
         raise SnapshotFailed(refusal)
     target_fd = locks.open(resolved)
-    facts = _observe_target(replace(facts, target_exists=True), target_fd, moment)
+    facts = observe_target(replace(facts, target_exists=True), target_fd, moment)
     refusal = snapshot_refusal(resource, facts, request)
     if refusal:
         raise SnapshotFailed(refusal)
@@ -495,106 +299,6 @@ def snapshot_refusal(resource: Resource, facts: Facts, request: SnapshotRequest)
     return refusal
 
 
-def empty_source_refusal(resource: Resource, facts: Facts) -> str | None:
-    """Why an empty source must not be snapshotted, or None: the newest
-    snapshot has files, so the source is most likely an unmounted disk."""
-    if not facts.source_empty or facts.reference_empty is not False:
-        return None
-    held = f"{facts.reference_files} files" if facts.reference_files else "files"
-    return (
-        f"source_dir {resource.source_dir} is empty but the newest snapshot holds "
-        f"{held}: is its filesystem mounted? Nothing was snapshotted or "
-        f"pruned; apply --allow-empty-source takes the empty snapshot deliberately"
-    )
-
-
-def missing_source_refusal(resource: Resource, facts: Facts) -> str:
-    if facts.source_not_directory:
-        return f"source_dir {resource.source_dir} is not a directory"
-    return (
-        f"source_dir {resource.source_dir} does not exist: is its filesystem mounted? "
-        f"Nothing was snapshotted or pruned"
-    )
-
-
-def ownership_refusal(resource: Resource, facts: Facts) -> str | None:
-    """Why the target must not be used, being another source's, or None."""
-    if facts.owner_error:
-        return (
-            f"{facts.owner_error}: it names the source target_path {facts.target} serves; "
-            f"fix or remove it (hardsnap then claims the target for {resource.source_dir})"
-        )
-    mine = facts.this_source
-    if facts.owner is None or mine is None:
-        return None
-    if facts.owner_marked and facts.owner.same_as(mine):
-        return None
-    if not facts.owner_marked and facts.owner.source == mine.source:
-        return None
-    theirs = str(facts.owner) if facts.owner_marked else f"{facts.owner.source} (its manifests say)"
-    return (
-        f"target_path {facts.target} holds the snapshots of {theirs}, not of "
-        f"{mine}: two sources must not share a target (one would link against and prune "
-        f"the other's history). Give this resource its own target_path"
-    )
-
-
-def missing_target_refusal(
-    resource: Resource, facts: Facts, expected: tuple[str, ...], allowed: bool
-) -> str | None:
-    """Why a target that lost every snapshot the state records there must
-    not get a new chain, or None: it is most likely an unmounted disk."""
-    if allowed or not expected:
-        return None
-    present = set(facts.snapshots) | set(facts.future_snapshots)
-    if present & set(expected):
-        return None
-    where = "does not exist" if not facts.target_exists else "holds none of them"
-    return (
-        f"the state records {len(expected)} snapshot(s) in target_path {facts.target} "
-        f"(newest {max(expected)}) but it {where}: is its filesystem mounted? Nothing was "
-        f"snapshotted or pruned; apply --allow-new-target starts a new chain there"
-    )
-
-
-def free_space_refusal(resource: Resource, facts: Facts) -> str | None:
-    """Return why the target lacks room to start a snapshot, or None."""
-    if resource.min_free_space <= 0 or facts.free_bytes is None:
-        return None
-    if facts.free_bytes < resource.min_free_space:
-        return (
-            f"only {format_bytes(facts.free_bytes)} free on {facts.target_filesystem}, "
-            f"below min_free_space {format_bytes(resource.min_free_space)}"
-        )
-    after = free_after_snapshot(facts)
-    if after is not None and after < resource.min_free_space:
-        assert facts.prediction is not None
-        return (
-            f"the snapshot would take {format_bytes(facts.prediction.space_needed)} on disk, "
-            f"leaving {format_bytes(max(after, 0))} free on {facts.target_filesystem}, below "
-            f"min_free_space {format_bytes(resource.min_free_space)}"
-        )
-    return None
-
-
-def free_after_snapshot(facts: Facts) -> int | None:
-    """Return the free bytes the target would keep after the predicted copy."""
-    if facts.free_bytes is None or facts.prediction is None:
-        return None
-    return facts.free_bytes - facts.prediction.space_needed
-
-
-def cross_fs_refusal(resource: Resource, facts: Facts) -> str:
-    return (
-        f"source_dir {resource.source_dir} is on {facts.source_filesystem} but target_path "
-        f"{resource.target_path} is on {facts.target_filesystem}: hard links cannot cross "
-        f"filesystems to the source. Set cross_fs: link (the usual choice for a backup "
-        f"disk or NAS: unchanged files are linked to the previous snapshot, on the target's "
-        f"own filesystem), or copy (every file copied on every run), or warn (the same, "
-        f"warning once)"
-    )
-
-
 def prune(
     resolved: str, names: list[str], locks: TargetLocks | None = None
 ) -> tuple[list[str], int, list[str]]:
@@ -607,13 +311,3 @@ def prune(
     if target_fd is None:
         return [], 0, []
     return target.prune(target_fd, resolved, names)
-
-
-def format_bytes(count: int) -> str:
-    """Return a byte count for humans, 1024-based: '512 B', '1.5 GiB'."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"

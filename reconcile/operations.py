@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from hardsnap.providers import audit, backup, history, retention
+from hardsnap.providers import facts as facts_of
 from hardsnap.providers.naming import future_names
 from hardsnap.providers.target import TargetLocks, freed_by_pruning, list_snapshots
 from hardsnap.reconcile import applier, monitoring, planner
@@ -55,7 +56,7 @@ def make_plan(
     facts = {}
     recorded = store.recorded()
     for resource in resources:
-        observed = backup.observe(resource, now)
+        observed = facts_of.observe(resource, now)
         walk = predict or (predict_first and not observed.snapshots)
         if walk and planner.needs_snapshot(resource, observed, now):
             state = recorded.get(resource.name)

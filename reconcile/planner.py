@@ -10,18 +10,17 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hardsnap.providers.backup import (
-    Facts,
+from hardsnap.providers.facts import Facts, links_unchanged
+from hardsnap.providers.naming import any_within, snapshot_in_window, snapshot_name, window_of
+from hardsnap.providers.refusals import (
     cross_fs_refusal,
     empty_source_refusal,
     free_after_snapshot,
     free_space_refusal,
-    links_unchanged,
     missing_source_refusal,
     missing_target_refusal,
     ownership_refusal,
 )
-from hardsnap.providers.naming import any_within, snapshot_in_window, snapshot_name, window_of
 from hardsnap.providers.retention import Policy, Reason, reasons
 from hardsnap.reconcile.model import CrossFs, Resource
 from hardsnap.reconcile.plan import Action, ActionGraph, ActionKind, Plan, ResourcePlan

@@ -7,8 +7,8 @@ import io
 from typing import Any
 
 from hardsnap.providers.audit import Difference, Verification, moment
-from hardsnap.providers.backup import format_bytes
 from hardsnap.providers.history import History
+from hardsnap.providers.refusals import format_bytes
 from hardsnap.reconcile.render import Painter, plural
 
 # -- verify, diff, history, state show -----------------------------------------

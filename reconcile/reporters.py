@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from hardsnap.providers.backup import format_bytes
+from hardsnap.providers.refusals import format_bytes
 from hardsnap.reconcile import journal, render
 from hardsnap.reconcile.applier import ActionOutcome, Reporter, ResourceOutcome, Result
 from hardsnap.reconcile.plan import Action, ActionKind

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from hardsnap.providers.backup import Facts, Prediction
+from hardsnap.providers.facts import Facts, Prediction
 from hardsnap.providers.target import Owner
 from hardsnap.reconcile.model import CrossFs, Resource, Schedule
 from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
