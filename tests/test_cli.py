@@ -861,7 +861,9 @@ def test_second_apply_while_lock_held_exits_75_naming_pid_and_kill_leaves_no_sta
         if holder.poll() is None:
             os.killpg(holder.pid, signal.SIGKILL)
             holder.wait()
-    release.touch()
+        # The hook runs in a session of its own, which outlives a SIGKILL of
+        # hardsnap: let it end whatever happened above.
+        release.touch()
     outcome = cli("apply", "-c", world.config)
     assert outcome.exit_code == 0, outcome
     assert world.snapshots() == [name_of(at(0))]
