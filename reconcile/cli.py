@@ -116,6 +116,8 @@ def apply(
             )
         finally:
             reporter.close()
+    # The work is done and recorded: a signal now would only cut the report.
+    common.ignore_stopping_signals()
     for warning in report.warnings:
         journal.say(f"warning: {warning}", journal.WARNING)
     if as_json:

@@ -88,6 +88,12 @@ def stop_on_signals() -> None:
         signal.signal(signum, stop)
 
 
+def ignore_stopping_signals() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP from now on (the run has ended)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def exit_codes(as_json: bool = False) -> Iterator[None]:
     """The one place where an operation's errors become exit codes: an

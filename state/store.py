@@ -14,7 +14,9 @@ directory and its files are checked before anything in it is opened
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -193,7 +195,7 @@ class StateStore:
         if self._cache is None:
             raise StateError("state store was opened read-only")
         record["runs"] = record["runs"][-RUNS_KEPT:]
-        with self._guard():
+        with _signals_held(), self._guard():
             self._cache.set(RESOURCE_PREFIX + name, record)
 
     def verifications(self, name: str) -> dict[str, Any]:
@@ -206,7 +208,7 @@ class StateStore:
         an apply rewrites, so the two never overwrite each other."""
         if self._cache is None:
             raise StateError("state store was opened read-only")
-        with self._guard(), self._cache.transact():
+        with _signals_held(), self._guard(), self._cache.transact():
             stored = self.verifications(name)
             stored[snapshot] = result
             self._cache.set(VERIFY_PREFIX + name, stored)
@@ -216,7 +218,7 @@ class StateStore:
         verifications); return whether there was anything."""
         if self._cache is None:
             raise StateError("state store was opened read-only")
-        with self._guard(), self._cache.transact():
+        with _signals_held(), self._guard(), self._cache.transact():
             found = self._cache.delete(RESOURCE_PREFIX + name)
             found = self._cache.delete(VERIFY_PREFIX + name) or found
         return bool(found)
@@ -227,3 +229,21 @@ class StateStore:
             name: recorded_state(self.record(name), self.verifications(name))
             for name in self.names()
         }
+
+
+# The signals that stop a run (reconcile/common.py turns them into an
+# exception): one arriving during a write waits until the write is done,
+# so that a transaction is never left open for the run's last save.
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
