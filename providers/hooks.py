@@ -77,23 +77,27 @@ def run_hook(command: str, environment: dict[str, str], cwd: str, timeout: float
     KeyboardInterrupt (hardsnap stopped by a signal) after ending the group.
     """
     started = time.monotonic()
-    try:
-        process = subprocess.Popen(
-            ["/bin/sh", "-c", command],
-            env=environment,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError as error:
-        where = f" ({error.filename})" if error.filename else ""
-        return HookResult(127, f"cannot run /bin/sh: {error.strerror}{where}", 0.0)
-    assert process.stdout is not None
-    tail = _OutputTail(process.stdout)
+    process: subprocess.Popen[bytes] | None = None
+    tail: _OutputTail | None = None
     timed_out = False
+    # One try from the moment the hook exists: an interrupt arriving while
+    # its output reader starts still ends its group.
     try:
+        try:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                env=environment,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as error:
+            where = f" ({error.filename})" if error.filename else ""
+            return HookResult(127, f"cannot run /bin/sh: {error.strerror}{where}", 0.0)
+        assert process.stdout is not None
+        tail = _OutputTail(process.stdout)
         try:
             process.wait(timeout if timeout > 0 else None)
         except subprocess.TimeoutExpired:
@@ -101,8 +105,13 @@ def run_hook(command: str, environment: dict[str, str], cwd: str, timeout: float
         else:
             tail.wait(DRAIN_GRACE)
     finally:
-        _end_group(process)
-        tail.stop()
+        if process is not None:
+            _end_group(process)
+            if tail is None and process.stdout is not None:
+                process.stdout.close()
+        if tail is not None:
+            tail.stop()
+    assert process is not None and tail is not None
     exit_code = TIMED_OUT_EXIT_CODE if timed_out else process.returncode
     return HookResult(exit_code, tail.text(), time.monotonic() - started, timed_out)
 

@@ -32,7 +32,7 @@ from tests.model_support import (
 
 
 class ModelChecks(SourceEdits):
-    """The model-based test's checks, after every step: complete snapshots,"""
+    """What is checked after every step, and the convergence invariant."""
 
     # -- the model's checks ------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from tests.processes import Apply
 
 
 class Faults(ModelChecks):
-    """The model-based test's disturbances: applies killed or terminated at a"""
+    """Rules that disturb a run: kills, terminations, hooks, hand-made entries, a full disk."""
 
     # -- steps: interrupted applies ----------------------------------------------------------
 
