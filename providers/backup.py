@@ -24,7 +24,14 @@ from hardsnap.providers.refusals import (
     missing_target_refusal,
     ownership_refusal,
 )
-from hardsnap.providers.snapshot import Excludes, Progress, SnapshotFailed, SnapshotReport, Walk
+from hardsnap.providers.snapshot import (
+    Excludes,
+    Progress,
+    SnapshotFailed,
+    SnapshotReport,
+    Walk,
+    available_cpus,
+)
 from hardsnap.providers.target import PARTIAL_PREFIX, TargetLocks
 from hardsnap.reconcile.model import CrossFs, Keep, Resource
 
@@ -82,27 +89,6 @@ def measure_prune(facts: Facts, names: list[str]) -> Facts:
     return replace(facts, bytes_freed=(tuple(names), freed))
 
 
-# Below this many files (as the reference counted them) one process walks
-# alone: a second one costs more to start than it saves. Without a
-# reference, a source with this many top-level directories is taken as big.
-PARALLEL_MIN_FILES = 5000
-PARALLEL_MIN_DIRECTORIES = 64
-
-
-def _workers(resource: Resource, facts: Facts) -> int:
-    """Walk with both of two cores when the tree is big enough to gain."""
-    if (os.cpu_count() or 1) < 2:
-        return 1
-    if facts.reference_files is not None:
-        return 2 if facts.reference_files >= PARALLEL_MIN_FILES else 1
-    try:
-        with os.scandir(resource.source_dir) as entries:
-            directories = sum(1 for entry in entries if entry.is_dir(follow_symlinks=False))
-    except OSError:
-        return 1
-    return 2 if directories >= PARALLEL_MIN_DIRECTORIES else 1
-
-
 def _identity(facts: Facts) -> tuple[int, int] | None:
     """(device, inode) of the target, which a walk of the source skips."""
     if not facts.target_exists:
@@ -150,6 +136,9 @@ class SnapshotRequest:
     allow_new_target: bool = False
     # Inodes `verify --content` found corrupted: their files are copied.
     corrupted: frozenset[int] = frozenset()
+    # Worker processes that share the walk (apply --jobs); None: one per
+    # CPU this process may use.
+    jobs: int | None = None
 
 
 def take_snapshot(
@@ -235,7 +224,7 @@ def _build(
         progress,
         writer,
         reference_manifest,
-        workers=_workers(resource, facts),
+        workers=request.jobs or available_cpus(),
         corrupted=request.corrupted,
         kinds=kinds(resource),
     )

@@ -112,16 +112,18 @@ def apply(
     hook_cwd: str,
     reporter: Reporter | None = None,
     locks: TargetLocks | None = None,
+    jobs: int | None = None,
 ) -> ApplyReport:
     """Carry out `plan`, recording every result in `store`; return the report.
 
     `reporter` is told of each action and resource as they go; `locks` hold
-    the targets' locks, taken before the plan was made.
+    the targets' locks, taken before the plan was made; `jobs` processes
+    share each snapshot's walk (None: one per CPU this process may use).
     """
     reporter = reporter or Reporter()
     report = ApplyReport(resources=[], unmanaged=plan.unmanaged)
     for resource_plan in plan.resources:
-        outcome = _Resource(resource_plan, plan.now, store, hook_cwd, reporter, locks).run()
+        outcome = _Resource(resource_plan, plan.now, store, hook_cwd, reporter, locks, jobs).run()
         report.resources.append(outcome)
         reporter.resource_finished(outcome)
     return report
@@ -142,9 +144,11 @@ class _Resource:
         hook_cwd: str,
         reporter: Reporter,
         locks: TargetLocks | None,
+        jobs: int | None = None,
     ) -> None:
         self.plan = plan
         self.locks = locks
+        self.jobs = jobs
         # The action running now: the one an interrupt stops.
         self._current: Action | None = None
         self.resource = plan.resource
@@ -363,6 +367,7 @@ class _Resource:
             expected=action.expected,
             allow_new_target=action.allow_new_target,
             corrupted=frozenset(action.corrupted),
+            jobs=self.jobs,
         )
         try:
             report = backup.take_snapshot(

@@ -91,6 +91,15 @@ def apply(
     ] = False,
     allow_empty_source: AllowEmptyOption = False,
     allow_new_target: AllowNewTargetOption = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Processes that share a snapshot's walk (default: the CPUs it may use).",
+        ),
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Converge: snapshot, prune, run hooks and reverts. No prompt."""
@@ -112,7 +121,13 @@ def apply(
     with common.exit_codes(as_json):
         try:
             report = apply_config(
-                loaded, common.state_dir(state_dir), now, resource or [], reporter, overrides
+                loaded,
+                common.state_dir(state_dir),
+                now,
+                resource or [],
+                reporter,
+                overrides,
+                jobs,
             )
         finally:
             reporter.close()

@@ -85,8 +85,10 @@ def apply_config(
     names: list[str],
     reporter: applier.Reporter | None = None,
     overrides: Overrides | None = None,
+    jobs: int | None = None,
 ) -> applier.ApplyReport:
     """Converge the selected resources of a config; return what happened.
+    `jobs` processes share each snapshot's walk (None: one per CPU).
 
     Both locks are taken before anything is observed or run: the state
     directory's, and every selected target's. Raise LockHeld or TargetBusy
@@ -102,7 +104,7 @@ def apply_config(
         wants_totals = reporter is not None and reporter.wants_totals
         plan = make_plan(resources, store, now, False, overrides, predict_first=wants_totals)
         hook_cwd = os.path.dirname(os.path.abspath(config.path))
-        report = applier.apply(plan, store, hook_cwd, reporter, locks)
+        report = applier.apply(plan, store, hook_cwd, reporter, locks, jobs)
         if config.metrics_file:
             try:
                 monitoring.write_metrics(config.metrics_file, _metrics(config, store))

@@ -3,7 +3,7 @@ hostile names and trees, symlinks swapped in, secrets, and fidelity of what
 a snapshot keeps (issue #3, promises 3, 5, 6 and 7).
 
 Trees are small and live under tmp_path. Faults are injected by wrapping the
-engine's own steps (`providers.fs.copy_contents`, `Walk._file`, `Walk._enter`)
+engine's own steps (`providers.fs.copy_contents`, `Placer.file`, `Walker.enter`)
 so each race happens at one exact moment. Most tests drive the real CLI
 in-process; the unreadable-entry test runs it as nobody in a subprocess.
 """
@@ -27,8 +27,10 @@ from typing import Any
 import pytest
 
 from hardsnap.providers import backup, fs
+from hardsnap.providers.directories import Walker
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY
 from hardsnap.providers.naming import is_snapshot_name
+from hardsnap.providers.placing import Placer
 from hardsnap.providers.snapshot import Walk
 from hardsnap.providers.target import MARKER
 from hardsnap.reconcile.model import Resource
@@ -345,16 +347,16 @@ def test_file_vanishing_between_listing_and_copying_is_skipped_with_reason_not_f
 ) -> None:
     make_file(site.source / "kept.txt", b"kept")
     doomed = make_file(site.source / "doomed.txt", b"about to vanish")
-    original = Walk._file
+    original = Placer.file
 
     def deleting_first(
-        self: Walk, name: str, relative: str, info: os.stat_result, frame: Any
+        self: Placer, name: str, relative: str, info: os.stat_result, frame: Any
     ) -> None:
         if relative == "doomed.txt":
             doomed.unlink()
         original(self, name, relative, info, frame)
 
-    monkeypatch.setattr(Walk, "_file", deleting_first)
+    monkeypatch.setattr(Placer, "file", deleting_first)
     site.write()
     outcome, document = site.apply(cli)
 
@@ -372,12 +374,12 @@ def test_files_vanishing_after_their_directory_was_listed_are_skipped_with_reaso
     names = [f"file{index}.txt" for index in range(6)]
     for name in names:
         make_file(batch / name, name.encode())
-    original = Walk._file
+    original = Placer.file
     seen: list[str] = []
     deleted: list[str] = []
 
     def deleting_siblings(
-        self: Walk, name: str, relative: str, info: os.stat_result, frame: Any
+        self: Placer, name: str, relative: str, info: os.stat_result, frame: Any
     ) -> None:
         # The first file handled in batch/ removes every sibling not yet
         # handled: they were listed, but are gone before they are read.
@@ -390,7 +392,7 @@ def test_files_vanishing_after_their_directory_was_listed_are_skipped_with_reaso
                         deleted.append(other)
         original(self, name, relative, info, frame)
 
-    monkeypatch.setattr(Walk, "_file", deleting_siblings)
+    monkeypatch.setattr(Placer, "file", deleting_siblings)
     site.write()
     _, document = site.apply(cli)
 
@@ -406,14 +408,14 @@ def test_directory_vanishing_between_listing_and_entering_is_skipped_with_reason
 ) -> None:
     make_file(site.source / "kept" / "a.txt", b"a")
     make_file(site.source / "gone" / "deep" / "b.txt", b"b")
-    original = Walk._enter
+    original = Walker.enter
 
-    def removing_first(self: Walk, parent: Any, name: str) -> Any:
+    def removing_first(self: Walker, parent: Any, name: str) -> Any:
         if parent.prefix + name == "gone":
             shutil.rmtree(site.source / "gone")
         return original(self, parent, name)
 
-    monkeypatch.setattr(Walk, "_enter", removing_first)
+    monkeypatch.setattr(Walker, "enter", removing_first)
     site.write()
     outcome, document = site.apply(cli)
 
@@ -429,15 +431,15 @@ def test_file_swapped_for_symlink_before_copy_is_not_followed_and_is_reported(
     outside = make_file(site.root / "outside" / "secret.txt", b"OUTSIDE SECRET")
     swapped = make_file(site.source / "swap.txt", b"innocent")
     make_file(site.source / "kept.txt", b"kept")
-    original = Walk._file
+    original = Placer.file
 
-    def swapping(self: Walk, name: str, relative: str, info: os.stat_result, frame: Any) -> None:
+    def swapping(self: Placer, name: str, relative: str, info: os.stat_result, frame: Any) -> None:
         if relative == "swap.txt":
             swapped.unlink()
             swapped.symlink_to(outside)
         original(self, name, relative, info, frame)
 
-    monkeypatch.setattr(Walk, "_file", swapping)
+    monkeypatch.setattr(Placer, "file", swapping)
     site.write()
     _, document = site.apply(cli)
 
@@ -455,15 +457,15 @@ def test_directory_swapped_for_symlink_before_entering_is_not_followed(
     make_file(outside / "secret.txt", b"OUTSIDE SECRET")
     make_file(site.source / "sub" / "inner.txt", b"inner")
     make_file(site.source / "kept.txt", b"kept")
-    original = Walk._enter
+    original = Walker.enter
 
-    def swapping(self: Walk, parent: Any, name: str) -> Any:
+    def swapping(self: Walker, parent: Any, name: str) -> Any:
         if parent.prefix + name == "sub":
             (site.source / "sub").rename(site.root / "moved-away")
             (site.source / "sub").symlink_to(outside)
         return original(self, parent, name)
 
-    monkeypatch.setattr(Walk, "_enter", swapping)
+    monkeypatch.setattr(Walker, "enter", swapping)
     site.write()
     _, document = site.apply(cli)
 
@@ -727,15 +729,15 @@ def test_symlink_swapped_in_for_a_directory_being_built_is_never_written_through
     make_file(site.source / "sub" / "f.txt", b"inner")
     outside = site.root / "outside"
     outside.mkdir()
-    original = Walk._make_directory
+    original = Walker._make_directory
 
-    def swapping(self: Walk, name: str, parent: Any) -> None:
+    def swapping(self: Walker, name: str, parent: Any) -> None:
         original(self, name, parent)
         if name == "sub":
             os.rmdir(name, dir_fd=parent.target_fd)
             os.symlink(outside, name, dir_fd=parent.target_fd)
 
-    monkeypatch.setattr(Walk, "_make_directory", swapping)
+    monkeypatch.setattr(Walker, "_make_directory", swapping)
     site.write()
     outcome = cli("apply", "-c", site.config, now=iso(0))
     assert "Traceback" not in outcome.stderr, outcome

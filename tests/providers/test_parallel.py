@@ -1,4 +1,4 @@
-"""Two walkers: a forked worker takes every second top-level directory.
+"""Worker processes sharing one queue of directories.
 
 The threshold is lowered so that small trees take the parallel path; each
 result is compared with what one walker makes of the same tree."""
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from hardsnap.providers import backup, fs
+from hardsnap.providers import snapshot as snapshot_module
 from hardsnap.providers.audit import verify_snapshot
 from hardsnap.providers.manifest import ManifestReader, manifest_path
 from hardsnap.providers.snapshot import SnapshotFailed, SnapshotReport
@@ -54,10 +55,8 @@ def link_groups(root: Path) -> list[list[str]]:
 
 @pytest.fixture
 def parallel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Take the two-walker path from the first file; return the forked pids."""
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one core: hardsnap walks with one process")
-    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 1)
+    """Share the walk out from the first directory; return the forked pids."""
+    monkeypatch.setattr(snapshot_module, "PARALLEL_AFTER_FILES", 0)
     forks: list[int] = []
     real_fork = os.fork
 
@@ -90,9 +89,10 @@ def source(tmp_path: Path) -> Path:
     return root
 
 
-def snapshot(source: Path, target: Path, name: str) -> SnapshotReport:
+def snapshot(source: Path, target: Path, name: str, jobs: int = 2) -> SnapshotReport:
     resource = Resource(name="r", source_dir=str(source), target_path=str(target), min_free_space=0)
-    return backup.take_snapshot(resource, name, str(target))
+    request = backup.SnapshotRequest(jobs=jobs)
+    return backup.take_snapshot(resource, name, str(target), request=request)
 
 
 def test_two_walkers_make_the_snapshot_one_walker_makes(
@@ -100,7 +100,7 @@ def test_two_walkers_make_the_snapshot_one_walker_makes(
 ) -> None:
     target, single = tmp_path / "dst", tmp_path / "single"
     snapshot(source, target, FIRST)
-    snapshot(source, single, FIRST)
+    snapshot(source, single, FIRST, jobs=1)
     for top in range(8):
         make_file(source / f"top{top}" / "sub0" / "f0.txt", b"changed %d" % top)
     for top in range(7):
@@ -108,15 +108,15 @@ def test_two_walkers_make_the_snapshot_one_walker_makes(
         make_file(source / f"top{top}" / "shared.bin", b"rewritten shared %d" % top)
     make_file(source / "top6" / "new.txt", b"new")
     report = snapshot(source, target, SECOND)
-    assert len(parallel) == 1, "the second snapshot is walked by two processes"
+    assert len(parallel) == 4, "each snapshot is walked by two processes"
 
     assert tree(target / SECOND) == tree(source)
     assert link_groups(target / SECOND) == link_groups(source)
     unchanged = target / SECOND / "top4" / "sub1" / "f1.txt"
     assert os.lstat(unchanged).st_ino == os.lstat(target / FIRST / "top4/sub1/f1.txt").st_ino
 
-    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 10**9)
-    alone = snapshot(source, single, SECOND)
+    alone = snapshot(source, single, SECOND, jobs=1)
+    assert len(parallel) == 4, "jobs=1 walks in one process"
     assert (report.files_copied, report.files_linked, report.bytes_copied) == (
         alone.files_copied,
         alone.files_linked,
@@ -169,10 +169,9 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
 def test_two_walkers_make_a_first_snapshot_of_a_wide_tree(
     source: Path, tmp_path: Path, parallel: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backup, "PARALLEL_MIN_DIRECTORIES", 4)
     target = tmp_path / "dst"
     report = snapshot(source, target, FIRST)
-    assert len(parallel) == 1, "a source with 8 top-level directories is walked by two"
+    assert len(parallel) == 2, "a first snapshot is walked by two"
     assert tree(target / FIRST) == tree(source)
     assert link_groups(target / FIRST) == link_groups(source)
     assert report.files_copied + report.files_linked == sum(
@@ -203,7 +202,7 @@ def test_both_walkers_take_linked_files_hashes_from_the_reference_manifest(
     path.write_bytes(b"\n".join(lines))
 
     report = snapshot(source, target, SECOND)
-    assert len(parallel) == 2, "both snapshots are walked by two processes"
+    assert len(parallel) == 4, "both snapshots are walked by two processes"
     assert report.files_linked == 1200
     with ManifestReader(manifest_path(str(target), SECOND)) as manifest:
         hashes = [entry.sha256 for _, block in manifest.entries() for entry in block.values()]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hardsnap.providers import backup, fs, snapshot
+from hardsnap.providers import backup, flushing, fs, hashing, snapshot
 from hardsnap.providers.audit import verify_snapshot
 from hardsnap.providers.manifest import ManifestReader, manifest_path
 from hardsnap.providers.snapshot import SnapshotFailed
@@ -35,9 +35,14 @@ def make_file(path: Path, data: bytes) -> None:
     os.utime(path, ns=(OLD_NS, ODD_NS))  # atime older than mtime
 
 
+# Worker processes a snapshot takes (the `walkers` fixture sets it).
+JOBS = {"jobs": 1}
+
+
 def take(source: Path, target: Path, name: str) -> None:
     resource = Resource(name="r", source_dir=str(source), target_path=str(target), min_free_space=0)
-    backup.take_snapshot(resource, name, str(target))
+    request = backup.SnapshotRequest(jobs=JOBS["jobs"])
+    backup.take_snapshot(resource, name, str(target), request=request)
 
 
 def manifest_hashes(target: Path, name: str) -> dict[str, str | None]:
@@ -75,10 +80,8 @@ def source(tmp_path: Path) -> Path:
 @pytest.fixture(params=["one walker", "two walkers"])
 def walkers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     two = request.param == "two walkers"
-    if two and (os.cpu_count() or 1) < 2:
-        pytest.skip("one core: hardsnap walks with one process")
-    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 1 if two else 10**9)
-    monkeypatch.setattr(backup, "PARALLEL_MIN_DIRECTORIES", 2 if two else 10**9)
+    monkeypatch.setattr(snapshot, "PARALLEL_AFTER_FILES", 0)
+    monkeypatch.setitem(JOBS, "jobs", 2 if two else 1)
     return str(request.param)
 
 
@@ -88,8 +91,8 @@ def test_every_copy_hashed_in_threads_lands_in_its_own_block(
     # Every copy of 2 KB or more goes to a thread, and only three may wait at
     # once: blocks change, the backlog fills, the worker forks, all with
     # hashes in flight.
-    monkeypatch.setattr(snapshot, "HASH_IN_THREAD_BYTES", 2000)
-    monkeypatch.setattr(snapshot, "HASH_BACKLOG", 3)
+    monkeypatch.setattr(hashing, "HASH_IN_THREAD_BYTES", 2000)
+    monkeypatch.setattr(hashing, "HASH_BACKLOG", 3)
     real = fs.hash_open_file
 
     def slow_hash(fd: int) -> str:  # still running when the walk moves on
@@ -112,7 +115,7 @@ def test_every_copy_hashed_in_threads_lands_in_its_own_block(
 
 def test_a_big_copy_keeps_the_atime_it_was_given(tmp_path: Path) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
-    make_file(source / "big.bin", os.urandom(snapshot.HASH_IN_THREAD_BYTES + 1))
+    make_file(source / "big.bin", os.urandom(hashing.HASH_IN_THREAD_BYTES + 1))
     take(source, target, FIRST)
     copy = os.stat(target / FIRST / "big.bin")
     assert (copy.st_atime_ns, copy.st_mtime_ns) == (OLD_NS, ODD_NS)
@@ -122,9 +125,7 @@ def test_a_big_copy_keeps_the_atime_it_was_given(tmp_path: Path) -> None:
 def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(snapshot, "HASH_IN_THREAD_BYTES", 2000)
-    monkeypatch.setattr(backup, "PARALLEL_MIN_FILES", 10**9)
-    monkeypatch.setattr(backup, "PARALLEL_MIN_DIRECTORIES", 10**9)
+    monkeypatch.setattr(hashing, "HASH_IN_THREAD_BYTES", 2000)
     real = fs.hash_open_file
     started = threading.Event()
     copies = 0
@@ -158,14 +159,15 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
 def test_the_target_is_flushed_while_copying_and_no_flusher_outlives_the_walk(
     source: Path, tmp_path: Path, walkers: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(snapshot, "FLUSH_AHEAD_BYTES", 20_000)
+    monkeypatch.setattr(flushing, "FLUSH_AHEAD_BYTES", 20_000)
     parent = os.getpid()
-    flushes_here: list[str] = []
+    # Every flush, in this process and in the workers: (pid, thread).
+    log = tmp_path / "flushes"
     real = fs.sync_filesystem
 
     def counting(fd: int) -> None:
-        if os.getpid() == parent:
-            flushes_here.append(threading.current_thread().name)
+        with open(log, "a") as lines:
+            lines.write(f"{os.getpid()} {threading.current_thread().name}\n")
         real(fd)
 
     monkeypatch.setattr(fs, "sync_filesystem", counting)
@@ -173,7 +175,8 @@ def test_the_target_is_flushed_while_copying_and_no_flusher_outlives_the_walk(
     target = tmp_path / "dst"
     take(source, target, FIRST)
     assert threading.active_count() == threads
-    ahead = [name for name in flushes_here if name == "hardsnap-flush"]
+    flushes = [line.split() for line in log.read_text().splitlines()]
+    ahead = [pid for pid, name in flushes if name == "hardsnap-flush"]
     assert ahead, "no flush began while the walk was copying"
-    assert flushes_here[-1] == "MainThread", "the final sync comes after every flush ahead"
+    assert flushes[-1] == [str(parent), "MainThread"], "the final sync comes after every flush"
     assert verify_snapshot(str(target), FIRST, content=True).clean

@@ -1,0 +1,338 @@
+"""The per-directory walk: stream one directory, place its entries, make
+its subdirectories, then enter them, depth first.
+
+A directory is complete once it has been streamed: its files, symlinks and
+special files are placed and its subdirectories made (still empty), so its
+metadata is set then (adding entries changes a directory's mtime; entries
+made inside a subdirectory do not). Its subdirectories are remembered by
+name and entered after, from an explicit stack, so depth is limited
+neither by Python's recursion nor by open scandir iterators, and any of
+them can be handed to another walker by its path.
+
+Every directory is opened relative to its parent's descriptor with
+O_NOFOLLOW: a symlink swapped in mid-run is never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hardsnap.providers import fs, tree
+from hardsnap.providers.entries import Mounts
+from hardsnap.providers.excludes import Excludes
+from hardsnap.providers.manifest import ManifestError, ManifestReader
+from hardsnap.providers.placing import Placer, naming
+
+# Progress is reported after this many files, or this many bytes copied.
+PROGRESS_FILES = 512
+PROGRESS_BYTES = 16 << 20
+
+# Told (files done, bytes copied) as a walk goes.
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Frame:
+    """A directory being walked: its descriptors and the subdirectories left."""
+
+    source_fd: int
+    reference_fd: int | None
+    # None in a dry walk.
+    target_fd: int | None
+    # Relative path of this directory with a trailing "/", "" at the root.
+    prefix: str
+    # The source directory's stat, given to the target directory.
+    info: os.stat_result
+    # Names only, made in the target already: a directory is opened and
+    # stat'ed when entered (a listing of many subdirectories costs their
+    # names, not their stats).
+    subdirectories: list[str] = field(default_factory=list)
+    # Resuming only: names in the target directory that this walk produced;
+    # anything else there is left from an older source and is removed.
+    kept: set[str] | None = None
+    # (inode, SHA-256) by name of the reference manifest's files of this
+    # directory, when there is one.
+    reference_hashes: dict[str, tuple[int, str]] | None = None
+    # A dry walk only: this directory in the work an interrupted run left,
+    # to count what the next snapshot keeps of it.
+    partial_fd: int | None = None
+    # False for the roots, whose descriptors belong to the caller.
+    owned: bool = True
+
+    def close(self) -> None:
+        if not self.owned:
+            return
+        for fd in (self.source_fd, self.reference_fd, self.target_fd, self.partial_fd):
+            if fd is not None:
+                os.close(fd)
+
+    def finished_fd(self) -> int | None:
+        """Where files a killed run finished are: the target being built
+        (resuming), or, in a dry walk, the work it left."""
+        return self.target_fd if self.target_fd is not None else self.partial_fd
+
+
+def is_late(info: os.stat_result) -> bool:
+    """Whether a directory's own permission bits would keep this walker out
+    of it (not root, and its owner may not write or search it): its
+    metadata is set only when everything below it is done."""
+    return not fs.IS_ROOT and stat.S_IMODE(info.st_mode) & 0o300 != 0o300
+
+
+class Walker:
+    """Walks directories of one snapshot in one process, placing each
+    entry with its `placer`."""
+
+    def __init__(
+        self,
+        placer: Placer,
+        excludes: Excludes,
+        skip_identity: tuple[int, int] | None,
+        resume: bool,
+        reference_manifest: ManifestReader | None,
+        progress: Progress | None,
+        one_file_system: bool,
+    ) -> None:
+        self.placer = placer
+        self.report = placer.report
+        self.excludes = excludes
+        # (device, inode) of the target directory, never walked into.
+        self.skip_identity = skip_identity
+        # The target already holds part of this snapshot from a killed run.
+        self.resume = resume
+        self.reference_manifest = reference_manifest
+        self.progress = progress
+        self._next_progress = (PROGRESS_FILES, PROGRESS_BYTES)
+        self.one_file_system = one_file_system
+        self._mounts = Mounts()
+        # Directories (prefixes) whose metadata waits for the end (is_late).
+        self.late: list[str] = []
+
+    # -- walking ---------------------------------------------------------------
+
+    def walk(
+        self, stack: list[Frame], between: Callable[[list[Frame]], bool] | None = None
+    ) -> None:
+        """Walk every subdirectory left on the frames of `stack`, depth
+        first, closing each frame when done with it. After each directory,
+        `between` may take subdirectories off the frames (to hand them to
+        another walker), or return True to stop here, the stack as it is."""
+        try:
+            while stack:
+                frame = stack[-1]
+                if not frame.subdirectories:
+                    stack.pop()
+                    frame.close()
+                    continue
+                child = self.enter(frame, frame.subdirectories.pop())
+                if child is not None:
+                    stack.append(child)
+                if between is not None and between(stack):
+                    return
+        except BaseException:
+            for frame in stack:
+                frame.close()
+            raise
+
+    def scan(self, frame: Frame) -> None:
+        """Stream one directory: place its entries, make its subdirectories
+        and remember them, then complete it."""
+        self.start_block(frame)
+        try:
+            entries = os.scandir(frame.source_fd)
+        except OSError as error:
+            self.placer.skip(
+                frame.prefix.rstrip("/") or ".", f"unreadable directory: {error.strerror}"
+            )
+            self.leave(frame)
+            return
+        placer, excludes = self.placer, self.excludes
+        with entries:
+            for entry in entries:
+                name = entry.name
+                relative = frame.prefix + name
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    placer.skip(relative, "vanished before it was read")
+                    continue
+                except OSError as error:
+                    placer.skip(relative, f"unreadable: {error.strerror}")
+                    continue
+                mode = info.st_mode
+                if stat.S_ISREG(mode):
+                    if not excludes.file(relative, name):
+                        with naming(relative):
+                            placer.file(name, relative, info, frame)
+                        if self.progress is not None:
+                            self._tick()
+                elif stat.S_ISDIR(mode):
+                    if (info.st_dev, info.st_ino) != self.skip_identity and not (
+                        excludes.directory(relative, name)
+                    ):
+                        self._make_directory(name, frame)
+                        frame.subdirectories.append(name)
+                elif not excludes.file(relative, name):
+                    with naming(relative):
+                        placer.other(name, relative, info, frame)
+        frame.subdirectories.reverse()
+        self.leave(frame)
+
+    def start_block(self, frame: Frame) -> None:
+        """Open the manifest block of a directory, with the reference's."""
+        if frame.target_fd is None or self.placer.hashing.manifest is None:
+            return
+        directory = frame.prefix[:-1]
+        self.placer.hashing.directory(directory)
+        if self.reference_manifest is not None and frame.reference_fd is not None:
+            try:
+                frame.reference_hashes = self.reference_manifest.hashes(directory)
+            except (ManifestError, ValueError, TypeError, UnicodeDecodeError):
+                # A damaged reference manifest: hash linked files afresh.
+                self.reference_manifest = None
+
+    def _make_directory(self, name: str, parent: Frame) -> None:
+        self.report.space_needed += fs.DIRECTORY_BYTES
+        if parent.target_fd is None:
+            return
+        self.placer.reserve(fs.DIRECTORY_BYTES)
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent.target_fd)
+        except FileExistsError:
+            if not self.resume:
+                raise
+            existing = os.stat(name, dir_fd=parent.target_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(existing.st_mode):
+                os.unlink(name, dir_fd=parent.target_fd)
+                os.mkdir(name, 0o700, dir_fd=parent.target_fd)
+        if parent.kept is not None:
+            parent.kept.add(name)
+
+    def enter(self, parent: Frame, name: str) -> Frame | None:
+        """Open the subdirectory `name` of `parent` and stream it; return its
+        frame, or None when it is gone or left out."""
+        relative = parent.prefix + name
+        try:
+            source_fd = fs.open_directory(name, parent.source_fd)
+        except FileNotFoundError:
+            self._unmake(parent, name, relative, "vanished before it was read")
+            return None
+        except OSError as error:
+            self._unmake(parent, name, relative, f"unreadable directory: {error.strerror}")
+            return None
+        info = os.fstat(source_fd)
+        if (info.st_dev, info.st_ino) == self.skip_identity:  # swapped in since listed
+            os.close(source_fd)
+            self._unmake(parent, name, relative, None)
+            return None
+        # The mount point of another filesystem: kept, as an empty directory,
+        # when it is a kernel pseudo-filesystem or one_file_system says so.
+        descend = info.st_dev == parent.info.st_dev or not (
+            self.one_file_system or self._mounts.is_pseudo(info.st_dev)
+        )
+        frame = Frame(source_fd, None, None, relative + "/", info)
+        try:
+            if parent.reference_fd is not None:
+                with contextlib.suppress(OSError):
+                    frame.reference_fd = fs.open_directory(name, parent.reference_fd)
+            if parent.target_fd is not None:
+                frame.target_fd = fs.open_directory(name, parent.target_fd)
+                if self.resume:
+                    frame.kept = set()
+            elif parent.partial_fd is not None:
+                with contextlib.suppress(OSError):
+                    frame.partial_fd = fs.open_directory(name, parent.partial_fd)
+                    frame.kept = set()
+            if descend:
+                self.scan(frame)
+            else:
+                self.start_block(frame)
+                self.leave(frame)
+        except BaseException:
+            frame.close()
+            raise
+        return frame
+
+    def enter_path(self, roots: Frame, relative: str) -> Frame | None:
+        """Enter the directory at `relative` below the roots, handed over
+        by another walker: its parents are opened one component at a time."""
+        parent_path, _, name = relative.rpartition("/")
+        source_fd = fs.open_below(roots.source_fd, parent_path)
+        parent = Frame(source_fd, None, None, parent_path + "/" if parent_path else "", roots.info)
+        try:
+            parent.info = os.fstat(source_fd)
+            if roots.reference_fd is not None:
+                with contextlib.suppress(OSError):
+                    parent.reference_fd = fs.open_below(roots.reference_fd, parent_path)
+            if roots.target_fd is not None:
+                parent.target_fd = fs.open_below(roots.target_fd, parent_path)
+            return self.enter(parent, name)
+        finally:
+            parent.close()
+
+    def _unmake(self, parent: Frame, name: str, relative: str, reason: str | None) -> None:
+        """A subdirectory made while its parent was streamed cannot be
+        walked: say why, remove it, and give the parent back its times."""
+        if reason is not None:
+            self.placer.skip(relative, reason)
+        if parent.target_fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            tree.remove_tree(name, parent.target_fd)
+        if not is_late(parent.info):
+            info = parent.info
+            os.utime(parent.target_fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+    def leave(self, frame: Frame) -> None:
+        """A directory is complete: drop leftovers, then set its metadata."""
+        if frame.target_fd is None:
+            return
+        if frame.kept is not None:
+            _remove_extras(frame.target_fd, frame.kept)
+        if is_late(frame.info):
+            self.late.append(frame.prefix)
+            return
+        with naming(frame.prefix.rstrip("/") or "."):
+            fs.apply_metadata(frame.target_fd, frame.info, frame.source_fd)
+
+    def _tick(self) -> None:
+        """Tell the progress listener, now and then, how far the walk is."""
+        report = self.report
+        files = report.files_copied + report.files_linked
+        if files >= self._next_progress[0] or report.bytes_copied >= self._next_progress[1]:
+            assert self.progress is not None
+            self._next_progress = (files + PROGRESS_FILES, report.bytes_copied + PROGRESS_BYTES)
+            self.progress(files, report.bytes_copied)
+
+
+def _remove_extras(target_fd: int, kept: set[str]) -> None:
+    with os.scandir(target_fd) as entries:
+        extras = [entry.name for entry in entries if entry.name not in kept]
+    for name in extras:
+        info = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            tree.remove_tree(name, target_fd)
+        else:
+            os.unlink(name, dir_fd=target_fd)
+
+
+def apply_late(late: list[str], source_fd: int, target_fd: int) -> None:
+    """Set the metadata of the directories that waited for the end, the
+    deepest first (a parent's bits may keep us out of its children)."""
+    for prefix in sorted(late, key=lambda prefix: prefix.count("/"), reverse=True):
+        relative = prefix.rstrip("/")
+        directory_source = fs.open_below(source_fd, relative)
+        try:
+            directory_target = fs.open_below(target_fd, relative)
+            try:
+                with naming(relative or "."):
+                    info = os.fstat(directory_source)
+                    fs.apply_metadata(directory_target, info, directory_source)
+            finally:
+                os.close(directory_target)
+        finally:
+            os.close(directory_source)

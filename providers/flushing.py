@@ -1,0 +1,106 @@
+"""Flushing the target while copying, and the free space a walk may use.
+
+Every FLUSH_AHEAD_BYTES copied, a thread starts flushing the target
+filesystem, so the disk writes while the walk goes on and the sync that
+must come before the snapshot is named has little left to do.
+
+Free space is shared by every walker of a snapshot: what they may still
+use is one count in shared memory, taken under a POSIX record lock (held
+per process, so forked walkers exclude each other; it dies with its
+holder), and re-read from the filesystem at least every
+SPACE_RECHECK_BYTES.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import struct
+import threading
+
+from hardsnap.providers import fs
+
+FLUSH_AHEAD_BYTES = 64 << 20
+SPACE_RECHECK_BYTES = 256 << 20
+
+# The shared count: bytes the walkers may still use, bytes used since the
+# filesystem was last asked.
+_SPACE = struct.Struct("qq")
+
+
+class FlushAhead:
+    """Starts a flush of the target filesystem every FLUSH_AHEAD_BYTES copied."""
+
+    def __init__(self, target_fd: int | None) -> None:
+        self._target_fd = target_fd
+        self._unflushed = 0
+        self._thread: threading.Thread | None = None
+
+    def copied(self, count: int) -> None:
+        self._unflushed += count
+        if self._target_fd is None or self._unflushed < FLUSH_AHEAD_BYTES:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._unflushed = 0
+        self._thread = threading.Thread(
+            target=_flush_quietly, args=(self._target_fd,), name="hardsnap-flush"
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Wait for a flush under way to end."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def _flush_quietly(fd: int) -> None:
+    """Flush a filesystem ahead of time; a failure shows in the final sync."""
+    with contextlib.suppress(OSError):
+        fs.sync_filesystem(fd)
+
+
+class SpaceBudget:
+    """The free space every walker of one snapshot may still use, above
+    `min_free_space`, on the filesystem of `target_fd`."""
+
+    def __init__(self, target_fd: int, min_free_space: int) -> None:
+        self._target_fd = target_fd
+        self.min_free_space = min_free_space
+        self._fd = os.memfd_create("hardsnap-space", os.MFD_CLOEXEC)
+        os.ftruncate(self._fd, _SPACE.size)
+        self._shared = mmap.mmap(self._fd, _SPACE.size)
+        self._shared[:] = _SPACE.pack(self._recheck(0), 0)
+
+    def _recheck(self, needed: int) -> int:
+        free = fs.free_bytes(self._target_fd)
+        budget = free - self.min_free_space
+        if budget < needed:
+            raise fs.OutOfSpace(
+                f"free space on the target fell to {free} bytes, below min_free_space "
+                f"({self.min_free_space} bytes)"
+            )
+        return budget
+
+    def reserve(self, size: int) -> None:
+        """Count `size` bytes about to be written; raise OutOfSpace when that
+        would bring free space below `min_free_space`."""
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            budget, since_check = _SPACE.unpack(self._shared[:])
+            if size > budget or since_check > SPACE_RECHECK_BYTES:
+                budget, since_check = self._recheck(size), 0
+            self._shared[:] = _SPACE.pack(budget - size, since_check + size)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def descriptors(self) -> set[int]:
+        """What a forked walker must keep open to share this budget."""
+        return {self._fd}
+
+    def close(self) -> None:
+        self._shared.close()
+        os.close(self._fd)

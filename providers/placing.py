@@ -1,0 +1,406 @@
+"""Placing one entry of the source in the snapshot.
+
+A regular file is kept as a killed run finished it, linked to the first
+name of its inode, linked to the reference snapshot when unchanged, or
+copied (its bytes hashed for the manifest). A symlink, FIFO or device is
+recreated, or linked to the reference's when the same. Everything is done
+relative to open directory descriptors, never through a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hardsnap.providers import fs, tree
+from hardsnap.providers.entries import (
+    Kinds,
+    is_kept,
+    kind_of,
+    make_special,
+    make_symlink,
+    unchanged_in_reference,
+)
+from hardsnap.providers.flushing import FlushAhead, SpaceBudget
+from hardsnap.providers.hashing import Hashing, Sha256
+from hardsnap.providers.report import Skip, SnapshotReport
+
+if TYPE_CHECKING:
+    from hardsnap.providers.directories import Frame
+
+# A file placed in the snapshot: its stat there, and its SHA-256.
+Placed = tuple[os.stat_result, Sha256]
+
+
+def is_unchanged(source: os.stat_result, reference: os.stat_result) -> bool:
+    """Given the stats of a source file and of the reference snapshot's copy,
+    return whether the copy can stand for it: a regular file of the same
+    size, mtime (ns), permission bits and, as root, owner and group."""
+    return (
+        stat.S_ISREG(reference.st_mode)
+        and source.st_size == reference.st_size
+        and source.st_mtime_ns == reference.st_mtime_ns
+        and stat.S_IMODE(source.st_mode) == stat.S_IMODE(reference.st_mode)
+        and (
+            not fs.IS_ROOT or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What every walker of one snapshot places, and how."""
+
+    link_unchanged: bool
+    # What besides files and directories goes in.
+    kinds: Kinds = field(default_factory=Kinds)
+    # Inodes of the reference that `verify --content` found corrupted:
+    # their files are copied from the source, never linked.
+    corrupted: frozenset[int] = frozenset()
+    # When the reference was made (the rename that completed it set its
+    # root's ctime): a source file changed since is compared on xattrs too.
+    reference_made_ns: int = 0
+
+
+class Placer:
+    """Places the entries of one walker (one process) in the snapshot."""
+
+    def __init__(
+        self,
+        rules: Rules,
+        hashing: Hashing,
+        root_target_fd: int | None,
+        space: SpaceBudget | None = None,
+        defer_several_names: bool = False,
+    ) -> None:
+        self.rules = rules
+        self.report = SnapshotReport()
+        self.hashing = hashing
+        self.space = space
+        self.flush = FlushAhead(root_target_fd)
+        self._root_target_fd = root_target_fd
+        # Source inodes with several names: (device, inode) -> relative path
+        # of their first name in the snapshot (and its hash), so later names
+        # link to it.
+        self._first_names: dict[tuple[int, int], tuple[str, Sha256]] = {}
+        # A worker leaves files with several names to the parent, which alone
+        # sees every name of an inode: (directory prefix, name).
+        self.deferred: list[tuple[str, str]] | None = [] if defer_several_names else None
+
+    def skip(self, relative: str, reason: str) -> None:
+        self.report.skipped.append(Skip(relative, reason))
+
+    def reserve(self, size: int) -> None:
+        if self.space is not None:
+            self.space.reserve(size)
+
+    # -- regular files ---------------------------------------------------------
+
+    def file(self, name: str, relative: str, info: os.stat_result, frame: Frame) -> None:
+        """Place the regular file `name` of the directory `frame`."""
+        if self.deferred is not None and info.st_nlink > 1:
+            self.deferred.append((frame.prefix, name))
+            return
+        placed = None
+        if frame.kept is not None:
+            placed = self._resumed(name, info, frame)
+        several_names = info.st_nlink > 1
+        if placed is None and several_names:
+            placed = self._link_to_first_name(name, info, frame.target_fd)
+        if placed is None:
+            placed = self._link_to_reference(name, info, frame)
+        if placed is None:
+            if frame.target_fd is None:
+                counted = self._count_copy(name, relative, info, frame.source_fd)
+                if counted and several_names:
+                    # Its other names will be linked to this copy.
+                    self._first_names.setdefault((info.st_dev, info.st_ino), (relative, None))
+                return
+            placed = self._copy(name, relative, frame.source_fd, frame.target_fd)
+            if placed is None:
+                return
+        if frame.target_fd is None:
+            return
+        snapshot_info, sha256 = placed
+        if frame.kept is not None:
+            frame.kept.add(name)
+        if several_names:
+            self._first_names.setdefault((info.st_dev, info.st_ino), (relative, sha256))
+        self.hashing.file(name, snapshot_info, sha256)
+
+    def _known_hash(self, name: str, frame: Frame, dir_fd: int, inode: int) -> str | None:
+        """The hash of a file already in a snapshot: from the reference's
+        manifest when it has it, else read (only when keeping manifests)."""
+        if self.hashing.manifest is None:
+            return None
+        if frame.reference_hashes is not None:
+            known = frame.reference_hashes.get(name)
+            if known is not None and known[0] == inode:
+                return known[1]
+        return fs.hash_file(name, dir_fd)
+
+    def _resumed(self, name: str, info: os.stat_result, frame: Frame) -> Placed | None:
+        """Resuming: keep a file a killed run already finished, else clear the
+        way (a dry walk only counts what would be kept)."""
+        finished_fd = frame.finished_fd()
+        if finished_fd is None:
+            return None
+        try:
+            existing = os.stat(name, dir_fd=finished_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if is_unchanged(info, existing):
+            self.report.files_kept += 1
+            reference = None
+            if frame.reference_fd is not None:
+                with contextlib.suppress(OSError):
+                    reference = os.stat(name, dir_fd=frame.reference_fd, follow_symlinks=False)
+            if reference is not None and reference.st_ino == existing.st_ino:
+                self.report.files_linked += 1
+            else:
+                self.report.files_copied += 1
+                self.report.bytes_copied += existing.st_size
+            return existing, self._known_hash(name, frame, finished_fd, existing.st_ino)
+        if frame.target_fd is None:
+            return None
+        if stat.S_ISDIR(existing.st_mode):
+            tree.remove_tree(name, frame.target_fd)
+        else:
+            os.unlink(name, dir_fd=frame.target_fd)
+        return None
+
+    def _link_to_first_name(
+        self, name: str, info: os.stat_result, target_fd: int | None
+    ) -> Placed | None:
+        """Give a second name of a source inode the snapshot inode of its first."""
+        first = self._first_names.get((info.st_dev, info.st_ino))
+        if first is None:
+            return None
+        relative, sha256 = first
+        linked = info
+        if target_fd is not None:
+            assert self._root_target_fd is not None
+            try:
+                fs.link_below(self._root_target_fd, relative, target_fd, name)
+            except OSError as error:
+                self._link_failed(error, relative)
+                return None
+            linked = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+        self.report.files_linked += 1
+        return linked, sha256
+
+    def _link_to_reference(self, name: str, info: os.stat_result, frame: Frame) -> Placed | None:
+        reference_fd, target_fd = frame.reference_fd, frame.target_fd
+        if not self.rules.link_unchanged or reference_fd is None:
+            return None
+        try:
+            reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if not is_unchanged(info, reference) or reference.st_ino in self.rules.corrupted:
+            return None
+        # Extended attributes change a file's ctime but not its mtime: a file
+        # whose inode changed since the reference was made is compared on them.
+        if info.st_ctime_ns >= self.rules.reference_made_ns and not fs.same_xattrs(
+            frame.source_fd, reference_fd, name
+        ):
+            return None
+        if target_fd is not None:
+            try:
+                os.link(
+                    name, name, src_dir_fd=reference_fd, dst_dir_fd=target_fd, follow_symlinks=False
+                )
+            except OSError as error:
+                self._link_failed(error, frame.prefix + name)
+                return None
+        self.report.files_linked += 1
+        return reference, self._known_hash(name, frame, reference_fd, reference.st_ino)
+
+    def _link_failed(self, error: OSError, relative: str) -> None:
+        """A file that could stay one inode with a snapshot's could not be
+        linked: it is copied instead (reported once per run), unless the
+        target itself is failing."""
+        if error.errno in fs.NO_SPACE:
+            raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
+        if error.errno in (errno.EROFS, errno.EIO):
+            raise error
+        self.report.link_failures += 1
+        if self.report.link_failure is None:
+            self.report.link_failure = f"{relative}: {error.strerror}"
+
+    def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> bool:
+        """A dry walk: count a copy as the real one will report it; return
+        whether it will be copied (else it is skipped, unreadable)."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | fs.NO_ATIME
+        try:
+            fd = os.open(name, flags, dir_fd=source_fd)
+        except OSError as error:
+            self.skip(relative, f"unreadable: {error.strerror}")
+            return False
+        try:
+            copied = fs.bytes_to_copy(fd, info)
+        except OSError as error:
+            self.skip(relative, f"unreadable: {error.strerror}")
+            return False
+        finally:
+            os.close(fd)
+        self.report.files_copied += 1
+        self.report.bytes_copied += copied
+        self.report.space_needed += fs.allocated_bytes(info)
+        return True
+
+    def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> Placed | None:
+        """Copy one file; return its copy's stat and hash, or None when it was
+        skipped instead."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | fs.NO_ATIME
+        try:
+            input_fd = os.open(name, flags, dir_fd=source_fd)
+        except FileNotFoundError:
+            self.skip(relative, "vanished before it was copied")
+            return None
+        except OSError as error:
+            self.skip(relative, f"unreadable: {error.strerror}")
+            return None
+        try:
+            for attempt in range(2):
+                before = os.fstat(input_fd)
+                if not stat.S_ISREG(before.st_mode):
+                    self.skip(relative, "no longer a regular file")
+                    return None
+                if not attempt:
+                    self.reserve(fs.allocated_bytes(before))
+                    self.report.space_needed += fs.allocated_bytes(before)
+                if attempt:
+                    os.unlink(name, dir_fd=target_fd)
+                    os.lseek(input_fd, 0, os.SEEK_SET)
+                # A big copy is hashed in a thread once it is final.
+                in_thread = self.hashing.in_thread(before.st_size)
+                hash_now = self.hashing.manifest is not None and not in_thread
+                copied, placed = _write_copy(name, input_fd, target_fd, before, hash_now)
+                after = os.fstat(input_fd)
+                if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+                    break
+            else:
+                self.report.unstable.append(relative)
+            self.report.files_copied += 1
+            self.report.bytes_copied += copied
+            self.flush.copied(copied)
+            if in_thread:
+                return placed[0], self.hashing.later(name, target_fd)
+            return placed
+        except OSError as error:
+            if error.errno in fs.NO_SPACE:
+                raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
+            if error.errno in (errno.EIO, errno.EACCES):
+                # A read failed part-way: leave no half-copied file behind.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=target_fd)
+                self.skip(relative, f"unreadable: {error.strerror}")
+                return None
+            raise
+        finally:
+            os.close(input_fd)
+
+    # -- symlinks and special files ---------------------------------------------
+
+    def other(self, name: str, relative: str, info: os.stat_result, frame: Frame) -> None:
+        """A symlink, FIFO, device or socket: recreated when the resource
+        keeps its kind, else counted as left out."""
+        mode = info.st_mode
+        symlink = stat.S_ISLNK(mode)
+        if not is_kept(mode, self.rules.kinds):
+            if symlink:
+                self.report.symlinks_skipped += 1
+            elif not stat.S_ISSOCK(mode):
+                self.report.special_files_skipped += 1
+            self.skip(relative, f"{kind_of(mode)}: not copied")
+            return
+        text = None
+        if symlink:
+            try:
+                text = os.readlink(name, dir_fd=frame.source_fd)
+            except FileNotFoundError:
+                self.skip(relative, "vanished before it was read")
+                return
+            except OSError as error:
+                self.skip(relative, f"unreadable: {error.strerror}")
+                return
+        if frame.target_fd is not None:
+            placed = self._place_other(name, info, text, frame)
+            if frame.kept is not None:
+                frame.kept.add(name)
+            self.hashing.other(name, placed, text)
+        if symlink:
+            self.report.symlinks += 1
+        else:
+            self.report.special_files += 1
+
+    def _place_other(
+        self, name: str, info: os.stat_result, text: str | None, frame: Frame
+    ) -> os.stat_result:
+        target_fd = frame.target_fd
+        assert target_fd is not None
+        if frame.kept is not None:  # resuming: whatever a killed run left goes
+            with contextlib.suppress(FileNotFoundError):
+                existing = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+                if stat.S_ISDIR(existing.st_mode):
+                    tree.remove_tree(name, target_fd)
+                else:
+                    os.unlink(name, dir_fd=target_fd)
+        if self.rules.link_unchanged and frame.reference_fd is not None:
+            reference = unchanged_in_reference(name, info, text, frame.reference_fd)
+            if reference is not None:
+                try:
+                    os.link(
+                        name,
+                        name,
+                        src_dir_fd=frame.reference_fd,
+                        dst_dir_fd=target_fd,
+                        follow_symlinks=False,
+                    )
+                    return reference
+                except OSError as error:
+                    if error.errno in fs.NO_SPACE or error.errno in (errno.EROFS, errno.EIO):
+                        raise
+        if text is None:
+            return make_special(name, info, target_fd)
+        self.reserve(fs.BLOCK_BYTES)
+        return make_symlink(name, info, text, target_fd)
+
+
+def _write_copy(
+    name: str, input_fd: int, target_fd: int, info: os.stat_result, hash_now: bool
+) -> tuple[int, Placed]:
+    """Copy an open file to `name`; return the bytes copied, and the copy's
+    stat and (with `hash_now`) the hash of what it holds."""
+    output_fd = os.open(
+        name,
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=target_fd,
+    )
+    try:
+        copied = fs.copy_contents(input_fd, output_fd, info)
+        sha256 = fs.hash_open_file(output_fd) if hash_now else None
+        fs.apply_metadata(output_fd, info, input_fd)
+        return copied, (os.fstat(output_fd), sha256)
+    finally:
+        os.close(output_fd)
+
+
+@contextlib.contextmanager
+def naming(relative: str) -> Iterator[None]:
+    """Give an error about one entry that names no file (an fchown, an
+    fchmod on a descriptor) the entry's path in the source, so that the
+    failure says where."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, relative) from error

@@ -1,0 +1,97 @@
+"""What a snapshot walk did (or, dry, would do): counts, skips, warnings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Skip:
+    """An entry of the source left out of the snapshot, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class SnapshotReport:
+    """What a snapshot walk did (or, dry, would do)."""
+
+    files_copied: int = 0
+    files_linked: int = 0
+    bytes_copied: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+    # Files that kept changing while they were copied: kept, but reported.
+    unstable: list[str] = field(default_factory=list)
+    # Files in the reference snapshot, when its manifest tells.
+    reference_files: int | None = None
+    # Files a killed or interrupted run had finished, kept (counted in the
+    # copies and links above too).
+    files_kept: int = 0
+    # Space the copies take on disk: allocated blocks, not apparent sizes
+    # (a sparse file costs what it occupies, a small file a whole block).
+    space_needed: int = 0
+    # Files the reference had unchanged but that could not be linked to it
+    # (an immutable inode, too many links...), copied instead: how many,
+    # and the first one with its reason.
+    link_failures: int = 0
+    link_failure: str | None = None
+    # Warnings about leftovers of earlier runs that could not be removed.
+    leftovers: list[str] = field(default_factory=list)
+    # Symlinks and special files (FIFOs, devices) kept, and those left out
+    # by the resource's settings (sockets are always left out).
+    symlinks: int = 0
+    special_files: int = 0
+    symlinks_skipped: int = 0
+    special_files_skipped: int = 0
+
+    def add(self, other: SnapshotReport) -> None:
+        """Count in what another walker of the same snapshot did."""
+        self.files_copied += other.files_copied
+        self.files_linked += other.files_linked
+        self.bytes_copied += other.bytes_copied
+        self.skipped.extend(other.skipped)
+        self.unstable.extend(other.unstable)
+        self.files_kept += other.files_kept
+        self.space_needed += other.space_needed
+        self.link_failures += other.link_failures
+        self.link_failure = self.link_failure or other.link_failure
+        self.symlinks += other.symlinks
+        self.special_files += other.special_files
+        self.symlinks_skipped += other.symlinks_skipped
+        self.special_files_skipped += other.special_files_skipped
+
+    def to_json(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        document["skipped"] = [[skip.path, skip.reason] for skip in self.skipped]
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> SnapshotReport:
+        skipped = [Skip(path, reason) for path, reason in document.pop("skipped")]
+        return cls(skipped=skipped, **document)
+
+    def link_failure_warning(self) -> str | None:
+        """One warning for every file that could not be linked to the reference."""
+        if not self.link_failures:
+            return None
+        return (
+            f"{self.link_failures} unchanged file(s) could not be hard-linked to the "
+            f"reference snapshot and were copied instead (first: {self.link_failure})"
+        )
+
+    def shrink_warning(self) -> str | None:
+        """A warning when the source lost more than half its files."""
+        files = self.files_copied + self.files_linked
+        if self.reference_files and files * 2 < self.reference_files:
+            return (
+                f"the source holds {files} files, the newest snapshot {self.reference_files}: "
+                f"more than half are gone since"
+            )
+        return None
+
+
+class SnapshotFailed(Exception):
+    """The snapshot could not be completed; its partial work has been removed."""
