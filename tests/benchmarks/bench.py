@@ -1,17 +1,21 @@
-"""Benchmark hardsnap side by side with cp -al, cp -a and rsync --link-dest.
+"""Benchmark hardsnap side by side with cp -al, cp -a, rsync --link-dest and rsync -a.
 
-Generates a deterministic tree (sizes drawn from a skewed distribution, like
-real home and /etc trees) on a fresh journaled ext4 loop image, then runs
-each scenario for every tool, interleaved, for several rounds, and prints
-medians, min-max, ratios to the anchors and peak RSS.
+Generates deterministic trees (sizes drawn from a skewed distribution, like
+real home and /etc trees) in two shapes, "spread" over 42 top-level
+directories and "nested" all under home/user, on a fresh journaled ext4
+loop image; runs each scenario for every tool, interleaved, for several
+rounds; prints the machine, filesystem and tool versions, then medians,
+min-max, CPU seconds, peak memory (summed PSS over the process and its
+workers) and ratios to the anchors, with the anchors' raw seconds.
 
     python tests/benchmarks/bench.py                 # 100k files, 5 rounds
     python tests/benchmarks/bench.py --files 25000 --rounds 3
     python tests/benchmarks/bench.py --smoke         # tiny, no loop image (CI)
-    python tests/benchmarks/bench.py --files 400000 --scenarios unchanged
+    python tests/benchmarks/bench.py --files 400000 --scenarios unchanged --shapes nested
 
-Scenarios: first, unchanged, changed, settled (on the many-file tree), large
-(40 files of 25-50 MiB, first snapshot) and reflink (the same on XFS with
+Scenarios: first, unchanged, changed, scaling (an unchanged snapshot under
+`taskset -c 0` and `taskset -c 0,1`), settled (for each shape); large (40
+files of 25-50 MiB, first snapshot) and reflink (the same on XFS with
 reflink, against rsync -a, with the space each copy took).
 
 Needs root for the loop image (else it runs in --workdir as it is, and says
@@ -33,58 +37,36 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from measure import Run, machine, run
 
 HARDSNAP = [sys.executable, "-m", "hardsnap"]
 DAY = "2026-03-{:02d}T06:00:00Z"
+REFERENCE, SECOND = "2026.060.06.00", "2026.061.06.00"
 
 
 @dataclass
 class Sample:
-    seconds: list[float] = field(default_factory=list)
-    rss_kib: list[int] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
     # Space a copy took on the filesystem (first snapshots only).
     added: list[int] = field(default_factory=list)
 
     def median(self) -> float:
-        return statistics.median(self.seconds)
+        return statistics.median(run.wall for run in self.runs)
 
     def line(self, name: str, anchors: dict[str, float]) -> str:
+        walls = [run.wall for run in self.runs]
         ratios = "  ".join(
             f"{self.median() / value:5.2f}x {anchor}" for anchor, value in anchors.items() if value
         )
-        spread = f"({min(self.seconds):.3f}-{max(self.seconds):.3f})"
+        cpu = statistics.median(run.cpu for run in self.runs)
+        pss = max(run.pss_kib for run in self.runs) / 1024
         space = f"  +{statistics.median(self.added) / (1 << 20):7.1f} MiB" if self.added else ""
         return (
-            f"  {name:<34} {self.median():7.3f} s  {spread}"
-            f"  rss {max(self.rss_kib) / 1024:6.1f} MiB{space}  {ratios}"
+            f"  {name:<30} {self.median():7.3f} s ({min(walls):.3f}-{max(walls):.3f})"
+            f"  cpu {cpu:6.2f} s  pss {pss:6.1f} MiB{space}  {ratios}"
         )
-
-
-TIME = Path("/usr/bin/time").exists()
-
-
-def run(
-    command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
-) -> tuple[float, int]:
-    """Run a command; return its wall time and peak RSS (KiB). The RSS comes
-    from /usr/bin/time (a small exec'd process, so the benchmark's own memory
-    is not counted), else from wait4."""
-    with tempfile.NamedTemporaryFile("r") as rss_file:
-        prefix = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name] if TIME else []
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            prefix + command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - started
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            assert process.stderr is not None
-            error = process.stderr.read().decode()[-2000:]
-            raise SystemExit(f"{command[:4]} failed ({code}): {error}")
-        rss = int(rss_file.read().strip().splitlines()[-1]) if TIME else usage.ru_maxrss
-    return elapsed, rss
 
 
 def sync() -> None:
@@ -109,12 +91,29 @@ def write_file(path: Path, size: int, block: bytes, offset: int) -> None:
             offset = 0
 
 
-def make_tree(root: Path, files: int, per_directory: int, seed: int, largest: int) -> int:
+# The tree's shapes: "spread" over 42 top-level directories (like /), or
+# "nested", the same directories all under home/user (like a home tree),
+# which a walk that splits work by top-level directory cannot share out.
+SHAPES = ("spread", "nested")
+TOP_DIRECTORIES = 42
+
+
+def directory_of(index: int, per_directory: int, shape: str) -> str:
+    """The relative directory of file `index`: 42 top-level directories,
+    each with 8 subdirectories holding the leaves."""
+    number = index // per_directory
+    relative = f"top{number % TOP_DIRECTORIES:02d}/sub{number // TOP_DIRECTORIES % 8}/d{number:05d}"
+    return relative if shape == "spread" else f"home/user/{relative}"
+
+
+def make_tree(
+    root: Path, files: int, per_directory: int, seed: int, largest: int, shape: str
+) -> int:
     rng = random.Random(seed)
     total = 0
     block = os.urandom(1 << 20)
     for index in range(files):
-        directory = root / f"d{index // per_directory:05d}"
+        directory = root / directory_of(index, per_directory, shape)
         if index % per_directory == 0:
             directory.mkdir(parents=True)
         size = file_size(rng, largest)
@@ -138,16 +137,16 @@ def make_large_tree(root: Path, files: int, seed: int, mib: tuple[int, int]) -> 
 
 
 def touch_some(
-    root: Path, files: int, per_directory: int, seed: int, rewrite: float, add: float
+    root: Path, files: int, per_directory: int, seed: int, rewrite: float, add: float, shape: str
 ) -> None:
     """Rewrite `rewrite` of the files (new content and mtime), add `add` more."""
     rng = random.Random(seed)
     for index in rng.sample(range(files), int(files * rewrite)):
-        path = root / f"d{index // per_directory:05d}" / f"f{index:07d}.dat"
+        path = root / directory_of(index, per_directory, shape) / f"f{index:07d}.dat"
         path.write_bytes(os.urandom(rng.randint(100, 20000)))
     for extra in range(int(files * add)):
         index = rng.randrange(files)
-        path = root / f"d{index // per_directory:05d}" / f"new{seed}-{extra}.dat"
+        path = root / directory_of(index, per_directory, shape) / f"new{seed}-{extra}.dat"
         path.write_bytes(os.urandom(rng.randint(100, 20000)))
 
 
@@ -185,8 +184,10 @@ def used_bytes(path: Path) -> int:
 
 
 def remove(path: Path) -> None:
-    if path.exists():
+    if path.is_dir():
         shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 # -- scenarios -----------------------------------------------------------------
@@ -202,17 +203,17 @@ def config(root: Path, target: str, source: str) -> Path:
     return path
 
 
-def hardsnap(root: Path, verb: str, target: str, source: str = "src") -> list[str]:
+def hardsnap(root: Path, verb: str, target: str, source: str, *options: str) -> list[str]:
     quiet = ["-q"] if verb == "apply" else []
-    return [*HARDSNAP, verb, "-c", str(config(root, target, source)), *quiet]
+    return [*HARDSNAP, verb, "-c", str(config(root, target, source)), *quiet, *options]
 
 
-def environment(root: Path, day: int) -> dict[str, str]:
-    return dict(os.environ, HARDSNAP_NOW=DAY.format(day), HARDSNAP_STATE_DIR=str(root / "state"))
+def environment(state: Path, day: int) -> dict[str, str]:
+    return dict(os.environ, HARDSNAP_NOW=DAY.format(day), HARDSNAP_STATE_DIR=str(state))
 
 
-# Wall seconds, peak RSS (KiB), and the space the run added (None: not measured).
-Measurement = tuple[float, int, int | None]
+# A run, and the space it added (None: not measured).
+Measurement = tuple[Run, int | None]
 Scenario = Callable[[Path], Measurement]
 
 
@@ -220,15 +221,15 @@ def first_snapshot(source: str) -> dict[str, Scenario]:
     """A full copy of the tree in `source`, each measured until its data is
     on disk, with the space it took."""
 
-    def until_synced(root: Path, copy: str, command: list[str], **kwargs: Any) -> Measurement:
+    def until_synced(root: Path, copy: str, command: list[str], **kwargs: object) -> Measurement:
         remove(root / copy)
         sync()
         before = used_bytes(root)
         started = time.perf_counter()
-        _, rss = run(command, **kwargs)
+        measured = run(command, **kwargs)  # type: ignore[arg-type]
         sync()
         elapsed = time.perf_counter() - started
-        return elapsed, rss, used_bytes(root) - before
+        return Run(elapsed, measured.cpu, measured.pss_kib), used_bytes(root) - before
 
     def cp_a(root: Path) -> Measurement:
         return until_synced(root, "cp", ["cp", "-a", str(root / source), str(root / "cp")])
@@ -238,9 +239,10 @@ def first_snapshot(source: str) -> dict[str, Scenario]:
         return until_synced(root, "rs", command)
 
     def hardsnap_first(root: Path) -> Measurement:
-        remove(root / "state")
+        state = root / f"state-first-{source}"
+        remove(state)
         command = hardsnap(root, "apply", "hs-first", source)
-        return until_synced(root, "hs-first", command, env=environment(root, 1))
+        return until_synced(root, "hs-first", command, env=environment(state, 1))
 
     return {
         "cp -a (+sync)": cp_a,
@@ -249,32 +251,32 @@ def first_snapshot(source: str) -> dict[str, Scenario]:
     }
 
 
-def second_snapshot(walking_plan: bool) -> dict[str, Scenario]:
-    """A second snapshot against a first one (set up once by `main`)."""
+def second_snapshot(source: str, walking_plan: bool) -> dict[str, Scenario]:
+    """A second snapshot against a first one (made once by `reference`)."""
+    target = f"ref-{source}"
 
     def cp_al(root: Path) -> Measurement:
         remove(root / "cpal")
-        return *run(["cp", "-al", str(root / "ref" / "2026.060.06.00"), str(root / "cpal")]), None
+        return run(["cp", "-al", str(root / target / REFERENCE), str(root / "cpal")]), None
 
     def rsync_link_dest(root: Path) -> Measurement:
         remove(root / "rsld")
-        reference = root / "ref" / "2026.060.06.00"
         command = [
             "rsync",
             "-a",
-            f"--link-dest={reference}",
-            f"{root / 'src'}/",
+            f"--link-dest={root / target / REFERENCE}",
+            f"{root / source}/",
             f"{root / 'rsld'}/",
         ]
-        return *run(command), None
+        return run(command), None
 
     def hardsnap_second(root: Path) -> Measurement:
-        remove(root / "ref" / "2026.061.06.00")
-        return *run(hardsnap(root, "apply", "ref"), env=environment(root, 2)), None
+        state = undo_second(root, source)
+        return run(hardsnap(root, "apply", target, source), env=environment(state, 2)), None
 
     def hardsnap_plan(root: Path) -> Measurement:
-        # Day 3 has no snapshot yet: the plan walks the tree to predict it.
-        return *run(hardsnap(root, "plan", "ref"), env=environment(root, 3)), None
+        state = undo_second(root, source)
+        return run(hardsnap(root, "plan", target, source), env=environment(state, 2)), None
 
     scenarios: dict[str, Scenario] = {
         "cp -al": cp_al,
@@ -286,14 +288,53 @@ def second_snapshot(walking_plan: bool) -> dict[str, Scenario]:
     return scenarios
 
 
-def settled() -> dict[str, Scenario]:
+def scaling(source: str) -> dict[str, Scenario]:
+    """An unchanged second snapshot on one CPU, then on two."""
+    target = f"ref-{source}"
+
+    def on(cpus: str) -> Scenario:
+        def scenario(root: Path) -> Measurement:
+            state = undo_second(root, source)
+            command = ["taskset", "-c", cpus, *hardsnap(root, "apply", target, source)]
+            return run(command, env=environment(state, 2)), None
+
+        return scenario
+
+    return {"hardsnap on CPU 0": on("0"), "hardsnap on CPUs 0,1": on("0,1")}
+
+
+def reference(root: Path, source: str) -> None:
+    """The first snapshot the second ones link to, and the state that records
+    it (kept aside: each second snapshot starts from it)."""
+    state = root / f"state-{source}"
+    run(hardsnap(root, "apply", f"ref-{source}", source), env=environment(state, 1))
+    shutil.copytree(state, root / f"state-{source}.saved", symlinks=True)
+
+
+def undo_second(root: Path, source: str) -> Path:
+    """Remove the second snapshot (and its manifest) a run made; give back
+    the state as it was after the reference; return the state directory."""
+    target = root / f"ref-{source}"
+    remove(target / SECOND)
+    remove(target / ".hardsnap-manifests" / SECOND)
+    state = root / f"state-{source}"
+    remove(state)
+    shutil.copytree(root / f"state-{source}.saved", state, symlinks=True)
+    return state
+
+
+def settled(source: str) -> dict[str, Scenario]:
     """What a timer every 5 minutes does: the window already has a snapshot."""
+    target = f"ref-{source}"
+    state_of = lambda root: root / f"state-{source}"  # noqa: E731
 
     def plan_settled(root: Path) -> Measurement:
-        return *run(hardsnap(root, "plan", "ref"), env=environment(root, 1)), None
+        command = hardsnap(root, "plan", target, source)
+        return run(command, env=environment(state_of(root), 1)), None
 
     def apply_settled(root: Path) -> Measurement:
-        return *run(hardsnap(root, "apply", "ref"), env=environment(root, 1)), None
+        command = hardsnap(root, "apply", target, source)
+        return run(command, env=environment(state_of(root), 1)), None
 
     return {"hardsnap plan (settled)": plan_settled, "hardsnap apply (settled)": apply_settled}
 
@@ -304,9 +345,8 @@ def measure(
     samples = {name: Sample() for name in scenarios}
     for _ in range(rounds):
         for name, scenario in scenarios.items():  # interleaved: one of each per round
-            seconds, rss, added = scenario(root)
-            samples[name].seconds.append(seconds)
-            samples[name].rss_kib.append(rss)
+            measured, added = scenario(root)
+            samples[name].runs.append(measured)
             if added is not None:
                 samples[name].added.append(added)
     values = {anchor: samples[anchor].median() for anchor in anchors}
@@ -316,7 +356,7 @@ def measure(
     return samples
 
 
-SCENARIOS = ("first", "unchanged", "changed", "settled", "large", "reflink")
+SCENARIOS = ("first", "unchanged", "changed", "scaling", "settled", "large", "reflink")
 
 
 def main() -> None:
@@ -329,9 +369,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny trees, 1 round, no loop image")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated")
     parser.add_argument("--large-files", type=int, default=40)
     parser.add_argument(
-        "--image-mib", type=int, default=0, help="loop image size (default: sized to the tree)"
+        "--image-mib", type=int, default=0, help="loop image size (default: sized to the trees)"
     )
     options = parser.parse_args()
     large_mib = (25, 50)
@@ -340,13 +381,16 @@ def main() -> None:
     chosen = set(options.scenarios.split(","))
     if chosen - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(chosen - set(SCENARIOS))}; known: {SCENARIOS}")
+    shapes = options.shapes.split(",")
+    if set(shapes) - set(SHAPES):
+        parser.error(f"unknown shapes {sorted(set(shapes) - set(SHAPES))}; known: {SHAPES}")
 
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="hardsnap-bench-"))
     images = not options.smoke and os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
     print(f"{options.rounds} rounds, medians (min-max); timings are whole processes")
     try:
-        if chosen & {"first", "unchanged", "changed", "settled"}:
-            many_files(workdir, options, chosen, images)
+        if chosen & {"first", "unchanged", "changed", "scaling", "settled"}:
+            many_files(workdir, options, chosen, shapes, images)
         if "large" in chosen:
             large_files(workdir, options, large_mib, "ext4" if images else None)
         if "reflink" in chosen:
@@ -374,52 +418,64 @@ def filesystem(workdir: Path, kind: str | None, size_mib: int) -> Iterator[tuple
         yield root, f"a fresh {kind} loop image ({size_mib} MiB)"
 
 
-def many_files(workdir: Path, options: argparse.Namespace, chosen: set[str], images: bool) -> None:
-    size = options.image_mib or max(512, options.files * 9 * 6 // 1024 + 1024)
+def many_files(
+    workdir: Path,
+    options: argparse.Namespace,
+    chosen: set[str],
+    shapes: list[str],
+    images: bool,
+) -> None:
+    size = options.image_mib or max(512, len(shapes) * options.files * 9 * 6 // 1024 + 1024)
     with filesystem(workdir, "ext4" if images else None, size) as (root, where):
-        total = make_tree(
-            root / "src", options.files, options.per_directory, options.seed, options.largest
-        )
+        totals = {
+            shape: make_tree(
+                root / shape,
+                options.files,
+                options.per_directory,
+                options.seed,
+                options.largest,
+                shape,
+            )
+            for shape in shapes
+        }
         sync()
-        print(
-            f"tree: {options.files} files in {options.files // options.per_directory} dirs, "
-            f"{total / (1 << 20):.0f} MiB, on {where}"
+        for line in machine(root, HARDSNAP):
+            print(line)
+        for shape in shapes:
+            print(
+                f"tree {shape!r}: {options.files} files in {options.files // options.per_directory}"
+                f" dirs, {totals[shape] / (1 << 20):.0f} MiB, on {where}",
+                flush=True,
+            )
+            one_shape(root, options, chosen, shape)
+
+
+def one_shape(root: Path, options: argparse.Namespace, chosen: set[str], shape: str) -> None:
+    rounds = options.rounds
+    if "first" in chosen:
+        anchors = ["cp -a (+sync)", "rsync -a (+sync)"]
+        measure(f"{shape}: first snapshot", first_snapshot(shape), root, rounds, anchors)
+        for copy in ("cp", "rs", "hs-first"):
+            remove(root / copy)
+    reference(root, shape)
+    anchors = ["cp -al", "rsync --link-dest"]
+    if "unchanged" in chosen:
+        title = f"{shape}: second snapshot, nothing changed"
+        measure(title, second_snapshot(shape, walking_plan=True), root, rounds, anchors)
+    if "scaling" in chosen and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset"):
+        title = f"{shape}: second snapshot, nothing changed, on one CPU and on two"
+        measure(title, scaling(shape), root, rounds, ["hardsnap on CPU 0"])
+    if "changed" in chosen:
+        touch_some(
+            root / shape, options.files, options.per_directory, options.seed, 0.01, 0.001, shape
         )
-        if "first" in chosen:
-            measure(
-                "first snapshot",
-                first_snapshot("src"),
-                root,
-                options.rounds,
-                ["cp -a (+sync)", "rsync -a (+sync)"],
-            )
-            remove(root / "cp")
-            remove(root / "rs")
-            remove(root / "hs-first")
-        # The reference for the second snapshot, made by hardsnap itself.
-        run(hardsnap(root, "apply", "ref"), env=environment(root, 1))
-        anchors = ["cp -al", "rsync --link-dest"]
-        if "unchanged" in chosen:
-            measure(
-                "second snapshot, nothing changed",
-                second_snapshot(walking_plan=True),
-                root,
-                options.rounds,
-                anchors,
-            )
-        if "changed" in chosen:
-            touch_some(
-                root / "src", options.files, options.per_directory, options.seed, 0.01, 0.001
-            )
-            measure(
-                "second snapshot, 1% rewritten and 0.1% added",
-                second_snapshot(walking_plan=False),
-                root,
-                options.rounds,
-                anchors,
-            )
-        if "settled" in chosen:
-            measure("window already covered (no walk)", settled(), root, options.rounds, [])
+        title = f"{shape}: second snapshot, 1% rewritten and 0.1% added"
+        measure(title, second_snapshot(shape, walking_plan=False), root, rounds, anchors)
+    if "settled" in chosen:
+        undo_second(root, shape)
+        measure(f"{shape}: window already covered (no walk)", settled(shape), root, rounds, [])
+    remove(root / "cpal")
+    remove(root / "rsld")
 
 
 def large_files(
