@@ -25,7 +25,7 @@ from hardsnap.providers import fs, tree
 from hardsnap.providers.entries import Mounts
 from hardsnap.providers.excludes import Excludes
 from hardsnap.providers.manifest import ManifestError, ManifestReader
-from hardsnap.providers.placing import Placer, naming
+from hardsnap.providers.placing import Placer, named, naming
 
 # Progress is reported after this many files, or this many bytes copied.
 PROGRESS_FILES = 512
@@ -166,8 +166,12 @@ class Walker:
                 mode = info.st_mode
                 if stat.S_ISREG(mode):
                     if not excludes.file(relative, name):
-                        with naming(relative):
+                        try:
                             placer.file(name, relative, info, frame)
+                        except OSError as error:
+                            if error.filename is not None:
+                                raise
+                            raise named(error, relative) from error
                         if self.progress is not None:
                             self._tick()
                 elif stat.S_ISDIR(mode):

@@ -393,14 +393,19 @@ def _write_copy(
         os.close(output_fd)
 
 
+def named(error: OSError, relative: str) -> OSError:
+    """An error about one entry that names no file (an fchown, an fchmod on
+    a descriptor), given the entry's path in the source so that the failure
+    says where."""
+    return OSError(error.errno, error.strerror, relative)
+
+
 @contextlib.contextmanager
 def naming(relative: str) -> Iterator[None]:
-    """Give an error about one entry that names no file (an fchown, an
-    fchmod on a descriptor) the entry's path in the source, so that the
-    failure says where."""
+    """Give an OSError of the block that names no file the path `relative`."""
     try:
         yield
     except OSError as error:
         if error.filename is not None:
             raise
-        raise OSError(error.errno, error.strerror, relative) from error
+        raise named(error, relative) from error

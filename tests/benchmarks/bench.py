@@ -154,7 +154,7 @@ def touch_some(
 
 
 MKFS = {
-    "ext4": ["mkfs.ext4", "-q", "-F", "-i", "4096"],
+    "ext4": ["mkfs.ext4", "-q", "-F", "-i", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"],
     "xfs": ["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
 }
 

@@ -1,0 +1,191 @@
+"""`apply --jobs`: worker processes share one queue of directories, whatever
+the tree's shape.
+
+In-process runs lower the point where the walk is shared out (normally after
+2,000 files) and log which process placed each file; the run as nobody
+goes through the installed CLI with a tree big enough to be shared.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hardsnap.providers import snapshot
+from hardsnap.providers.placing import Placer
+from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody
+
+T0, T1 = "2026-03-29T06:00:00Z", "2026-03-30T06:00:00Z"
+FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
+
+
+def make_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def write_config(root: Path, source: Path, target: Path) -> Path:
+    config = root / "hardsnap.yaml"
+    config.write_text(
+        "resources:\n"
+        f"  - name: r\n    type: backup\n    source_dir: {source}\n"
+        f"    target_path: {target}\n    min_free_space: 0\n    retain: '30'\n"
+    )
+    return config
+
+
+def entries(root: Path) -> dict[str, tuple[int, int, bytes | None]]:
+    """Every entry below `root`: mode, mtime and, for files, bytes."""
+    found: dict[str, tuple[int, int, bytes | None]] = {}
+    for directory, directories, files in os.walk(root):
+        for name in directories + files:
+            path = Path(directory, name)
+            info = path.lstat()
+            data = path.read_bytes() if stat.S_ISREG(info.st_mode) else None
+            found[str(path.relative_to(root))] = (info.st_mode, info.st_mtime_ns, data)
+    return found
+
+
+@pytest.fixture
+def placers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Share the walk out from the first directory on; log the pid that
+    places each file (forked workers append to the same file)."""
+    monkeypatch.setattr(snapshot, "PARALLEL_AFTER_FILES", 0)
+    log = tmp_path / "placed-by"
+    original = Placer.file
+
+    def logging(self: Placer, name: str, relative: str, info: os.stat_result, frame: Any) -> None:
+        with open(log, "a") as lines:
+            lines.write(f"{os.getpid()}\n")
+        original(self, name, relative, info, frame)
+
+    monkeypatch.setattr(Placer, "file", logging)
+    return log
+
+
+def pids(log: Path) -> set[int]:
+    pids = {int(line) for line in log.read_text().split()}
+    log.unlink()
+    return pids
+
+
+def test_workers_share_a_tree_under_one_directory(tmp_path: Path, cli: Any, placers: Path) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for top in range(12):
+        for sub in range(4):
+            for index in range(3):
+                make_file(
+                    source / f"home/user/p{top}/q{sub}/f{index}", b"%d-%d-%d" % (top, sub, index)
+                )
+    os.link(source / "home/user/p0/q0/f0", source / "home/user/p11/q3/second-name")
+    config = write_config(tmp_path, source, target)
+
+    outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
+    assert outcome.exit_code == 0, outcome
+    workers = pids(placers) - {os.getpid()}
+    assert len(workers) == 3, "every worker placed files of a tree under one directory"
+    assert entries(target / FIRST) == entries(source)
+
+    outcome = cli("apply", "-c", config, "--jobs", "3", now=T1)
+    assert outcome.exit_code == 0, outcome
+    assert entries(target / SECOND) == entries(source)
+    for top in range(12):
+        relative = f"home/user/p{top}/q2/f1"
+        assert (target / SECOND / relative).stat().st_ino == (
+            target / FIRST / relative
+        ).stat().st_ino
+    linked = target / SECOND / "home/user/p11/q3/second-name"
+    assert linked.stat().st_ino == (target / SECOND / "home/user/p0/q0/f0").stat().st_ino
+
+
+def test_a_busy_worker_hands_subdirectories_to_an_idle_one(
+    tmp_path: Path, cli: Any, placers: Path
+) -> None:
+    # Two pieces of work when the walk is shared out (deep/ and small/) for
+    # three workers: the third only gets work handed over by a busy one.
+    source, target = tmp_path / "src", tmp_path / "dst"
+    make_file(source / "small" / "f", b"small")
+    for leaf in range(24):
+        for index in range(8):
+            make_file(source / f"deep/x/y/p{leaf:02d}/f{index}", b"%d" % (leaf * index))
+    config = write_config(tmp_path, source, target)
+
+    outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
+    assert outcome.exit_code == 0, outcome
+    assert len(pids(placers) - {os.getpid()}) == 3
+    assert entries(target / FIRST) == entries(source)
+
+
+def test_jobs_one_walks_in_this_process_alone(
+    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for top in range(4):
+        make_file(source / f"t{top}" / "s" / "f", b"x")
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "1", now=T0)
+    assert outcome.exit_code == 0, outcome
+    assert forks == []
+    assert pids(placers) == {os.getpid()}
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2", "many"])
+def test_jobs_must_be_a_positive_number(tmp_path: Path, cli: Any, jobs: str) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    make_file(source / "f", b"x")
+    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "--jobs", jobs, now=T0)
+    assert outcome.exit_code == 2
+    assert "--jobs" in outcome.stderr
+    assert not target.exists()
+
+
+def test_read_only_directories_shared_out_as_nobody_come_out_as_in_the_source(
+    nobody_dir: Path,
+) -> None:
+    # Well past the 2,000 files after which the walk is shared out; directories
+    # whose own bits keep their owner out (as root they never would) get
+    # them only once everything below them is done, files with two names
+    # in them included.
+    source, target = nobody_dir / "src", nobody_dir / "dst"
+    tops = range(10)
+    for top in tops:
+        for sub in range(10):
+            for index in range(40):
+                make_file(source / f"t{top}/s{sub}/f{index}", b"%d" % index)
+        # Second names placed by this process after the workers, in
+        # directories their owner may not write: t (0500), t/s3 (0555).
+        os.link(source / f"t{top}/s0/f0", source / f"t{top}/second-name")
+        os.link(source / f"t{top}/s1/f0", source / f"t{top}/s3/second-name")
+    hand_to_nobody(nobody_dir)
+    for top in tops:
+        os.chmod(source / f"t{top}/s3", 0o555)
+        os.chmod(source / f"t{top}", 0o500)
+    config = write_config(nobody_dir, source, target)
+    os.chown(config, NOBODY, NOBODY)
+    os.chown(nobody_dir, NOBODY, NOBODY)
+    state = nobody_dir / "state"
+
+    done = run_as_nobody(["apply", "-c", str(config), "--jobs", "2"], nobody_dir, state)
+    assert done.returncode == 0, done.stderr.decode()
+    assert entries(target / FIRST) == entries(source)
+    done = run_as_nobody(["apply", "-c", str(config), "--jobs", "2"], nobody_dir, state, now=T1)
+    assert done.returncode == 0, done.stderr.decode()
+    assert entries(target / SECOND) == entries(source)
+    for top in tops:
+        for second_name, first_name in (("second-name", "s0/f0"), ("s3/second-name", "s1/f0")):
+            inode = (target / SECOND / f"t{top}" / second_name).stat().st_ino
+            assert inode == (target / SECOND / f"t{top}" / first_name).stat().st_ino
+            assert inode == (target / FIRST / f"t{top}" / first_name).stat().st_ino
