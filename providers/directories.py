@@ -27,9 +27,12 @@ from hardsnap.providers.excludes import Excludes
 from hardsnap.providers.manifest import ManifestError, ManifestReader
 from hardsnap.providers.placing import Placer, named, naming
 
-# Progress is reported after this many files, or this many bytes copied.
+# Progress is reported after this many files, or this many bytes copied:
+# looked at after every copy, every PROGRESS_ENTRIES files and at the end
+# of each directory.
 PROGRESS_FILES = 512
 PROGRESS_BYTES = 16 << 20
+PROGRESS_ENTRIES = 64
 
 # Told (files done, bytes copied) as a walk goes.
 Progress = Callable[[int, int], None]
@@ -150,7 +153,10 @@ class Walker:
             )
             self.leave(frame)
             return
-        placer, excludes = self.placer, self.excludes
+        placer, report = self.placer, self.report
+        excludes = None if self.excludes.empty else self.excludes
+        # Files left until progress is looked at again.
+        countdown = PROGRESS_ENTRIES
         with entries:
             for entry in entries:
                 name = entry.name
@@ -165,25 +171,28 @@ class Walker:
                     continue
                 mode = info.st_mode
                 if stat.S_ISREG(mode):
-                    if not excludes.file(relative, name):
+                    if excludes is None or not excludes.file(relative, name):
                         try:
                             placer.file(name, relative, info, frame)
                         except OSError as error:
                             if error.filename is not None:
                                 raise
                             raise named(error, relative) from error
-                        if self.progress is not None:
+                        countdown -= 1
+                        if not countdown or report.bytes_copied >= self._next_progress[1]:
+                            countdown = PROGRESS_ENTRIES
                             self._tick()
                 elif stat.S_ISDIR(mode):
-                    if (info.st_dev, info.st_ino) != self.skip_identity and not (
-                        excludes.directory(relative, name)
+                    if (info.st_dev, info.st_ino) != self.skip_identity and (
+                        excludes is None or not excludes.directory(relative, name)
                     ):
                         self._make_directory(name, frame)
                         frame.subdirectories.append(name)
-                elif not excludes.file(relative, name):
+                elif excludes is None or not excludes.file(relative, name):
                     with naming(relative):
                         placer.other(name, relative, info, frame)
         frame.subdirectories.reverse()
+        self._tick()
         self.leave(frame)
 
     def start_block(self, frame: Frame) -> None:
@@ -305,10 +314,11 @@ class Walker:
 
     def _tick(self) -> None:
         """Tell the progress listener, now and then, how far the walk is."""
+        if self.progress is None:
+            return
         report = self.report
         files = report.files_copied + report.files_linked
         if files >= self._next_progress[0] or report.bytes_copied >= self._next_progress[1]:
-            assert self.progress is not None
             self._next_progress = (files + PROGRESS_FILES, report.bytes_copied + PROGRESS_BYTES)
             self.progress(files, report.bytes_copied)
 

@@ -35,6 +35,8 @@ class Excludes:
         self._path = _compile(path_any)
         self._name_dir = _compile(name_any + name_dirs)
         self._path_dir = _compile(path_any + path_dirs)
+        # No pattern at all: a walk need not ask.
+        self.empty = self._name_dir is None and self._path_dir is None
 
     def file(self, relative: str, name: str) -> bool:
         return _hit(self._name, name) or _hit(self._path, relative)

@@ -187,7 +187,8 @@ def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
 
     In-kernel with copy_file_range (a reflink where the filesystem shares
     extents). A sparse file is copied extent by extent (SEEK_DATA/SEEK_HOLE),
-    so its holes stay holes.
+    so its holes stay holes. A file that grows meanwhile is copied to its
+    end, as it stands then (its stat after tells the caller it moved).
     """
     if is_sparse(info):
         return _copy_sparse(source_fd, target_fd, info.st_size)
@@ -205,12 +206,13 @@ def _copy_sparse(source_fd: int, target_fd: int, size: int) -> int:
 
 
 def _copy_range(source_fd: int, target_fd: int, offset: int | None, length: int | None) -> int:
-    """Copy `length` bytes from `offset` (to the same offset), or, with None,
-    everything from the current positions."""
+    """Copy `length` bytes (None: up to the end of the source) from `offset`
+    to the same offset, or, with None, from the current positions; fewer
+    when the source ends first."""
     copied = 0
     try:
         while length is None or copied < length:
-            chunk = COPY_CHUNK if length is None else length - copied
+            chunk = COPY_CHUNK if length is None else min(COPY_CHUNK, length - copied)
             if offset is None:
                 count = os.copy_file_range(source_fd, target_fd, chunk)
             else:
@@ -246,16 +248,20 @@ def _copy_range(source_fd: int, target_fd: int, offset: int | None, length: int 
 HASH_CHUNK = 1 << 20
 
 
-def hash_open_file(fd: int) -> str:
-    """Return the SHA-256 (hex) of all an open file holds, read from offset 0."""
+def hash_open_file(fd: int, size: int | None = None) -> str:
+    """Return the SHA-256 (hex) of all an open file holds, read from offset
+    0; of its first `size` bytes when it is known to hold that many (no
+    call is spent finding the end)."""
     digest = hashlib.sha256()
     offset = 0
-    while True:
-        block = os.pread(fd, HASH_CHUNK, offset)
+    while size is None or offset < size:
+        want = HASH_CHUNK if size is None else min(HASH_CHUNK, size - offset)
+        block = os.pread(fd, want, offset)
         if not block:
-            return digest.hexdigest()
+            break
         digest.update(block)
         offset += len(block)
+    return digest.hexdigest()
 
 
 def hash_file(name: str, dir_fd: int) -> str | None:

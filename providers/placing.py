@@ -386,7 +386,9 @@ def _write_copy(
     )
     try:
         copied = fs.copy_contents(input_fd, output_fd, info)
-        sha256 = fs.hash_open_file(output_fd) if hash_now else None
+        # A sparse copy's holes count in its size, not in the bytes copied.
+        size = info.st_size if fs.is_sparse(info) else copied
+        sha256 = fs.hash_open_file(output_fd, size) if hash_now else None
         fs.apply_metadata(output_fd, info, input_fd)
         return copied, (os.fstat(output_fd), sha256)
     finally:

@@ -209,7 +209,11 @@ def hardsnap(root: Path, verb: str, target: str, source: str, *options: str) -> 
 
 
 def environment(state: Path, day: int) -> dict[str, str]:
-    return dict(os.environ, HARDSNAP_NOW=DAY.format(day), HARDSNAP_STATE_DIR=str(state))
+    variables = dict(os.environ, HARDSNAP_NOW=DAY.format(day), HARDSNAP_STATE_DIR=str(state))
+    # Run from compiled bytecode, as a pip install leaves it (the first run
+    # writes it), not compiled afresh at every start.
+    variables.pop("PYTHONDONTWRITEBYTECODE", None)
+    return variables
 
 
 # A run, and the space it added (None: not measured).

@@ -95,9 +95,9 @@ def test_every_copy_hashed_in_threads_lands_in_its_own_block(
     monkeypatch.setattr(hashing, "HASH_BACKLOG", 3)
     real = fs.hash_open_file
 
-    def slow_hash(fd: int) -> str:  # still running when the walk moves on
+    def slow_hash(fd: int, size: int | None = None) -> str:  # still running when the walk moves on
         threading.Event().wait(0.005)
-        return real(fd)
+        return real(fd, size)
 
     monkeypatch.setattr(fs, "hash_open_file", slow_hash)
     target = tmp_path / "dst"
@@ -130,10 +130,10 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
     started = threading.Event()
     copies = 0
 
-    def slow_hash(fd: int) -> str:
+    def slow_hash(fd: int, size: int | None = None) -> str:
         started.set()
         threading.Event().wait(0.05)  # hashes pile up behind the walk
-        return real(fd)
+        return real(fd, size)
 
     def copy_then_fail(source_fd: int, target_fd: int, info: os.stat_result) -> int:
         nonlocal copies
