@@ -24,10 +24,14 @@ from hardsnap.providers import fs
 
 FLUSH_AHEAD_BYTES = 64 << 20
 SPACE_RECHECK_BYTES = 256 << 20
+# A walker takes at most this much of the free-space budget at a time.
+SHARE_BYTES = 16 << 20
 
 # The shared count: bytes the walkers may still use, bytes used since the
 # filesystem was last asked.
 _SPACE = struct.Struct("qq")
+# Then, for each walker, what is left of the share it took.
+_SHARE = struct.Struct("q")
 
 
 class FlushAhead:
@@ -65,19 +69,45 @@ def _flush_quietly(fd: int) -> None:
 
 class SpaceBudget:
     """The free space every walker of one snapshot may still use, above
-    `min_free_space`, on the filesystem of `target_fd`."""
+    `min_free_space`, on the filesystem of `target_fd`.
 
-    def __init__(self, target_fd: int, min_free_space: int) -> None:
+    Each walker takes a share of it at a time (at most SHARE_BYTES, and a
+    small part of what is left for all, so that the shares walkers hold
+    unused can cut short a snapshot only when it comes within a few percent
+    of min_free_space) and counts its own writes against that share
+    without taking the lock. What is left of each
+    walker's share sits in shared memory too, so that free space read
+    afresh is counted net of what the walkers may still write.
+    """
+
+    def __init__(self, target_fd: int, min_free_space: int, walkers: int = 8) -> None:
         self._target_fd = target_fd
         self.min_free_space = min_free_space
+        self._slots = walkers + 1
+        size = _SPACE.size + _SHARE.size * self._slots
         self._fd = os.memfd_create("hardsnap-space", os.MFD_CLOEXEC)
-        os.ftruncate(self._fd, _SPACE.size)
-        self._shared = mmap.mmap(self._fd, _SPACE.size)
-        self._shared[:] = _SPACE.pack(self._recheck(0), 0)
+        os.ftruncate(self._fd, size)
+        self._shared = mmap.mmap(self._fd, size)
+        # Which slot holds this walker's share: 0 for the first process.
+        self._slot = 0
+        self._share = 0
+        _SPACE.pack_into(self._shared, 0, self._recheck(0), 0)
+
+    def walker(self, number: int) -> None:
+        """Become walker `number` (1-based) in a forked worker, with no share."""
+        self._slot, self._share = number % self._slots, 0
+
+    def _set_share(self, share: int) -> None:
+        self._share = share
+        _SHARE.pack_into(self._shared, _SPACE.size + _SHARE.size * self._slot, share)
 
     def _recheck(self, needed: int) -> int:
         free = fs.free_bytes(self._target_fd)
-        budget = free - self.min_free_space
+        unwritten: int = sum(
+            _SHARE.unpack_from(self._shared, _SPACE.size + _SHARE.size * slot)[0]
+            for slot in range(self._slots)
+        )
+        budget = free - self.min_free_space - unwritten
         if budget < needed:
             raise fs.OutOfSpace(
                 f"free space on the target fell to {free} bytes, below min_free_space "
@@ -88,12 +118,17 @@ class SpaceBudget:
     def reserve(self, size: int) -> None:
         """Count `size` bytes about to be written; raise OutOfSpace when that
         would bring free space below `min_free_space`."""
+        if size <= self._share:
+            self._set_share(self._share - size)
+            return
         fcntl.lockf(self._fd, fcntl.LOCK_EX)
         try:
-            budget, since_check = _SPACE.unpack(self._shared[:])
+            budget, since_check = _SPACE.unpack_from(self._shared, 0)
             if size > budget or since_check > SPACE_RECHECK_BYTES:
                 budget, since_check = self._recheck(size), 0
-            self._shared[:] = _SPACE.pack(budget - size, since_check + size)
+            extra = min(SHARE_BYTES, (budget - size) // (8 * self._slots))
+            _SPACE.pack_into(self._shared, 0, budget - size - extra, since_check + size + extra)
+            self._set_share(self._share + extra)
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
 

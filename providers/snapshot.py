@@ -101,7 +101,7 @@ class Walk:
         rules = Rules(self.link_unchanged, self.kinds, self.corrupted, made_ns)
         space = None
         if target_fd is not None and self.min_free_space > 0:
-            space = SpaceBudget(target_fd, self.min_free_space)
+            space = SpaceBudget(target_fd, self.min_free_space, self.workers)
         hashing = Hashing(self.manifest if target_fd is not None else None)
         placer = Placer(rules, hashing, target_fd, space)
         walker = self._walker(placer, self.reference_manifest)
@@ -174,6 +174,8 @@ class Walk:
         reference_manifest = walker.reference_manifest
 
         def build(number: int) -> Walker:
+            if space is not None:
+                space.walker(number)
             part = manifest.part(number) if manifest is not None else None
             worker_placer = Placer(
                 placer.rules, Hashing(part), root.target_fd, space, defer_several_names=True

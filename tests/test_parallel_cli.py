@@ -189,3 +189,35 @@ def test_read_only_directories_shared_out_as_nobody_come_out_as_in_the_source(
             inode = (target / SECOND / f"t{top}" / second_name).stat().st_ino
             assert inode == (target / SECOND / f"t{top}" / first_name).stat().st_ino
             assert inode == (target / FIRST / f"t{top}" / first_name).stat().st_ino
+
+
+def test_workers_share_one_free_space_budget_on_a_small_filesystem(
+    tmp_path: Path, cli: Any, placers: Path, tmpfs: Any
+) -> None:
+    small = tmpfs("small", "size=16m")
+    source, target = tmp_path / "src", small / "dst"
+    for index in range(96):  # 6 MiB in 64 KiB files, over 12 directories
+        make_file(source / f"d{index % 12}" / f"f{index}", os.urandom(64 << 10))
+    config = tmp_path / "hardsnap.yaml"
+    config.write_text(
+        "resources:\n"
+        f"  - name: r\n    type: backup\n    source_dir: {source}\n"
+        f"    target_path: {target}\n    min_free_space: 4M\n    cross_fs: copy\n"
+    )
+    outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
+    assert outcome.exit_code == 0, outcome
+    assert len(pids(placers) - {os.getpid()}) == 3
+    assert entries(target / FIRST) == entries(source)
+    before = os.statvfs(small)
+    assert before.f_bavail * before.f_frsize >= 4 << 20
+
+    # 5 MiB more, and every file copied again (another filesystem): more
+    # than the 6 MiB left above min_free_space, whichever worker asks.
+    for index in range(80):
+        make_file(source / f"d{index % 12}" / f"g{index}", os.urandom(64 << 10))
+    outcome = cli("apply", "-c", config, "--jobs", "3", now=T1)
+    assert outcome.exit_code == 1, outcome
+    assert "min_free_space" in outcome.stdout + outcome.stderr
+    assert sorted(os.listdir(target)) == sorted([".hardsnap-manifests", ".hardsnap-target", FIRST])
+    after = os.statvfs(small)
+    assert after.f_bavail == before.f_bavail, "the partial snapshot was removed"
