@@ -16,6 +16,7 @@ O_NOFOLLOW: a symlink swapped in mid-run is never followed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -231,11 +232,8 @@ class Walker:
         relative = parent.prefix + name
         try:
             source_fd = fs.open_directory(name, parent.source_fd)
-        except FileNotFoundError:
-            self._unmake(parent, name, relative, "vanished before it was read")
-            return None
         except OSError as error:
-            self._unmake(parent, name, relative, f"unreadable directory: {error.strerror}")
+            self._unmake(parent, name, relative, _unreadable(error))
             return None
         info = os.fstat(source_fd)
         if (info.st_dev, info.st_ino) == self.skip_identity:  # swapped in since listed
@@ -274,10 +272,24 @@ class Walker:
         """Enter the directory at `relative` below the roots, handed over
         by another walker: its parents are opened one component at a time."""
         parent_path, _, name = relative.rpartition("/")
-        source_fd = fs.open_below(roots.source_fd, parent_path)
-        parent = Frame(source_fd, None, None, parent_path + "/" if parent_path else "", roots.info)
+        prefix = parent_path + "/" if parent_path else ""
         try:
-            parent.info = os.fstat(source_fd)
+            source_fd = fs.open_below(roots.source_fd, parent_path)
+        except OSError as error:
+            # A parent went away, or was swapped for a symlink, since listed:
+            # its copy keeps the time this removal gives it (it has no
+            # source to take one from any more).
+            self.placer.skip(relative, _unreadable(error))
+            if roots.target_fd is not None:
+                target_fd = fs.open_below(roots.target_fd, parent_path)
+                try:
+                    with contextlib.suppress(FileNotFoundError):
+                        tree.remove_tree(name, target_fd)
+                finally:
+                    os.close(target_fd)
+            return None
+        parent = Frame(source_fd, None, None, prefix, os.fstat(source_fd))
+        try:
             if roots.reference_fd is not None:
                 with contextlib.suppress(OSError):
                     parent.reference_fd = fs.open_below(roots.reference_fd, parent_path)
@@ -321,6 +333,12 @@ class Walker:
         if files >= self._next_progress[0] or report.bytes_copied >= self._next_progress[1]:
             self._next_progress = (files + PROGRESS_FILES, report.bytes_copied + PROGRESS_BYTES)
             self.progress(files, report.bytes_copied)
+
+
+def _unreadable(error: OSError) -> str:
+    if error.errno == errno.ENOENT:
+        return "vanished before it was read"
+    return f"unreadable directory: {error.strerror}"
 
 
 def _remove_extras(target_fd: int, kept: set[str]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from hardsnap.providers import snapshot
+from hardsnap.providers.directories import Walker
 from hardsnap.providers.placing import Placer
 from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody
 
@@ -221,3 +222,30 @@ def test_workers_share_one_free_space_budget_on_a_small_filesystem(
     assert sorted(os.listdir(target)) == sorted([".hardsnap-manifests", ".hardsnap-target", FIRST])
     after = os.statvfs(small)
     assert after.f_bavail == before.f_bavail, "the partial snapshot was removed"
+
+
+def test_a_handed_over_directory_whose_parent_went_away_is_skipped_not_fatal(
+    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    make_file(source / "kept.txt", b"kept")
+    for top in range(6):
+        make_file(source / f"home/user/p{top}/f", b"%d" % top)
+    original = Walker.enter_path
+
+    def moving_the_parent(self: Walker, roots: Any, relative: str) -> Any:
+        # The walk is shared out once home/user is listed: every worker is
+        # handed home/user/pN by its path, after home/user has moved away
+        # (each forked worker moves it, or finds it moved).
+        if (source / "home/user").exists():
+            (source / "home/user").rename(source / "home/moved")
+        return original(self, roots, relative)
+
+    monkeypatch.setattr(Walker, "enter_path", moving_the_parent)
+    config = write_config(tmp_path, source, target)
+    outcome = cli("apply", "-c", config, "--jobs", "2", now=T0)
+    assert outcome.exit_code == 0, outcome
+    assert "Traceback" not in outcome.stderr
+    assert "home/user/p0: vanished before it was read" in outcome.stderr
+    assert (target / FIRST / "kept.txt").read_bytes() == b"kept"
+    assert sorted(os.listdir(target / FIRST / "home" / "user")) == []

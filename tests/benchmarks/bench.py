@@ -198,7 +198,7 @@ def config(root: Path, target: str, source: str) -> Path:
     path.write_text(
         "resources:\n"
         f"  - name: bench\n    type: backup\n    source_dir: {root / source}\n"
-        f"    target_path: {root / target}\n    min_free_space: 0\n    retain: '3650'\n"
+        f"    target_path: {root / target}\n    retain: '3650'\n"
     )
     return path
 
