@@ -7,8 +7,9 @@ reconcile/common.py.
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -171,5 +172,22 @@ def main_options(
     """Declarative hardlink snapshots: validate, plan, apply, audit."""
 
 
-def main() -> None:
-    app()
+def main() -> NoReturn:
+    """Run the command line and exit with its code, skipping the teardown
+    of the interpreter (freeing every object took the last 40 ms of a run):
+    the work is done, its state saved and closed, and output is flushed
+    here first."""
+    try:
+        app()
+        code: object = 0
+    except SystemExit as done:
+        code = done.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or 1
+    os._exit(code or 0)
