@@ -235,10 +235,12 @@ def _build(
         try:
             with _open_roots(resource, facts, target_fd) as (source_fd, reference_fd, _):
                 walk.run(source_fd, reference_fd, work_fd)
+            writer.finish()
+            # The snapshot and its manifest reach the disk at once, before
+            # either has its name.
             fs.sync_filesystem(work_fd)
         finally:
             os.close(work_fd)
-        # The manifest is complete on disk before the snapshot has its name.
         writer.publish()
         os.rename(work, name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
         os.fsync(target_fd)

@@ -219,12 +219,15 @@ class ManifestWriter:
             self.bytes += reader.bytes
         os.unlink(name, dir_fd=self._directory())
 
-    def publish(self) -> None:
-        """Finish the manifest, flush it to disk and give it its final name."""
+    def finish(self) -> None:
+        """Write the index and trailer and hand everything to the kernel; the
+        caller flushes the filesystem (one syncfs for the snapshot and its
+        manifest) before `publish`."""
         self._write_index_and_trailer()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
+
+    def publish(self) -> None:
+        """Give the finished manifest, on disk, its final name."""
         directory = self._directory()
         os.rename(self._partial, self._snapshot, src_dir_fd=directory, dst_dir_fd=directory)
         self._published = True

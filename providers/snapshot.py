@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 # Files placed by this process before the rest of the walk is shared out.
-PARALLEL_AFTER_FILES = 2000
+PARALLEL_AFTER_FILES = 500
 
 
 def available_cpus() -> int:

@@ -2,7 +2,7 @@
 the tree's shape.
 
 In-process runs lower the point where the walk is shared out (normally after
-2,000 files) and log which process placed each file; the run as nobody
+500 files) and log which process placed each file; the run as nobody
 goes through the installed CLI with a tree big enough to be shared.
 """
 
@@ -156,7 +156,7 @@ def test_jobs_must_be_a_positive_number(tmp_path: Path, cli: Any, jobs: str) -> 
 def test_read_only_directories_shared_out_as_nobody_come_out_as_in_the_source(
     nobody_dir: Path,
 ) -> None:
-    # Well past the 2,000 files after which the walk is shared out; directories
+    # Well past the 500 files after which the walk is shared out; directories
     # whose own bits keep their owner out (as root they never would) get
     # them only once everything below them is done, files with two names
     # in them included.
