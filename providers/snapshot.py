@@ -19,6 +19,7 @@ how many files a snapshot will copy and link.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 
@@ -116,6 +117,12 @@ class Walk:
             partial_fd=partial_fd,
             owned=False,
         )
+        # What exists before the walk lives through it: the collector leaves
+        # it alone, so a collection during the walk does not go over every
+        # object of the program, and a forked worker's pages stay shared
+        # with this process instead of being copied when the collector
+        # touches them.
+        gc.freeze()
         try:
             walker.scan(root)
             stack = [root]
@@ -128,6 +135,7 @@ class Walk:
             if target_fd is not None:
                 apply_late(walker.late, source_fd, target_fd)
         finally:
+            gc.unfreeze()
             hashing.abandon()
             placer.flush.stop()
             if space is not None:
