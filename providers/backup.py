@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from hardsnap.providers import fs, target, tree
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
-from hardsnap.providers.manifest import ManifestWriter, open_manifest, remove_orphans
+from hardsnap.providers.manifest import open_manifest, remove_orphans
+from hardsnap.providers.manifest_writer import ManifestWriter
 from hardsnap.providers.naming import snapshot_in_window, snapshot_time
 from hardsnap.providers.refusals import (
     cross_fs_refusal,

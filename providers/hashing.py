@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from hardsnap.providers import fs
-from hardsnap.providers.manifest import ManifestWriter
+from hardsnap.providers.manifest_writer import ManifestWriter
 
 HASH_IN_THREAD_BYTES = 1 << 20
 HASH_THREADS = 2

@@ -26,6 +26,9 @@ surrogate escapes (os.fsencode gives the original bytes back). File lines
 are not JSON because a snapshot writes one per file and JSON costs several
 times more. A walk needs only the reference's block of the directory it is
 in, found through the index, so memory does not grow with the tree.
+
+This module reads manifests and keeps their directory; manifest_writer.py
+writes them.
 """
 
 from __future__ import annotations
@@ -83,171 +86,6 @@ def manifest_path(target: str, snapshot: str) -> str:
 
 def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if directory else name
-
-
-class ManifestWriter:
-    """Writes the manifest of a snapshot being made, then publishes it."""
-
-    def __init__(self, target_fd: int, snapshot: str, source: str) -> None:
-        self._target_fd = target_fd
-        self._snapshot = snapshot
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(MANIFEST_DIRECTORY, 0o700, dir_fd=target_fd)
-        # Owned by this writer: closed once, by publish(), discard() or close().
-        self._directory_fd: int | None = open_manifest_directory(target_fd)
-        self._published = False
-        self._partial = snapshot + PARTIAL_SUFFIX
-        try:
-            _check_ours(self._directory())
-            fd = _create(self._partial, self._directory())
-        except BaseException:
-            self.close()
-            raise
-        self._file: IO[bytes] = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
-        # The index lines, kept encoded: a few bytes per directory.
-        self._index = bytearray()
-        self._offset = 0
-        self.files = 0
-        self.bytes = 0
-        self._write({"hardsnap_manifest": FORMAT_VERSION, "snapshot": snapshot, "source": source})
-
-    def _write(self, record: Any) -> None:
-        line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-        self._file.write(line)
-        self._offset += len(line)
-
-    def directory(self, relative: str) -> None:
-        """Start the block of a directory ("" for the snapshot's root)."""
-        shown = json.dumps(relative, ensure_ascii=True).encode()
-        self._add_to_index(shown, self._offset)
-        line = b'{"d":' + shown + b"}\n"
-        self._file.write(line)
-        self._offset += len(line)
-
-    def _add_to_index(self, shown: bytes, offset: int) -> None:
-        self._index += b'{"i":[' + shown + b"," + str(offset).encode() + b"]}\n"
-
-    def file(self, name: str, info: os.stat_result, sha256: str | None) -> None:
-        """Record a file of the current directory, as it stands in the snapshot."""
-        if not name.isprintable() or "\t" in name or "\\" in name:
-            name = "\\" + json.dumps(name, ensure_ascii=True)
-        line = (
-            f"{info.st_size}\t{info.st_mtime_ns}\t{info.st_mode & 0o7777}\t{info.st_uid}\t"
-            f"{info.st_gid}\t{info.st_ino}\t{sha256 or '-'}\t{name}\n"
-        ).encode()
-        self._file.write(line)
-        self._offset += len(line)
-        self.files += 1
-        self.bytes += info.st_size
-
-    def other(self, name: str, info: os.stat_result, target: str | None) -> None:
-        """Record a symlink (with its target text) or a special file of the
-        current directory, as it stands in the snapshot."""
-        if not name.isprintable() or "\t" in name or "\\" in name:
-            name = "\\" + json.dumps(name, ensure_ascii=True)
-        detail = "@" + json.dumps(target, ensure_ascii=True) if target is not None else "-"
-        size = info.st_rdev if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else 0
-        line = (
-            f"{size}\t{info.st_mtime_ns}\t{info.st_mode}\t{info.st_uid}\t"
-            f"{info.st_gid}\t{info.st_ino}\t{detail}\t{name}\n"
-        ).encode()
-        self._file.write(line)
-        self._offset += len(line)
-
-    def _write_index_and_trailer(self) -> None:
-        index_offset = self._offset
-        self._file.write(self._index)
-        self._offset += len(self._index)
-        self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
-
-    def part(self, number: int) -> ManifestWriter:
-        """A writer for a worker process's share of the same snapshot, to be
-        absorbed into this one when the worker is done."""
-        part = ManifestWriter.__new__(ManifestWriter)
-        part._target_fd = self._target_fd
-        part._snapshot = f"{self._snapshot}.part{number}"
-        part._directory_fd = os.dup(self._directory())
-        part._published = False
-        part._partial = part._snapshot + PARTIAL_SUFFIX
-        fd = _create(part._partial, part._directory())
-        part._file = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
-        part._index = bytearray()
-        part._offset = 0
-        part.files = 0
-        part.bytes = 0
-        part._write({"hardsnap_manifest_part": FORMAT_VERSION, "snapshot": self._snapshot})
-        return part
-
-    def _directory(self) -> int:
-        if self._directory_fd is None:
-            raise ValueError("the manifest writer is closed")
-        return self._directory_fd
-
-    def directory_descriptor(self) -> int:
-        """The manifests directory, which a worker needs for its own share."""
-        return self._directory()
-
-    def finish_part(self) -> None:
-        """End a worker's share (index and trailer) without publishing it."""
-        self._write_index_and_trailer()
-        self._file.close()
-        self.close()
-
-    def absorb(self, number: int) -> None:
-        """Append the blocks of a finished worker share, then drop its file."""
-        name = f"{self._snapshot}.part{number}{PARTIAL_SUFFIX}"
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(name, flags, dir_fd=self._directory())
-        with open(fd, "rb") as part:
-            reader = ManifestReader.from_stream(part, name)
-            part.seek(0)
-            header = part.readline()
-            start = len(header)
-            shift = self._offset - start
-            part.seek(start)
-            left = reader.trailer["index"] - start
-            while left > 0:
-                chunk = part.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                self._file.write(chunk)
-                left -= len(chunk)
-                self._offset += len(chunk)
-            for relative, offset in reader.blocks():
-                self._add_to_index(json.dumps(relative, ensure_ascii=True).encode(), offset + shift)
-            self.files += reader.files
-            self.bytes += reader.bytes
-        os.unlink(name, dir_fd=self._directory())
-
-    def finish(self) -> None:
-        """Write the index and trailer and hand everything to the kernel; the
-        caller flushes the filesystem (one syncfs for the snapshot and its
-        manifest) before `publish`."""
-        self._write_index_and_trailer()
-        self._file.close()
-
-    def publish(self) -> None:
-        """Give the finished manifest, on disk, its final name."""
-        directory = self._directory()
-        os.rename(self._partial, self._snapshot, src_dir_fd=directory, dst_dir_fd=directory)
-        self._published = True
-        os.fsync(directory)
-
-    def discard(self) -> None:
-        """Drop the manifest of a snapshot that failed: the unfinished one, or
-        the published one when the snapshot could not take its name after."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-        if self._directory_fd is not None:
-            name = self._snapshot if self._published else self._partial
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=self._directory_fd)
-
-    def close(self) -> None:
-        """Let go of the manifests directory; later calls do nothing."""
-        fd, self._directory_fd = self._directory_fd, None
-        if fd is not None:
-            os.close(fd)
 
 
 class ManifestReader:
@@ -471,7 +309,7 @@ class ManifestReader:
                 raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
 
 
-def _check_ours(directory_fd: int) -> None:
+def check_ours(directory_fd: int) -> None:
     """Refuse a manifests directory that another user owns or may write:
     they could plant what hardsnap then writes through, or reads back."""
     info = os.fstat(directory_fd)
@@ -483,7 +321,7 @@ def _check_ours(directory_fd: int) -> None:
         )
 
 
-def _create(name: str, directory_fd: int) -> int:
+def create_exclusive(name: str, directory_fd: int) -> int:
     """Create a new file for writing in the manifests directory: whatever
     holds the name (a leftover, or a link or FIFO planted there) is
     removed, never written through or waited on."""

@@ -29,7 +29,8 @@ from hardsnap.providers.entries import Kinds
 from hardsnap.providers.excludes import Excludes
 from hardsnap.providers.flushing import SpaceBudget
 from hardsnap.providers.hashing import Hashing
-from hardsnap.providers.manifest import ManifestReader, ManifestWriter
+from hardsnap.providers.manifest import ManifestReader
+from hardsnap.providers.manifest_writer import ManifestWriter
 from hardsnap.providers.placing import Placer, Rules, is_unchanged
 from hardsnap.providers.report import Skip, SnapshotFailed, SnapshotReport
 from hardsnap.providers.workers import Workers

@@ -13,10 +13,12 @@ workers) and ratios to the anchors, with the anchors' raw seconds.
     python tests/benchmarks/bench.py --smoke         # tiny, no loop image (CI)
     python tests/benchmarks/bench.py --files 400000 --scenarios unchanged --shapes nested
 
-Scenarios: first, unchanged, changed, scaling (an unchanged snapshot under
-`taskset -c 0` and `taskset -c 0,1`), settled (for each shape); large (40
-files of 25-50 MiB, first snapshot) and reflink (the same on XFS with
-reflink, against rsync -a, with the space each copy took).
+Scenarios, for each shape: first, unchanged, changed, scaling (an unchanged
+snapshot under `taskset -c 0` and `taskset -c 0,1`), jobs (with --jobs 1, 2
+and 4), fidelity (symlinks and special files kept, one_file_system on, or
+not), settled; then large (40 files of 25-50 MiB, first snapshot) and
+reflink (the same on XFS with reflink, against rsync -a, with the space
+each copy took).
 
 Needs root for the loop image (else it runs in --workdir as it is, and says
 so). Timings are wall-clock seconds of the whole process, start-up included.
@@ -193,19 +195,27 @@ def remove(path: Path) -> None:
 # -- scenarios -----------------------------------------------------------------
 
 
-def config(root: Path, target: str, source: str) -> Path:
-    path = root / f"hardsnap-{target}.yaml"
+# What the fidelity scenario turns on: everything a restore of a whole
+# machine needs kept, and the mount table read for one_file_system.
+KEEP_ALL = "    symlinks: keep\n    special_files: keep\n    one_file_system: true\n"
+
+
+def config(root: Path, target: str, source: str, settings: str = "") -> Path:
+    path = root / f"hardsnap-{target}{'-keep' if settings else ''}.yaml"
     path.write_text(
         "resources:\n"
         f"  - name: bench\n    type: backup\n    source_dir: {root / source}\n"
-        f"    target_path: {root / target}\n    retain: '3650'\n"
+        f"    target_path: {root / target}\n    retain: '3650'\n{settings}"
     )
     return path
 
 
-def hardsnap(root: Path, verb: str, target: str, source: str, *options: str) -> list[str]:
+def hardsnap(
+    root: Path, verb: str, target: str, source: str, *options: str, settings: str = ""
+) -> list[str]:
     quiet = ["-q"] if verb == "apply" else []
-    return [*HARDSNAP, verb, "-c", str(config(root, target, source)), *quiet, *options]
+    path = config(root, target, source, settings)
+    return [*HARDSNAP, verb, "-c", str(path), *quiet, *options]
 
 
 def environment(state: Path, day: int) -> dict[str, str]:
@@ -261,10 +271,12 @@ def second_snapshot(source: str, walking_plan: bool) -> dict[str, Scenario]:
 
     def cp_al(root: Path) -> Measurement:
         remove(root / "cpal")
+        sync()
         return run(["cp", "-al", str(root / target / REFERENCE), str(root / "cpal")]), None
 
     def rsync_link_dest(root: Path) -> Measurement:
         remove(root / "rsld")
+        sync()
         command = [
             "rsync",
             "-a",
@@ -307,6 +319,38 @@ def scaling(source: str) -> dict[str, Scenario]:
     return {"hardsnap on CPU 0": on("0"), "hardsnap on CPUs 0,1": on("0,1")}
 
 
+def jobs(source: str) -> dict[str, Scenario]:
+    """An unchanged second snapshot with 1, 2 and 4 worker processes: the
+    memory each worker adds."""
+    target = f"ref-{source}"
+
+    def with_jobs(count: int) -> Scenario:
+        def scenario(root: Path) -> Measurement:
+            state = undo_second(root, source)
+            command = hardsnap(root, "apply", target, source, "--jobs", str(count))
+            return run(command, env=environment(state, 2)), None
+
+        return scenario
+
+    return {f"hardsnap --jobs {count}": with_jobs(count) for count in (1, 2, 4)}
+
+
+def fidelity(source: str) -> dict[str, Scenario]:
+    """An unchanged second snapshot with the defaults, and with symlinks and
+    special files kept and one_file_system on: what that work costs."""
+    target = f"ref-{source}"
+
+    def keeping(settings: str) -> Scenario:
+        def scenario(root: Path) -> Measurement:
+            state = undo_second(root, source)
+            command = hardsnap(root, "apply", target, source, settings=settings)
+            return run(command, env=environment(state, 2)), None
+
+        return scenario
+
+    return {"hardsnap (defaults)": keeping(""), "hardsnap (keep all, one fs)": keeping(KEEP_ALL)}
+
+
 def reference(root: Path, source: str) -> None:
     """The first snapshot the second ones link to, and the state that records
     it (kept aside: each second snapshot starts from it)."""
@@ -324,6 +368,10 @@ def undo_second(root: Path, source: str) -> Path:
     state = root / f"state-{source}"
     remove(state)
     shutil.copytree(root / f"state-{source}.saved", state, symlinks=True)
+    # Every run starts with nothing left to write: hardsnap flushes the
+    # filesystem before it names a snapshot, and must not pay for the
+    # removal before it (cp and rsync, which never flush, would not).
+    sync()
     return state
 
 
@@ -360,7 +408,18 @@ def measure(
     return samples
 
 
-SCENARIOS = ("first", "unchanged", "changed", "scaling", "settled", "large", "reflink")
+SCENARIOS = (
+    "first",
+    "unchanged",
+    "changed",
+    "scaling",
+    "jobs",
+    "fidelity",
+    "settled",
+    "large",
+    "reflink",
+)
+TREE_SCENARIOS = {"first", "unchanged", "changed", "scaling", "jobs", "fidelity", "settled"}
 
 
 def main() -> None:
@@ -393,7 +452,7 @@ def main() -> None:
     images = not options.smoke and os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
     print(f"{options.rounds} rounds, medians (min-max); timings are whole processes")
     try:
-        if chosen & {"first", "unchanged", "changed", "scaling", "settled"}:
+        if chosen & TREE_SCENARIOS:
             many_files(workdir, options, chosen, shapes, images)
         if "large" in chosen:
             large_files(workdir, options, large_mib, "ext4" if images else None)
@@ -469,6 +528,12 @@ def one_shape(root: Path, options: argparse.Namespace, chosen: set[str], shape: 
     if "scaling" in chosen and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset"):
         title = f"{shape}: second snapshot, nothing changed, on one CPU and on two"
         measure(title, scaling(shape), root, rounds, ["hardsnap on CPU 0"])
+    if "jobs" in chosen:
+        title = f"{shape}: second snapshot, nothing changed, by the number of workers"
+        measure(title, jobs(shape), root, rounds, ["hardsnap --jobs 1"])
+    if "fidelity" in chosen:
+        title = f"{shape}: second snapshot, nothing changed, with symlinks and more kept"
+        measure(title, fidelity(shape), root, rounds, ["hardsnap (defaults)"])
     if "changed" in chosen:
         touch_some(
             root / shape, options.files, options.per_directory, options.seed, 0.01, 0.001, shape
