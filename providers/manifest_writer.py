@@ -24,6 +24,10 @@ from hardsnap.providers.manifest import (
     open_manifest_directory,
 )
 
+# Lines are written in chunks this big: each walker process holds one
+# buffer, so it is kept small (bigger ones wrote no faster).
+WRITE_BUFFER = 256 << 10
+
 
 class ManifestWriter:
     """Writes the manifest of a snapshot being made, then publishes it."""
@@ -43,7 +47,7 @@ class ManifestWriter:
         except BaseException:
             self.close()
             raise
-        self._file: IO[bytes] = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
+        self._file: IO[bytes] = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115
         # The index lines, kept encoded: a few bytes per directory.
         self._index = bytearray()
         self._offset = 0
@@ -110,7 +114,7 @@ class ManifestWriter:
         part._published = False
         part._partial = part._snapshot + PARTIAL_SUFFIX
         fd = create_exclusive(part._partial, part._directory())
-        part._file = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
+        part._file = open(fd, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115
         part._index = bytearray()
         part._offset = 0
         part.files = 0
@@ -147,7 +151,7 @@ class ManifestWriter:
             part.seek(start)
             left = reader.trailer["index"] - start
             while left > 0:
-                chunk = part.read(min(left, 1 << 20))
+                chunk = part.read(min(left, WRITE_BUFFER))
                 if not chunk:
                     break
                 self._file.write(chunk)

@@ -44,8 +44,9 @@ _HEADER = struct.Struct("!cI")
 # then each worker's running (files, bytes copied), for progress.
 _HUNGRY = struct.Struct("Q")
 _COUNTS = struct.Struct("QQ")
-# Paths handed over in one frame, at most.
+# Paths handed over in one frame, at most; what the parent reads at once.
 SHARE_BYTES = 1 << 16
+RECEIVE_BYTES = 1 << 16
 # How often the parent reports progress while the workers walk.
 PROGRESS_SECONDS = 0.2
 
@@ -84,7 +85,7 @@ class _Worker:
 
     def frames(self) -> list[tuple[int, bytes]]:
         """Read what has arrived; return the whole frames in it."""
-        data = self.sock.recv(1 << 20)
+        data = self.sock.recv(RECEIVE_BYTES)
         if not data:
             raise SnapshotFailed(f"walker {self.number} died")
         self.buffer += data
