@@ -118,6 +118,22 @@ NOBODY = 65534
 
 
 @pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the processes the code under test forks (as the list fills)."""
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    return forked
+
+
+@pytest.fixture
 def nobody_dir() -> Iterator[Path]:
     """A directory the nobody user may use (tmp_path's parents are root-only).
     As root, mode 000 is still readable: unreadable entries need another user."""

@@ -122,21 +122,11 @@ def test_a_busy_worker_hands_subdirectories_to_an_idle_one(
 
 
 def test_jobs_one_walks_in_this_process_alone(
-    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cli: Any, placers: Path, forks: list[int]
 ) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
     for top in range(4):
         make_file(source / f"t{top}" / "s" / "f", b"x")
-    forks: list[int] = []
-    real_fork = os.fork
-
-    def counting_fork() -> int:
-        pid = real_fork()
-        if pid:
-            forks.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", counting_fork)
     outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "1", now=T0)
     assert outcome.exit_code == 0, outcome
     assert forks == []

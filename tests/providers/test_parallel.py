@@ -54,19 +54,9 @@ def link_groups(root: Path) -> list[list[str]]:
 
 
 @pytest.fixture
-def parallel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def parallel(monkeypatch: pytest.MonkeyPatch, forks: list[int]) -> list[int]:
     """Share the walk out from the first directory; return the forked pids."""
     monkeypatch.setattr(snapshot_module, "PARALLEL_AFTER_FILES", 0)
-    forks: list[int] = []
-    real_fork = os.fork
-
-    def counting_fork() -> int:
-        pid = real_fork()
-        if pid:
-            forks.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", counting_fork)
     return forks
 
 
