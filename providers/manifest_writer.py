@@ -186,6 +186,12 @@ class ManifestWriter:
             name = self._snapshot if self._published else self._partial
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=self._directory_fd)
+            # And the shares of workers that never were absorbed.
+            share = f"{self._snapshot}.part"
+            with contextlib.suppress(OSError):
+                for name in os.listdir(self._directory_fd):
+                    if name.startswith(share) and name.endswith(PARTIAL_SUFFIX):
+                        os.unlink(name, dir_fd=self._directory_fd)
 
     def close(self) -> None:
         """Let go of the manifests directory; later calls do nothing."""

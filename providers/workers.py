@@ -199,7 +199,10 @@ class Workers:
     def _join(self, worker: _Worker) -> list[Any]:
         """Wait for a worker's result, and for it to exit."""
         while worker.result is None:
-            kind, payload = _receive(worker.sock)
+            try:
+                kind, payload = _receive(worker.sock)
+            except EOFError:
+                raise SnapshotFailed(f"walker {worker.number} died") from None
             if kind == DONE:
                 worker.result = json.loads(payload)
         os.waitpid(worker.pid, 0)

@@ -17,6 +17,7 @@ import pytest
 
 from hardsnap.providers import snapshot
 from hardsnap.providers.directories import Walker
+from hardsnap.providers.manifest_writer import ManifestWriter
 from hardsnap.providers.placing import Placer
 from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody
 
@@ -239,3 +240,26 @@ def test_a_handed_over_directory_whose_parent_went_away_is_skipped_not_fatal(
     assert "home/user/p0: vanished before it was read" in outcome.stderr
     assert (target / FIRST / "kept.txt").read_bytes() == b"kept"
     assert sorted(os.listdir(target / FIRST / "home" / "user")) == []
+
+
+def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
+    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for top in range(6):
+        make_file(source / f"t{top}/s/f", b"%d" % top)
+    parent = os.getpid()
+    original = ManifestWriter.finish_part
+
+    def dying(self: ManifestWriter) -> None:
+        if os.getpid() != parent:  # a worker, its walk done, dies before it reports
+            os._exit(3)
+        original(self)
+
+    monkeypatch.setattr(ManifestWriter, "finish_part", dying)
+    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "2", now=T0)
+    assert outcome.exit_code == 1, outcome
+    assert "died" in outcome.stdout + outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    assert sorted(os.listdir(target)) == [".hardsnap-manifests", ".hardsnap-target"]
+    assert os.listdir(target / ".hardsnap-manifests") == []

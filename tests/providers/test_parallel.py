@@ -152,6 +152,7 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
     with pytest.raises(SnapshotFailed, match="full"):
         snapshot(source, target, SECOND)
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", MARKER, FIRST]
+    assert os.listdir(target / ".hardsnap-manifests") == [FIRST], "no worker's share is left"
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # no worker left behind, not even a zombie
 
