@@ -50,8 +50,12 @@ PARALLEL_AFTER_FILES = 500
 
 
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity, as taskset sets it)."""
-    return len(os.sched_getaffinity(0))
+    """The CPUs this process may run on (its affinity, as taskset sets it);
+    all of them where a system call filter refuses to tell."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except OSError:
+        return os.cpu_count() or 1
 
 
 class Walk:

@@ -24,7 +24,6 @@ import contextlib
 import json
 import mmap
 import os
-import resource
 import select
 import signal
 import socket
@@ -301,13 +300,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _close_all_but(keep: set[int]) -> None:
-    """Close every inherited descriptor not in `keep` (close_range)."""
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if limit == resource.RLIM_INFINITY:
-        limit = 1 << 20
-    start = 0
-    for fd in sorted(keep):
-        if fd > start:
-            os.closerange(start, fd)
-        start = fd + 1
-    os.closerange(start, limit)
+    """Close every inherited descriptor not in `keep`. Listed from /proc, not
+    by close_range or up to the getrlimit bound: both calls may be refused
+    by a unit's system call filter (prlimit64 is in systemd's @resources in
+    some versions)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
