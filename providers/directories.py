@@ -272,9 +272,8 @@ class Walker:
         """Enter the directory at `relative` below the roots, handed over
         by another walker: its parents are opened one component at a time."""
         parent_path, _, name = relative.rpartition("/")
-        prefix = parent_path + "/" if parent_path else ""
         try:
-            source_fd = fs.open_below(roots.source_fd, parent_path)
+            parent = open_frame(roots, parent_path)
         except OSError as error:
             # A parent went away, or was swapped for a symlink, since listed:
             # its copy keeps the time this removal gives it (it has no
@@ -288,13 +287,7 @@ class Walker:
                 finally:
                     os.close(target_fd)
             return None
-        parent = Frame(source_fd, None, None, prefix, os.fstat(source_fd))
         try:
-            if roots.reference_fd is not None:
-                with contextlib.suppress(OSError):
-                    parent.reference_fd = fs.open_below(roots.reference_fd, parent_path)
-            if roots.target_fd is not None:
-                parent.target_fd = fs.open_below(roots.target_fd, parent_path)
             return self.enter(parent, name)
         finally:
             parent.close()
@@ -333,6 +326,25 @@ class Walker:
         if files >= self._next_progress[0] or report.bytes_copied >= self._next_progress[1]:
             self._next_progress = (files + PROGRESS_FILES, report.bytes_copied + PROGRESS_BYTES)
             self.progress(files, report.bytes_copied)
+
+
+def open_frame(roots: Frame, relative: str) -> Frame:
+    """Open the directory `relative` ("" for the roots themselves) below the
+    roots' source, reference (when it has it) and target, one component at
+    a time; raise OSError when the source's is not there."""
+    source_fd = fs.open_below(roots.source_fd, relative)
+    frame = Frame(source_fd, None, None, relative + "/" if relative else "", roots.info)
+    try:
+        frame.info = os.fstat(source_fd)
+        if roots.reference_fd is not None:
+            with contextlib.suppress(OSError):
+                frame.reference_fd = fs.open_below(roots.reference_fd, relative)
+        if roots.target_fd is not None:
+            frame.target_fd = fs.open_below(roots.target_fd, relative)
+    except BaseException:
+        frame.close()
+        raise
+    return frame
 
 
 def _unreadable(error: OSError) -> str:

@@ -92,6 +92,18 @@ class Placer:
         # sees every name of an inode: (directory prefix, name).
         self.deferred: list[tuple[str, str]] | None = [] if defer_several_names else None
 
+    def settle(self) -> None:
+        """Write every manifest line waiting for its hash and stop this
+        walker's threads (hashing, flushing ahead): before a fork, which
+        copies no thread, and when the walk is done."""
+        self.hashing.settle()
+        self.flush.stop()
+
+    def abandon(self) -> None:
+        """The walk failed: stop the threads, dropping hashes not started."""
+        self.hashing.abandon()
+        self.flush.stop()
+
     def skip(self, relative: str, reason: str) -> None:
         self.report.skipped.append(Skip(relative, reason))
 

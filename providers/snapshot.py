@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 from collections.abc import Callable
 
-from hardsnap.providers import fs
-from hardsnap.providers.directories import Frame, Progress, Walker, apply_late
+from hardsnap.providers.directories import Frame, Progress, Walker, apply_late, open_frame
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.excludes import Excludes
 from hardsnap.providers.flushing import SpaceBudget
@@ -135,14 +135,12 @@ class Walk:
             walker.walk(stack, _time_to_share(placer.report) if sharing else None)
             if stack:
                 self._share(walker, stack, space)
-            hashing.settle()
-            placer.flush.stop()
+            placer.settle()
             if target_fd is not None:
                 apply_late(walker.late, source_fd, target_fd)
         finally:
             gc.unfreeze()
-            hashing.abandon()
-            placer.flush.stop()
+            placer.abandon()
             if space is not None:
                 space.close()
         if self.progress is not None:
@@ -170,9 +168,7 @@ class Walk:
             frame.close()
         stack.clear()
         placer = walker.placer
-        # A fork copies no thread: none may be left running.
-        placer.hashing.settle()
-        placer.flush.stop()
+        placer.settle()
         manifest = placer.hashing.manifest
         keep = {root.source_fd}
         for fd in (root.reference_fd, root.target_fd):
@@ -226,24 +222,16 @@ class Walk:
             by_directory.setdefault(prefix, []).append(name)
         assert root.target_fd is not None
         for prefix, names in by_directory.items():
-            directory = prefix[:-1]
-            source_fd = fs.open_below(root.source_fd, directory)
-            frame = Frame(source_fd, None, None, prefix, os.fstat(source_fd))
+            frame = open_frame(root, prefix[:-1])
             try:
-                frame.target_fd = fs.open_below(root.target_fd, directory)
-                if root.reference_fd is not None:
-                    try:
-                        frame.reference_fd = fs.open_below(root.reference_fd, directory)
-                    except OSError:
-                        frame.reference_fd = None
                 walker.start_block(frame)
                 for name in names:
                     try:
-                        info = os.stat(name, dir_fd=source_fd, follow_symlinks=False)
+                        info = os.stat(name, dir_fd=frame.source_fd, follow_symlinks=False)
                     except FileNotFoundError:
                         walker.placer.skip(prefix + name, "vanished before it was read")
                         continue
-                    if info.st_mode & 0o170000 == 0o100000:  # still a regular file
+                    if stat.S_ISREG(info.st_mode):  # still a regular file
                         walker.placer.file(name, prefix + name, info, frame)
                 # New names changed the directory's mtime: give it back.
                 walker.leave(frame)

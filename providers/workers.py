@@ -239,8 +239,7 @@ class Workers:
                 if frame is not None:
                     walker.walk([frame], share)
             placer = walker.placer
-            placer.hashing.settle()
-            placer.flush.stop()
+            placer.settle()
             if placer.hashing.manifest is not None:
                 placer.hashing.manifest.finish_part()
             report = placer.report
