@@ -353,6 +353,14 @@ def _unreadable(error: OSError) -> str:
     return f"unreadable directory: {error.strerror}"
 
 
+def gone(error: OSError) -> str:
+    """Why an entry listed earlier cannot be reached now that its directory,
+    opened again by path, failed to open with `error`."""
+    if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        return "vanished before it was read"
+    return f"unreadable directory: {error.strerror}"
+
+
 def _remove_extras(target_fd: int, kept: set[str]) -> None:
     with os.scandir(target_fd) as entries:
         extras = [entry.name for entry in entries if entry.name not in kept]
@@ -364,12 +372,20 @@ def _remove_extras(target_fd: int, kept: set[str]) -> None:
             os.unlink(name, dir_fd=target_fd)
 
 
-def apply_late(late: list[str], source_fd: int, target_fd: int) -> None:
+def apply_late(
+    late: list[str], source_fd: int, target_fd: int, skip: Callable[[str, str], None]
+) -> None:
     """Set the metadata of the directories that waited for the end, the
-    deepest first (a parent's bits may keep us out of its children)."""
+    deepest first (a parent's bits may keep us out of its children). One
+    whose source went meanwhile keeps its copy's owner-only bits and is
+    reported through `skip`."""
     for prefix in sorted(late, key=lambda prefix: prefix.count("/"), reverse=True):
         relative = prefix.rstrip("/")
-        directory_source = fs.open_below(source_fd, relative)
+        try:
+            directory_source = fs.open_below(source_fd, relative)
+        except OSError as error:
+            skip(relative, f"metadata not copied: {gone(error)}")
+            continue
         try:
             directory_target = fs.open_below(target_fd, relative)
             try:

@@ -24,7 +24,14 @@ import os
 import stat
 from collections.abc import Callable
 
-from hardsnap.providers.directories import Frame, Progress, Walker, apply_late, open_frame
+from hardsnap.providers.directories import (
+    Frame,
+    Progress,
+    Walker,
+    apply_late,
+    gone,
+    open_frame,
+)
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.excludes import Excludes
 from hardsnap.providers.flushing import SpaceBudget
@@ -137,7 +144,7 @@ class Walk:
                 self._share(walker, stack, space)
             placer.settle()
             if target_fd is not None:
-                apply_late(walker.late, source_fd, target_fd)
+                apply_late(walker.late, source_fd, target_fd, placer.skip)
         finally:
             gc.unfreeze()
             placer.abandon()
@@ -222,7 +229,14 @@ class Walk:
             by_directory.setdefault(prefix, []).append(name)
         assert root.target_fd is not None
         for prefix, names in by_directory.items():
-            frame = open_frame(root, prefix[:-1])
+            try:
+                frame = open_frame(root, prefix[:-1])
+            except OSError as error:
+                # The directory went, or was swapped for a symlink, after a
+                # worker listed it: its other entries stay as placed.
+                for name in names:
+                    walker.placer.skip(prefix + name, gone(error))
+                continue
             try:
                 walker.start_block(frame)
                 for name in names:

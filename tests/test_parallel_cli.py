@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import snapshot
+from hardsnap.providers import fs, snapshot
 from hardsnap.providers.directories import Walker
 from hardsnap.providers.manifest_writer import ManifestWriter
 from hardsnap.providers.placing import Placer
@@ -263,3 +263,68 @@ def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
     assert "Traceback" not in outcome.stderr
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", ".hardsnap-target"]
     assert os.listdir(target / ".hardsnap-manifests") == []
+
+
+def test_a_directory_gone_before_its_second_names_are_placed_is_skipped_not_fatal(
+    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Files with several names found by workers are placed by this process
+    # after the workers end: a directory of them that has gone by then is
+    # reported, and the rest of the snapshot is taken.
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for top in range(4):
+        make_file(source / f"t{top}/s/a", b"%d" % top)
+        os.link(source / f"t{top}/s/a", source / f"t{top}/s/b")
+    original = snapshot.Walk._place_deferred
+
+    def removing_one(self: Any, walker: Any, root: Any, deferred: Any) -> None:
+        assert deferred, "the workers left files with several names"
+        gone = source / "t1/s"
+        for name in os.listdir(gone):
+            os.unlink(gone / name)
+        gone.rmdir()
+        (source / "t2/s").rename(source / "t2/elsewhere")
+        (source / "t2/s").symlink_to("/etc")
+        original(self, walker, root, deferred)
+
+    monkeypatch.setattr(snapshot.Walk, "_place_deferred", removing_one)
+    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "2", now=T0)
+    assert outcome.exit_code == 0, outcome
+    assert "Traceback" not in outcome.stderr
+    for name in ("t1/s/a", "t1/s/b", "t2/s/a", "t2/s/b"):
+        assert f"{name}: vanished before it was read" in outcome.stderr
+    snap = target / FIRST
+    for top in (0, 3):
+        a, b = snap / f"t{top}/s/a", snap / f"t{top}/s/b"
+        assert a.read_bytes() == b"%d" % top
+        assert a.stat().st_ino == b.stat().st_ino
+    assert not (snap / "t2/s/a").exists() and not (snap / "t1/s/a").exists()
+    assert os.listdir("/etc") and not (snap / "t2/s").is_symlink()
+
+
+def test_a_late_directory_gone_before_its_metadata_is_reported_not_fatal(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not root: directories whose bits keep their owner out get their
+    # metadata at the end of the walk, reopened by path. One whose source
+    # went by then keeps its copy's owner-only bits; the snapshot is taken.
+    monkeypatch.setattr(fs, "IS_ROOT", False)
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for top in range(2):
+        make_file(source / f"t{top}/s/f", b"%d" % top)
+        os.chmod(source / f"t{top}/s", 0o500)
+    original = snapshot.apply_late
+
+    def moving_one(late: list[str], *arguments: Any) -> None:
+        assert sorted(late) == ["t0/s/", "t1/s/"]
+        (source / "t1/s").rename(source / "t1/moved")
+        original(late, *arguments)
+
+    monkeypatch.setattr(snapshot, "apply_late", moving_one)
+    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "1", now=T0)
+    assert outcome.exit_code == 0, outcome
+    assert "t1/s: metadata not copied: vanished before it was read" in outcome.stderr
+    snap = target / FIRST
+    assert stat.S_IMODE((snap / "t0/s").stat().st_mode) == 0o500
+    assert stat.S_IMODE((snap / "t1/s").stat().st_mode) == 0o700
+    assert (snap / "t1/s/f").read_bytes() == b"1"
