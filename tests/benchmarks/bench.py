@@ -13,7 +13,9 @@ workers) and ratios to the anchors, with the anchors' raw seconds.
     python tests/benchmarks/bench.py --smoke         # tiny, no loop image (CI)
     python tests/benchmarks/bench.py --files 400000 --scenarios unchanged --shapes nested
 
-Scenarios, for each shape: first, unchanged, changed, scaling (an unchanged
+Scenarios: startup (the interpreter, the libraries hardsnap is built on,
+and an apply of a one-file tree: what every run pays); then, for each
+shape: first, unchanged, changed, scaling (an unchanged
 snapshot under `taskset -c 0` and `taskset -c 0,1`), jobs (with --jobs 1, 2
 and 4), fidelity (symlinks and special files kept, one_file_system on, or
 not), settled; then large (40 files of 25-50 MiB, first snapshot) and
@@ -391,6 +393,32 @@ def settled(source: str) -> dict[str, Scenario]:
     return {"hardsnap plan (settled)": plan_settled, "hardsnap apply (settled)": apply_settled}
 
 
+def startup() -> dict[str, Scenario]:
+    """What every run pays before and around its walk: the interpreter, the
+    libraries hardsnap is built on, and a whole apply of a one-file tree."""
+
+    def python(root: Path) -> Measurement:
+        return run([sys.executable, "-c", "pass"], env=environment(root, 1)), None
+
+    def libraries(root: Path) -> Measurement:
+        command = [sys.executable, "-c", "import typer, networkx, ruamel.yaml, diskcache"]
+        return run(command, env=environment(root, 1)), None
+
+    def one_file(root: Path) -> Measurement:
+        remove(root / "one-target")
+        remove(root / "state-one")
+        (root / "one").mkdir(exist_ok=True)
+        (root / "one" / "file").write_bytes(b"one")
+        command = hardsnap(root, "apply", "one-target", "one")
+        return run(command, env=environment(root / "state-one", 1)), None
+
+    return {
+        "python -c pass": python,
+        "import typer, networkx, ...": libraries,
+        "hardsnap apply (one file)": one_file,
+    }
+
+
 def measure(
     title: str, scenarios: dict[str, Scenario], root: Path, rounds: int, anchors: list[str]
 ) -> dict[str, Sample]:
@@ -409,6 +437,7 @@ def measure(
 
 
 SCENARIOS = (
+    "startup",
     "first",
     "unchanged",
     "changed",
@@ -452,6 +481,8 @@ def main() -> None:
     images = not options.smoke and os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
     print(f"{options.rounds} rounds, medians (min-max); timings are whole processes")
     try:
+        if "startup" in chosen:
+            measure("start-up: fixed costs of every run", startup(), workdir, options.rounds, [])
         if chosen & TREE_SCENARIOS:
             many_files(workdir, options, chosen, shapes, images)
         if "large" in chosen:
