@@ -16,7 +16,9 @@ workers) and ratios to the anchors, with the anchors' raw seconds.
 Scenarios: startup (the interpreter, the libraries hardsnap is built on,
 and an apply of a one-file tree: what every run pays); then, for each
 shape: first, unchanged, changed, scaling (an unchanged
-snapshot under `taskset -c 0` and `taskset -c 0,1`), jobs (with --jobs 1, 2
+snapshot under `taskset -c 0` and `taskset -c 0,1`, beside two `cp -al` of
+the tree's halves at once under the same: what a second CPU gives this
+machine for the same work done in C), jobs (with --jobs 1, 2
 and 4), fidelity (symlinks and special files kept, one_file_system on, or
 not), settled; then large (40 files of 25-50 MiB, first snapshot) and
 reflink (the same on XFS with reflink, against rsync -a, with the space
@@ -32,6 +34,7 @@ import argparse
 import contextlib
 import os
 import random
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -318,7 +321,39 @@ def scaling(source: str) -> dict[str, Scenario]:
 
         return scenario
 
-    return {"hardsnap on CPU 0": on("0"), "hardsnap on CPUs 0,1": on("0,1")}
+    def halves_on(cpus: str) -> Scenario:
+        def scenario(root: Path) -> Measurement:
+            commands = []
+            for number, half in enumerate(halves(root / target / REFERENCE)):
+                copy = root / f"cpal-half{number}"
+                remove(copy)
+                copy.mkdir()
+                commands.append(shlex.join(["cp", "-al", *map(str, half), str(copy)]))
+            sync()
+            script = " & ".join(commands) + " & wait"
+            return run(["taskset", "-c", cpus, "sh", "-c", script]), None
+
+        return scenario
+
+    return {
+        "hardsnap on CPU 0": on("0"),
+        "hardsnap on CPUs 0,1": on("0,1"),
+        # What two CPUs give this machine and filesystem for the same work
+        # done by C: the tree in two halves, each linked by a cp -al, both
+        # at once.
+        "cp -al in halves on CPU 0": halves_on("0"),
+        "cp -al in halves on CPUs 0,1": halves_on("0,1"),
+    }
+
+
+def halves(tree: Path) -> tuple[list[Path], list[Path]]:
+    """The entries of the first directory below `tree` that has more than
+    one, in two halves."""
+    entries = sorted(tree.iterdir())
+    while len(entries) == 1 and entries[0].is_dir():
+        entries = sorted(entries[0].iterdir())
+    middle = len(entries) // 2
+    return entries[:middle], entries[middle:]
 
 
 def jobs(source: str) -> dict[str, Scenario]:
@@ -558,7 +593,10 @@ def one_shape(root: Path, options: argparse.Namespace, chosen: set[str], shape: 
         measure(title, second_snapshot(shape, walking_plan=True), root, rounds, anchors)
     if "scaling" in chosen and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset"):
         title = f"{shape}: second snapshot, nothing changed, on one CPU and on two"
-        measure(title, scaling(shape), root, rounds, ["hardsnap on CPU 0"])
+        anchors = ["hardsnap on CPU 0", "cp -al in halves on CPU 0"]
+        measure(title, scaling(shape), root, rounds, anchors)
+        for number in range(2):
+            remove(root / f"cpal-half{number}")
     if "jobs" in chosen:
         title = f"{shape}: second snapshot, nothing changed, by the number of workers"
         measure(title, jobs(shape), root, rounds, ["hardsnap --jobs 1"])
