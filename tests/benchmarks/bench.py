@@ -593,8 +593,8 @@ def one_shape(root: Path, options: argparse.Namespace, chosen: set[str], shape: 
         measure(title, second_snapshot(shape, walking_plan=True), root, rounds, anchors)
     if "scaling" in chosen and len(os.sched_getaffinity(0)) >= 2 and shutil.which("taskset"):
         title = f"{shape}: second snapshot, nothing changed, on one CPU and on two"
-        anchors = ["hardsnap on CPU 0", "cp -al in halves on CPU 0"]
-        measure(title, scaling(shape), root, rounds, anchors)
+        one_cpu = ["hardsnap on CPU 0", "cp -al in halves on CPU 0"]
+        measure(title, scaling(shape), root, rounds, one_cpu)
         for number in range(2):
             remove(root / f"cpal-half{number}")
     if "jobs" in chosen:
