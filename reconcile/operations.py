@@ -14,7 +14,7 @@ from hardsnap.providers import audit, backup, history, retention
 from hardsnap.providers import facts as facts_of
 from hardsnap.providers.naming import future_names
 from hardsnap.providers.target import TargetLocks, freed_by_pruning, list_snapshots
-from hardsnap.reconcile import applier, monitoring, planner
+from hardsnap.reconcile import applier, monitoring, outcomes, planner
 from hardsnap.reconcile.model import Config, Resource
 from hardsnap.reconcile.plan import Plan
 from hardsnap.reconcile.planner import Overrides, policy
@@ -83,10 +83,10 @@ def apply_config(
     state_dir: str,
     now: dt.datetime,
     names: list[str],
-    reporter: applier.Reporter | None = None,
+    reporter: outcomes.Reporter | None = None,
     overrides: Overrides | None = None,
     jobs: int | None = None,
-) -> applier.ApplyReport:
+) -> outcomes.ApplyReport:
     """Converge the selected resources of a config; return what happened.
     `jobs` processes share each snapshot's walk (None: one per CPU).
 

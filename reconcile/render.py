@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from hardsnap.providers.refusals import format_bytes
-from hardsnap.reconcile.applier import ActionOutcome, ApplyReport, ResourceOutcome, Result
+from hardsnap.reconcile.outcomes import ActionOutcome, ApplyReport, ResourceOutcome, Result
 from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
 from hardsnap.reconcile.planner import policy as retention_policy
 

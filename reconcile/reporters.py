@@ -8,7 +8,7 @@ from typing import Any
 
 from hardsnap.providers.refusals import format_bytes
 from hardsnap.reconcile import journal, render
-from hardsnap.reconcile.applier import ActionOutcome, Reporter, ResourceOutcome, Result
+from hardsnap.reconcile.outcomes import ActionOutcome, Reporter, ResourceOutcome, Result
 from hardsnap.reconcile.plan import Action, ActionKind
 
 

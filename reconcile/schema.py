@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hardsnap.reconcile.config import NAME_PATTERN, REQUIRED_KEYS, RESOURCE_KEYS, RESOURCE_TYPES
+from hardsnap.reconcile.config import REQUIRED_KEYS, RESOURCE_KEYS
+from hardsnap.reconcile.fields import NAME_PATTERN, RESOURCE_TYPES
 from hardsnap.reconcile.model import CrossFs, Schedule
 
 SCHEMA_ID = "https://hardsnap.invalid/schema/config.json"
