@@ -147,38 +147,24 @@ class FieldChecks:
         return None
 
     def check_min_free_space(self, value: Any, position: tuple[int, int]) -> int | None:
-        size = None
-        if is_integer(value) and value >= 0:
-            size = int(value)
-        elif is_text(value):
-            match = SIZE_PATTERN.fullmatch(value.strip())
-            if match and len(match.group(1)) <= len(str(MAX_NUMBER)):
-                size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
-        if size is not None and size <= MAX_NUMBER:
-            return size
-        self.report(
-            position,
-            f'"min_free_space" must be bytes with an optional K/M/G/T suffix '
-            f"(e.g. 1G, 512M, 0), got {show(value)}",
-        )
-        return None
+        size = _amount(value, SIZE_PATTERN, SIZE_UNITS)
+        if size is None:
+            self.report(
+                position,
+                f'"min_free_space" must be bytes with an optional K/M/G/T suffix '
+                f"(e.g. 1G, 512M, 0), got {show(value)}",
+            )
+        return size
 
     def check_hook_timeout(self, value: Any, position: tuple[int, int]) -> int | None:
-        seconds = None
-        if is_integer(value) and value >= 0:
-            seconds = int(value)
-        elif is_text(value):
-            match = DURATION_PATTERN.fullmatch(value.strip())
-            if match and len(match.group(1)) <= len(str(MAX_NUMBER)):
-                seconds = int(match.group(1)) * DURATION_UNITS[match.group(2).upper()]
-        if seconds is not None and seconds <= MAX_NUMBER:
-            return seconds
-        self.report(
-            position,
-            f'"hook_timeout" must be whole seconds with an optional s/m/h suffix '
-            f"(e.g. 30, 30s, 10m, 2h; 0 = no limit), got {show(value)}",
-        )
-        return None
+        seconds = _amount(value, DURATION_PATTERN, DURATION_UNITS)
+        if seconds is None:
+            self.report(
+                position,
+                f'"hook_timeout" must be whole seconds with an optional s/m/h suffix '
+                f"(e.g. 30, 30s, 10m, 2h; 0 = no limit), got {show(value)}",
+            )
+        return seconds
 
     def check_command(self, value: Any, position: tuple[int, int]) -> str | None:
         if not is_text(value):
@@ -233,3 +219,19 @@ class FieldChecks:
         "on_failure": check_command,
         "ping_url": check_ping_url,
     }
+
+
+def _amount(value: Any, pattern: re.Pattern[str], units: dict[str, int]) -> int | None:
+    """A whole number >= 0, or a text of digits and one of `units`' suffixes
+    (matched by `pattern`), as a number of the base unit; None if it is
+    neither or larger than MAX_NUMBER."""
+    amount = None
+    if is_integer(value) and value >= 0:
+        amount = int(value)
+    elif is_text(value):
+        match = pattern.fullmatch(value.strip())
+        if match and len(match.group(1)) <= len(str(MAX_NUMBER)):
+            amount = int(match.group(1)) * units[match.group(2).upper()]
+    if amount is not None and amount <= MAX_NUMBER:
+        return amount
+    return None
