@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from hardsnap.providers import fs, tree
 from hardsnap.providers.entries import Mounts
 from hardsnap.providers.excludes import Excludes
+from hardsnap.providers.fs import named, naming
 from hardsnap.providers.manifest import ManifestError, ManifestReader
-from hardsnap.providers.placing import Placer, named, naming
+from hardsnap.providers.placing import Placer
 
 # Progress is reported after this many files, or this many bytes copied:
 # looked at after every copy, every PROGRESS_ENTRIES files and at the end

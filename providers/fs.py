@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -346,3 +347,44 @@ def die_with_parent(signum: int) -> None:
     """Have the kernel send `signum` to this process when its parent dies
     (prctl PR_SET_PDEATHSIG)."""
     LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+def write_copy(
+    name: str, input_fd: int, target_fd: int, info: os.stat_result, hash_now: bool
+) -> tuple[int, os.stat_result, str | None]:
+    """Copy an open file to `name` in `target_fd` (made anew, never
+    followed); return the bytes copied, the copy's stat and (with
+    `hash_now`) the SHA-256 of what it holds."""
+    output_fd = os.open(
+        name,
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=target_fd,
+    )
+    try:
+        copied = copy_contents(input_fd, output_fd, info)
+        # A sparse copy's holes count in its size, not in the bytes copied.
+        size = info.st_size if is_sparse(info) else copied
+        sha256 = hash_open_file(output_fd, size) if hash_now else None
+        apply_metadata(output_fd, info, input_fd)
+        return copied, os.fstat(output_fd), sha256
+    finally:
+        os.close(output_fd)
+
+
+def named(error: OSError, relative: str) -> OSError:
+    """An error about one entry that names no file (an fchown, an fchmod on
+    a descriptor), given the entry's path in the source so that the failure
+    says where."""
+    return OSError(error.errno, error.strerror, relative)
+
+
+@contextlib.contextmanager
+def naming(relative: str) -> Iterator[None]:
+    """Give an OSError of the block that names no file the path `relative`."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        raise named(error, relative) from error

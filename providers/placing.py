@@ -13,7 +13,6 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -293,7 +292,9 @@ class Placer:
                 # A big copy is hashed in a thread once it is final.
                 in_thread = self.hashing.in_thread(before.st_size)
                 hash_now = self.hashing.manifest is not None and not in_thread
-                copied, placed = _write_copy(name, input_fd, target_fd, before, hash_now)
+                copied, copy_info, sha256 = fs.write_copy(
+                    name, input_fd, target_fd, before, hash_now
+                )
                 after = os.fstat(input_fd)
                 if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
                     break
@@ -303,8 +304,8 @@ class Placer:
             self.report.bytes_copied += copied
             self.flush.copied(copied)
             if in_thread:
-                return placed[0], self.hashing.later(name, target_fd)
-            return placed
+                return copy_info, self.hashing.later(name, target_fd)
+            return copy_info, sha256
         except OSError as error:
             if error.errno in fs.NO_SPACE:
                 raise fs.OutOfSpace(f"the target filesystem is full ({error.strerror})") from None
@@ -383,43 +384,3 @@ class Placer:
             return make_special(name, info, target_fd)
         self.reserve(fs.BLOCK_BYTES)
         return make_symlink(name, info, text, target_fd)
-
-
-def _write_copy(
-    name: str, input_fd: int, target_fd: int, info: os.stat_result, hash_now: bool
-) -> tuple[int, Placed]:
-    """Copy an open file to `name`; return the bytes copied, and the copy's
-    stat and (with `hash_now`) the hash of what it holds."""
-    output_fd = os.open(
-        name,
-        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=target_fd,
-    )
-    try:
-        copied = fs.copy_contents(input_fd, output_fd, info)
-        # A sparse copy's holes count in its size, not in the bytes copied.
-        size = info.st_size if fs.is_sparse(info) else copied
-        sha256 = fs.hash_open_file(output_fd, size) if hash_now else None
-        fs.apply_metadata(output_fd, info, input_fd)
-        return copied, (os.fstat(output_fd), sha256)
-    finally:
-        os.close(output_fd)
-
-
-def named(error: OSError, relative: str) -> OSError:
-    """An error about one entry that names no file (an fchown, an fchmod on
-    a descriptor), given the entry's path in the source so that the failure
-    says where."""
-    return OSError(error.errno, error.strerror, relative)
-
-
-@contextlib.contextmanager
-def naming(relative: str) -> Iterator[None]:
-    """Give an OSError of the block that names no file the path `relative`."""
-    try:
-        yield
-    except OSError as error:
-        if error.filename is not None:
-            raise
-        raise named(error, relative) from error
