@@ -40,6 +40,25 @@ def has_database(fd: int) -> bool:
         return False
 
 
+def _exists(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def check_writable(fd: int, directory: str) -> None:
+    """Refuse a state directory on a read-only filesystem, before anything
+    (a hook, a snapshot) runs that could not be recorded there."""
+    if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+        raise StateError(
+            f"state directory {directory} is on a read-only filesystem: apply, verify and "
+            f"state forget record there; mount it read-write, or choose another state "
+            f"directory with --state-dir (plan and state show read it as it is)"
+        )
+
+
 def create_database(fd: int, directory: str) -> None:
     """Create an empty cache.db (0600 whatever the umask: SQLite gives its
     companion files the mode of the database)."""
@@ -89,11 +108,19 @@ def load(directory: str, fd: int, convert: bool) -> dict[str, Any]:
 
     path = os.path.abspath(os.path.join(directory, DATABASE))
     files: list[str] = []
+    # mode=rw: nothing creates the file. It is no link: check_entries
+    # refused the directory otherwise, and nobody else may change it.
+    mode = "rw"
+    if not convert and os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+        # On a read-only mount (a copy mounted for an audit, a sandbox) SQLite
+        # can neither make the log's shared-memory file nor fold a log in.
+        # With the log and that file there, left by a writer through another
+        # mount, it reads through them read-only; without a log, cache.db is
+        # all there is, read as immutable, needing no companion file.
+        mode = "ro" if _exists(fd, DATABASE + "-wal") else "ro&immutable=1"
     try:
-        # mode=rw: nothing creates the file. It is no link: check_entries
-        # refused the directory otherwise, and nobody else may change it.
         connection = sqlite3.connect(
-            f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None, timeout=60
+            f"file:{quote(path)}?mode={mode}", uri=True, isolation_level=None, timeout=60
         )
     except sqlite3.DatabaseError as error:
         raise StateError(unreadable(directory, str(error))) from None

@@ -130,6 +130,7 @@ class StateStore:
         fd = open_state_directory(directory, create=True)
         assert fd is not None
         try:
+            database.check_writable(fd, directory)
             check_entries(fd, directory)
             if database.has_database(fd):
                 database.load(directory, fd, convert=True)
