@@ -123,7 +123,7 @@ def load(directory: str, fd: int, convert: bool) -> dict[str, Any]:
             f"file:{quote(path)}?mode={mode}", uri=True, isolation_level=None, timeout=60
         )
     except sqlite3.DatabaseError as error:
-        raise StateError(unreadable(directory, str(error))) from None
+        raise StateError(_unreadable(directory, str(error), mode)) from None
     try:
         connection.execute("BEGIN IMMEDIATE" if convert else "BEGIN")
         tables = {
@@ -149,7 +149,7 @@ def load(directory: str, fd: int, convert: bool) -> dict[str, Any]:
                 )
         connection.execute("COMMIT")
     except sqlite3.DatabaseError as error:
-        raise StateError(unreadable(directory, str(error))) from None
+        raise StateError(_unreadable(directory, str(error), mode)) from None
     finally:
         connection.close()
     if convert:
@@ -315,6 +315,17 @@ def _remove_value_files(fd: int, files: list[str]) -> None:
             finally:
                 os.close(first_fd)
             os.rmdir(first, dir_fd=fd)
+
+
+def _unreadable(directory: str, reason: str, mode: str) -> str:
+    if mode == "rw":
+        return unreadable(directory, reason)
+    # Read-only: an apply writing through another mount may have changed
+    # it while it was read.
+    return (
+        f"state store {directory}, on a read-only filesystem, could not be read ({reason}); "
+        f"if an apply was recording through another mount, try again once it ended"
+    )
 
 
 def unreadable(directory: str, reason: str) -> str:

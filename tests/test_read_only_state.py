@@ -141,3 +141,19 @@ def test_apply_with_a_read_only_state_directory_is_refused_saying_so_and_runs_no
     assert "move it aside" not in outcome.stderr, str(outcome)
     assert not marker.exists(), "a hook ran although nothing could be recorded"
     assert sorted(os.listdir(tmp_path / "dst")) == before
+
+
+def test_a_store_on_a_read_only_mount_that_cannot_be_read_is_reported_without_advice_to_move_it(
+    tmp_path: Path, state_dir: Path, read_only_view: Callable[[Path], Path]
+) -> None:
+    config = applied(tmp_path, state_dir)
+    database = state_dir / "cache.db"
+    database.write_bytes(b"not a database, but what a writer left half-way " * 100)
+    view = read_only_view(state_dir)
+
+    outcome = run(view, "state", "show", "-c", config)
+
+    assert outcome.exit_code == 1, str(outcome)
+    assert "Traceback" not in outcome.stderr, str(outcome)
+    assert f"state store {view}, on a read-only filesystem, could not be read" in outcome.stderr
+    assert "move it aside" not in outcome.stderr, str(outcome)
