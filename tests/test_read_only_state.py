@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import T0, Outcome, hardsnap_command, write_config
+from tests.conftest import T0, Outcome, hardsnap_command
+from tests.test_state_security import backup_config
 
 T1 = "2026-03-30T06:00:00Z"
 
@@ -61,17 +62,7 @@ def read_only_view(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
 
 
 def applied(tmp_path: Path, state: Path) -> Path:
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "file").write_text("data\n")
-    resource = {
-        "name": "r",
-        "type": "backup",
-        "source_dir": "src",
-        "target_path": "dst",
-        "min_free_space": 0,
-    }
-    config = write_config(tmp_path / "hardsnap.yaml", resource)
+    config = backup_config(tmp_path)
     outcome = run(state, "apply", "-c", config, "--allow-new-target")
     assert outcome.exit_code == 0, str(outcome)
     return config
