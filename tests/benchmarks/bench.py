@@ -161,6 +161,12 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+# Room beyond the trees and their copies on an image: hardsnap keeps its
+# default min_free_space of 1 GiB free, and ext4 takes its journal and
+# inode tables from the image first.
+FREE_MIB = 2048
+
+
 @contextlib.contextmanager
 def filesystem(workdir: Path, kind: str | None, size_mib: int) -> Iterator[tuple[Path, str]]:
     """Where a tree goes: a fresh loop image of `kind`, or `workdir` itself."""
@@ -183,7 +189,7 @@ def many_files(
     shapes: list[str],
     images: bool,
 ) -> None:
-    size = options.image_mib or max(512, len(shapes) * options.files * 9 * 6 // 1024 + 1024)
+    size = options.image_mib or len(shapes) * options.files * 9 * 6 // 1024 + FREE_MIB
     with filesystem(workdir, "ext4" if images else None, size) as (root, where):
         totals = {
             shape: make_tree(
@@ -250,7 +256,7 @@ def large_files(
 ) -> None:
     """A first snapshot of a few big files: on ext4 against cp -a, on XFS
     with reflink against rsync -a (cp -a reflinks there too)."""
-    size = options.image_mib or options.large_files * mib[1] * 5 + 1024
+    size = options.image_mib or options.large_files * mib[1] * 5 + FREE_MIB
     with filesystem(workdir, kind, size) as (root, where):
         total = make_large_tree(root / "big", options.large_files, options.seed, mib)
         sync()
