@@ -279,8 +279,10 @@ def snapshot_refusal(resource: Resource, facts: Facts, request: SnapshotRequest)
     filled what was missing)."""
     if not facts.source_exists:
         return missing_source_refusal(resource, facts)
-    refusal = ownership_refusal(resource, facts) or missing_target_refusal(
-        resource, facts, request.expected, request.allow_new_target
+    refusal = (
+        facts.target_error
+        or ownership_refusal(resource, facts)
+        or missing_target_refusal(resource, facts, request.expected, request.allow_new_target)
     )
     if refusal:
         return refusal

@@ -107,6 +107,12 @@ def observe(resource: Resource, now: dt.datetime) -> Facts:
         free_bytes=free,
         this_source=target.this_host(resource.source_dir),
     )
+    if not os.path.isdir(target_probe):
+        if target_probe == resolved:
+            error = f"target_path {resolved} is not a directory"
+        else:
+            error = f"target_path {resolved} cannot be made: {target_probe} is not a directory"
+        return replace(facts, target_error=error)
     if not facts.target_exists:
         return facts
     try:

@@ -60,8 +60,16 @@ class TargetLocks:
         try:
             for resolved in self.targets:
                 directory = fs.existing_ancestor(resolved)
-                if directory not in self._held:
+                if directory in self._held:
+                    continue
+                try:
                     self._lock(directory, resolved)
+                except TargetBusy:
+                    raise
+                except OSError:
+                    # No directory there (a file, a link swapped in): the
+                    # resource is refused, or its snapshot fails on `open`.
+                    continue
         except BaseException:
             self.release()
             raise
@@ -79,8 +87,14 @@ class TargetLocks:
         while self._held:
             os.close(self._held.popitem()[1])
 
-    def _lock(self, directory: str, resolved: str) -> int:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def _lock(self, directory: str, resolved: str, make: bool = False) -> int:
+        try:
+            fd = fs.open_absolute(directory, make)
+        except OSError as error:
+            reason = error.strerror
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                reason = "a part of it is no directory, or a symlink now (never followed)"
+            raise OSError(error.errno, f"cannot open target_path {resolved}: {reason}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -102,8 +116,7 @@ class TargetLocks:
         locking it first when it did not exist when the locks were taken."""
         fd = self._held.get(resolved)
         if fd is None:
-            fs.make_private_directory(resolved)
-            fd = self._lock(resolved, resolved)
+            fd = self._lock(resolved, resolved, make=True)
         return fd
 
 

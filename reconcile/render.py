@@ -154,7 +154,10 @@ def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[st
 
 
 def plan_summary(plan: Plan) -> str:
+    refused = sum(1 for resource_plan in plan.resources if resource_plan.refusal)
     if not plan.has_changes:
+        if refused:
+            return f"No changes: {plural(refused, 'resource')} refused."
         return "No changes. Every resource is converged."
     counts = {kind: 0 for kind in ActionKind}
     pruned = 0
@@ -182,7 +185,6 @@ def plan_summary(plan: Plan) -> str:
         parts.append(plural(hooks, "hook"))
     if counts[ActionKind.REVERT]:
         parts.append(plural(counts[ActionKind.REVERT], "revert"))
-    refused = sum(1 for resource_plan in plan.resources if resource_plan.refusal)
     if refused:
         parts.append(f"{plural(refused, 'resource')} refused")
     return "Plan: " + ", ".join(parts) + "."
