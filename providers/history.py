@@ -78,7 +78,10 @@ def history_of(target: str, snapshots: list[str], relative: str) -> History:
     the source (`""` for the source itself), return the entry's versions,
     oldest first. A snapshot without the entry ends the version before."""
     result = History(relative)
-    target_fd = fs.open_directory(target)
+    try:
+        target_fd = fs.open_directory(target)
+    except OSError:  # gone since its snapshots were listed: no version
+        return result
     try:
         current: Version | None = None
         for snapshot in snapshots:

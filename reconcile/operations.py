@@ -330,7 +330,10 @@ def history_of_path(config: Config, state_dir: str, name: str, path: str) -> his
     if relative == ".." or relative.startswith("../"):
         raise NoSuchSnapshot(f"{path} is not below source_dir {source}")
     target = _target_of(config, name, state_dir)
-    found = history.history_of(target, list(list_snapshots(target)), relative)
+    snapshots = list(list_snapshots(target))
+    if not snapshots:
+        raise NoSuchSnapshot(f'resource "{name}" has no snapshots in {target}')
+    found = history.history_of(target, snapshots, relative)
     if not found.versions:
         raise NoSuchSnapshot(f'{path} is in no snapshot of resource "{name}" in {target}')
     return found

@@ -4,6 +4,7 @@ is made outside the target. The real CLI as a process, real directories."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,27 @@ def test_a_plan_whose_only_resource_is_refused_does_not_call_it_converged(
     assert planned.returncode == 1, planned
     assert "converged" not in planned.stdout, planned
     assert planned.stdout.rstrip().endswith("No changes: 1 resource refused."), planned
+
+
+@pytest.mark.parametrize("where", ["missing", "below a file"])
+def test_audit_commands_on_a_target_with_no_snapshots_say_so_without_a_traceback(
+    site: Site, tmp_path: Path, where: str
+) -> None:
+    blocker = tmp_path / "blocker"
+    make_file(blocker, b"not a directory\n")
+    target = tmp_path / "never-made" if where == "missing" else blocker / "dst"
+    site.write(target_path=str(target))
+
+    history = site.process("history", "r", "a.txt")
+    history_json = site.process("history", "r", "a.txt", "--json")
+    diff = site.process("diff", "r")
+    verify = site.process("verify", "r")
+
+    for done in (history, history_json, diff):
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stderr, done
+        assert str(target) in done.stderr, done
+    assert f'resource "r" has no snapshots in {target}' in history.stderr, history
+    error = json.loads(history_json.stdout)["error"]
+    assert error.startswith('resource "r" has no snapshots'), history_json
+    assert verify.returncode == 0 and "no snapshots" in verify.stdout, verify
