@@ -43,11 +43,22 @@ def open_absolute(path: str, make: bool = False) -> int:
     """Open the directory at absolute `path` one component at a time from
     /, never following a symlink: a path made real by realpath names only
     directories, and one swapped for a link since is refused (ELOOP or
-    ENOTDIR). With `make`, missing directories are made on the way: the
-    last 0700, the others at most 0755, so no other user can swap them."""
-    fd = os.open("/", DIRECTORY_FLAGS)
+    ENOTDIR). With `make`, missing directories are made (open_below)."""
+    root_fd = os.open("/", DIRECTORY_FLAGS)
     try:
-        parts = [part for part in path.split("/") if part]
+        return open_below(root_fd, path.strip("/"), make)
+    finally:
+        os.close(root_fd)
+
+
+def open_below(root_fd: int, relative: str, make: bool = False) -> int:
+    """Open directory `relative` ("" for the root itself) below `root_fd`,
+    one component at a time, never following a symlink. With `make`,
+    missing directories are made on the way: the last 0700, the others at
+    most 0755, so no other user can swap them."""
+    fd = os.dup(root_fd)
+    try:
+        parts = relative.split("/") if relative else []
         for index, part in enumerate(parts):
             try:
                 next_fd = open_directory(part, fd)
@@ -57,21 +68,6 @@ def open_absolute(path: str, make: bool = False) -> int:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o700 if index == len(parts) - 1 else 0o755, dir_fd=fd)
                 next_fd = open_directory(part, fd)
-            os.close(fd)
-            fd = next_fd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def open_below(root_fd: int, relative: str) -> int:
-    """Open directory `relative` ("" for the root itself) below `root_fd`,
-    one component at a time, never following a symlink."""
-    fd = os.dup(root_fd)
-    try:
-        for part in relative.split("/") if relative else []:
-            next_fd = open_directory(part, fd)
             os.close(fd)
             fd = next_fd
     except BaseException:

@@ -64,8 +64,6 @@ class TargetLocks:
                     continue
                 try:
                     self._lock(directory, resolved)
-                except TargetBusy:
-                    raise
                 except OSError:
                     # No directory there (a file, a link swapped in): the
                     # resource is refused, or its snapshot fails on `open`.
