@@ -40,6 +40,10 @@ def has_database(fd: int) -> bool:
         return False
 
 
+def _read_only(fd: int) -> bool:
+    return bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+
+
 def _exists(fd: int, name: str) -> bool:
     try:
         os.stat(name, dir_fd=fd, follow_symlinks=False)
@@ -51,7 +55,7 @@ def _exists(fd: int, name: str) -> bool:
 def check_writable(fd: int, directory: str) -> None:
     """Refuse a state directory on a read-only filesystem, before anything
     (a hook, a snapshot) runs that could not be recorded there."""
-    if os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+    if _read_only(fd):
         raise StateError(
             f"state directory {directory} is on a read-only filesystem: apply, verify and "
             f"state forget record there; mount it read-write, or choose another state "
@@ -111,7 +115,7 @@ def load(directory: str, fd: int, convert: bool) -> dict[str, Any]:
     # mode=rw: nothing creates the file. It is no link: check_entries
     # refused the directory otherwise, and nobody else may change it.
     mode = "rw"
-    if not convert and os.fstatvfs(fd).f_flag & os.ST_RDONLY:
+    if not convert and _read_only(fd):
         # On a read-only mount (a copy mounted for an audit, a sandbox) SQLite
         # can neither make the log's shared-memory file nor fold a log in.
         # With the log and that file there, left by a writer through another
