@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import T0, Outcome, hardsnap_command
+from tests import processes
+from tests.conftest import T0, Outcome
 from tests.test_state_security import backup_config
 
 T1 = "2026-03-30T06:00:00Z"
@@ -22,13 +23,7 @@ T1 = "2026-03-30T06:00:00Z"
 
 def run(state: Path, *arguments: str | Path, now: str = T0) -> Outcome:
     environment = dict(os.environ, HARDSNAP_STATE_DIR=str(state), HARDSNAP_NOW=now)
-    done = subprocess.run(
-        [*hardsnap_command(), *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-    )
+    done = processes.run([str(argument) for argument in arguments], environment, timeout=120)
     return Outcome(done.returncode, done.stdout, done.stderr)
 
 
