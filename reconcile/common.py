@@ -155,13 +155,28 @@ def print_json(document: Any) -> None:
 
 def config_path(option: str | None) -> str:
     """The config file a command reads: -c, else $HARDSNAP_CONFIG, else
-    ./hardsnap.yaml when it exists, else the system-wide one (where the
-    shipped unit and the Ansible role put it)."""
+    ./hardsnap.yaml when it exists and no other user could have put it
+    there, else the system-wide one (where the shipped unit and the
+    Ansible role put it)."""
     if option:
         return option
     if os.environ.get("HARDSNAP_CONFIG"):
         return os.environ["HARDSNAP_CONFIG"]
-    return LOCAL_CONFIG if os.path.exists(LOCAL_CONFIG) else SYSTEM_CONFIG
+    if not os.path.exists(LOCAL_CONFIG):
+        return SYSTEM_CONFIG
+    from hardsnap.reconcile.config import untrusted_config
+
+    # Another user's file in the folder root happens to run from must not
+    # choose root's commands: it is passed over, said once.
+    refusal = untrusted_config(os.path.abspath(LOCAL_CONFIG))
+    if refusal is None:
+        return LOCAL_CONFIG
+    journal.say(
+        f"warning: ignoring ./{LOCAL_CONFIG}: {refusal}; reading {SYSTEM_CONFIG} instead "
+        f"(give -c to choose a config)",
+        journal.WARNING,
+    )
+    return SYSTEM_CONFIG
 
 
 def load(option: str | None, as_json: bool = False) -> Any:

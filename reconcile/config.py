@@ -8,11 +8,14 @@ reported together, so one run of `hardsnap validate` shows them all.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from hardsnap.providers import trust
 from hardsnap.reconcile.fields import FieldChecks
 from hardsnap.reconcile.model import Config, CrossFs, Keep, Resource, Schedule
 from hardsnap.reconcile.yamlvalues import (
@@ -64,13 +67,67 @@ def load_config(path: str) -> Config:
 
     Raise ConfigError listing every problem found, each located.
     """
+    refusal = untrusted_config(path)
+    if refusal is not None:
+        raise ConfigError([Problem(path, 1, 1, refusal)])
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+        text = _read_checked(path)
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ConfigError([Problem(path, 1, 1, f"cannot read config file: {reason}")]) from None
+    except _Untrusted as error:
+        raise ConfigError([Problem(path, 1, 1, str(error))]) from None
     return parse_config(text, path)
+
+
+class _Untrusted(Exception):
+    """The config file is not one whose commands may run as this user."""
+
+
+def untrusted_config(path: str) -> str | None:
+    """Why the config file at `path` must not be used, or None. Its hooks
+    run as this user (root from the shipped timer): a file another user
+    owns or may write, or one reached through a directory another user may
+    write, would let them choose those commands."""
+    weak = trust.weak_directory(path)
+    if weak is not None:
+        directory, why = weak
+        return (
+            f"config file {path} is reached through {directory}, which {why}: another user "
+            f"could put their own commands in it; keep the config in a directory only root "
+            f"can change (like /etc/hardsnap), or fix {directory}"
+        )
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # reading it says why
+    return _file_refusal(path, info)
+
+
+def _file_refusal(path: str, info: os.stat_result) -> str | None:
+    why = trust.file_weakness(info)
+    if why is None:
+        return None
+    fix = f"chmod go-w {path}" if trust.trusted_owner(info.st_uid) else f"chown root {path}"
+    return (
+        f"config file {path} {why}, and its commands would run as "
+        f"{trust.describe_user(os.geteuid())}: {fix} if you trust its contents"
+    )
+
+
+def _read_checked(path: str) -> str:
+    """Read the config file, checking what was opened: a regular file of
+    ours (it cannot have been swapped since: every directory on the way
+    is ours)."""
+    fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as stream:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        refusal = _file_refusal(path, info)
+        if refusal is not None:
+            raise _Untrusted(refusal)
+        return stream.read().decode("utf-8")
 
 
 def parse_config(text: str, path: str) -> Config:
