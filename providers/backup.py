@@ -8,6 +8,8 @@ providers/facts.py, the refusals said in providers/refusals.py).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -106,7 +108,7 @@ def _open_roots(
     an interrupted run left."""
     opened: list[int] = []
     try:
-        source_fd = os.open(resource.source_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        source_fd = _open_source(resource, facts)
         opened.append(source_fd)
         if target_fd is None and facts.target_exists:
             target_fd = fs.open_directory(facts.target)
@@ -123,6 +125,21 @@ def _open_roots(
     finally:
         for fd in opened:
             os.close(fd)
+
+
+def _open_source(resource: Resource, facts: Facts) -> int:
+    """Open the source at the path it resolved to when observed, one
+    directory at a time, following no symlink: a directory on the way
+    swapped for a link since is refused, never followed elsewhere."""
+    try:
+        return fs.open_absolute(facts.source)
+    except OSError as error:
+        reason = error.strerror
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            reason = "a directory on its path is a symlink or no directory now (never followed)"
+        raise OSError(
+            error.errno, f"cannot open source_dir {resource.source_dir} at {facts.source}: {reason}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -168,7 +185,28 @@ def take_snapshot(
     refusal = snapshot_refusal(resource, facts, request)
     if refusal:
         raise SnapshotFailed(refusal)
-    target_fd = locks.open(resolved)
+    try:
+        target_fd = target.open_target(resolved, make=True)
+    except OSError as error:
+        raise SnapshotFailed(str(error.strerror)) from None
+    try:
+        return _take(resource, name, moment, facts, target_fd, progress, request)
+    finally:
+        # Nothing stays open on the target's filesystem (a post_command may unmount it).
+        os.close(target_fd)
+
+
+def _take(
+    resource: Resource,
+    name: str,
+    moment: dt.datetime,
+    facts: Facts,
+    target_fd: int,
+    progress: Progress | None,
+    request: SnapshotRequest,
+) -> SnapshotReport:
+    """Take the snapshot in the target open as `target_fd`, under its lock."""
+    resolved = facts.target
     facts = observe_target(replace(facts, target_exists=True), target_fd, moment)
     refusal = snapshot_refusal(resource, facts, request)
     if refusal:
@@ -186,8 +224,9 @@ def take_snapshot(
             f"{resolved}/{name} exists but is not a snapshot directory: hardsnap will not "
             f"overwrite it; move it aside"
         )
-    if not facts.owner_marked:
-        assert facts.this_source is not None
+    assert facts.this_source is not None
+    if not facts.owner_marked or facts.owner is None or facts.owner.resolved is None:
+        # A new target, or a marker from before it recorded where the source led.
         target.write_owner(target_fd, facts.this_source)
     report = _build(resource, name, facts, target_fd, progress, request)
     report.reference_files = facts.reference_files
@@ -301,7 +340,11 @@ def prune(
     if locks is None:
         with TargetLocks([resolved]) as own:
             return prune(resolved, names, own)
-    target_fd = locks.fd(resolved)
-    if target_fd is None:
+    try:
+        target_fd = target.open_target(resolved)
+    except FileNotFoundError:
         return [], 0, []
-    return target.prune(target_fd, resolved, names)
+    try:
+        return target.prune(target_fd, resolved, names)
+    finally:
+        os.close(target_fd)

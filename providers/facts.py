@@ -8,7 +8,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass, replace
 
-from hardsnap.providers import fs, target
+from hardsnap.providers import fs, target, trust
 from hardsnap.providers.manifest import ManifestError, open_manifest
 from hardsnap.providers.naming import future_names
 from hardsnap.providers.target import Owner
@@ -42,6 +42,9 @@ class Facts:
     target_exists: bool
     # Snapshot names found in the target, oldest first, none dated after now.
     snapshots: tuple[str, ...]
+    # source_dir with symlinks resolved: what the walk opens, one
+    # directory at a time, following no symlink.
+    source: str
     source_exists: bool
     # None when the source is missing.
     same_filesystem: bool | None
@@ -80,16 +83,21 @@ class Facts:
     this_source: Owner | None = None
     # Users other than its owner may create entries in the target.
     target_open_to_others: bool = False
+    # (directory, why) when a directory on source_dir's path could be
+    # written by another user, who could swap the source for another.
+    source_path_weakness: tuple[str, str] | None = None
 
 
 def observe(resource: Resource, now: dt.datetime) -> Facts:
     """Return the facts of a resource at time `now`, reading only."""
     resolved = os.path.realpath(resource.target_path)
-    source_exists = os.path.isdir(resource.source_dir)
+    # Resolved once: the walk opens this path following no symlink.
+    source = os.path.realpath(resource.source_dir)
+    source_exists = os.path.isdir(source)
     target_probe = fs.existing_ancestor(resolved)
     same = None
     if source_exists:
-        same = os.stat(resource.source_dir).st_dev == os.stat(target_probe).st_dev
+        same = os.stat(source).st_dev == os.stat(target_probe).st_dev
     try:
         free: int | None = fs.free_bytes(target_probe)
     except OSError:
@@ -98,14 +106,16 @@ def observe(resource: Resource, now: dt.datetime) -> Facts:
         target=resolved,
         target_exists=os.path.isdir(resolved),
         snapshots=(),
+        source=source,
         source_exists=source_exists,
         source_not_directory=not source_exists and os.path.lexists(resource.source_dir),
-        source_empty=source_exists and holds_nothing_but(resource.source_dir, resolved),
+        source_empty=source_exists and holds_nothing_but(source, resolved),
         same_filesystem=same,
-        source_filesystem=fs.describe_filesystem(resource.source_dir) if source_exists else "",
+        source_filesystem=fs.describe_filesystem(source) if source_exists else "",
         target_filesystem=fs.describe_filesystem(target_probe),
         free_bytes=free,
-        this_source=target.this_host(resource.source_dir),
+        this_source=target.this_host(resource.source_dir, source),
+        source_path_weakness=trust.weak_directory(resource.source_dir),
     )
     if not os.path.isdir(target_probe):
         if target_probe == resolved:
@@ -179,20 +189,26 @@ def _owner(
 
 
 def holds_nothing_but(directory: str, target: str) -> bool:
-    """Whether the source `directory` holds nothing but, maybe, the target
-    directory."""
+    """Whether the source `directory` (a resolved path) holds nothing but,
+    maybe, the target directory."""
     try:
         skip = os.stat(target)
     except OSError:
         skip = None
     try:
-        with os.scandir(directory) as entries:
+        fd = fs.open_absolute(directory)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as entries:
             for entry in entries:
                 info = entry.stat(follow_symlinks=False)
                 if skip is None or (info.st_dev, info.st_ino) != (skip.st_dev, skip.st_ino):
                     return False
     except OSError:
         return False
+    finally:
+        os.close(fd)
     return True
 
 

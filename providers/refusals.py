@@ -7,6 +7,7 @@ when the snapshot starts."""
 from __future__ import annotations
 
 from hardsnap.providers.facts import Facts
+from hardsnap.providers.target import MARKER
 from hardsnap.reconcile.model import Resource
 
 
@@ -42,6 +43,15 @@ def ownership_refusal(resource: Resource, facts: Facts) -> str | None:
     mine = facts.this_source
     if facts.owner is None or mine is None:
         return None
+    if facts.owner_marked and facts.owner.same_as(mine) and mine.moved_from(facts.owner):
+        marker = f"{facts.target}/{MARKER}"
+        return (
+            f"source_dir {resource.source_dir} now leads to {mine.resolved}, but target_path "
+            f"{facts.target} holds the snapshots of it as it led to {facts.owner.resolved}: "
+            f"a symlink on its path changed (another user who can write a directory on the "
+            f"way could swap the source this way). Nothing was snapshotted or pruned; if you "
+            f"moved the source yourself, remove {marker}: the next run records where it is now"
+        )
     if facts.owner_marked and facts.owner.same_as(mine):
         return None
     if not facts.owner_marked and facts.owner.source == mine.source:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import socket
@@ -19,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from types import TracebackType
 
-from hardsnap.providers import fs, tree
+from hardsnap.providers import fs, locking, tree
 from hardsnap.providers.manifest import remove_manifest
 from hardsnap.providers.naming import is_snapshot_name
 
@@ -31,46 +30,43 @@ MARKER = ".hardsnap-target"
 MARKER_BYTES = 64 << 10
 
 
-class TargetBusy(Exception):
-    """Another apply holds the lock of a target; `pid` names it when known."""
-
-    def __init__(self, target: str, pid: int | None) -> None:
-        holder = f"pid {pid}" if pid else "another process"
-        super().__init__(f"another hardsnap apply ({holder}) is writing to {target}")
-        self.pid = pid
-
-
 class TargetLocks:
     """The locks of the targets an apply writes, taken before any hook runs.
 
-    An flock on each target directory itself, so two applies with different
-    state directories never write one target at once. A target that does
-    not exist yet (a pre_command may mount it) is locked through its nearest
-    existing ancestor until `open` creates it and locks it too. Each
-    directory is locked once (an flock held through one descriptor refuses
-    another, even in the same process).
+    One lock file per target (by its resolved path) in this user's lock
+    directory (providers/locking.py), so two applies with different state
+    directories never write one target at once, whether the target exists
+    yet or not (a pre_command may mount it). Nothing on the target's own
+    filesystem is held: a post_command may unmount it.
     """
 
-    def __init__(self, targets: list[str]) -> None:
+    def __init__(self, targets: list[str], directory: str | None = None) -> None:
         self.targets = targets
-        # Locked directory -> its descriptor.
+        self.directory = directory or locking.lock_directory()
+        # Target -> the descriptor of its lock file.
         self._held: dict[str, int] = {}
 
     def __enter__(self) -> TargetLocks:
+        """Take every lock. Raise locking.Busy when a hardsnap apply holds
+        one, locking.HeldByOther when something else does, LockUnusable
+        when the lock directory is not safe to use."""
+        if not self.targets:
+            return self
+        directory_fd = locking.open_lock_directory(self.directory)
         try:
             for resolved in self.targets:
-                directory = fs.existing_ancestor(resolved)
-                if directory in self._held:
+                if resolved in self._held:
                     continue
-                try:
-                    self._lock(directory, resolved)
-                except OSError:
-                    # No directory there (a file, a link swapped in): the
-                    # resource is refused, or its snapshot fails on `open`.
-                    continue
+                name = locking.lock_file_name(resolved)
+                path = os.path.join(self.directory, name)
+                fd = locking.open_lock_file(directory_fd, name, path)
+                self._held[resolved] = fd
+                locking.hold(fd, path, f"is writing to {resolved}")
         except BaseException:
             self.release()
             raise
+        finally:
+            os.close(directory_fd)
         return self
 
     def __exit__(
@@ -83,39 +79,21 @@ class TargetLocks:
 
     def release(self) -> None:
         while self._held:
-            os.close(self._held.popitem()[1])
+            fd = self._held.popitem()[1]
+            locking.release(fd)
 
-    def _lock(self, directory: str, resolved: str, make: bool = False) -> int:
-        try:
-            fd = fs.open_absolute(directory, make)
-        except OSError as error:
-            reason = error.strerror
-            if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                reason = "a part of it is no directory, or a symlink now (never followed)"
-            raise OSError(error.errno, f"cannot open target_path {resolved}: {reason}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            busy = error.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
-            holder = fs.flock_holder(fd) if busy else None
-            os.close(fd)
-            if not busy:
-                raise
-            raise TargetBusy(resolved, holder) from None
-        self._held[directory] = fd
-        return fd
 
-    def fd(self, resolved: str) -> int | None:
-        """The descriptor of target `resolved`, None while it does not exist."""
-        return self._held.get(resolved)
-
-    def open(self, resolved: str) -> int:
-        """Return the descriptor of target `resolved`, creating it (0700) and
-        locking it first when it did not exist when the locks were taken."""
-        fd = self._held.get(resolved)
-        if fd is None:
-            fd = self._lock(resolved, resolved, make=True)
-        return fd
+def open_target(resolved: str, make: bool = False) -> int:
+    """Open target `resolved` one directory at a time from /, following no
+    symlink; with `make`, a missing target (and its parents) is made, the
+    target 0700. Raise OSError saying why it cannot be opened."""
+    try:
+        return fs.open_absolute(resolved, make)
+    except OSError as error:
+        reason = error.strerror
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            reason = "a part of it is no directory, or a symlink now (never followed)"
+        raise OSError(error.errno, f"cannot open target_path {resolved}: {reason}") from None
 
 
 # -- what a target holds -----------------------------------------------------------
@@ -183,24 +161,35 @@ class Owner:
     host: str
     # /etc/machine-id where there is one: a host renamed stays the same host.
     machine: str | None = None
+    # Where `source` led, symlinks resolved, when the target was first
+    # used (None in markers older than this record).
+    resolved: str | None = None
 
     def same_as(self, other: Owner) -> bool:
+        """Whether both are the same source on the same host, wherever it
+        resolves now (see moved_from)."""
         if self.source != other.source:
             return False
         if self.machine and other.machine:
             return self.machine == other.machine
         return self.host == other.host
 
+    def moved_from(self, recorded: Owner) -> bool:
+        """Whether this source resolves elsewhere than it did when the
+        target recorded it: a symlink on its path changed."""
+        return None not in (self.resolved, recorded.resolved) and self.resolved != recorded.resolved
+
     def __str__(self) -> str:
         return f"{self.source} on host {self.host}"
 
 
-def this_host(source: str) -> Owner:
-    """The owner a target gets when `source` on this host first uses it."""
+def this_host(source: str, resolved: str) -> Owner:
+    """The owner a target gets when `source` (resolving to `resolved`) on
+    this host first uses it."""
     machine = None
     with contextlib.suppress(OSError, UnicodeDecodeError), open("/etc/machine-id") as stream:
         machine = stream.read().strip() or None
-    return Owner(source, socket.gethostname(), machine)
+    return Owner(source, socket.gethostname(), machine, resolved)
 
 
 def read_owner(target_fd: int) -> Owner | None:
@@ -218,7 +207,13 @@ def read_owner(target_fd: int) -> Owner | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError(f"{MARKER} is not a regular file")
         document = json.loads(os.read(fd, MARKER_BYTES))
-        owner = Owner(str(document["source"]), str(document["host"]), document.get("machine"))
+        resolved = document.get("resolved")
+        owner = Owner(
+            str(document["source"]),
+            str(document["host"]),
+            document.get("machine"),
+            None if resolved is None else str(resolved),
+        )
     except (ValueError, KeyError, TypeError, OSError) as error:
         raise ValueError(f"{MARKER} is damaged ({error})") from None
     finally:
@@ -238,7 +233,12 @@ def write_owner(target_fd: int, owner: Owner) -> None:
         dir_fd=target_fd,
     )
     try:
-        document = {"source": owner.source, "host": owner.host, "machine": owner.machine}
+        document = {
+            "source": owner.source,
+            "resolved": owner.resolved,
+            "host": owner.host,
+            "machine": owner.machine,
+        }
         os.write(fd, (json.dumps(document, indent=2) + "\n").encode())
         os.fsync(fd)
     finally:

@@ -99,11 +99,10 @@ def exit_codes(as_json: bool = False) -> Iterator[None]:
     """The one place where an operation's errors become exit codes: an
     unknown resource name is bad input (2); an unusable state store or a
     missing snapshot fail the command (1); a lock held by another apply
-    exits 75; a signal exits 128 + its number (130 for SIGINT, 143 for
+    exits 75 (held by anything else: 1); a signal exits 128 + its number (130 for SIGINT, 143 for
     SIGTERM). With `as_json`, the error is also the JSON document on stdout."""
-    from hardsnap.providers.target import TargetBusy
+    from hardsnap.providers.locking import Busy, HeldByOther, LockUnusable
     from hardsnap.reconcile.operations import CannotForget, NoSuchSnapshot, UnknownResource
-    from hardsnap.state.lock import LockHeld
     from hardsnap.state.store import StateError
 
     try:
@@ -120,9 +119,9 @@ def exit_codes(as_json: bool = False) -> Iterator[None]:
         )
     except UnknownResource as error:
         fail(str(error), ExitCode.INVALID, as_json)
-    except (LockHeld, TargetBusy) as error:
+    except Busy as error:
         fail(str(error), ExitCode.LOCKED, as_json)
-    except (StateError, NoSuchSnapshot, CannotForget) as error:
+    except (HeldByOther, LockUnusable, StateError, NoSuchSnapshot, CannotForget) as error:
         fail(str(error), ExitCode.FAILED, as_json)
 
 

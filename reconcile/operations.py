@@ -91,7 +91,7 @@ def apply_config(
     `jobs` processes share each snapshot's walk (None: one per CPU).
 
     Both locks are taken before anything is observed or run: the state
-    directory's, and every selected target's. Raise LockHeld or TargetBusy
+    directory's, and every selected target's. Raise locking.Busy (or HeldByOther)
     when another apply holds one.
     """
     resources = select(config, names)
@@ -138,7 +138,7 @@ class CannotForget(Exception):
 
 def forget_resource(config: Config, state_dir: str, name: str) -> None:
     """Drop the recorded state of a resource no longer in the config. Its
-    snapshots stay where they are. Raise CannotForget, or LockHeld while
+    snapshots stay where they are. Raise CannotForget, or locking.Busy while
     an apply runs."""
     if config.resource(name) is not None:
         raise CannotForget(

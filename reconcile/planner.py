@@ -274,6 +274,13 @@ def _warnings(resource: Resource, facts: Facts, now: dt.datetime) -> tuple[str, 
             f"({facts.snapshots[-1]} is the newest): has the clock jumped, or did runs stop "
             f"for long? Nothing is pruned on this run; pruning resumes on the next"
         )
+    if facts.source_path_weakness is not None:
+        directory, why = facts.source_path_weakness
+        warnings.append(
+            f"source_dir {resource.source_dir} is reached through {directory}, which {why}: "
+            f"whoever can write it could put another directory in the source's place (a "
+            f"symlink swapped in is refused, never followed; a directory is not told apart)"
+        )
     if facts.target_open_to_others:
         warnings.append(
             f"target_path {facts.target} is writable by other users: chmod go-w "

@@ -1,31 +1,22 @@
 """The apply lock: one apply at a time per state directory.
 
-An flock on a file in the state directory. The kernel drops it when the
-holder's process ends, however it ends, so a killed apply leaves no stale lock.
-The file is opened below a checked descriptor of the directory, never
-through a link, and only a regular file of ours with one name is ever
-truncated: a lock file swapped for a link to /etc/shadow is refused.
+An flock on a file in the state directory (providers/locking.py). The
+kernel drops it when the holder's process ends, however it ends, so a
+killed apply leaves no stale lock. The file is opened below a checked
+descriptor of the directory, never through a link, and only a regular file
+of ours with one name is ever truncated: a lock file swapped for a link to
+/etc/shadow is refused.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 from types import TracebackType
 
+from hardsnap.providers import locking
 from hardsnap.state.directory import StateError, open_entry, open_state_directory
 
 LOCK_FILE = "apply.lock"
-
-
-class LockHeld(Exception):
-    """Another process holds the lock; `pid` names it when known."""
-
-    def __init__(self, path: str, pid: int | None) -> None:
-        holder = f"pid {pid}" if pid else "another process"
-        super().__init__(f"another hardsnap apply ({holder}) holds the lock {path}")
-        self.pid = pid
 
 
 class ApplyLock:
@@ -38,9 +29,10 @@ class ApplyLock:
         self._fd: int | None = None
 
     def __enter__(self) -> ApplyLock:
-        """Take the lock. Raise LockHeld when another process holds it;
-        StateError (UnsafeStateDirectory) when the directory or the lock
-        file is not safe to use."""
+        """Take the lock. Raise locking.Busy when another hardsnap apply
+        holds it, locking.HeldByOther when something else does; StateError
+        (UnsafeStateDirectory) when the directory or the lock file is not
+        safe to use."""
         directory_fd = open_state_directory(self.directory, create=False)
         if directory_fd is None:
             raise StateError(f"state directory {self.directory} is missing: cannot lock it")
@@ -51,15 +43,10 @@ class ApplyLock:
         finally:
             os.close(directory_fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            holder = _read_pid(fd)
+            locking.hold(fd, self.path, f"holds the lock {self.path}")
+        except BaseException:
             os.close(fd)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LockHeld(self.path, holder) from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
 
@@ -70,14 +57,5 @@ class ApplyLock:
         traceback: TracebackType | None,
     ) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)
+            locking.release(self._fd)
             self._fd = None
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode().strip()
-        return int(text) if text else None
-    except (OSError, ValueError):
-        return None

@@ -76,6 +76,8 @@ def write_config(path: Path, *resources: dict[str, Any]) -> Path:
             lead = "  - " if index == 0 else "    "
             lines.append(f"{lead}{key}: {json.dumps(value)}")
     path.write_text("\n".join(lines) + "\n")
+    # Whatever the umask: a config others may write is refused.
+    os.chmod(path, 0o644)
     return path
 
 
@@ -110,6 +112,8 @@ def tmpfs(tmp_path: Path) -> Iterator[Mount]:
         yield mount
     finally:
         for point in reversed(mounted):
+            if not os.path.ismount(point):
+                continue  # the test unmounted it
             if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", str(point)], check=True)
 

@@ -9,14 +9,20 @@ Every test drives the real CLI on real directories; the other user is
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import NOBODY
+from hardsnap.providers import locking
+from tests.conftest import NOBODY, Mount, hand_to_nobody, hardsnap_command
 from tests.processes import run
-from tests.site import START, Site, new_site
+from tests.site import START, Site, at, make_file, name_of, new_site
 
 SYSTEM_CONFIG = Path("/etc/hardsnap/hardsnap.yaml")
 
@@ -130,3 +136,186 @@ def test_local_config_of_root_in_a_folder_of_root_is_still_the_default(site: Sit
     assert done.returncode == 0, done
     assert marker.exists()
     assert "ignoring" not in done.stderr
+
+
+# -- a source swapped for a symlink ---------------------------------------------------------
+
+
+def as_nobody(*command: str) -> None:
+    """Run a command as the other user (setpriv, as tests/conftest.py does)."""
+    setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    subprocess.run([*setpriv, *command], check=True, capture_output=True)
+
+
+def test_source_swapped_for_a_symlink_by_the_owner_of_its_parent_is_refused_naming_both(
+    nobody_dir: Path,
+) -> None:
+    site = new_site(nobody_dir)
+    folder = site.root / "theirs"
+    folder.mkdir()
+    site.source = site.source.rename(folder / "src")
+    os.chown(folder, NOBODY, NOBODY)
+    site.write()
+    elsewhere = site.root / "elsewhere"
+    make_file(elsewhere / "secret.txt", b"not the source\n")
+    first = site.apply(at(0))
+    assert first.returncode == 0, first
+    assert f"reached through {folder}" in first.stderr, first
+    as_nobody("mv", str(site.source), str(folder / "src.real"))
+    as_nobody("ln", "-s", str(elsewhere), str(site.source))
+    second = site.apply(at(1))
+    assert second.returncode == 1, second
+    assert f"now leads to {elsewhere}" in second.stderr, second
+    assert str(folder / "src") in second.stderr, second
+    assert site.snapshots() == [name_of(at(0))]
+    plan = site.cli("plan", now=at(1))
+    assert plan.returncode == 1 and f"now leads to {elsewhere}" in plan.stdout, plan
+
+
+def test_source_path_through_a_symlink_is_resolved_once_and_recorded_in_the_marker(
+    site: Site,
+) -> None:
+    real = site.source
+    alias = site.root / "alias"
+    alias.symlink_to(real)
+    site.source = alias
+    site.write()
+    assert site.apply(at(0)).returncode == 0
+    marker = json.loads((site.target / ".hardsnap-target").read_text())
+    assert marker["source"] == str(alias) and marker["resolved"] == str(real), marker
+    assert (site.target / name_of(at(0)) / "a.txt").read_bytes() == b"alpha\n"
+    other = site.root / "other"
+    make_file(other / "z.txt", b"zulu\n")
+    alias.unlink()
+    alias.symlink_to(other)
+    moved = site.apply(at(1))
+    assert moved.returncode == 1 and f"now leads to {other}" in moved.stderr, moved
+    assert "remove" in moved.stderr and ".hardsnap-target" in moved.stderr, moved
+    # The way out it names: the next run records where the source is now.
+    (site.target / ".hardsnap-target").unlink()
+    again = site.apply(at(1))
+    assert again.returncode == 0, again
+    assert json.loads((site.target / ".hardsnap-target").read_text())["resolved"] == str(other)
+
+
+def test_marker_from_before_resolved_paths_gains_the_resolved_source_on_the_next_snapshot(
+    site: Site,
+) -> None:
+    assert site.apply(at(0)).returncode == 0
+    marker = site.target / ".hardsnap-target"
+    document = json.loads(marker.read_text())
+    del document["resolved"]
+    marker.write_text(json.dumps(document))
+    done = site.apply(at(1))
+    assert done.returncode == 0, done
+    assert json.loads(marker.read_text())["resolved"] == str(site.source)
+
+
+def test_source_swapped_for_a_symlink_while_pre_command_runs_is_refused_not_followed(
+    site: Site,
+) -> None:
+    elsewhere = site.root / "elsewhere"
+    make_file(elsewhere / "secret.txt", b"not the source\n")
+    assert site.apply(at(0)).returncode == 0
+    site.write(pre_command=f"mv {site.source} {site.root}/moved && ln -s {elsewhere} {site.source}")
+    done = site.apply(at(1))
+    assert done.returncode == 1, done
+    assert f"now leads to {elsewhere}" in done.stdout + done.stderr, done
+    assert site.snapshots() == [name_of(at(0))]
+
+
+# -- the per-target lock --------------------------------------------------------------------
+
+HOLD_FLOCK = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def hold_flock(path: Path, *prefix: str) -> subprocess.Popen[bytes]:
+    """A process (run through `prefix`, e.g. setpriv) holding an flock on `path`."""
+    holder = subprocess.Popen(
+        [*prefix, sys.executable, "-c", HOLD_FLOCK, str(path)], stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == b"held", "the holder did not take the lock"
+    return holder
+
+
+@contextlib.contextmanager
+def holding(path: Path, *prefix: str) -> Iterator[subprocess.Popen[bytes]]:
+    holder = hold_flock(path, *prefix)
+    try:
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+NOBODY_PREFIX = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+
+
+def test_another_user_holding_an_flock_on_the_target_or_its_parent_stops_no_apply(
+    nobody_dir: Path,
+) -> None:
+    site = new_site(nobody_dir)
+    site.target.mkdir(mode=0o755)
+    with holding(site.target, *NOBODY_PREFIX):
+        done = site.apply(at(0))
+        assert done.returncode == 0, done
+    # A target not made yet (a disk not mounted yet): its parent is readable too.
+    site.target = nobody_dir / "disk" / "backups"
+    site.target.parent.mkdir(mode=0o755)
+    site.write()
+    with holding(site.target.parent, *NOBODY_PREFIX):
+        done = site.apply(at(1), "--allow-new-target")
+        assert done.returncode == 0, done
+    assert site.snapshots() == [name_of(at(1))]
+
+
+def test_target_lock_held_by_something_that_is_no_hardsnap_apply_exits_1_naming_it(
+    site: Site,
+) -> None:
+    marker = with_hook(site)
+    lock = Path(locking.lock_directory()) / locking.lock_file_name(os.path.realpath(site.target))
+    assert site.apply(at(0)).returncode == 0  # the lock file exists from now on
+    with holding(lock) as holder:
+        done = site.apply(at(1))
+    assert done.returncode == 1, done
+    assert f"pid {holder.pid}" in done.stderr and "not a hardsnap apply" in done.stderr, done
+    assert marker.stat().st_mtime_ns  # ran once, for the first apply
+    assert site.snapshots() == [name_of(at(0))]
+
+
+def test_a_lock_directory_other_users_may_enter_is_refused_naming_the_fix(
+    nobody_dir: Path,
+) -> None:
+    site = new_site(nobody_dir)
+    runtime = nobody_dir / "runtime"
+    (runtime / "hardsnap").mkdir(parents=True)
+    os.chmod(runtime / "hardsnap", 0o777)
+    site.state.mkdir(mode=0o700)
+    hand_to_nobody(nobody_dir)
+    environment = dict(site.environment(at(0)), XDG_RUNTIME_DIR=str(runtime))
+    done = subprocess.run(
+        [*NOBODY_PREFIX, *hardsnap_command(), "apply", "-c", str(site.config)],
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done
+    assert f"lock directory {runtime / 'hardsnap'}" in done.stderr, done
+    assert "mode 0700" in done.stderr, done
+    assert site.snapshots() == []
+
+
+def test_post_command_may_unmount_the_targets_filesystem(site: Site, tmpfs: Mount) -> None:
+    disk = tmpfs("disk", "size=8m")
+    site.target = disk / "backups"
+    site.write(post_command=f"umount {disk}", cross_fs="link")
+    done = site.apply(at(0))
+    assert done.returncode == 0, done
+    assert not os.path.ismount(disk), "the post_command could not unmount the target"

@@ -239,8 +239,13 @@ def sandboxed(
     """`command` as the unit runs it, as far as this machine allows: the
     unit's capability bounding set (or `bounding_set`) and no new
     privileges (setpriv), in a mount namespace where everything is
-    read-only but `writable` (ProtectSystem=strict with ReadWritePaths)."""
+    read-only but `writable` and the unit's RuntimeDirectory
+    (ProtectSystem=strict with ReadWritePaths)."""
     service = unit("hardsnap.service")["Service"]
+    # RuntimeDirectory: systemd makes it, writable inside the sandbox.
+    runtime = Path("/run") / service["RuntimeDirectory"]
+    runtime.mkdir(mode=int(service["RuntimeDirectoryMode"], 8), exist_ok=True)
+    writable = [*writable, runtime]
     names = bounding_set if bounding_set is not None else service["CapabilityBoundingSet"]
     capabilities = ",".join("+" + name.removeprefix("CAP_").lower() for name in names.split())
     binds = " && ".join(

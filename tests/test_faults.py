@@ -32,6 +32,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hardsnap.providers import backup, fs
+from hardsnap.providers.locking import lock_directory, lock_file_name
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY
 from hardsnap.providers.snapshot import SnapshotFailed
 from hardsnap.providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
@@ -847,7 +848,7 @@ def test_kill_9_of_an_apply_holding_the_locks_leaves_none_and_the_next_apply_suc
     assert listing(target) == [PARTIAL + name], "the kill did not land mid-snapshot"
     # The kernel dropped both flocks with their holder.
     assert_unlocked(state / LOCK_FILE)
-    assert_unlocked(target)
+    assert_unlocked(Path(lock_directory()) / lock_file_name(os.path.realpath(target)))
     kept = finished_work(target, scan(big_site.source))
     assert kept, "the killed apply finished no file"
 

@@ -86,6 +86,8 @@ FACTS_KEYS = {
     "future_snapshots",
     "partial",
     "owner",
+    "owner_resolved",
+    "source_resolved",
     "target_open_to_others",
 }
 STATE_KEYS = {
@@ -174,12 +176,17 @@ def build_facts(resource: Resource, spec: dict[str, Any]) -> Facts:
     prediction = spec.get("prediction")
     free_bytes = spec.get("free_bytes", "1T")
     # The target's marker names this host and `owner` (default: this source).
-    this_source = Owner(resource.source_dir, "host", "machine")
+    # The source resolves to `source_resolved`, the marker recorded `owner_resolved`.
+    source = spec.get("source_resolved", resource.source_dir)
+    this_source = Owner(resource.source_dir, "host", "machine", source)
     owner = replace(this_source, source=spec["owner"]) if "owner" in spec else None
+    if "owner_resolved" in spec:
+        owner = replace(owner or this_source, resolved=spec["owner_resolved"])
     return Facts(
         target=resource.target_path,
         target_exists=bool(spec.get("target_exists", bool(snapshots))),
         snapshots=snapshots,
+        source=source,
         source_exists=source_exists,
         same_filesystem=spec.get("same_filesystem", True if source_exists else None),
         source_filesystem=spec.get("source_filesystem", SOURCE_FILESYSTEM if source_exists else ""),

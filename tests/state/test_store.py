@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from hardsnap.providers.locking import Busy
 from hardsnap.state.disk import StateDisk
 from hardsnap.state.legacy import UnsafePickle, plain_unpickle
-from hardsnap.state.lock import ApplyLock, LockHeld
+from hardsnap.state.lock import ApplyLock
 from hardsnap.state.store import (
     SCHEMA_KEY,
     SCHEMA_VERSION,
@@ -110,7 +111,7 @@ def test_default_state_dir_prefers_flag_env_then_xdg(tmp_path: Path) -> None:
 def test_second_lock_names_the_holder_pid(tmp_path: Path) -> None:
     with ApplyLock(str(tmp_path)):
         # flock locks belong to the open file: a second open conflicts even here.
-        with pytest.raises(LockHeld) as raised:
+        with pytest.raises(Busy) as raised:
             ApplyLock(str(tmp_path)).__enter__()
         assert raised.value.pid == os.getpid()
         assert f"pid {os.getpid()}" in str(raised.value)
@@ -131,7 +132,7 @@ def test_lock_of_a_killed_holder_is_free_again(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == b"held"
-        with pytest.raises(LockHeld) as raised:
+        with pytest.raises(Busy) as raised:
             ApplyLock(str(tmp_path)).__enter__()
         assert raised.value.pid == holder.pid
     finally:
