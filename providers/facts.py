@@ -83,6 +83,8 @@ class Facts:
     this_source: Owner | None = None
     # Users other than its owner may create entries in the target.
     target_open_to_others: bool = False
+    # Users other than its owner may list or enter the target.
+    target_readable_by_others: bool = False
     # (directory, why) when a directory on source_dir's path could be
     # written by another user, who could swap the source for another.
     source_path_weakness: tuple[str, str] | None = None
@@ -156,6 +158,7 @@ def observe_target(facts: Facts, target_fd: int, now: dt.datetime) -> Facts:
         owner_marked=marked,
         owner_error=owner_error,
         target_open_to_others=target.writable_by_others(target_fd),
+        target_readable_by_others=target.readable_by_others(target_fd),
     )
     if not snapshots:
         return facts

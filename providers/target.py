@@ -150,6 +150,12 @@ def writable_by_others(target_fd: int) -> bool:
     return bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
+def readable_by_others(target_fd: int) -> bool:
+    """Whether users other than its owner may list or enter the target."""
+    info = os.fstat(target_fd)
+    return bool(info.st_mode & (stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH))
+
+
 # -- the source a target serves ---------------------------------------------------
 
 

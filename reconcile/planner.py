@@ -287,6 +287,14 @@ def _warnings(resource: Resource, facts: Facts, now: dt.datetime) -> tuple[str, 
             f"{facts.target} (hardsnap never follows what they put there, but they can "
             f"delete or alter snapshots)"
         )
+    if facts.target_readable_by_others:
+        warnings.append(
+            f"target_path {facts.target} can be read by other users: chmod 700 "
+            f"{facts.target} (snapshots keep every file's owner and mode, but not the "
+            f"protection of the source's parent directories: a file only a 0700 directory "
+            f"of the source kept from them is readable here, and they can rewrite their own "
+            f"files in every snapshot that shares the inode)"
+        )
     return tuple(warnings)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -319,3 +320,25 @@ def test_post_command_may_unmount_the_targets_filesystem(site: Site, tmpfs: Moun
     done = site.apply(at(0))
     assert done.returncode == 0, done
     assert not os.path.ismount(disk), "the post_command could not unmount the target"
+
+
+# -- a target others can read ----------------------------------------------------------------
+
+
+def test_target_others_can_read_is_warned_about_naming_chmod_700_and_new_ones_are_0700(
+    site: Site,
+) -> None:
+    private = site.source / "home" / "alice"
+    make_file(private / "notes.txt", b"only through a 0700 folder\n", 0o644)
+    os.chmod(private, 0o700)
+    first = site.apply(at(0))
+    assert first.returncode == 0, first
+    assert stat.S_IMODE(site.target.stat().st_mode) == 0o700
+    assert "read by other users" not in first.stderr, first
+    os.chmod(site.target, 0o755)
+    plan = site.cli("plan", now=at(1))
+    assert plan.returncode == 0, plan
+    assert "can be read by other users: chmod 700" in plan.stdout, plan
+    applied = site.apply(at(1))
+    assert applied.returncode == 0, applied
+    assert "can be read by other users: chmod 700" in applied.stderr, applied

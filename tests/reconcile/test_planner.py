@@ -89,6 +89,7 @@ FACTS_KEYS = {
     "owner_resolved",
     "source_resolved",
     "target_open_to_others",
+    "target_readable_by_others",
 }
 STATE_KEYS = {
     "revert_spent",
@@ -207,6 +208,7 @@ def build_facts(resource: Resource, spec: dict[str, Any]) -> Facts:
         owner_marked=owner is not None,
         this_source=this_source,
         target_open_to_others=bool(spec.get("target_open_to_others", False)),
+        target_readable_by_others=bool(spec.get("target_readable_by_others", False)),
     )
 
 
