@@ -17,7 +17,12 @@ from dataclasses import dataclass, replace
 from hardsnap.providers import fs, target, tree
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
-from hardsnap.providers.manifest import open_manifest, remove_orphans
+from hardsnap.providers.manifest import (
+    ManifestError,
+    ManifestReader,
+    open_manifest,
+    remove_orphans,
+)
 from hardsnap.providers.manifest_writer import ManifestWriter
 from hardsnap.providers.naming import snapshot_in_window, snapshot_time
 from hardsnap.providers.refusals import (
@@ -45,6 +50,7 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
     what an interrupted run left, which it keeps)."""
     if not facts.source_exists:
         return facts
+    started, joined = _reference_facts(facts)
     walk = Walk(
         Excludes(resource.exclude),
         links_unchanged(resource, facts),
@@ -52,6 +58,8 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         _identity(facts),
         corrupted=corrupted,
         kinds=kinds(resource),
+        reference_started_ns=started,
+        joined=joined,
     )
     try:
         with _open_roots(resource, facts) as (source_fd, reference_fd, partial_fd):
@@ -72,6 +80,33 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         report.special_files_skipped,
     )
     return replace(facts, prediction=prediction)
+
+
+def _reference_facts(
+    facts: Facts, manifest: ManifestReader | None = None
+) -> tuple[int, frozenset[int]]:
+    """When the reference's walk began and its inodes with several names,
+    from its manifest (`manifest`, else opened here). Without one that
+    tells: 0 (every file is compared on xattrs) and none."""
+    if manifest is None:
+        if not facts.snapshots:
+            return 0, frozenset()
+        try:
+            target_fd = fs.open_directory(facts.target)
+        except OSError:
+            return 0, frozenset()
+        try:
+            manifest = open_manifest(target_fd, facts.snapshots[-1], facts.target)
+        finally:
+            os.close(target_fd)
+        if manifest is None:
+            return 0, frozenset()
+        with manifest:
+            return _reference_facts(facts, manifest)
+    try:
+        return manifest.started_ns or 0, manifest.joined()
+    except ManifestError:
+        return 0, frozenset()
 
 
 def kinds(resource: Resource) -> Kinds:
@@ -255,6 +290,9 @@ def _build(
             f"cannot keep manifests in {facts.target}/.hardsnap-manifests: {error.strerror}; "
             f"it must be a directory hardsnap owns (move aside whatever is there)"
         ) from None
+    started, joined = (0, frozenset[int]())
+    if reference_manifest is not None:
+        started, joined = _reference_facts(facts, reference_manifest)
     walk = Walk(
         Excludes(resource.exclude),
         links_unchanged(resource, facts),
@@ -267,6 +305,8 @@ def _build(
         workers=request.jobs or available_cpus(),
         corrupted=request.corrupted,
         kinds=kinds(resource),
+        reference_started_ns=started,
+        joined=joined,
     )
     try:
         if not resume:
@@ -299,6 +339,7 @@ def _build(
             reference_manifest.close()
     remove_orphans(target_fd, set(target.read_listing(target_fd).snapshots))
     walk.report.leftovers.extend(leftovers)
+    walk.report.resumed = resume
     return walk.report
 
 

@@ -323,7 +323,7 @@ class Walker:
         if self.progress is None:
             return
         report = self.report
-        files = report.files_copied + report.files_linked
+        files = report.files_done()
         if files >= self._next_progress[0] or report.bytes_copied >= self._next_progress[1]:
             self._next_progress = (files + PROGRESS_FILES, report.bytes_copied + PROGRESS_BYTES)
             self.progress(files, report.bytes_copied)
@@ -331,8 +331,9 @@ class Walker:
 
 def open_frame(roots: Frame, relative: str) -> Frame:
     """Open the directory `relative` ("" for the roots themselves) below the
-    roots' source, reference (when it has it) and target, one component at
-    a time; raise OSError when the source's is not there."""
+    roots' source, reference (when it has it) and target (or, dry, the
+    work an interrupted run left), one component at a time; raise OSError
+    when the source's is not there."""
     source_fd = fs.open_below(roots.source_fd, relative)
     frame = Frame(source_fd, None, None, relative + "/" if relative else "", roots.info)
     try:
@@ -342,6 +343,9 @@ def open_frame(roots: Frame, relative: str) -> Frame:
                 frame.reference_fd = fs.open_below(roots.reference_fd, relative)
         if roots.target_fd is not None:
             frame.target_fd = fs.open_below(roots.target_fd, relative)
+        elif roots.partial_fd is not None:
+            with contextlib.suppress(OSError):
+                frame.partial_fd = fs.open_below(roots.partial_fd, relative)
     except BaseException:
         frame.close()
         raise

@@ -16,10 +16,13 @@ file by hand. Only copied bytes are hashed: a linked file shares its inode,
 and so its hash, with the reference, whose manifest already has it.
 
 The format is lines, streamable and readable with standard tools: a JSON
-header, then one block per directory (a JSON {"d": DIR} line followed by
-one tab-separated line per file: size, mtime_ns, mode, uid, gid, inode,
-sha256 or "-", name), then an index of the blocks ({"i": [DIR, OFFSET]}
-lines), then a JSON trailer naming where the index starts. A name that is
+header (the source, and `started_ns`: when the walk began), then one block
+per directory (a JSON {"d": DIR} line followed by one tab-separated line
+per file: size, mtime_ns, mode, uid, gid, inode, sha256 or "-", name),
+then an index of the blocks ({"i": [DIR, OFFSET]} lines), then the inodes
+that have several names in the snapshot ({"j": [INODE, ...]} lines), then
+a JSON trailer naming where the index and those lines start. Manifests
+written before `started_ns` and the joined lines existed are read too. A name that is
 not plain printable text (a tab, a newline, a backslash, bytes that are not
 UTF-8) is written as a backslash and its JSON string, non-UTF-8 bytes as
 surrogate escapes (os.fsencode gives the original bytes back). File lines
@@ -36,6 +39,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -181,6 +185,42 @@ class ManifestReader:
     def bytes(self) -> int:
         return int(self.trailer["bytes"])
 
+    @property
+    def started_ns(self) -> int | None:
+        """When the snapshot's walk began (None in manifests that do not say)."""
+        first = os.pread(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
+        try:
+            started = json.loads(first).get("started_ns")
+        except (ValueError, AttributeError) as error:
+            raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+        return started if isinstance(started, int) else None
+
+    def joined(self) -> frozenset[int]:
+        """The inodes that have several names in the snapshot: from its
+        joined section, or, in a manifest without one, found by reading
+        every file line (a few bytes of memory per file, once)."""
+        try:
+            start = self.trailer.get("joined")
+            if start is not None:
+                return self._joined_section(int(start))
+            inodes = array("q")
+            for relative in self.directories():
+                for _, fields in self._file_lines(relative):
+                    if not fields[6].startswith("@"):
+                        inodes.append(int(fields[5]))
+        except (ValueError, TypeError, KeyError) as error:
+            raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+        return frozenset(a for a, b in itertools.pairwise(sorted(inodes)) if a == b)
+
+    def _joined_section(self, start: int) -> frozenset[int]:
+        fd = self._file.fileno()
+        data = os.pread(fd, os.fstat(fd).st_size - start, start)
+        lines = data.rstrip(b"\n").split(b"\n")[:-1]  # the trailer ends it
+        joined: set[int] = set()
+        for line in lines:
+            joined.update(int(inode) for inode in json.loads(line)["j"])
+        return frozenset(joined)
+
     def close(self) -> None:
         self._file.close()
 
@@ -205,14 +245,19 @@ class ManifestReader:
     def _read_index(self, index_offset: int) -> None:
         """Load the index compactly: a few dozen bytes per directory."""
         fd = self._file.fileno()
-        data = os.pread(fd, os.fstat(fd).st_size - index_offset, index_offset)
+        end = self.trailer.get("joined")
+        if end is None:  # the index runs to the trailer
+            data = os.pread(fd, os.fstat(fd).st_size - index_offset, index_offset)
+            data = data[: data.rstrip(b"\n").rfind(b"\n") + 1]
+        else:
+            data = os.pread(fd, int(end) - index_offset, index_offset)
         names: list[str] = []
         offsets = array("q")
         for match in _INDEX_LINE.finditer(data):
             shown, offset = match.groups()
             names.append(json.loads(shown) if b"\\" in shown else shown[1:-1].decode())
             offsets.append(int(offset))
-        if len(names) != data.count(b"\n") - 1:  # every line but the trailer
+        if len(names) != data.count(b"\n"):
             raise ValueError("its index has lines that are not index entries")
         order = sorted(range(len(names)), key=names.__getitem__)
         self._offsets = array("q", (offsets[number] for number in order))

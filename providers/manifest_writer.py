@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import stat
+import time
 from typing import IO, Any
 
 from hardsnap.providers.manifest import (
@@ -27,6 +28,8 @@ from hardsnap.providers.manifest import (
 # Lines are written in chunks this big: each walker process holds one
 # buffer, so it is kept small (bigger ones wrote no faster).
 WRITE_BUFFER = 256 << 10
+# Inode numbers on one line of the joined section.
+JOINED_PER_LINE = 4096
 
 
 class ManifestWriter:
@@ -53,7 +56,18 @@ class ManifestWriter:
         self._offset = 0
         self.files = 0
         self.bytes = 0
-        self._write({"hardsnap_manifest": FORMAT_VERSION, "snapshot": snapshot, "source": source})
+        # Inodes given several names in the snapshot, set once it is walked.
+        self.joined: list[int] | None = None
+        self._write(
+            {
+                "hardsnap_manifest": FORMAT_VERSION,
+                "snapshot": snapshot,
+                "source": source,
+                # When the walk began (the next snapshot compares xattrs of
+                # files whose inode changed since).
+                "started_ns": time.time_ns(),
+            }
+        )
 
     def _write(self, record: Any) -> None:
         line = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
@@ -102,7 +116,12 @@ class ManifestWriter:
         index_offset = self._offset
         self._file.write(self._index)
         self._offset += len(self._index)
-        self._write({"index": index_offset, "files": self.files, "bytes": self.bytes})
+        trailer: dict[str, int] = {"index": index_offset}
+        if self.joined is not None:
+            trailer["joined"] = self._offset
+            for start in range(0, len(self.joined), JOINED_PER_LINE):
+                self._write({"j": self.joined[start : start + JOINED_PER_LINE]})
+        self._write({**trailer, "files": self.files, "bytes": self.bytes})
 
     def part(self, number: int) -> ManifestWriter:
         """A writer for a worker process's share of the same snapshot, to be
@@ -119,6 +138,7 @@ class ManifestWriter:
         part._offset = 0
         part.files = 0
         part.bytes = 0
+        part.joined = None
         part._write({"hardsnap_manifest_part": FORMAT_VERSION, "snapshot": self._snapshot})
         return part
 

@@ -61,9 +61,17 @@ class Rules:
     # Inodes of the reference that `verify --content` found corrupted:
     # their files are copied from the source, never linked.
     corrupted: frozenset[int] = frozenset()
-    # When the reference was made (the rename that completed it set its
-    # root's ctime): a source file changed since is compared on xattrs too.
-    reference_made_ns: int = 0
+    # When the reference's walk began (its manifest says; 0 when unknown):
+    # a source file whose inode changed since is compared on xattrs too,
+    # the walk having possibly passed it before the change.
+    reference_started_ns: int = 0
+    # Inodes with several names in the reference: each is given to at most
+    # one source inode, so names split in the source are split here too.
+    joined: frozenset[int] = frozenset()
+
+
+class _Defer(Exception):
+    """The entry must wait for the end of the walk (see Placer.deferring)."""
 
 
 class Placer:
@@ -75,7 +83,6 @@ class Placer:
         hashing: Hashing,
         root_target_fd: int | None,
         space: SpaceBudget | None = None,
-        defer_several_names: bool = False,
     ) -> None:
         self.rules = rules
         self.report = SnapshotReport()
@@ -87,9 +94,18 @@ class Placer:
         # of their first name in the snapshot (and its hash), so later names
         # link to it.
         self._first_names: dict[tuple[int, int], tuple[str, Sha256]] = {}
-        # A worker leaves files with several names to the parent, which alone
-        # sees every name of an inode: (directory prefix, name).
-        self.deferred: list[tuple[str, str]] | None = [] if defer_several_names else None
+        # While walking, files whose placing depends on other names (several
+        # names in the source, or a reference inode with several names) wait
+        # as (directory prefix, name): the parent places them all at the end,
+        # sorted, so that which name is first, and so what is copied and
+        # what linked, is the same whatever the walk's order, the number of
+        # processes, or whether the walk is dry (plan) or real.
+        self.deferring = True
+        self.deferred: list[tuple[str, str]] = []
+        # Reference inodes of `rules.joined` -> the source inode given it.
+        self._claims: dict[int, tuple[int, int]] = {}
+        # Snapshot inode -> names placed, for files with several source names.
+        self._names_placed: dict[int, int] = {}
 
     def settle(self) -> None:
         """Write every manifest line waiting for its hash and stop this
@@ -114,13 +130,38 @@ class Placer:
 
     def file(self, name: str, relative: str, info: os.stat_result, frame: Frame) -> None:
         """Place the regular file `name` of the directory `frame`."""
-        if self.deferred is not None and info.st_nlink > 1:
+        several_names = info.st_nlink > 1
+        try:
+            if several_names and self.deferring:
+                raise _Defer
+            self._place_file(name, relative, info, frame, several_names)
+        except _Defer:
             self.deferred.append((frame.prefix, name))
-            return
+            if frame.kept is not None:
+                frame.kept.add(name)  # resuming: what a killed run made waits too
+
+    def joined_inodes(self) -> list[int]:
+        """The snapshot inodes given several names (for its manifest)."""
+        return sorted(inode for inode, names in self._names_placed.items() if names > 1)
+
+    def _may_share(self, inode: int, info: os.stat_result) -> bool:
+        """Whether the source file `info` may be one inode with the snapshot
+        inode `inode`: not when that inode has several names in the
+        reference and another source inode has it already. Raise _Defer
+        while deferring such a file (only the parent sees every claim)."""
+        if inode not in self.rules.joined:
+            return True
+        if self.deferring:
+            raise _Defer
+        source = (info.st_dev, info.st_ino)
+        return self._claims.setdefault(inode, source) == source
+
+    def _place_file(
+        self, name: str, relative: str, info: os.stat_result, frame: Frame, several_names: bool
+    ) -> None:
         placed = None
         if frame.kept is not None:
             placed = self._resumed(name, info, frame)
-        several_names = info.st_nlink > 1
         if placed is None and several_names:
             placed = self._link_to_first_name(name, info, frame.target_fd)
         if placed is None:
@@ -142,6 +183,8 @@ class Placer:
             frame.kept.add(name)
         if several_names:
             self._first_names.setdefault((info.st_dev, info.st_ino), (relative, sha256))
+            inode = snapshot_info.st_ino
+            self._names_placed[inode] = self._names_placed.get(inode, 0) + 1
         self.hashing.file(name, snapshot_info, sha256)
 
     def _known_hash(self, name: str, frame: Frame, dir_fd: int, inode: int) -> str | None:
@@ -165,17 +208,16 @@ class Placer:
             existing = os.stat(name, dir_fd=finished_fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
-        if is_unchanged(info, existing):
+        # Kept as a killed run finished it, when the source has not changed
+        # since, extended attributes included (when that run began is not
+        # known: they are always compared).
+        if (
+            is_unchanged(info, existing)
+            and existing.st_ino not in self.rules.corrupted
+            and fs.same_xattrs(frame.source_fd, finished_fd, name)
+            and self._may_share(existing.st_ino, info)
+        ):
             self.report.files_kept += 1
-            reference = None
-            if frame.reference_fd is not None:
-                with contextlib.suppress(OSError):
-                    reference = os.stat(name, dir_fd=frame.reference_fd, follow_symlinks=False)
-            if reference is not None and reference.st_ino == existing.st_ino:
-                self.report.files_linked += 1
-            else:
-                self.report.files_copied += 1
-                self.report.bytes_copied += existing.st_size
             return existing, self._known_hash(name, frame, finished_fd, existing.st_ino)
         if frame.target_fd is None:
             return None
@@ -216,11 +258,14 @@ class Placer:
         if not is_unchanged(info, reference) or reference.st_ino in self.rules.corrupted:
             return None
         # Extended attributes change a file's ctime but not its mtime: a file
-        # whose inode changed since the reference was made is compared on them.
-        if info.st_ctime_ns >= self.rules.reference_made_ns and not fs.same_xattrs(
+        # whose inode changed since the reference's walk began is compared
+        # on them.
+        if info.st_ctime_ns >= self.rules.reference_started_ns and not fs.same_xattrs(
             frame.source_fd, reference_fd, name
         ):
             return None
+        if not self._may_share(reference.st_ino, info):
+            return None  # another source inode has it: this one is copied
         if target_fd is not None:
             try:
                 os.link(

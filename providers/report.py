@@ -27,9 +27,11 @@ class SnapshotReport:
     unstable: list[str] = field(default_factory=list)
     # Files in the reference snapshot, when its manifest tells.
     reference_files: int | None = None
-    # Files a killed or interrupted run had finished, kept (counted in the
-    # copies and links above too).
+    # Files a killed or interrupted run had finished, kept as they are (not
+    # counted in the copies and links above).
     files_kept: int = 0
+    # The snapshot resumed the work an interrupted or killed run left.
+    resumed: bool = False
     # Space the copies take on disk: allocated blocks, not apparent sizes
     # (a sparse file costs what it occupies, a small file a whole block).
     space_needed: int = 0
@@ -55,6 +57,7 @@ class SnapshotReport:
         self.skipped.extend(other.skipped)
         self.unstable.extend(other.unstable)
         self.files_kept += other.files_kept
+        self.resumed = self.resumed or other.resumed
         self.space_needed += other.space_needed
         self.link_failures += other.link_failures
         self.link_failure = self.link_failure or other.link_failure
@@ -62,6 +65,10 @@ class SnapshotReport:
         self.special_files += other.special_files
         self.symlinks_skipped += other.symlinks_skipped
         self.special_files_skipped += other.special_files_skipped
+
+    def files_done(self) -> int:
+        """Files of the source in the snapshot: copied, linked or kept."""
+        return self.files_copied + self.files_linked + self.files_kept
 
     def to_json(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)
@@ -84,7 +91,7 @@ class SnapshotReport:
 
     def shrink_warning(self) -> str | None:
         """A warning when the source lost more than half its files."""
-        files = self.files_copied + self.files_linked
+        files = self.files_done()
         if self.reference_files and files * 2 < self.reference_files:
             return (
                 f"the source holds {files} files, the newest snapshot {self.reference_files}: "

@@ -82,6 +82,8 @@ class Walk:
         workers: int = 1,
         corrupted: frozenset[int] = frozenset(),
         kinds: Kinds | None = None,
+        reference_started_ns: int = 0,
+        joined: frozenset[int] = frozenset(),
     ) -> None:
         self.excludes = excludes
         self.link_unchanged = link_unchanged
@@ -97,6 +99,10 @@ class Walk:
         self.workers = workers
         self.corrupted = corrupted
         self.kinds = kinds or Kinds()
+        # When the reference's walk began, and its inodes with several
+        # names (both from its manifest; see placing.Rules).
+        self.reference_started_ns = reference_started_ns
+        self.joined = joined
         self.report = SnapshotReport()
 
     def run(
@@ -110,8 +116,13 @@ class Walk:
         snapshot, into the work directory `target_fd`; or, without one, only
         count, keeping in the count what the work directory of an
         interrupted run (`partial_fd`) already holds."""
-        made_ns = os.fstat(reference_fd).st_ctime_ns if reference_fd is not None else 0
-        rules = Rules(self.link_unchanged, self.kinds, self.corrupted, made_ns)
+        rules = Rules(
+            self.link_unchanged,
+            self.kinds,
+            self.corrupted,
+            self.reference_started_ns,
+            self.joined,
+        )
         space = None
         if target_fd is not None and self.min_free_space > 0:
             space = SpaceBudget(target_fd, self.min_free_space, self.workers)
@@ -140,8 +151,13 @@ class Walk:
             stack = [root]
             sharing = self.workers > 1 and target_fd is not None
             walker.walk(stack, _time_to_share(placer.report) if sharing else None)
+            deferred = placer.deferred
             if stack:
-                self._share(walker, stack, space)
+                deferred.extend(self._share(walker, stack, space))
+            placer.deferring = False
+            self._place_deferred(walker, root, deferred)
+            if self.manifest is not None and target_fd is not None:
+                self.manifest.joined = placer.joined_inodes()
             placer.settle()
             if target_fd is not None:
                 apply_late(walker.late, source_fd, target_fd, placer.skip)
@@ -152,7 +168,7 @@ class Walk:
                 space.close()
         if self.progress is not None:
             report = self.report
-            self.progress(report.files_copied + report.files_linked, report.bytes_copied)
+            self.progress(report.files_done(), report.bytes_copied)
 
     def _walker(self, placer: Placer, reference_manifest: ManifestReader | None) -> Walker:
         return Walker(
@@ -165,9 +181,11 @@ class Walk:
             self.kinds.one_file_system,
         )
 
-    def _share(self, walker: Walker, stack: list[Frame], space: SpaceBudget | None) -> None:
+    def _share(
+        self, walker: Walker, stack: list[Frame], space: SpaceBudget | None
+    ) -> list[tuple[str, str]]:
         """Walk the directories left on `stack` with the worker processes,
-        then take in what they did."""
+        then take in what they did; return the files they left for the end."""
         root = stack[0]
         items = [frame.prefix + name for frame in stack for name in frame.subdirectories]
         for frame in stack:
@@ -193,9 +211,7 @@ class Walk:
             if space is not None:
                 space.walker(number)
             part = manifest.part(number) if manifest is not None else None
-            worker_placer = Placer(
-                placer.rules, Hashing(part), root.target_fd, space, defer_several_names=True
-            )
+            worker_placer = Placer(placer.rules, Hashing(part), root.target_fd, space)
             return self._walker(worker_placer, reference_manifest)
 
         workers = Workers(self.workers, root, build, keep)
@@ -207,7 +223,7 @@ class Walk:
             def tick() -> None:
                 files, copied = workers.counts()
                 progress(
-                    files + report.files_copied + report.files_linked,
+                    files + report.files_done(),
                     copied + report.bytes_copied,
                 )
 
@@ -219,15 +235,16 @@ class Walk:
                 manifest.absorb(number)
             deferred.extend((prefix, name) for prefix, name in worker_deferred)
             walker.late.extend(late)
-        self._place_deferred(walker, root, deferred)
+        return deferred
 
     def _place_deferred(self, walker: Walker, root: Frame, deferred: list[tuple[str, str]]) -> None:
-        """Place the files with several names the workers left, directory by
+        """Place the files every walker left for the end (see
+        Placer.deferring), in the order of their paths, directory by
         directory, each directory's times given back after."""
         by_directory: dict[str, list[str]] = {}
-        for prefix, name in deferred:
+        for prefix, name in sorted(deferred):
             by_directory.setdefault(prefix, []).append(name)
-        assert root.target_fd is not None
+        deferred.clear()
         for prefix, names in by_directory.items():
             try:
                 frame = open_frame(root, prefix[:-1])
@@ -237,6 +254,8 @@ class Walk:
                 for name in names:
                     walker.placer.skip(prefix + name, gone(error))
                 continue
+            if walker.resume or frame.partial_fd is not None:
+                frame.kept = set()  # what a killed run made may be kept
             try:
                 walker.start_block(frame)
                 for name in names:
@@ -247,7 +266,9 @@ class Walk:
                         continue
                     if stat.S_ISREG(info.st_mode):  # still a regular file
                         walker.placer.file(name, prefix + name, info, frame)
-                # New names changed the directory's mtime: give it back.
+                # New names changed the directory's mtime: give it back (its
+                # other entries were settled when it was walked).
+                frame.kept = None
                 walker.leave(frame)
             finally:
                 frame.close()
@@ -258,7 +279,7 @@ def _time_to_share(report: SnapshotReport) -> Callable[[list[Frame]], bool]:
     left for more than one walker, to share the rest out."""
 
     def time_to_share(stack: list[Frame]) -> bool:
-        placed = report.files_copied + report.files_linked
+        placed = report.files_done()
         return (
             placed >= PARALLEL_AFTER_FILES
             and sum(len(frame.subdirectories) for frame in stack) >= 2

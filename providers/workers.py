@@ -243,7 +243,7 @@ class Workers:
             if placer.hashing.manifest is not None:
                 placer.hashing.manifest.finish_part()
             report = placer.report
-            publish(report.files_copied + report.files_linked, report.bytes_copied)
+            publish(report.files_done(), report.bytes_copied)
             result: list[Any] = ["done", report.to_json(), placer.deferred, walker.late]
             status = 0
         except BaseException as error:  # everything goes back to the parent

@@ -223,11 +223,11 @@ class _Resource:
     def _run_action(self, action: Action) -> ActionOutcome:
         expected = None
         if action.files_to_copy is not None and action.files_to_link is not None:
-            expected = action.files_to_copy + action.files_to_link
+            expected = action.files_to_copy + action.files_to_link + (action.files_kept or 0)
         elif action.kind is ActionKind.SNAPSHOT and action.reference:
             made = self.record["snapshots"].get(action.reference)
             if made:
-                expected = made["files_copied"] + made["files_linked"]
+                expected = made["files_copied"] + made["files_linked"] + made.get("files_kept", 0)
         self.reporter.action_started(self.resource.name, action, expected)
         self._current = action
         started = time.monotonic()
@@ -312,6 +312,7 @@ class _Resource:
             "skipped": [{"path": skip.path, "reason": skip.reason} for skip in report.skipped],
             "unstable": list(report.unstable),
             "files_kept": report.files_kept,
+            "resumed": report.resumed,
             "symlinks": report.symlinks,
             "special_files": report.special_files,
             "symlinks_skipped": report.symlinks_skipped,
@@ -339,6 +340,7 @@ class _Resource:
             "created_at": _iso(self.now),
             "files_copied": report.files_copied,
             "files_linked": report.files_linked,
+            "files_kept": report.files_kept,
             "bytes_copied": report.bytes_copied,
             "skipped": len(report.skipped),
         }

@@ -314,7 +314,7 @@ def _source_notes(resource: Resource, facts: Facts, allow_empty_source: bool) ->
         )
     predicted = facts.prediction
     if predicted is not None and facts.reference_files:
-        files = predicted.files_to_copy + predicted.files_to_link
+        files = predicted.files_to_copy + predicted.files_to_link + predicted.files_kept
         if files * 2 < facts.reference_files:
             notes.append(
                 f"warning: the source holds {files} files, the newest snapshot "

@@ -63,6 +63,8 @@ def _prediction(action: Action) -> str | None:
         f"{action.files_to_copy} to copy ({format_bytes(action.bytes_to_copy)}), "
         f"{action.files_to_link} to link"
     )
+    if action.files_kept:
+        text += f", {action.files_kept} kept"
     if not action.link_unchanged:
         text += " (different filesystems: every file is copied)"
     text += _other_entries(
@@ -75,6 +77,13 @@ def _prediction(action: Action) -> str | None:
     if action.free_bytes_after is not None:
         text += f"; {format_bytes(max(action.free_bytes_after, 0))} free after"
     return text
+
+
+def _resumed(details: dict[str, Any]) -> str:
+    """What a snapshot that resumed an interrupted run's work kept of it."""
+    if not details.get("resumed"):
+        return ""
+    return f", {details['files_kept']} kept (resumed the work an interrupted run left)"
 
 
 def _other_entries(
@@ -230,6 +239,7 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
             f"{action.snapshot}: {details['files_copied']} copied "
             f"({format_bytes(details['bytes_copied'])}), {details['files_linked']} linked"
         )
+        detail += _resumed(details)
         detail += _other_entries(details["symlinks"], details["special_files"], 0, 0, "skipped")
         if details["skipped"]:
             detail += f", {len(details['skipped'])} skipped"
@@ -279,7 +289,7 @@ def resource_outcome_line(outcome: ResourceOutcome, color: bool = False) -> str:
             done.append(
                 f"snapshot {action.action.snapshot}: {details['files_copied']} copied "
                 f"({format_bytes(details['bytes_copied'])} added), "
-                f"{details['files_linked']} linked"
+                f"{details['files_linked']} linked{_resumed(details)}"
             )
         elif action.action.kind is ActionKind.PRUNE:
             done.append(
