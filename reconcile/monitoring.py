@@ -7,14 +7,12 @@ metrics file that cannot be written, is a warning.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import tempfile
 import time
 from typing import Any
 
-from hardsnap.providers import hooks
+from hardsnap.providers import hooks, outside
 from hardsnap.reconcile.model import Resource
 
 PING_TIMEOUT = 10.0
@@ -124,19 +122,27 @@ def _seconds(moment: str) -> float:
     return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
 
 
-def write_metrics(path: str, text: str) -> None:
-    """Replace the metrics file atomically (a temporary file in the same
-    directory, renamed over it), readable by the node_exporter user."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".hardsnap-metrics.", dir=directory)
+def write_metrics(path: str, text: str) -> str | None:
+    """Replace the metrics file atomically, readable by the node_exporter
+    user, through its directory's descriptor (providers/outside.py); return
+    a warning when another user can write that directory. Raise OSError."""
+    directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    directory_fd, exposed = outside.open_directory(directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+        outside.replace_file(
+            directory_fd,
+            os.path.basename(path),
+            text.encode("utf-8"),
+            0o644,
+            ".hardsnap-metrics.",
+        )
+    finally:
+        os.close(directory_fd)
+    if exposed is None:
+        return None
+    return (
+        f"metrics_file {path}: another user can write {exposed}, and so replace the "
+        f"metrics file (hardsnap never writes through what they put there): make "
+        f"{exposed} writable by its owner alone (chown root, chmod go-w); node_exporter "
+        f"only reads the file"
+    )

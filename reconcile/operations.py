@@ -107,7 +107,9 @@ def apply_config(
         report = applier.apply(plan, store, hook_cwd, reporter, locks, jobs)
         if config.metrics_file:
             try:
-                monitoring.write_metrics(config.metrics_file, _metrics(config, store))
+                warning = monitoring.write_metrics(config.metrics_file, _metrics(config, store))
+                if warning:
+                    report.warnings.append(warning)
             except OSError as error:
                 report.warnings.append(
                     f"cannot write metrics_file {config.metrics_file}: {error.strerror}"

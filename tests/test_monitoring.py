@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.server
 import os
+import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import hardsnap_command, write_config
+from tests.conftest import NOBODY, hardsnap_command, write_config
 from tests.site import Site, at, make_file, name_of, new_site
 
 
@@ -180,6 +182,81 @@ def test_metrics_file_holds_every_gauge_per_resource_and_is_rewritten_each_apply
     assert [path.name for path in metrics.parent.iterdir()] == ["hardsnap.prom"]
 
 
+# Run as another user who can write the metrics directory: each time a
+# temporary file of hardsnap's appears there (inotify), it is renamed away
+# and a symlink to the victim put under its name.
+SWAPPER = """
+import ctypes, os, struct, sys
+directory, victim = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+watch = libc.inotify_init1(0)
+assert libc.inotify_add_watch(watch, directory.encode(), 0x100) >= 0  # IN_CREATE
+print("watching", flush=True)
+planted = set()
+while True:
+    events = os.read(watch, 65536)
+    offset = 0
+    while offset < len(events):
+        length = struct.unpack_from("iIII", events, offset)[3]
+        name = events[offset + 16 : offset + 16 + length].rstrip(b"\\0").decode()
+        offset += 16 + length
+        if name.startswith(".hardsnap-metrics.") and name not in planted:
+            planted.add(name)
+            try:
+                os.rename(os.path.join(directory, name), os.path.join(directory, "moved" + name))
+                os.symlink(victim, os.path.join(directory, name))
+            except OSError:
+                pass
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the attacker as nobody")
+def test_metrics_file_swapped_for_a_symlink_while_written_never_chmods_its_target(
+    site: Site, tmp_path: Path, nobody_dir: Path
+) -> None:
+    """The textfile directory belongs to the exporter's user: whoever that
+    is swaps hardsnap's temporary file for a symlink to a root-only file
+    between its creation and its chmod."""
+    victim = make_file(tmp_path / "shadow", b"root:secret\n", 0o600)
+    textfile = nobody_dir / "textfile"
+    textfile.mkdir()
+    os.chown(textfile, NOBODY, NOBODY)
+    site.write()
+    metrics = f"metrics_file: {textfile / 'hardsnap.prom'}\n"
+    site.config.write_text(metrics + site.config.read_text())
+    attacker = subprocess.Popen(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            SWAPPER,
+            str(textfile),
+            str(victim),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    modes, warned = [], []
+    try:
+        assert attacker.stdout is not None and attacker.stdout.readline() == "watching\n"
+        for day in range(5):
+            done = site.apply(at(day))
+            assert done.returncode == 0, done
+            modes.append(stat.S_IMODE(os.lstat(victim).st_mode))
+            os.chmod(victim, 0o600)  # each apply gets its own chance
+            warned.append("metrics_file" in done.stderr and "another user" in done.stderr)
+    finally:
+        attacker.kill()
+        attacker.wait()
+    assert [oct(mode) for mode in modes] == ["0o600"] * 5
+    assert all(warned), done
+    assert victim.read_bytes() == b"root:secret\n"
+    assert any(name.startswith("moved.hardsnap-metrics.") for name in os.listdir(textfile))
+
+
 def test_under_systemd_stderr_lines_carry_journald_priorities(site: Site, tmp_path: Path) -> None:
     """JOURNAL_STREAM names the stream stderr is: errors are <3>, warnings <4>."""
     site.write(pre_command="exit 1", ping_url="http://127.0.0.1:9/nothing")
@@ -211,3 +288,21 @@ def test_under_systemd_stderr_lines_carry_journald_priorities(site: Site, tmp_pa
         timeout=120,
     )
     assert plain.stderr.startswith(("error: ", "warning: ")), plain.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"), [(0o755, False), (0o1777, False), (0o775, True), (0o777, True)]
+)
+def test_a_metrics_directory_others_can_write_is_warned_about_unless_sticky(
+    site: Site, tmp_path: Path, mode: int, warned: bool
+) -> None:
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    os.chmod(textfile, mode)
+    site.write()
+    site.config.write_text(f"metrics_file: {textfile}/hardsnap.prom\n" + site.config.read_text())
+    done = site.apply(at(0))
+    assert done.returncode == 0, done
+    assert ("another user can write" in done.stderr) is warned, done
+    assert stat.S_IMODE((textfile / "hardsnap.prom").stat().st_mode) == 0o644
+    assert os.listdir(textfile) == ["hardsnap.prom"]

@@ -1,0 +1,90 @@
+"""Files hardsnap writes outside its state and target (the metrics file).
+
+Such a directory often belongs to another user (a textfile collector's
+directory is the exporter's), who may rename a file of ours away and plant a
+symlink under its name at any moment. So once the directory is open nothing
+in it is reached by a path: the new file is created exclusively beside its
+final name, its mode set on its descriptor, and renamed into place, each
+relative to the directory's descriptor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+
+from hardsnap.providers import fs
+
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Random names: one another user made first is tried again under a new one.
+NAME_ATTEMPTS = 10
+
+
+def open_to_others(info: os.stat_result) -> bool:
+    """Whether a user other than root and us may replace entries of the
+    directory `info` describes: it is theirs, or group or others may write
+    it. A sticky directory of ours (like /tmp) is not: nobody removes or
+    renames there what they do not own."""
+    if info.st_uid not in (0, os.geteuid()):
+        return True
+    writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return bool(writable) and not info.st_mode & stat.S_ISVTX
+
+
+def open_directory(path: str) -> tuple[int, str | None]:
+    """Open the directory at absolute `path` one component at a time from
+    /, following no symlink (resolve it first); return its descriptor and
+    the first directory on the way that another user can write, or None."""
+    fd = fs.open_directory("/")
+    reached = "/"
+    exposed = None
+    try:
+        for part in [part for part in path.split("/") if part]:
+            if exposed is None and open_to_others(os.fstat(fd)):
+                exposed = reached
+            next_fd = fs.open_directory(part, fd)
+            os.close(fd)
+            fd = next_fd
+            reached = os.path.join(reached, part)
+        if exposed is None and open_to_others(os.fstat(fd)):
+            exposed = reached
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, exposed
+
+
+def replace_file(directory_fd: int, name: str, data: bytes, mode: int, prefix: str) -> None:
+    """Make `name` in the directory hold `data` with permission bits `mode`,
+    atomically: a new file named `prefix` and random letters is written,
+    given its mode, flushed, then renamed over `name`. Raise OSError."""
+    fd, temporary = _create_new(directory_fd, prefix)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+        # Whatever holds the temporary name by now is what gets renamed: a
+        # rename never follows a symlink, so at worst another user's link
+        # stands as the file, in a directory that is theirs anyway.
+        os.rename(temporary, name, src_dir_fd=directory_fd, dst_dir_fd=directory_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=directory_fd)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _create_new(directory_fd: int, prefix: str) -> tuple[int, str]:
+    """Create a new empty file named `prefix` and random letters; return its
+    descriptor and name."""
+    for _ in range(NAME_ATTEMPTS - 1):
+        temporary = prefix + secrets.token_hex(6)
+        with contextlib.suppress(FileExistsError):
+            return os.open(temporary, NEW_FILE_FLAGS, 0o600, dir_fd=directory_fd), temporary
+    temporary = prefix + secrets.token_hex(6)
+    return os.open(temporary, NEW_FILE_FLAGS, 0o600, dir_fd=directory_fd), temporary
