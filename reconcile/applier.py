@@ -16,7 +16,7 @@ from typing import Any
 from hardsnap.providers import backup, hooks
 from hardsnap.providers.snapshot import SnapshotFailed
 from hardsnap.providers.target import TargetLocks
-from hardsnap.reconcile import monitoring
+from hardsnap.reconcile import monitoring, pings
 from hardsnap.reconcile.outcomes import (
     ActionOutcome,
     ApplyReport,
@@ -151,7 +151,7 @@ class _Resource:
 
     def _ping(self, suffix: str, body: str) -> None:
         if self.resource.ping_url:
-            warning = monitoring.ping(self.resource.ping_url, suffix, body)
+            warning = pings.ping(self.resource.ping_url, suffix, body)
             if warning:
                 self.outcome.warnings.append(warning)
 
@@ -164,13 +164,25 @@ class _Resource:
             warning = monitoring.run_on_failure(self.resource, message, self.hook_cwd)
             if warning:
                 outcome.warnings.append(warning)
-            self._ping("/fail", f"{self.resource.name}: {message}")
+            self._ping("/fail", f"{self.resource.name}: {self._failure_kind()}")
         elif outcome.result is Result.CHANGED:
             done = ", ".join(
                 f"{action.action.kind.value} {action.action.snapshot or ''}".strip()
                 for action in outcome.actions
             )
             self._ping("", f"{self.resource.name}: changed: {done}")
+
+    def _failure_kind(self) -> str:
+        """What failed, for the /fail ping: never the error itself, which
+        may name source paths or quote a hook's output."""
+        if self.plan.refusal:
+            return "refused (hardsnap plan on the host says why)"
+        first = next((o for o in self.outcome.actions if o.result is Result.FAILED), None)
+        if first is None:
+            return "failed"
+        kind = f"{first.action.kind.value} failed"
+        exit_code = first.details.get("exit_code")
+        return kind if exit_code is None else f"{kind} (exit code {exit_code})"
 
     def _refuse(self, refusal: str) -> None:
         """Nothing of a refused resource runs: its snapshot fails with the

@@ -1,56 +1,19 @@
-"""Telling the outside world how backups went: healthchecks-style pings,
-an on_failure hook, and a Prometheus text-format metrics file.
+"""Telling the outside world how backups went: an on_failure hook and a
+Prometheus text-format metrics file (healthchecks-style pings are in
+reconcile/pings.py).
 
-None of them can fail a backup: a ping that does not get through, or a
-metrics file that cannot be written, is a warning.
+Neither can fail a backup: an on_failure hook that fails, or a metrics
+file that cannot be written, is a warning.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from typing import Any
 
 from hardsnap.providers import hooks, outside
 from hardsnap.reconcile.model import Resource
-
-PING_TIMEOUT = 10.0
-PING_ATTEMPTS = 2
-PING_RETRY_DELAY = 1.0
-USER_AGENT = "hardsnap"
-# One line, and not the whole of a long error: healthchecks keeps 10 KB.
-BODY_LIMIT = 4096
-
-
-def ping(url: str, suffix: str, body: str) -> str | None:
-    """POST `body` to `url` + `suffix` ("" for success, "/start", "/fail"),
-    trying twice; return a warning when it did not get through, else None."""
-    # Loaded only where a ping is configured: it costs a run 15 ms to load.
-    import urllib.error
-    import urllib.request
-
-    data = " ".join(body.split())[:BODY_LIMIT].encode("utf-8", "replace")
-    address = url + suffix
-    reason = ""
-    for attempt in range(PING_ATTEMPTS):
-        if attempt:
-            time.sleep(PING_RETRY_DELAY)
-        request = urllib.request.Request(
-            address,
-            data=data,
-            method="POST",
-            headers={"User-Agent": USER_AGENT, "Content-Type": "text/plain; charset=utf-8"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=PING_TIMEOUT) as response:
-                response.read(BODY_LIMIT)
-            return None
-        except urllib.error.HTTPError as error:
-            reason = f"HTTP {error.code} {error.reason}"
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = str(getattr(error, "reason", None) or error)
-    return f"ping {address} failed after {PING_ATTEMPTS} attempts: {reason}"
 
 
 def run_on_failure(resource: Resource, error: str, cwd: str) -> str | None:

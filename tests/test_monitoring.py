@@ -113,6 +113,24 @@ def test_a_refused_resource_pings_fail_without_start_and_runs_on_failure(
     assert "is empty" in marks.read_text()
 
 
+def test_the_fail_ping_names_the_kind_of_failure_not_source_paths_or_hook_output(
+    site: Site, pings: PingServer, tmp_path: Path
+) -> None:
+    """Whoever runs the endpoint does not read the source: the body says
+    which resource failed and how, and the host's log says the rest."""
+    site.write(ping_url=pings.url, pre_command=f"echo cannot mount {site.source} >&2; exit 3")
+    done = site.apply(at(0))
+    assert done.returncode == 1 and str(site.source) in done.stderr, done
+    assert pings.received[-1].path.endswith("/fail")
+    assert pings.received[-1].body == "r: pre_command failed (exit code 3)"
+
+    site.write(ping_url=pings.url, source_dir=str(tmp_path / "missing"))
+    done = site.apply(at(1))
+    assert done.returncode == 1 and "missing" in done.stderr, done
+    assert pings.received[-1].path.endswith("/fail")
+    assert pings.received[-1].body == "r: refused (hardsnap plan on the host says why)"
+
+
 def test_a_ping_that_fails_is_a_warning_never_a_failed_backup(
     site: Site, pings: PingServer
 ) -> None:
@@ -125,10 +143,12 @@ def test_a_ping_that_fails_is_a_warning_never_a_failed_backup(
     assert paths(pings) == ["/start", "/start", "/", "/"]
     assert site.snapshots() == [name_of(at(0))]
 
-    site.write(ping_url="http://127.0.0.1:9/nothing-listens-here")
+    # The URL is a secret: its credentials and path are never shown.
+    site.write(ping_url="http://user:password@127.0.0.1:9/nothing-listens-here")
     done = site.apply(at(1))
     assert done.returncode == 0, done
-    assert "ping http://127.0.0.1:9/nothing-listens-here/start failed" in done.stderr
+    assert "ping http://127.0.0.1:9 (start) failed after 2 attempts" in done.stderr, done
+    assert "password" not in done.stderr and "nothing-listens-here" not in done.stderr, done
 
 
 def read_metrics(path: Path) -> dict[tuple[str, str], float]:
