@@ -21,6 +21,7 @@ import struct
 import threading
 
 from hardsnap.providers import fs
+from hardsnap.providers.refusals import format_bytes
 
 FLUSH_AHEAD_BYTES = 64 << 20
 SPACE_RECHECK_BYTES = 256 << 20
@@ -109,11 +110,24 @@ class SpaceBudget:
         )
         budget = free - self.min_free_space - unwritten
         if budget < needed:
-            raise fs.OutOfSpace(
-                f"free space on the target fell to {free} bytes, below min_free_space "
-                f"({self.min_free_space} bytes)"
-            )
+            raise fs.OutOfSpace(self._shortfall(free, needed, unwritten))
         return budget
+
+    def _shortfall(self, free: int, needed: int, unwritten: int) -> str:
+        """What the free space fell short of, in the units people read."""
+        floor = f"min_free_space ({format_bytes(self.min_free_space)})"
+        if not needed and not unwritten:
+            return f"free space on the target is down to {format_bytes(free)}, below {floor}"
+        parts = [floor]
+        if needed:
+            parts.append(f"{format_bytes(needed)} for what it writes next")
+        if unwritten:
+            parts.append(f"{format_bytes(unwritten)} reserved for copies under way")
+        total = self.min_free_space + needed + unwritten
+        return (
+            f"free space on the target is down to {format_bytes(free)}, short of the "
+            f"{format_bytes(total)} the run needs: {', '.join(parts)}"
+        )
 
     def reserve(self, size: int) -> None:
         """Count `size` bytes about to be written; raise OutOfSpace when that
