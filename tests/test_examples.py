@@ -179,7 +179,7 @@ def test_role_installs_the_units_of_examples_systemd_and_finds_what_it_rewrites(
     template = (ROLE / "templates" / "unit.j2").read_text()
     service = (EXAMPLES / "systemd" / "hardsnap.service").read_text().splitlines()
     # Each line the template rewrites is in the example unit, once.
-    for start in ("RequiresMountsFor=", "ExecStartPre=+/usr/bin/install -d ", "ReadWritePaths="):
+    for start in ("RequiresMountsFor=", "ExecStartPre=+/bin/mkdir -p ", "ReadWritePaths="):
         assert f"line.startswith('{start}')" in template
         assert len([line for line in service if line.startswith(start)]) == 1, start
     for path in ("/usr/local/bin/hardsnap", "/etc/hardsnap/hardsnap.yaml"):
@@ -208,9 +208,46 @@ def test_service_treats_a_held_lock_and_a_stop_as_success_and_creates_its_target
     assert service.get("RestrictSUIDSGID", "false") == "false"
     assert set(service["CapabilityBoundingSet"].split()) == NEEDED_CAPABILITIES
     created = shlex.split(service["ExecStartPre"])
-    assert created[0] == "+/usr/bin/install" and "-d" in created
+    assert created[0] == "+/bin/mkdir" and "-p" in created
     for path in service["ReadWritePaths"].split():
         assert path in created, f"{path} is not created before the sandbox needs it"
+
+
+def start_commands() -> dict[str, str]:
+    """The command that makes the targets before the sandbox starts, as
+    the example unit and the Ansible role's template give it; the
+    template's list of targets is left as TARGETS."""
+    template = (ROLE / "templates" / "unit.j2").read_text().splitlines()
+    rendered = next(line for line in template if line.startswith("ExecStartPre="))
+    rendered = rendered.replace("{{ __hardsnap_targets | join(' ') }}", "TARGETS")
+    return {
+        "unit": unit("hardsnap.service")["Service"]["ExecStartPre"],
+        "role": rendered.removeprefix("ExecStartPre="),
+    }
+
+
+@pytest.mark.parametrize("shipped", ["unit", "role"])
+def test_the_units_start_makes_missing_targets_0700_and_leaves_existing_directories_alone(
+    tmp_path: Path, shipped: str
+) -> None:
+    """Debian's /var/backups is dpkg's, 0755: making a target inside it
+    must not chmod it on every start."""
+    existing = tmp_path / "backups"
+    existing.mkdir()
+    os.chmod(existing, 0o755)
+    missing = existing / "etc"
+    words = shlex.split(start_commands()[shipped])
+    assert words[0].startswith("+/"), words  # run outside the sandbox, as root
+    options = [word for word in words[1:] if not word.startswith("/") and word != "TARGETS"]
+    # The unit's own targets, or the role's, stand for these two.
+    command = [words[0].removeprefix("+"), *options, str(existing), str(missing)]
+    done = subprocess.run(command, capture_output=True, text=True, umask=0o077)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755
+    assert stat.S_IMODE(missing.stat().st_mode) == 0o700
+    again = subprocess.run(command, capture_output=True, text=True, umask=0o077)
+    assert again.returncode == 0, again.stderr
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
