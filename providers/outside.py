@@ -13,9 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import stat
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, trust
 
 NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Random names: one another user made first is tried again under a new one.
@@ -24,13 +23,8 @@ NAME_ATTEMPTS = 10
 
 def open_to_others(info: os.stat_result) -> bool:
     """Whether a user other than root and us may replace entries of the
-    directory `info` describes: it is theirs, or group or others may write
-    it. A sticky directory of ours (like /tmp) is not: nobody removes or
-    renames there what they do not own."""
-    if info.st_uid not in (0, os.geteuid()):
-        return True
-    writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    return bool(writable) and not info.st_mode & stat.S_ISVTX
+    directory `info` describes (see trust.directory_weakness)."""
+    return trust.directory_weakness(info) is not None
 
 
 def open_directory(path: str) -> tuple[int, str | None]:

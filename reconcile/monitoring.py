@@ -85,12 +85,24 @@ def _seconds(moment: str) -> float:
     return dt.datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
 
 
-def write_metrics(path: str, text: str) -> str | None:
+def write_metrics(path: str, text: str) -> list[str]:
     """Replace the metrics file atomically, readable by the node_exporter
     user, through its directory's descriptor (providers/outside.py); return
-    a warning when another user can write that directory. Raise OSError."""
+    warnings: that another user can write that directory, that the file
+    could not be written."""
     directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    directory_fd, exposed = outside.open_directory(directory)
+    try:
+        directory_fd, exposed = outside.open_directory(directory)
+    except OSError as error:
+        return [f"cannot write metrics_file {path}: {error.strerror}"]
+    warnings = []
+    if exposed is not None:
+        warnings.append(
+            f"metrics_file {path}: another user can write {exposed}, and so replace the "
+            f"metrics file (hardsnap never writes through what they put there): make "
+            f"{exposed} writable by its owner alone (chown root, chmod go-w); node_exporter "
+            f"only reads the file"
+        )
     try:
         outside.replace_file(
             directory_fd,
@@ -99,13 +111,8 @@ def write_metrics(path: str, text: str) -> str | None:
             0o644,
             ".hardsnap-metrics.",
         )
+    except OSError as error:
+        warnings.append(f"cannot write metrics_file {path}: {error.strerror}")
     finally:
         os.close(directory_fd)
-    if exposed is None:
-        return None
-    return (
-        f"metrics_file {path}: another user can write {exposed}, and so replace the "
-        f"metrics file (hardsnap never writes through what they put there): make "
-        f"{exposed} writable by its owner alone (chown root, chmod go-w); node_exporter "
-        f"only reads the file"
-    )
+    return warnings

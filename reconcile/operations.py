@@ -106,14 +106,9 @@ def apply_config(
         hook_cwd = os.path.dirname(os.path.abspath(config.path))
         report = applier.apply(plan, store, hook_cwd, reporter, locks, jobs)
         if config.metrics_file:
-            try:
-                warning = monitoring.write_metrics(config.metrics_file, _metrics(config, store))
-                if warning:
-                    report.warnings.append(warning)
-            except OSError as error:
-                report.warnings.append(
-                    f"cannot write metrics_file {config.metrics_file}: {error.strerror}"
-                )
+            report.warnings.extend(
+                monitoring.write_metrics(config.metrics_file, _metrics(config, store))
+            )
         return report
 
 
