@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, tree
+from hardsnap.providers.descend import Descent, Level, Moved
 from hardsnap.providers.entries import kind_of
 from hardsnap.providers.manifest import Entry, ManifestError, ManifestReader
 
@@ -113,13 +113,26 @@ def verify_snapshot(
         return result
     finally:
         os.close(target_fd)
+    descent = Descent([root_fd])
     try:
         known_directories = set(manifest.directories())
         for directory, block in manifest.entries():
-            _verify_directory(result, root_fd, directory, block, known_directories, hashes)
+            try:
+                fd = descent.goto(directory, REQUIRED).fds[0]
+            except OSError as error:
+                result.findings.append(
+                    Finding(directory, "missing", f"directory: {error.strerror}")
+                )
+                result.findings.extend(Finding(e.path, "missing", "") for e in block.values())
+                if isinstance(error, Moved):
+                    descent.close()  # start again from the snapshot's root
+                continue
+            assert fd is not None
+            _verify_directory(result, fd, directory, block, known_directories, hashes)
     except ManifestError as error:
         result.findings.append(Finding("", "manifest", str(error)))
     finally:
+        descent.close()
         os.close(root_fd)
         manifest.close()
     return result
@@ -127,70 +140,59 @@ def verify_snapshot(
 
 def _verify_directory(
     result: Verification,
-    root_fd: int,
+    fd: int,
     directory: str,
     block: dict[str, Entry],
     known_directories: set[str],
     hashes: dict[tuple[int, int], str],
 ) -> None:
-    try:
-        fd = fs.open_below(root_fd, directory)
-    except OSError as error:
-        result.findings.append(Finding(directory, "missing", f"directory: {error.strerror}"))
-        result.findings.extend(Finding(e.path, "missing", "") for e in block.values())
-        return
-    try:
-        present = _listing(fd)
-        for name, entry in block.items():
-            result.files += 1
-            info = present.get(name)
-            if info is None or stat.S_IFMT(info.st_mode) != entry.kind:
-                result.findings.append(Finding(entry.path, "missing", ""))
-                continue
-            if info.st_ino != entry.inode:
+    present = _listing(fd)
+    for name, entry in block.items():
+        result.files += 1
+        info = present.get(name)
+        if info is None or stat.S_IFMT(info.st_mode) != entry.kind:
+            result.findings.append(Finding(entry.path, "missing", ""))
+            continue
+        if info.st_ino != entry.inode:
+            result.findings.append(
+                Finding(entry.path, "replaced", f"inode {entry.inode} -> {info.st_ino}")
+            )
+            continue
+        drift = _drift(entry, info)
+        if entry.target is not None and not drift:
+            text = os.readlink(name, dir_fd=fd)
+            if text != entry.target:
+                drift = f"symlink target {entry.target!r} -> {text!r}"
+        if drift:
+            shared = f"; shared by {info.st_nlink} links" if info.st_nlink > 1 else ""
+            result.findings.append(Finding(entry.path, "changed", drift + shared))
+            continue
+        if result.content and entry.sha256 is not None:
+            key = (info.st_ino, info.st_ctime_ns)
+            if key not in hashes:
+                hashed = fs.hash_file(name, fd)
+                if hashed is None:
+                    result.findings.append(Finding(entry.path, "missing", "unreadable"))
+                    continue
+                hashes[key] = hashed
+            if hashes[key] != entry.sha256:
                 result.findings.append(
-                    Finding(entry.path, "replaced", f"inode {entry.inode} -> {info.st_ino}")
+                    Finding(
+                        entry.path,
+                        "corrupted",
+                        "content differs from its SHA-256",
+                        info.st_ino,
+                    )
                 )
-                continue
-            drift = _drift(entry, info)
-            if entry.target is not None and not drift:
-                text = os.readlink(name, dir_fd=fd)
-                if text != entry.target:
-                    drift = f"symlink target {entry.target!r} -> {text!r}"
-            if drift:
-                shared = f"; shared by {info.st_nlink} links" if info.st_nlink > 1 else ""
-                result.findings.append(Finding(entry.path, "changed", drift + shared))
-                continue
-            if result.content and entry.sha256 is not None:
-                key = (info.st_ino, info.st_ctime_ns)
-                if key not in hashes:
-                    hashed = fs.hash_file(name, fd)
-                    if hashed is None:
-                        result.findings.append(Finding(entry.path, "missing", "unreadable"))
-                        continue
-                    hashes[key] = hashed
-                if hashes[key] != entry.sha256:
-                    result.findings.append(
-                        Finding(
-                            entry.path,
-                            "corrupted",
-                            "content differs from its SHA-256",
-                            info.st_ino,
-                        )
-                    )
-        for name, info in present.items():
-            if name in block:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                if _join(directory, name) not in known_directories:
-                    result.findings.append(
-                        Finding(_join(directory, name), "unexpected", "directory")
-                    )
-            else:
-                kind = "file" if stat.S_ISREG(info.st_mode) else kind_of(info.st_mode)
-                result.findings.append(Finding(_join(directory, name), "unexpected", kind))
-    finally:
-        os.close(fd)
+    for name, info in present.items():
+        if name in block:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            if _join(directory, name) not in known_directories:
+                result.findings.append(Finding(_join(directory, name), "unexpected", "directory"))
+        else:
+            kind = "file" if stat.S_ISREG(info.st_mode) else kind_of(info.st_mode)
+            result.findings.append(Finding(_join(directory, name), "unexpected", kind))
 
 
 @dataclass(frozen=True)
@@ -214,25 +216,16 @@ class Difference:
         return sum(1 for item in self.changes if item.change == change)
 
 
-def _files_below(fd: int, relative: str) -> Iterator[tuple[str, int]]:
-    """Every entry but directories below an open directory: (relative path, size)."""
-    stack = [(os.dup(fd), relative)]
-    while stack:
-        directory_fd, directory = stack.pop()
-        try:
-            for name, info in sorted(_listing(directory_fd).items()):
-                if not stat.S_ISDIR(info.st_mode):
-                    yield _join(directory, name), info.st_size
-                elif stat.S_ISDIR(info.st_mode):
-                    stack.append((fs.open_directory(name, directory_fd), _join(directory, name)))
-        finally:
-            os.close(directory_fd)
+# Both snapshots must have a directory the diff enters; the snapshot one
+# that verify enters.
+BOTH = (True, True)
+REQUIRED = (True,)
 
 
 def diff_snapshots(target: str, before: str, after: str) -> Difference:
     """Files added, removed and changed from snapshot `before` to `after`.
     Hard-linked (same inode) means unchanged, so nothing is read but
-    directory listings."""
+    directory listings. Any depth in a bounded number of descriptors."""
     result = Difference(before, after)
     target_fd = fs.open_directory(target)
     try:
@@ -244,30 +237,31 @@ def diff_snapshots(target: str, before: str, after: str) -> Difference:
             raise
     finally:
         os.close(target_fd)
-    stack = [(before_root, after_root, "")]
+    descent = Descent([before_root, after_root])
     try:
-        while stack:
-            before_fd, after_fd, directory = stack.pop()
-            try:
-                _diff_directory(result, before_fd, after_fd, directory, stack)
-            finally:
-                os.close(before_fd)
-                os.close(after_fd)
+        _diff_directory(result, descent.top, "")
+        while True:
+            level = descent.top
+            if level.pending:
+                opened = descent.descend(level.pending.pop(), BOTH)
+                _diff_directory(result, opened, descent.path())
+            elif len(descent.levels) > 1:
+                descent.ascend()
+            else:
+                break
     finally:
-        for before_fd, after_fd, _ in stack:
-            os.close(before_fd)
-            os.close(after_fd)
+        descent.close()
+        os.close(before_root)
+        os.close(after_root)
     result.changes.sort(key=lambda item: item.path)
     return result
 
 
-def _diff_directory(
-    result: Difference,
-    before_fd: int,
-    after_fd: int,
-    directory: str,
-    stack: list[tuple[int, int, str]],
-) -> None:
+def _diff_directory(result: Difference, level: Level, directory: str) -> None:
+    """Compare one directory of both snapshots; queue the subdirectories
+    both have on `level`."""
+    before_fd, after_fd = level.fds
+    assert before_fd is not None and after_fd is not None
     old = _listing(before_fd)
     new = _listing(after_fd)
     for name in sorted(old.keys() | new.keys()):
@@ -291,31 +285,21 @@ def _diff_directory(
             assert now is not None
             result.changes.append(Change(path, "added", None, now.st_size))
         if was_dir and now_dir:
-            old_fd = fs.open_directory(name, before_fd)
-            try:
-                new_fd = fs.open_directory(name, after_fd)
-            except BaseException:
-                os.close(old_fd)
-                raise
-            stack.append((old_fd, new_fd, path))
+            level.pending.append(name)
         elif was_dir:
-            result.changes.extend(_whole_directory(before_fd, name, path, "removed"))
+            result.changes.extend(_whole_directory(before_fd, name, directory, "removed"))
         elif now_dir:
-            result.changes.extend(_whole_directory(after_fd, name, path, "added"))
+            result.changes.extend(_whole_directory(after_fd, name, directory, "added"))
 
 
-def _whole_directory(parent_fd: int, name: str, path: str, change: str) -> list[Change]:
+def _whole_directory(parent_fd: int, name: str, directory: str, change: str) -> list[Change]:
     """A directory only one snapshot has: every file below it added or removed."""
-    fd = fs.open_directory(name, parent_fd)
-    try:
-        return [
-            Change(
-                file,
-                change,
-                None if change == "added" else size,
-                size if change == "added" else None,
-            )
-            for file, size in _files_below(fd, path)
-        ]
-    finally:
-        os.close(fd)
+    return [
+        Change(
+            _join(directory, path),
+            change,
+            None if change == "added" else info.st_size,
+            info.st_size if change == "added" else None,
+        )
+        for path, info in tree.entries_below(parent_fd, name)
+    ]

@@ -20,11 +20,12 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from hardsnap.providers import fs, tree
+from hardsnap.providers.descend import Moved
 from hardsnap.providers.entries import Mounts
 from hardsnap.providers.excludes import Excludes
+from hardsnap.providers.frames import OPEN_FRAMES, Frame, open_frame, release, restore
 from hardsnap.providers.fs import named, naming
 from hardsnap.providers.manifest import ManifestError, ManifestReader
 from hardsnap.providers.placing import Placer
@@ -38,47 +39,6 @@ PROGRESS_ENTRIES = 64
 
 # Told (files done, bytes copied) as a walk goes.
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class Frame:
-    """A directory being walked: its descriptors and the subdirectories left."""
-
-    source_fd: int
-    reference_fd: int | None
-    # None in a dry walk.
-    target_fd: int | None
-    # Relative path of this directory with a trailing "/", "" at the root.
-    prefix: str
-    # The source directory's stat, given to the target directory.
-    info: os.stat_result
-    # Names only, made in the target already: a directory is opened and
-    # stat'ed when entered (a listing of many subdirectories costs their
-    # names, not their stats).
-    subdirectories: list[str] = field(default_factory=list)
-    # Resuming only: names in the target directory that this walk produced;
-    # anything else there is left from an older source and is removed.
-    kept: set[str] | None = None
-    # (inode, SHA-256) by name of the reference manifest's files of this
-    # directory, when there is one.
-    reference_hashes: dict[str, tuple[int, str]] | None = None
-    # A dry walk only: this directory in the work an interrupted run left,
-    # to count what the next snapshot keeps of it.
-    partial_fd: int | None = None
-    # False for the roots, whose descriptors belong to the caller.
-    owned: bool = True
-
-    def close(self) -> None:
-        if not self.owned:
-            return
-        for fd in (self.source_fd, self.reference_fd, self.target_fd, self.partial_fd):
-            if fd is not None:
-                os.close(fd)
-
-    def finished_fd(self) -> int | None:
-        """Where files a killed run finished are: the target being built
-        (resuming), or, in a dry walk, the work it left."""
-        return self.target_fd if self.target_fd is not None else self.partial_fd
 
 
 def is_late(info: os.stat_result) -> bool:
@@ -125,23 +85,58 @@ class Walker:
         """Walk every subdirectory left on the frames of `stack`, depth
         first, closing each frame when done with it. After each directory,
         `between` may take subdirectories off the frames (to hand them to
-        another walker), or return True to stop here, the stack as it is."""
+        another walker), or return True to stop here, the stack as it is.
+
+        At most OPEN_FRAMES frames hold descriptors: a deeper one lets go of
+        the shallowest's, found again on the way back (frames.py)."""
+        # stack[held:] hold their descriptors, and stack[0] always does.
+        held = 1
         try:
             while stack:
                 frame = stack[-1]
                 if not frame.subdirectories:
                     stack.pop()
-                    frame.close()
+                    try:
+                        if len(stack) > 1 and stack[-1].released is not None:
+                            self._climb_back(stack[-1], frame, stack[0])
+                    finally:
+                        frame.close()
+                    held = min(held, max(len(stack) - 1, 1))
                     continue
                 child = self.enter(frame, frame.subdirectories.pop())
                 if child is not None:
                     stack.append(child)
+                    if len(stack) - held > OPEN_FRAMES and held < len(stack) - 1:
+                        release(stack[held])
+                        held += 1
                 if between is not None and between(stack):
                     return
         except BaseException:
             for frame in stack:
                 frame.close()
             raise
+
+    def _climb_back(self, frame: Frame, child: Frame, anchor: Frame) -> None:
+        """Open a let-go frame again (frames.restore). A source directory
+        moved away meanwhile ends the walk below it, each subdirectory left
+        reported; the snapshot's own directory must be found again."""
+        assert frame.released is not None
+        had_target = frame.released[2] is not None
+        try:
+            restore(frame, child, anchor)
+        except Moved as moved:
+            for name in frame.subdirectories:
+                self.placer.skip(frame.prefix + name, str(moved.strerror))
+                if frame.target_fd is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        tree.remove_tree(name, frame.target_fd)
+            frame.subdirectories = []
+        if had_target and frame.target_fd is None:
+            raise OSError(
+                errno.ENOENT,
+                "a directory of the snapshot being made was moved or replaced",
+                frame.prefix.rstrip("/"),
+            )
 
     def scan(self, frame: Frame) -> None:
         """Stream one directory: place its entries, make its subdirectories
@@ -151,7 +146,7 @@ class Walker:
             entries = os.scandir(frame.source_fd)
         except OSError as error:
             self.placer.skip(
-                frame.prefix.rstrip("/") or ".", f"unreadable directory: {error.strerror}"
+                frame.prefix.rstrip("/") or ".", fs.unreadable(error, "unreadable directory")
             )
             self.leave(frame)
             return
@@ -169,7 +164,7 @@ class Walker:
                     placer.skip(relative, "vanished before it was read")
                     continue
                 except OSError as error:
-                    placer.skip(relative, f"unreadable: {error.strerror}")
+                    placer.skip(relative, fs.unreadable(error))
                     continue
                 mode = info.st_mode
                 if stat.S_ISREG(mode):
@@ -329,33 +324,10 @@ class Walker:
             self.progress(files, report.bytes_copied)
 
 
-def open_frame(roots: Frame, relative: str) -> Frame:
-    """Open the directory `relative` ("" for the roots themselves) below the
-    roots' source, reference (when it has it) and target (or, dry, the
-    work an interrupted run left), one component at a time; raise OSError
-    when the source's is not there."""
-    source_fd = fs.open_below(roots.source_fd, relative)
-    frame = Frame(source_fd, None, None, relative + "/" if relative else "", roots.info)
-    try:
-        frame.info = os.fstat(source_fd)
-        if roots.reference_fd is not None:
-            with contextlib.suppress(OSError):
-                frame.reference_fd = fs.open_below(roots.reference_fd, relative)
-        if roots.target_fd is not None:
-            frame.target_fd = fs.open_below(roots.target_fd, relative)
-        elif roots.partial_fd is not None:
-            with contextlib.suppress(OSError):
-                frame.partial_fd = fs.open_below(roots.partial_fd, relative)
-    except BaseException:
-        frame.close()
-        raise
-    return frame
-
-
 def _unreadable(error: OSError) -> str:
     if error.errno == errno.ENOENT:
         return "vanished before it was read"
-    return f"unreadable directory: {error.strerror}"
+    return fs.unreadable(error, "unreadable directory")
 
 
 def gone(error: OSError) -> str:
@@ -363,7 +335,7 @@ def gone(error: OSError) -> str:
     opened again by path, failed to open with `error`."""
     if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
         return "vanished before it was read"
-    return f"unreadable directory: {error.strerror}"
+    return fs.unreadable(error, "unreadable directory")
 
 
 def _remove_extras(target_fd: int, kept: set[str]) -> None:

@@ -10,13 +10,28 @@ import os
 import stat
 from collections.abc import Iterator
 
-DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in for a directory is never waited on.
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 COPY_CHUNK = 1 << 30
 IS_ROOT = os.geteuid() == 0
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Reading a source file as root leaves its atime alone (only an owner or
 # root may ask for that).
 NO_ATIME = os.O_NOATIME if IS_ROOT else 0
+
+
+# Errors that say this process ran out of something, not that an entry is
+# unreadable: they fail the run, never skip what they hit.
+EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+
+
+def unreadable(error: OSError, what: str = "unreadable") -> str:
+    """Why an entry is skipped after `error`; raise the error instead when
+    it is not the entry's fault (out of descriptors or memory): that fails
+    the run, it never drops a subtree with a warning."""
+    if error.errno in EXHAUSTED:
+        raise error
+    return f"{what}: {error.strerror}"
 
 
 class OutOfSpace(Exception):

@@ -30,7 +30,7 @@ from hardsnap.providers.hashing import Hashing, Sha256
 from hardsnap.providers.report import Skip, SnapshotReport
 
 if TYPE_CHECKING:
-    from hardsnap.providers.directories import Frame
+    from hardsnap.providers.frames import Frame
 
 # A file placed in the snapshot: its stat there, and its SHA-256.
 Placed = tuple[os.stat_result, Sha256]
@@ -296,12 +296,12 @@ class Placer:
         try:
             fd = os.open(name, flags, dir_fd=source_fd)
         except OSError as error:
-            self.skip(relative, f"unreadable: {error.strerror}")
+            self.skip(relative, fs.unreadable(error))
             return False
         try:
             copied = fs.bytes_to_copy(fd, info)
         except OSError as error:
-            self.skip(relative, f"unreadable: {error.strerror}")
+            self.skip(relative, fs.unreadable(error))
             return False
         finally:
             os.close(fd)
@@ -320,7 +320,7 @@ class Placer:
             self.skip(relative, "vanished before it was copied")
             return None
         except OSError as error:
-            self.skip(relative, f"unreadable: {error.strerror}")
+            self.skip(relative, fs.unreadable(error))
             return None
         try:
             for attempt in range(2):
@@ -358,7 +358,7 @@ class Placer:
                 # A read failed part-way: leave no half-copied file behind.
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(name, dir_fd=target_fd)
-                self.skip(relative, f"unreadable: {error.strerror}")
+                self.skip(relative, fs.unreadable(error))
                 return None
             raise
         finally:
@@ -386,7 +386,7 @@ class Placer:
                 self.skip(relative, "vanished before it was read")
                 return
             except OSError as error:
-                self.skip(relative, f"unreadable: {error.strerror}")
+                self.skip(relative, fs.unreadable(error))
                 return
         if frame.target_fd is not None:
             placed = self._place_other(name, info, text, frame)

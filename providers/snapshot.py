@@ -24,17 +24,11 @@ import os
 import stat
 from collections.abc import Callable
 
-from hardsnap.providers.directories import (
-    Frame,
-    Progress,
-    Walker,
-    apply_late,
-    gone,
-    open_frame,
-)
+from hardsnap.providers.directories import Progress, Walker, apply_late, gone
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.excludes import Excludes
 from hardsnap.providers.flushing import SpaceBudget
+from hardsnap.providers.frames import Frame, FrameCursor
 from hardsnap.providers.hashing import Hashing
 from hardsnap.providers.manifest import ManifestReader
 from hardsnap.providers.manifest_writer import ManifestWriter
@@ -245,33 +239,39 @@ class Walk:
         for prefix, name in sorted(deferred):
             by_directory.setdefault(prefix, []).append(name)
         deferred.clear()
-        for prefix, names in by_directory.items():
+        cursor = FrameCursor(root)
+        try:
+            for prefix, names in by_directory.items():
+                self._place_in(walker, cursor, prefix, names)
+        finally:
+            cursor.close()
+
+    @staticmethod
+    def _place_in(walker: Walker, cursor: FrameCursor, prefix: str, names: list[str]) -> None:
+        """Place deferred files `names` of directory `prefix`."""
+        try:
+            frame = cursor.frame(prefix[:-1])
+        except OSError as error:
+            # The directory went, or was swapped for a symlink, after a
+            # worker listed it: its other entries stay as placed.
+            for name in names:
+                walker.placer.skip(prefix + name, gone(error))
+            return
+        if walker.resume or frame.partial_fd is not None:
+            frame.kept = set()  # what a killed run made may be kept
+        walker.start_block(frame)
+        for name in names:
             try:
-                frame = open_frame(root, prefix[:-1])
-            except OSError as error:
-                # The directory went, or was swapped for a symlink, after a
-                # worker listed it: its other entries stay as placed.
-                for name in names:
-                    walker.placer.skip(prefix + name, gone(error))
+                info = os.stat(name, dir_fd=frame.source_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                walker.placer.skip(prefix + name, "vanished before it was read")
                 continue
-            if walker.resume or frame.partial_fd is not None:
-                frame.kept = set()  # what a killed run made may be kept
-            try:
-                walker.start_block(frame)
-                for name in names:
-                    try:
-                        info = os.stat(name, dir_fd=frame.source_fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        walker.placer.skip(prefix + name, "vanished before it was read")
-                        continue
-                    if stat.S_ISREG(info.st_mode):  # still a regular file
-                        walker.placer.file(name, prefix + name, info, frame)
-                # New names changed the directory's mtime: give it back (its
-                # other entries were settled when it was walked).
-                frame.kept = None
-                walker.leave(frame)
-            finally:
-                frame.close()
+            if stat.S_ISREG(info.st_mode):  # still a regular file
+                walker.placer.file(name, prefix + name, info, frame)
+        # New names changed the directory's mtime: give it back (its other
+        # entries were settled when it was walked).
+        frame.kept = None
+        walker.leave(frame)
 
 
 def _time_to_share(report: SnapshotReport) -> Callable[[list[Frame]], bool]:

@@ -17,72 +17,70 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+from hardsnap.providers.descend import Descent, Level, Moved
+
 # What opening a name that is no longer a directory fails with.
 NOT_A_DIRECTORY = (errno.ELOOP, errno.ENOTDIR)
+# One tree, which must have the directory entered.
+REQUIRED = (True,)
 
 
-@dataclass
-class _Level:
-    """One open directory of a walk, and its subdirectories still to visit."""
-
-    fd: int
-    path: str
-    subdirectories: list[str] = field(default_factory=list)
-
-
-def _open(name: str, parent_fd: int) -> int:
-    return os.open(name, OPEN_FLAGS, dir_fd=parent_fd)
-
-
-def _list(level: _Level) -> list[tuple[str, os.stat_result]]:
+def _list(fd: int, pending: list[str]) -> list[tuple[str, os.stat_result]]:
     """The entries of a directory other than subdirectories, which are
-    queued on `level` instead."""
+    queued on `pending` instead."""
     others = []
-    with os.scandir(level.fd) as entries:
+    with os.scandir(fd) as entries:
         for entry in entries:
             try:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if stat.S_ISDIR(info.st_mode):
-                level.subdirectories.append(entry.name)
+                pending.append(entry.name)
             else:
                 others.append((entry.name, info))
     return others
 
 
+def _fd(level: Level) -> int:
+    fd = level.fds[0]
+    assert fd is not None
+    return fd
+
+
 def entries_below(dir_fd: int, name: str) -> Iterator[tuple[str, os.stat_result]]:
     """Yield (path relative to `dir_fd`, lstat) of every entry but
     directories below directory `name` of `dir_fd`. A directory that
-    cannot be opened (gone, swapped for something else) is passed over."""
+    cannot be opened (gone, swapped for something else) is passed over;
+    so is what is left of one moved away while it was walked."""
+    descent = Descent([dir_fd])
     try:
-        root = _Level(_open(name, dir_fd), name)
-    except OSError:
-        return
-    stack = [root]
-    try:
-        for entry_name, info in _list(root):
+        try:
+            level = descent.descend(name, REQUIRED)
+        except OSError:
+            return
+        for entry_name, info in _list(_fd(level), level.pending):
             yield f"{name}/{entry_name}", info
-        while stack:
-            level = stack[-1]
-            if not level.subdirectories:
-                os.close(stack.pop().fd)
+        while len(descent.levels) > 1:
+            level = descent.top
+            if not level.pending:
+                try:
+                    descent.ascend()
+                except Moved:
+                    return
                 continue
-            child = level.subdirectories.pop()
+            child = level.pending.pop()
             try:
-                opened = _Level(_open(child, level.fd), f"{level.path}/{child}")
+                opened = descent.descend(child, REQUIRED)
             except OSError:
                 continue
-            stack.append(opened)
+            path = descent.path()
             with contextlib.suppress(OSError):
-                for entry_name, info in _list(opened):
-                    yield f"{opened.path}/{entry_name}", info
+                for entry_name, info in _list(_fd(opened), opened.pending):
+                    yield f"{path}/{entry_name}", info
     finally:
-        for level in stack:
-            os.close(level.fd)
+        descent.close()
 
 
 def bytes_freed(parent_fd: int, names: list[str]) -> int:
@@ -119,57 +117,62 @@ def remove_what_can_be(name: str, dir_fd: int) -> list[OSError]:
     each naming its path relative to `dir_fd`. A directory whose entries
     may not be removed (read-only, kept from the source) is made writable
     through its own descriptor first. An entry swapped for something else
-    than a directory is removed as it is: its name, never what it names."""
+    than a directory is removed as it is: its name, never what it names.
+    Any depth is removed in a bounded number of descriptors (descend.py)."""
     failures: list[OSError] = []
+    descent = Descent([dir_fd])
     try:
-        root = _Level(_open(name, dir_fd), name)
-    except FileNotFoundError:
-        return failures
-    except OSError as error:
-        if error.errno in NOT_A_DIRECTORY:
-            _unlink(name, dir_fd, name, failures)
-        else:
-            failures.append(OSError(error.errno, error.strerror, name))
-        return failures
-    stack = [(root, dir_fd, name)]
-    try:
-        _empty(root, failures)
-        while stack:
-            level, parent_fd, level_name = stack[-1]
-            if level.subdirectories:
-                child = level.subdirectories.pop()
-                path = f"{level.path}/{child}"
+        try:
+            _empty(descent.descend(name, REQUIRED), name, failures)
+        except FileNotFoundError:
+            return failures
+        except OSError as error:
+            if error.errno in NOT_A_DIRECTORY:
+                _unlink(name, dir_fd, name, failures)
+            else:
+                failures.append(OSError(error.errno, error.strerror, name))
+            return failures
+        while len(descent.levels) > 1:
+            level = descent.top
+            if level.pending:
+                child = level.pending.pop()
+                path = f"{descent.path()}/{child}"
                 try:
-                    opened = _Level(_open(child, level.fd), path)
+                    opened = descent.descend(child, REQUIRED)
                 except FileNotFoundError:
                     continue
                 except OSError as error:
                     if error.errno in NOT_A_DIRECTORY:
-                        _unlink(child, level.fd, path, failures)
+                        _unlink(child, _fd(level), path, failures)
                     else:
                         failures.append(OSError(error.errno, error.strerror, path))
                     continue
-                stack.append((opened, level.fd, child))
-                _empty(opened, failures)
+                _empty(opened, path, failures)
                 continue
-            stack.pop()
-            os.close(level.fd)
-            _rmdir(level_name, parent_fd, level.path, failures)
+            path = descent.path()
+            try:
+                descent.ascend()
+            except Moved as moved:
+                # Its parent was moved away meanwhile: what is left stays,
+                # reported, for the next prune.
+                failures.append(moved)
+                return failures
+            _rmdir(level.name, _fd(descent.top), path, failures)
     finally:
-        for level, _, _ in stack:
-            os.close(level.fd)
+        descent.close()
     return failures
 
 
-def _empty(level: _Level, failures: list[OSError]) -> None:
+def _empty(level: Level, path: str, failures: list[OSError]) -> None:
     """Remove what a directory holds but its subdirectories (queued)."""
+    fd = _fd(level)
     try:
-        others = _list(level)
+        others = _list(fd, level.pending)
     except OSError as error:
-        failures.append(OSError(error.errno, error.strerror, level.path))
+        failures.append(OSError(error.errno, error.strerror, path))
         return
     for entry_name, _ in others:
-        _unlink(entry_name, level.fd, f"{level.path}/{entry_name}", failures, level.fd)
+        _unlink(entry_name, fd, f"{path}/{entry_name}", failures, fd)
 
 
 def _unlink(

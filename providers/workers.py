@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from hardsnap.providers import fs
-from hardsnap.providers.directories import Frame, Walker
+from hardsnap.providers.directories import Walker
+from hardsnap.providers.frames import Frame
 from hardsnap.providers.report import SnapshotFailed
 
 READY, IDLE, SHARE, DONE, WORK, QUIT = b"RISDWQ"
