@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from hardsnap.providers import fs, tree
+from hardsnap.providers import digest, fs, tree
 from hardsnap.providers.descend import Descent, Level, Moved
 from hardsnap.providers.entries import kind_of
 from hardsnap.providers.manifest import Entry, ManifestError, ManifestReader
@@ -86,12 +86,16 @@ def _drift(entry: Entry, info: os.stat_result) -> str | None:
     return ", ".join(changes) or None
 
 
+# Content digests already computed, by (inode, ctime, sparse digest or not).
+Hashes = dict[tuple[int, int, bool], str]
+
+
 def verify_snapshot(
-    target: str, snapshot: str, content: bool, hashes: dict[tuple[int, int], str] | None = None
+    target: str, snapshot: str, content: bool, hashes: Hashes | None = None
 ) -> Verification:
     """Check one snapshot against its manifest: metadata of every file, and
-    with `content` its SHA-256 too. `hashes` caches content hashes by
-    (inode, ctime) across snapshots that share files."""
+    with `content` its digest too. `hashes` caches content digests across
+    snapshots that share files."""
     result = Verification(snapshot, content)
     hashes = {} if hashes is None else hashes
     try:
@@ -144,7 +148,7 @@ def _verify_directory(
     directory: str,
     block: dict[str, Entry],
     known_directories: set[str],
-    hashes: dict[tuple[int, int], str],
+    hashes: Hashes,
 ) -> None:
     present = _listing(fd)
     for name, entry in block.items():
@@ -168,9 +172,12 @@ def _verify_directory(
             result.findings.append(Finding(entry.path, "changed", drift + shared))
             continue
         if result.content and entry.sha256 is not None:
-            key = (info.st_ino, info.st_ctime_ns)
+            # A manifest older than the sparse digest recorded a file with
+            # holes by its whole SHA-256: checked as it was recorded.
+            sparse = digest.is_sparse_digest(entry.sha256)
+            key = (info.st_ino, info.st_ctime_ns, sparse)
             if key not in hashes:
-                hashed = fs.hash_file(name, fd)
+                hashed = digest.hash_file(name, fd, sparse)
                 if hashed is None:
                     result.findings.append(Finding(entry.path, "missing", "unreadable"))
                     continue

@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
 
 # O_NONBLOCK: a FIFO swapped in for a directory is never waited on.
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-COPY_CHUNK = 1 << 30
 IS_ROOT = os.geteuid() == 0
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # Reading a source file as root leaves its atime alone (only an owner or
@@ -192,134 +190,6 @@ def allocated_bytes(info: os.stat_result) -> int:
     return allocated
 
 
-def is_sparse(info: os.stat_result) -> bool:
-    return info.st_blocks * 512 < info.st_size
-
-
-def bytes_to_copy(fd: int, info: os.stat_result) -> int:
-    """The bytes `copy_contents` will copy of an open file: all of them, or
-    of a sparse file only its data (its holes stay holes)."""
-    if not is_sparse(info):
-        return info.st_size
-    return sum(length for _, length in _data_extents(fd, info.st_size))
-
-
-def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """The (offset, length) of each stretch of data of a sparse file."""
-    offset = 0
-    while offset < size:
-        try:
-            data = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as error:
-            if error.errno == errno.ENXIO:  # only a hole is left
-                return
-            raise
-        hole = os.lseek(fd, data, os.SEEK_HOLE)
-        yield data, hole - data
-        offset = hole
-
-
-def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
-    """Copy all bytes of an open file (described by `info`) to another;
-    return the bytes copied.
-
-    In-kernel with copy_file_range (a reflink where the filesystem shares
-    extents). A sparse file is copied extent by extent (SEEK_DATA/SEEK_HOLE),
-    so its holes stay holes. A file that grows meanwhile is copied to its
-    end, as it stands then (its stat after tells the caller it moved).
-    """
-    if is_sparse(info):
-        return _copy_sparse(source_fd, target_fd, info.st_size)
-    return _copy_range(source_fd, target_fd, None, None)
-
-
-def _copy_sparse(source_fd: int, target_fd: int, size: int) -> int:
-    copied = 0
-    end = 0
-    for offset, length in _data_extents(source_fd, size):
-        copied += _copy_range(source_fd, target_fd, offset, length)
-        end = offset + length
-    os.ftruncate(target_fd, max(size, end))
-    return copied
-
-
-def _copy_range(source_fd: int, target_fd: int, offset: int | None, length: int | None) -> int:
-    """Copy `length` bytes (None: up to the end of the source) from `offset`
-    to the same offset, or, with None, from the current positions; fewer
-    when the source ends first."""
-    copied = 0
-    try:
-        while length is None or copied < length:
-            chunk = COPY_CHUNK if length is None else min(COPY_CHUNK, length - copied)
-            if offset is None:
-                count = os.copy_file_range(source_fd, target_fd, chunk)
-            else:
-                position = offset + copied
-                count = os.copy_file_range(source_fd, target_fd, chunk, position, position)
-            if count == 0:
-                return copied
-            copied += count
-        return copied
-    except OSError as error:
-        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    while length is None or copied < length:
-        want = 1 << 20 if length is None else min(1 << 20, length - copied)
-        if offset is None:
-            block = os.read(source_fd, want)
-        else:
-            block = os.pread(source_fd, want, offset + copied)
-        if not block:
-            break
-        view = memoryview(block)
-        written_here = 0
-        while written_here < len(block):
-            if offset is None:
-                written = os.write(target_fd, view[written_here:])
-            else:
-                written = os.pwrite(target_fd, view[written_here:], offset + copied + written_here)
-            written_here += written
-        copied += len(block)
-    return copied
-
-
-HASH_CHUNK = 1 << 20
-
-
-def hash_open_file(fd: int, size: int | None = None) -> str:
-    """Return the SHA-256 (hex) of all an open file holds, read from offset
-    0; of its first `size` bytes when it is known to hold that many (no
-    call is spent finding the end)."""
-    digest = hashlib.sha256()
-    offset = 0
-    while size is None or offset < size:
-        want = HASH_CHUNK if size is None else min(HASH_CHUNK, size - offset)
-        block = os.pread(fd, want, offset)
-        if not block:
-            break
-        digest.update(block)
-        offset += len(block)
-    return digest.hexdigest()
-
-
-def hash_file(name: str, dir_fd: int) -> str | None:
-    """Return the SHA-256 of file `name` in `dir_fd`, or None if unreadable
-    or no longer a regular file (a FIFO swapped in is never waited on)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-    try:
-        fd = os.open(name, flags | NO_ATIME, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return hash_open_file(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def copy_xattrs(source_fd: int, target_fd: int) -> None:
     """Copy the extended attributes (user.*; as root also security.*, trusted.*
     and ACLs) of one open file to another. Names the target filesystem or our
@@ -384,29 +254,6 @@ def die_with_parent(signum: int) -> None:
     """Have the kernel send `signum` to this process when its parent dies
     (prctl PR_SET_PDEATHSIG)."""
     LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
-
-
-def write_copy(
-    name: str, input_fd: int, target_fd: int, info: os.stat_result, hash_now: bool
-) -> tuple[int, os.stat_result, str | None]:
-    """Copy an open file to `name` in `target_fd` (made anew, never
-    followed); return the bytes copied, the copy's stat and (with
-    `hash_now`) the SHA-256 of what it holds."""
-    output_fd = os.open(
-        name,
-        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=target_fd,
-    )
-    try:
-        copied = copy_contents(input_fd, output_fd, info)
-        # A sparse copy's holes count in its size, not in the bytes copied.
-        size = info.st_size if is_sparse(info) else copied
-        sha256 = hash_open_file(output_fd, size) if hash_now else None
-        apply_metadata(output_fd, info, input_fd)
-        return copied, os.fstat(output_fd), sha256
-    finally:
-        os.close(output_fd)
 
 
 def named(error: OSError, relative: str) -> OSError:

@@ -14,7 +14,7 @@ import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from hardsnap.providers import fs
+from hardsnap.providers import digest
 from hardsnap.providers.manifest_writer import ManifestWriter
 
 HASH_IN_THREAD_BYTES = 1 << 20
@@ -105,6 +105,6 @@ class Hashing:
 
 def _hash_and_close(fd: int) -> str:
     try:
-        return fs.hash_open_file(fd)
+        return digest.hash_open_file(fd)
     finally:
         os.close(fd)

@@ -1,7 +1,7 @@
 """Snapshot manifests: what each snapshot held when it was made.
 
 A manifest lists every regular file of a snapshot with its relative path,
-size, mtime (ns), permission bits, owner, inode and SHA-256; and every
+size, mtime (ns), permission bits, owner, inode and content digest; and every
 symlink, FIFO and device node it keeps, with its type bits in the mode, a
 symlink's target text as `@` and its JSON string in place of the hash, a
 device's number in place of the size. It lives in
@@ -9,16 +9,18 @@ device's number in place of the size. It lives in
 their trees, so a restore with `cp -a` never drags it in, and it is
 complete on disk before its snapshot is renamed into place.
 
-SHA-256, because it is in the standard library (OpenSSL), runs at memory
-speed on CPUs with SHA extensions (x86 SHA-NI, ARMv8), is cryptographic (a
-deliberate edit cannot hide behind a collision), and `sha256sum` checks any
-file by hand. Only copied bytes are hashed: a linked file shares its inode,
-and so its hash, with the reference, whose manifest already has it.
+The digest is SHA-256, because it is in the standard library (OpenSSL),
+runs at memory speed on CPUs with SHA extensions (x86 SHA-NI, ARMv8), is
+cryptographic (a deliberate edit cannot hide behind a collision), and
+`sha256sum` checks any file by hand; a file with holes gets the sparse
+digest instead (`sparse:` and its hex, see digest.py), which never reads
+a hole. Only copied bytes are hashed: a linked file shares its inode, and
+so its digest, with the reference, whose manifest already has it.
 
 The format is lines, streamable and readable with standard tools: a JSON
 header (the source, and `started_ns`: when the walk began), then one block
 per directory (a JSON {"d": DIR} line followed by one tab-separated line
-per file: size, mtime_ns, mode, uid, gid, inode, sha256 or "-", name),
+per file: size, mtime_ns, mode, uid, gid, inode, digest or "-", name),
 then an index of the blocks ({"i": [DIR, OFFSET]} lines), then the inodes
 that have several names in the snapshot ({"j": [INODE, ...]} lines), then
 a JSON trailer naming where the index and those lines start. Manifests
@@ -51,8 +53,10 @@ from typing import IO, Any
 
 MANIFEST_DIRECTORY = ".hardsnap-manifests"
 PARTIAL_SUFFIX = ".partial"
-# 2: symlinks and special files are listed too (1 listed regular files only).
-FORMAT_VERSION = 2
+# 3: a file with holes has the sparse digest; 2 and 1 gave every file its
+# whole SHA-256, which is still checked as such. 2: symlinks and special
+# files are listed too (1 listed regular files only).
+FORMAT_VERSION = 3
 TRAILER_BYTES = 4096
 # An index line: {"i":[DIR,OFFSET]}, DIR a JSON string.
 _INDEX_LINE = re.compile(rb'^\{"i":\[("(?:[^"\\\n]|\\.)*"),(\d+)\]\}$', re.MULTILINE)

@@ -16,7 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from hardsnap.providers import fs, tree
+from hardsnap.providers import copying, digest, fs, holes, tree
 from hardsnap.providers.entries import (
     Kinds,
     is_kept,
@@ -187,16 +187,21 @@ class Placer:
             self._names_placed[inode] = self._names_placed.get(inode, 0) + 1
         self.hashing.file(name, snapshot_info, sha256)
 
-    def _known_hash(self, name: str, frame: Frame, dir_fd: int, inode: int) -> str | None:
-        """The hash of a file already in a snapshot: from the reference's
-        manifest when it has it, else read (only when keeping manifests)."""
+    def _known_hash(self, name: str, frame: Frame, dir_fd: int, info: os.stat_result) -> str | None:
+        """The digest of a file already in a snapshot (`info` its stat):
+        from the reference's manifest when it has it, else read (only when
+        keeping manifests). A file with holes that a manifest older than
+        the sparse digest hashed whole is hashed again, data only, so that
+        later verifies skip its holes."""
         if self.hashing.manifest is None:
             return None
         if frame.reference_hashes is not None:
             known = frame.reference_hashes.get(name)
-            if known is not None and known[0] == inode:
+            if known is not None and known[0] == info.st_ino:
+                if holes.is_sparse(info):
+                    return digest.upgraded(name, dir_fd, known[1])
                 return known[1]
-        return fs.hash_file(name, dir_fd)
+        return digest.hash_file(name, dir_fd)
 
     def _resumed(self, name: str, info: os.stat_result, frame: Frame) -> Placed | None:
         """Resuming: keep a file a killed run already finished, else clear the
@@ -218,7 +223,7 @@ class Placer:
             and self._may_share(existing.st_ino, info)
         ):
             self.report.files_kept += 1
-            return existing, self._known_hash(name, frame, finished_fd, existing.st_ino)
+            return existing, self._known_hash(name, frame, finished_fd, existing)
         if frame.target_fd is None:
             return None
         if stat.S_ISDIR(existing.st_mode):
@@ -275,7 +280,7 @@ class Placer:
                 self._link_failed(error, frame.prefix + name)
                 return None
         self.report.files_linked += 1
-        return reference, self._known_hash(name, frame, reference_fd, reference.st_ino)
+        return reference, self._known_hash(name, frame, reference_fd, reference)
 
     def _link_failed(self, error: OSError, relative: str) -> None:
         """A file that could stay one inode with a snapshot's could not be
@@ -299,7 +304,7 @@ class Placer:
             self.skip(relative, fs.unreadable(error))
             return False
         try:
-            copied = fs.bytes_to_copy(fd, info)
+            copied = copying.bytes_to_copy(fd, info)
         except OSError as error:
             self.skip(relative, fs.unreadable(error))
             return False
@@ -337,7 +342,7 @@ class Placer:
                 # A big copy is hashed in a thread once it is final.
                 in_thread = self.hashing.in_thread(before.st_size)
                 hash_now = self.hashing.manifest is not None and not in_thread
-                copied, copy_info, sha256 = fs.write_copy(
+                copied, copy_info, sha256 = copying.write_copy(
                     name, input_fd, target_fd, before, hash_now
                 )
                 after = os.fstat(input_fd)

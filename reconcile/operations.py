@@ -174,7 +174,7 @@ def verify_resource(
     target = _target_of(config, name, state_dir)
     present = list_snapshots(target)
     chosen = snapshots or list(present)
-    hashes: dict[tuple[int, int], str] = {}
+    hashes: audit.Hashes = {}
     results = []
     for snapshot in chosen:
         if snapshot not in present:

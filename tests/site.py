@@ -117,9 +117,12 @@ class Site:
         )
         return Finished(result.exit_code, result.stdout, result.stderr)
 
-    def process(self, *arguments: str, now: dt.datetime | None = START) -> Finished:
-        """Run a command as a process of its own."""
-        return run([*arguments, "-c", str(self.config)], self.environment(now))
+    def process(
+        self, *arguments: str, now: dt.datetime | None = START, timeout: float = 300
+    ) -> Finished:
+        """Run a command as a process of its own (killed, and the test
+        failed, if it runs longer than `timeout` seconds)."""
+        return run([*arguments, "-c", str(self.config)], self.environment(now), timeout)
 
     def apply(self, now: dt.datetime = START, *options: str) -> Finished:
         return self.cli("apply", *options, now=now)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import fs
+from hardsnap.providers import copying
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
 from tests.conftest import Outcome, write_config
 
@@ -349,7 +349,7 @@ def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
 
     partial = world.manifest(name_at(1) + PARTIAL_SUFFIX)
     seen_partial: list[bool] = []
-    real_copy = fs.copy_contents
+    real_copy = copying.copy_contents
 
     def failing_copy(input_fd: int, output_fd: int, info: os.stat_result) -> int:
         seen_partial.append(partial.exists())
@@ -357,7 +357,7 @@ def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return real_copy(input_fd, output_fd, info)
 
-    monkeypatch.setattr(fs, "copy_contents", failing_copy)
+    monkeypatch.setattr(copying, "copy_contents", failing_copy)
     outcome = cli("apply", "-c", world.config, "--json", now=now_at(1))
     assert outcome.exit_code == 1, outcome
     assert action_results(outcome.json())["snapshot"] == "failed"

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from hardsnap.providers import backup, fs
+from hardsnap.providers import backup, copying, fs
 from hardsnap.providers.locking import lock_directory, lock_file_name
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY
 from hardsnap.providers.snapshot import SnapshotFailed
@@ -722,7 +722,7 @@ def test_take_snapshot_with_a_copy_failing_out_of_space_raises_clearly_and_remov
     earlier = scan(target / FIRST)
     for index in range(20):
         make_file(unit_source / "new" / f"n{index}.txt", b"new %d" % index)
-    real_copy = fs.copy_contents
+    real_copy = copying.copy_contents
     seen: list[list[str]] = []
 
     def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
@@ -731,7 +731,7 @@ def test_take_snapshot_with_a_copy_failing_out_of_space_raises_clearly_and_remov
             raise OSError(code, os.strerror(code))
         return real_copy(source_fd, target_fd, info)
 
-    monkeypatch.setattr(fs, "copy_contents", copy_contents)
+    monkeypatch.setattr(copying, "copy_contents", copy_contents)
     with pytest.raises(SnapshotFailed) as failure:
         take(resource, SECOND)
     message = str(failure.value)
@@ -757,7 +757,7 @@ def test_free_space_falling_below_min_free_space_during_the_copy_aborts_and_remo
         make_file(unit_source / "new" / f"n{index}.bin", os.urandom(16 << 10))
     readings: list[int] = []
     copies: list[int] = []
-    real_copy = fs.copy_contents
+    real_copy = copying.copy_contents
 
     def free_bytes(fd_or_path: int | str) -> int:
         # Room for four files at a time at first; then the disk fills up.
@@ -769,7 +769,7 @@ def test_free_space_falling_below_min_free_space_during_the_copy_aborts_and_remo
         return real_copy(source_fd, target_fd, info)
 
     monkeypatch.setattr(fs, "free_bytes", free_bytes)
-    monkeypatch.setattr(fs, "copy_contents", copy_contents)
+    monkeypatch.setattr(copying, "copy_contents", copy_contents)
     with pytest.raises(SnapshotFailed) as failure:
         take(resource, SECOND)
     message = str(failure.value)

@@ -3,7 +3,7 @@ hostile names and trees, symlinks swapped in, secrets, and fidelity of what
 a snapshot keeps (issue #3, promises 3, 5, 6 and 7).
 
 Trees are small and live under tmp_path. Faults are injected by wrapping the
-engine's own steps (`providers.fs.copy_contents`, `Placer.file`, `Walker.enter`)
+engine's own steps (`providers.copying.copy_contents`, `Placer.file`, `Walker.enter`)
 so each race happens at one exact moment. Most tests drive the real CLI
 in-process; the unreadable-entry test runs it as nobody in a subprocess.
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, fs
+from hardsnap.providers import backup, copying
 from hardsnap.providers.directories import Walker
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY
 from hardsnap.providers.naming import is_snapshot_name
@@ -260,7 +260,7 @@ def test_file_changed_while_copied_is_copied_again_and_snapshot_holds_new_conten
     growing = make_file(site.source / "growing.log", b"first version")
     growing_inode = os.stat(growing).st_ino
     new_mtime = ODD_NS + 86_400 * 10**9 + 7
-    original = fs.copy_contents
+    original = copying.copy_contents
     attempts: list[int] = []
 
     def changing_once(source_fd: int, target_fd: int, info: os.stat_result) -> int:
@@ -270,7 +270,7 @@ def test_file_changed_while_copied_is_copied_again_and_snapshot_holds_new_conten
                 rewrite(growing, b"second version, longer than the first", new_mtime)
         return original(source_fd, target_fd, info)
 
-    monkeypatch.setattr(fs, "copy_contents", changing_once)
+    monkeypatch.setattr(copying, "copy_contents", changing_once)
     site.write()
     outcome, document = site.apply(cli)
 
@@ -289,7 +289,7 @@ def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it
     make_file(site.source / "steady.txt", b"steady")
     hot = make_file(site.source / "hot.log", b"v0")
     hot_inode = os.stat(hot).st_ino
-    original = fs.copy_contents
+    original = copying.copy_contents
     versions: list[bytes] = []
 
     def changing_always(source_fd: int, target_fd: int, info: os.stat_result) -> int:
@@ -299,7 +299,7 @@ def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it
             rewrite(hot, version, ODD_NS + len(versions) * 10**9)
         return original(source_fd, target_fd, info)
 
-    monkeypatch.setattr(fs, "copy_contents", changing_always)
+    monkeypatch.setattr(copying, "copy_contents", changing_always)
     site.write()
     outcome, document = site.apply(cli)
 
@@ -312,7 +312,7 @@ def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it
 
     # The file settles: the next snapshot must hold its real content, not a
     # link to the copy that was taken while it moved.
-    monkeypatch.setattr(fs, "copy_contents", original)
+    monkeypatch.setattr(copying, "copy_contents", original)
     site.apply(cli, day=1)
     settled = site.snapshot(1) / "hot.log"
     assert settled.read_bytes() == hot.read_bytes()
@@ -324,7 +324,7 @@ def test_take_snapshot_reports_a_file_changing_on_every_copy_in_unstable(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hot = make_file(site.source / "hot.log", b"v0")
-    original = fs.copy_contents
+    original = copying.copy_contents
     counter = [0]
 
     def changing_always(source_fd: int, target_fd: int, info: os.stat_result) -> int:
@@ -332,7 +332,7 @@ def test_take_snapshot_reports_a_file_changing_on_every_copy_in_unstable(
         rewrite(hot, b"x" * counter[0], ODD_NS + counter[0])
         return original(source_fd, target_fd, info)
 
-    monkeypatch.setattr(fs, "copy_contents", changing_always)
+    monkeypatch.setattr(copying, "copy_contents", changing_always)
     resource = Resource(
         name="r", source_dir=str(site.source), target_path=str(site.target), min_free_space=0
     )

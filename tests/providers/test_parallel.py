@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, fs
+from hardsnap.providers import backup, copying
 from hardsnap.providers import snapshot as snapshot_module
 from hardsnap.providers.audit import verify_snapshot
 from hardsnap.providers.manifest import ManifestReader, manifest_path
@@ -141,14 +141,14 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
     for top in range(8):  # in both walkers' shares
         make_file(source / f"top{top}" / "sub0" / "f0.txt", b"rewritten %d" % top)
     parent = os.getpid()
-    real = fs.copy_contents
+    real = copying.copy_contents
 
     def full_in_the_worker(source_fd: int, target_fd: int, info: os.stat_result) -> int:
         if os.getpid() != parent:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(source_fd, target_fd, info)
 
-    monkeypatch.setattr(fs, "copy_contents", full_in_the_worker)
+    monkeypatch.setattr(copying, "copy_contents", full_in_the_worker)
     with pytest.raises(SnapshotFailed, match="full"):
         snapshot(source, target, SECOND)
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", MARKER, FIRST]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, fs
+from hardsnap.providers import backup, copying, fs
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY
 from hardsnap.providers.naming import is_snapshot_name
 from hardsnap.providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
@@ -451,7 +451,7 @@ def test_copy_every_file_when_linking_is_off(source: Path, target: Path) -> None
 def _fail_on_second_copy(
     monkeypatch: pytest.MonkeyPatch, target: Path, error: BaseException, seen: list[set[str]]
 ) -> None:
-    real = fs.copy_contents
+    real = copying.copy_contents
     calls = []
 
     def copy_contents(*args: Any, **kwargs: Any) -> int:
@@ -461,7 +461,7 @@ def _fail_on_second_copy(
             raise error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fs, "copy_contents", copy_contents)
+    monkeypatch.setattr(copying, "copy_contents", copy_contents)
 
 
 def test_failed_walk_leaves_no_snapshot_dir_and_removes_partial_work(

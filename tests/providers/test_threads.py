@@ -14,10 +14,11 @@ import hashlib
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, flushing, fs, hashing, snapshot
+from hardsnap.providers import backup, copying, digest, flushing, fs, hashing, snapshot
 from hardsnap.providers.audit import verify_snapshot
 from hardsnap.providers.manifest import ManifestReader, manifest_path
 from hardsnap.providers.snapshot import SnapshotFailed
@@ -93,13 +94,13 @@ def test_every_copy_hashed_in_threads_lands_in_its_own_block(
     # hashes in flight.
     monkeypatch.setattr(hashing, "HASH_IN_THREAD_BYTES", 2000)
     monkeypatch.setattr(hashing, "HASH_BACKLOG", 3)
-    real = fs.hash_open_file
+    real = digest.hash_open_file
 
-    def slow_hash(fd: int, size: int | None = None) -> str:  # still running when the walk moves on
+    def slow_hash(fd: int, *args: Any, **kwargs: Any) -> str:  # running when the walk moves on
         threading.Event().wait(0.005)
-        return real(fd, size)
+        return real(fd, *args, **kwargs)
 
-    monkeypatch.setattr(fs, "hash_open_file", slow_hash)
+    monkeypatch.setattr(digest, "hash_open_file", slow_hash)
     target = tmp_path / "dst"
     take(source, target, FIRST)
     expected = content_hashes(source)
@@ -126,14 +127,14 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hashing, "HASH_IN_THREAD_BYTES", 2000)
-    real = fs.hash_open_file
+    real = digest.hash_open_file
     started = threading.Event()
     copies = 0
 
-    def slow_hash(fd: int, size: int | None = None) -> str:
+    def slow_hash(fd: int, *args: Any, **kwargs: Any) -> str:
         started.set()
         threading.Event().wait(0.05)  # hashes pile up behind the walk
-        return real(fd, size)
+        return real(fd, *args, **kwargs)
 
     def copy_then_fail(source_fd: int, target_fd: int, info: os.stat_result) -> int:
         nonlocal copies
@@ -143,9 +144,9 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_copy(source_fd, target_fd, info)
 
-    real_copy = fs.copy_contents
-    monkeypatch.setattr(fs, "hash_open_file", slow_hash)
-    monkeypatch.setattr(fs, "copy_contents", copy_then_fail)
+    real_copy = copying.copy_contents
+    monkeypatch.setattr(digest, "hash_open_file", slow_hash)
+    monkeypatch.setattr(copying, "copy_contents", copy_then_fail)
     threads = threading.active_count()
     descriptors = len(os.listdir("/proc/self/fd"))
     target = tmp_path / "dst"

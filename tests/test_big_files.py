@@ -1,0 +1,153 @@
+"""Files whose size costs an attacker nothing: sparse files, and files that
+grow while they are copied; and interrupts in the middle of a big file.
+
+Every test runs the real CLI as a process of its own, with a deadline, so
+that a run that would take hours fails instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hardsnap.providers.manifest import ManifestReader, manifest_path
+from tests.site import Site, at, name_of, new_site
+
+TIB = 1 << 40
+# Generous: each of these commands takes well under a second.
+DEADLINE = 60
+
+
+def make_sparse(path: Path, size: int, data_at: int, data: bytes) -> Path:
+    """A file of `size` bytes holding `data` at `data_at` and holes elsewhere."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+        handle.seek(data_at)
+        handle.write(data)
+    return path
+
+
+def skip_without_holes(path: Path) -> None:
+    if os.stat(path).st_blocks * 512 > 1 << 20:
+        pytest.skip("the filesystem under tmp_path does not keep holes")
+
+
+@pytest.fixture
+def sparse_site(tmp_path: Path) -> Site:
+    site = new_site(tmp_path)
+    skip_without_holes(make_sparse(site.source / "disk.img", TIB, TIB // 2, b"\xab" * 4096))
+    return site
+
+
+def test_a_1_tib_sparse_file_holding_4_kib_is_snapshotted_verified_and_diffed_in_seconds(
+    sparse_site: Site,
+) -> None:
+    site = sparse_site
+    first = site.process("apply", now=at(0), timeout=DEADLINE)
+    assert first.returncode == 0, first
+    copy = os.stat(site.target / name_of(at(0)) / "disk.img")
+    assert copy.st_size == TIB
+    assert copy.st_blocks * 512 <= 1 << 20, f"the copy holds {copy.st_blocks} blocks"
+    verified = site.process("verify", "r", "--content", "--json", now=None, timeout=DEADLINE)
+    assert verified.returncode == 0, verified
+    image = site.source / "disk.img"
+    with open(image, "r+b") as handle:
+        handle.seek(4096)
+        handle.write(b"\xcd" * 4096)
+    second = site.process("apply", now=at(1), timeout=DEADLINE)
+    assert second.returncode == 0, second
+    verified = site.process("verify", "r", "--content", "--json", now=None, timeout=DEADLINE)
+    assert verified.returncode == 0, verified
+    results = json.loads(verified.stdout)["snapshots"]
+    assert [(result["result"], result["content"]) for result in results] == [("clean", True)] * 2
+    diff = site.process("diff", "r", "--json", now=None, timeout=DEADLINE)
+    assert diff.returncode == 0, diff
+    changed = json.loads(diff.stdout)["changed"]
+    assert changed == [{"path": "disk.img", "size_before": TIB, "size_after": TIB}]
+    copy = os.stat(site.target / name_of(at(1)) / "disk.img")
+    assert copy.st_blocks * 512 <= 1 << 20, f"the copy holds {copy.st_blocks} blocks"
+
+
+def digests(site: Site, snapshot: str) -> dict[str, str | None]:
+    """Each file's digest as the snapshot's manifest records it."""
+    with ManifestReader(manifest_path(str(site.target), snapshot)) as manifest:
+        return {
+            entry.path: entry.sha256 for _, block in manifest.entries() for entry in block.values()
+        }
+
+
+def rewrite_in_format_2(manifest: Path, snapshot: Path) -> None:
+    """Recreate by hand the manifest hardsnap wrote before the sparse digest
+    (format 2): the same lines, but every file's whole SHA-256."""
+    lines = manifest.read_bytes().split(b"\n")[:-1]
+    header = json.loads(lines[0])
+    header["hardsnap_manifest"] = 2
+    written = [json.dumps(header, separators=(",", ":")).encode()]
+    offset = len(written[0]) + 1
+    index: list[bytes] = []
+    trailer = json.loads(lines[-1])
+    directory = ""
+    for line in lines[1:]:
+        if line.startswith((b'{"i":', b'{"index":')):
+            continue
+        if line.startswith(b'{"d":'):
+            directory = json.loads(line)["d"]
+            index.append(b'{"i":[%s,%d]}' % (json.dumps(directory).encode(), offset))
+        else:
+            fields = line.split(b"\t")
+            if fields[6].startswith(b"sparse:"):
+                path = snapshot / directory / os.fsdecode(fields[7])
+                fields[6] = hashlib.sha256(path.read_bytes()).hexdigest().encode()
+            line = b"\t".join(fields)
+        written.append(line)
+        offset += len(line) + 1
+    trailer["index"] = offset
+    written += [*index, json.dumps(trailer, separators=(",", ":")).encode()]
+    manifest.write_bytes(b"\n".join(written) + b"\n")
+
+
+def test_a_manifest_from_before_the_sparse_digest_is_still_verified_and_its_digest_renewed(
+    tmp_path: Path,
+) -> None:
+    site = new_site(tmp_path)
+    skip_without_holes(make_sparse(site.source / "disk.img", 64 << 20, 32 << 20, b"\xab" * 4096))
+    first = site.process("apply", now=at(0))
+    assert first.returncode == 0, first
+    recorded = digests(site, name_of(at(0)))
+    assert (recorded["disk.img"] or "").startswith("sparse:"), recorded
+    # The files without holes keep a digest sha256sum checks by hand.
+    assert recorded["a.txt"] == hashlib.sha256(b"alpha\n").hexdigest()
+    rewrite_in_format_2(
+        Path(manifest_path(str(site.target), name_of(at(0)))), site.target / name_of(at(0))
+    )
+    whole = hashlib.sha256((site.source / "disk.img").read_bytes()).hexdigest()
+    assert digests(site, name_of(at(0)))["disk.img"] == whole
+
+    verified = site.process("verify", "r", "--content", now=None)
+    assert verified.returncode == 0, verified
+    second = site.process("apply", now=at(1))
+    assert second.returncode == 0, second
+    renewed = digests(site, name_of(at(1)))
+    assert renewed["disk.img"] == recorded["disk.img"]
+    assert renewed["a.txt"] == recorded["a.txt"]
+    verified = site.process("verify", "r", "--content", "--json", now=None)
+    assert verified.returncode == 0, verified
+    results = json.loads(verified.stdout)["snapshots"]
+    assert [(result["result"], result["content"]) for result in results] == [("clean", True)] * 2
+    # A format-2 digest that does not match is damage, not a format question.
+    copy = site.target / name_of(at(0)) / "disk.img"
+    times = os.stat(copy)
+    with open(copy, "r+b") as handle:
+        handle.seek(32 << 20)
+        handle.write(b"\xac")
+    os.utime(copy, ns=(times.st_atime_ns, times.st_mtime_ns))
+    verified = site.process("verify", "r", name_of(at(0)), "--content", "--json", now=None)
+    assert verified.returncode == 1, verified
+    problems = json.loads(verified.stdout)["snapshots"][0]["problems"]
+    assert [(problem["path"], problem["problem"]) for problem in problems] == [
+        ("disk.img", "corrupted")
+    ]
