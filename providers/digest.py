@@ -21,6 +21,7 @@ import hashlib
 import os
 import stat
 import struct
+import threading
 from typing import TYPE_CHECKING
 
 from hardsnap.providers import fs, holes
@@ -37,21 +38,33 @@ _RUN = struct.Struct(">QQ")
 _SIZE = struct.Struct(">Q")
 
 
+class HashingStopped(Exception):
+    """Hashing was asked to stop (the walk it served is being abandoned)."""
+
+
 def is_sparse_digest(digest: str) -> bool:
     return digest.startswith(SPARSE_PREFIX)
 
 
-def hash_open_file(fd: int, size: int | None = None, sparse: bool | None = None) -> str:
+def hash_open_file(
+    fd: int,
+    size: int | None = None,
+    sparse: bool | None = None,
+    stop: threading.Event | None = None,
+) -> str:
     """Return the digest of all an open file holds: the sparse digest when
     `sparse` (None: when the file has holes), else its SHA-256. Plain
     SHA-256 reads from offset 0 to the end, or its first `size` bytes when
-    it is known to hold that many (no call is spent finding the end)."""
+    it is known to hold that many (no call is spent finding the end).
+    Raise HashingStopped, between chunks, once `stop` is set."""
     info = os.fstat(fd) if sparse is not False else None
     if info is not None and (sparse or holes.has_holes(fd, info)):
-        return SPARSE_PREFIX + _sparse_digest(fd, info.st_size)
+        return SPARSE_PREFIX + _sparse_digest(fd, info.st_size, stop)
     digest = hashlib.sha256()
     offset = 0
     while size is None or offset < size:
+        if stop is not None and stop.is_set():
+            raise HashingStopped
         want = HASH_CHUNK if size is None else min(HASH_CHUNK, size - offset)
         block = os.pread(fd, want, offset)
         if not block:
@@ -135,7 +148,7 @@ class _Runs:
             self.start = self.end = -1
 
 
-def _sparse_digest(fd: int, size: int) -> str:
+def _sparse_digest(fd: int, size: int, stop: threading.Event | None) -> str:
     runs = _Runs()
     done = 0  # every block before this offset is hashed
     for data, length in holes.data_extents(fd, size):
@@ -143,6 +156,8 @@ def _sparse_digest(fd: int, size: int) -> str:
         offset = max(done, data - data % BLOCK)
         end = min(size, -(-(data + length) // BLOCK) * BLOCK)
         while offset < end:
+            if stop is not None and stop.is_set():
+                raise HashingStopped
             chunk = os.pread(fd, min(HASH_CHUNK, end - offset), offset)
             if not chunk:
                 break

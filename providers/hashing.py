@@ -11,6 +11,7 @@ written before its directory's block ends.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -35,6 +36,9 @@ class Hashing:
         self.manifest = manifest
         # The threads, started on first use.
         self._threads: ThreadPoolExecutor | None = None
+        # Set when the walk is abandoned: a hash under way stops at its next
+        # chunk, so an interrupt never waits for a big file to be read.
+        self._stop = threading.Event()
         # Manifest lines waiting for their hash, oldest first.
         self._unwritten: deque[tuple[str, os.stat_result, Future[str]]] = deque()
 
@@ -57,7 +61,7 @@ class Hashing:
         # Reading must not touch the copy's atime, just set from the source.
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME
         fd = os.open(name, flags, dir_fd=target_fd)
-        future = self._threads.submit(_hash_and_close, fd)
+        future = self._threads.submit(_hash_and_close, fd, self._stop)
         # A hash cancelled before it started (the walk failed) closes here.
         future.add_done_callback(lambda done: os.close(fd) if done.cancelled() else None)
         return future
@@ -96,15 +100,18 @@ class Hashing:
             self._threads = None
 
     def abandon(self) -> None:
-        """The walk failed: stop the threads, dropping hashes not started."""
+        """The walk failed or was interrupted: stop the threads, dropping
+        hashes not started and ending those under way at their next chunk."""
         if self._threads is not None:
+            self._stop.set()
             self._threads.shutdown(cancel_futures=True)
             self._threads = None
+            self._stop = threading.Event()
         self._unwritten.clear()
 
 
-def _hash_and_close(fd: int) -> str:
+def _hash_and_close(fd: int, stop: threading.Event) -> str:
     try:
-        return digest.hash_open_file(fd)
+        return digest.hash_open_file(fd, stop=stop)
     finally:
         os.close(fd)

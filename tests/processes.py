@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -157,3 +157,58 @@ def wait_for_file(path: Path, apply: Apply, timeout: float = 120) -> None:
         assert apply.alive(), f"{path} never appeared: {apply}"
         assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
         time.sleep(0.005)
+
+
+CPU_CGROUPS = Path("/sys/fs/cgroup/cpu")
+
+
+class SlowThreads:
+    """A cgroup (version 1's cpu controller, where threads of one process
+    may sit in different groups) whose threads share 1 % of one CPU: what a
+    process's helper threads take long over stands in for a big file or a
+    slow disk, while its main thread runs at full speed."""
+
+    def __init__(self, group: Path) -> None:
+        self.group = group
+        self.moved: set[int] = set()
+
+    def take_helpers(self, pid: int) -> int:
+        """Move every thread of process `pid` but its main one into the
+        group; return how many are in it."""
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(f"/proc/{pid}/task"):
+                thread = int(name)
+                if thread != pid and thread not in self.moved:
+                    with contextlib.suppress(OSError):  # ended meanwhile
+                        (self.group / "tasks").write_text(f"{thread}\n")
+                        self.moved.add(thread)
+        return len(self.moved)
+
+
+@contextlib.contextmanager
+def slow_threads(name: str) -> Iterator[SlowThreads]:
+    """A SlowThreads group, removed at the end (once its threads ended);
+    skip where cgroup v1's cpu controller cannot be used."""
+    if os.geteuid() != 0 or not (CPU_CGROUPS / "cpu.cfs_quota_us").exists():
+        pytest.skip("slowing threads needs root and cgroup v1's cpu controller")
+    group = CPU_CGROUPS / f"hardsnap-test-{os.getpid()}-{name}"
+    try:
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text("100000\n")
+        (group / "cpu.cfs_quota_us").write_text("1000\n")
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            group.rmdir()
+        pytest.skip(f"cannot make a cpu cgroup: {error.strerror}")
+    try:
+        yield SlowThreads(group)
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                group.rmdir()
+                break
+            except OSError:  # busy until its last thread has ended
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)

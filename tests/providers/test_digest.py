@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,15 @@ def test_the_sparse_digest_changes_with_the_data_and_where_it_lies(
 def test_the_sparse_digest_changes_with_the_size_alone(holed: Path, tmp_path: Path) -> None:
     longer = write(tmp_path / "longer", SIZE + 4096, PIECES)
     assert digest_of(longer, sparse=True) != digest_of(holed)
+
+
+def test_hashing_stops_at_the_next_chunk_once_asked(holed: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    fd = os.open(holed, os.O_RDONLY)
+    try:
+        for sparse in (True, False):
+            with pytest.raises(digest.HashingStopped):
+                digest.hash_open_file(fd, sparse=sparse, stop=stop)
+    finally:
+        os.close(fd)
