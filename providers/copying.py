@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 from hardsnap.providers import digest, fs, holes
 
-COPY_CHUNK = 1 << 30
+# Bytes copied in one call: a signal is seen, and free space charged,
+# between chunks.
+COPY_CHUNK = 32 << 20
+# Copied when the kernel cannot (another filesystem type, an old kernel).
+READ_CHUNK = 1 << 20
+
+# Called with the bytes a chunk may take on disk before it is written; it
+# raises (OutOfSpace) to stop the copy.
+Charge = Callable[[int], None]
 
 
 def bytes_to_copy(fd: int, info: os.stat_result) -> int:
@@ -23,74 +32,91 @@ def bytes_to_copy(fd: int, info: os.stat_result) -> int:
     return sum(length for _, length in holes.data_extents(fd, info.st_size))
 
 
-def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
-    """Copy all bytes of an open file (described by `info`) to another;
-    return the bytes copied.
+def copy_contents(
+    source_fd: int, target_fd: int, info: os.stat_result, charge: Charge | None = None
+) -> int:
+    """Copy the bytes of an open file (described by `info`) to another, up
+    to the size it had then; return the bytes copied.
 
-    A file that grows meanwhile is copied to its end, as it stands then
-    (its stat after tells the caller it moved).
+    A file that grows meanwhile is not followed (a hole can make it any
+    size for free): its stat after tells the caller it moved. Each chunk
+    is given to `charge` before it is written, rounded up to whole blocks.
     """
     if holes.is_sparse(info):
-        return _copy_sparse(source_fd, target_fd, info.st_size)
-    return _copy_range(source_fd, target_fd, None, None)
+        copied = 0
+        for offset, length in holes.data_extents(source_fd, info.st_size):
+            copied += _copy_range(source_fd, target_fd, offset, length, charge)
+        os.ftruncate(target_fd, info.st_size)
+        return copied
+    return _copy_range(source_fd, target_fd, 0, info.st_size, charge)
 
 
-def _copy_sparse(source_fd: int, target_fd: int, size: int) -> int:
+def _copy_range(
+    source_fd: int, target_fd: int, offset: int, length: int, charge: Charge | None
+) -> int:
+    """Copy `length` bytes from `offset` to the same offset, a chunk at a
+    time; fewer when the source ends first."""
     copied = 0
-    end = 0
-    for offset, length in holes.data_extents(source_fd, size):
-        copied += _copy_range(source_fd, target_fd, offset, length)
-        end = offset + length
-    os.ftruncate(target_fd, max(size, end))
+    in_kernel = True
+    while copied < length:
+        chunk = min(COPY_CHUNK, length - copied)
+        if charge is not None:
+            charge(-(-chunk // fs.BLOCK_BYTES) * fs.BLOCK_BYTES)
+        position = offset + copied
+        if in_kernel:
+            try:
+                count = _in_kernel(source_fd, target_fd, position, chunk)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                in_kernel = False
+        if not in_kernel:
+            count = _through_memory(source_fd, target_fd, position, chunk)
+        copied += count
+        if count < chunk:  # the source ended
+            break
     return copied
 
 
-def _copy_range(source_fd: int, target_fd: int, offset: int | None, length: int | None) -> int:
-    """Copy `length` bytes (None: up to the end of the source) from `offset`
-    to the same offset, or, with None, from the current positions; fewer
-    when the source ends first."""
+def _in_kernel(source_fd: int, target_fd: int, offset: int, length: int) -> int:
+    """copy_file_range `length` bytes at `offset`; fewer when the source ends."""
     copied = 0
-    try:
-        while length is None or copied < length:
-            chunk = COPY_CHUNK if length is None else min(COPY_CHUNK, length - copied)
-            if offset is None:
-                count = os.copy_file_range(source_fd, target_fd, chunk)
-            else:
-                position = offset + copied
-                count = os.copy_file_range(source_fd, target_fd, chunk, position, position)
-            if count == 0:
-                return copied
-            copied += count
-        return copied
-    except OSError as error:
-        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-    while length is None or copied < length:
-        want = 1 << 20 if length is None else min(1 << 20, length - copied)
-        if offset is None:
-            block = os.read(source_fd, want)
-        else:
-            block = os.pread(source_fd, want, offset + copied)
+    while copied < length:
+        position = offset + copied
+        count = os.copy_file_range(source_fd, target_fd, length - copied, position, position)
+        if count == 0:
+            break
+        copied += count
+    return copied
+
+
+def _through_memory(source_fd: int, target_fd: int, offset: int, length: int) -> int:
+    """pread and pwrite `length` bytes at `offset`; fewer when the source ends."""
+    copied = 0
+    while copied < length:
+        block = os.pread(source_fd, min(READ_CHUNK, length - copied), offset + copied)
         if not block:
             break
         view = memoryview(block)
-        written_here = 0
-        while written_here < len(block):
-            if offset is None:
-                written = os.write(target_fd, view[written_here:])
-            else:
-                written = os.pwrite(target_fd, view[written_here:], offset + copied + written_here)
-            written_here += written
+        written = 0
+        while written < len(block):
+            written += os.pwrite(target_fd, view[written:], offset + copied + written)
         copied += len(block)
     return copied
 
 
 def write_copy(
-    name: str, input_fd: int, target_fd: int, info: os.stat_result, hash_now: bool
+    name: str,
+    input_fd: int,
+    target_fd: int,
+    info: os.stat_result,
+    hash_now: bool,
+    charge: Charge | None = None,
 ) -> tuple[int, os.stat_result, str | None]:
     """Copy an open file to `name` in `target_fd` (made anew, never
-    followed); return the bytes copied, the copy's stat and (with
-    `hash_now`) the digest of what it holds."""
+    followed), each chunk given to `charge` first; return the bytes
+    copied, the copy's stat and (with `hash_now`) the digest of what it
+    holds."""
     output_fd = os.open(
         name,
         os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -98,7 +124,7 @@ def write_copy(
         dir_fd=target_fd,
     )
     try:
-        copied = copy_contents(input_fd, output_fd, info)
+        copied = copy_contents(input_fd, output_fd, info, charge)
         # A sparse copy's holes count in its size, not in the bytes copied.
         size = info.st_size if holes.is_sparse(info) else copied
         sha256 = digest.hash_open_file(output_fd, size) if hash_now else None

@@ -334,16 +334,17 @@ class Placer:
                     self.skip(relative, "no longer a regular file")
                     return None
                 if not attempt:
-                    self.reserve(fs.allocated_bytes(before))
                     self.report.space_needed += fs.allocated_bytes(before)
                 if attempt:
                     os.unlink(name, dir_fd=target_fd)
-                    os.lseek(input_fd, 0, os.SEEK_SET)
                 # A big copy is hashed in a thread once it is final.
                 in_thread = self.hashing.in_thread(before.st_size)
                 hash_now = self.hashing.manifest is not None and not in_thread
+                # Free space is charged chunk by chunk, as the copy is written:
+                # never more than the file held when the copy began.
+                charge = self.space.reserve if self.space is not None else None
                 copied, copy_info, sha256 = copying.write_copy(
-                    name, input_fd, target_fd, before, hash_now
+                    name, input_fd, target_fd, before, hash_now, charge
                 )
                 after = os.fstat(input_fd)
                 if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):

@@ -351,11 +351,13 @@ def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
     seen_partial: list[bool] = []
     real_copy = copying.copy_contents
 
-    def failing_copy(input_fd: int, output_fd: int, info: os.stat_result) -> int:
+    def failing_copy(
+        input_fd: int, output_fd: int, info: os.stat_result, charge: copying.Charge | None = None
+    ) -> int:
         seen_partial.append(partial.exists())
         if len(seen_partial) == 2:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-        return real_copy(input_fd, output_fd, info)
+        return real_copy(input_fd, output_fd, info, charge)
 
     monkeypatch.setattr(copying, "copy_contents", failing_copy)
     outcome = cli("apply", "-c", world.config, "--json", now=now_at(1))

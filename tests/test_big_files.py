@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -204,4 +205,59 @@ def test_sigterm_while_a_big_copy_is_hashed_exits_143_within_a_second_and_the_co
     assert resumed.returncode == 0, resumed
     assert os.stat(site.target / name_of(at(0)) / "big.bin").st_ino == kept
     verified = site.process("verify", "r", "--content", now=None)
+    assert verified.returncode == 0, verified
+
+
+class FreeSpaceWatch:
+    """The least free space a filesystem had while the watch ran, read in a
+    thread as often as it can."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.least = self._free()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+
+    def _free(self) -> int:
+        info = os.statvfs(self.path)
+        return info.f_bavail * info.f_frsize
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            self.least = min(self.least, self._free())
+
+    def __enter__(self) -> FreeSpaceWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def test_a_file_extended_by_a_hole_while_copied_never_takes_the_target_below_min_free_space(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    small = tmpfs("small", "size=64m,mode=0755")
+    floor = 16 << 20
+    site = new_site(tmp_path)
+    site.write(target_path=str(small / "dst"), min_free_space="16M", cross_fs="link")
+    data = 40 << 20
+    growing = make_dense(site.source / "growing.img", data)
+    copy = small / "dst" / (PARTIAL_PREFIX + name_of(at(0))) / "growing.img"
+    with FreeSpaceWatch(small) as watch, Applies(tmp_path / "logs") as applies:
+        apply = applies.start(["apply", "-c", str(site.config)], site.environment(at(0)))
+        deadline = time.monotonic() + 60
+        while not copy.exists():  # as soon as the copy has begun
+            assert apply.alive(), apply
+            assert time.monotonic() < deadline, f"no copy of growing.img within 60 s: {apply}"
+        os.truncate(growing, TIB)
+        code = apply.wait(timeout=DEADLINE)
+    assert code == 0, str(apply)
+    assert watch.least >= floor, f"free space fell to {watch.least} bytes, below {floor}"
+    snapshot = small / "dst" / name_of(at(0))
+    copied = os.stat(snapshot / "growing.img")
+    assert copied.st_size == TIB
+    assert copied.st_blocks * 512 <= data + (1 << 20)
+    verified = site.process("verify", "r", "--content", now=None, timeout=DEADLINE)
     assert verified.returncode == 0, verified

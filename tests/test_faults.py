@@ -725,11 +725,13 @@ def test_take_snapshot_with_a_copy_failing_out_of_space_raises_clearly_and_remov
     real_copy = copying.copy_contents
     seen: list[list[str]] = []
 
-    def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
+    def copy_contents(
+        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
+    ) -> int:
         seen.append(listing(target))
         if len(seen) == 5:
             raise OSError(code, os.strerror(code))
-        return real_copy(source_fd, target_fd, info)
+        return real_copy(source_fd, target_fd, info, charge)
 
     monkeypatch.setattr(copying, "copy_contents", copy_contents)
     with pytest.raises(SnapshotFailed) as failure:
@@ -764,9 +766,11 @@ def test_free_space_falling_below_min_free_space_during_the_copy_aborts_and_remo
         readings.append(1)
         return minimum + (64 << 10) if len(readings) <= 3 else minimum - 4096
 
-    def copy_contents(source_fd: int, target_fd: int, info: os.stat_result) -> int:
+    def copy_contents(
+        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
+    ) -> int:
         copies.append(1)
-        return real_copy(source_fd, target_fd, info)
+        return real_copy(source_fd, target_fd, info, charge)
 
     monkeypatch.setattr(fs, "free_bytes", free_bytes)
     monkeypatch.setattr(copying, "copy_contents", copy_contents)

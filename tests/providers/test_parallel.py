@@ -143,10 +143,12 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
     parent = os.getpid()
     real = copying.copy_contents
 
-    def full_in_the_worker(source_fd: int, target_fd: int, info: os.stat_result) -> int:
+    def full_in_the_worker(
+        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
+    ) -> int:
         if os.getpid() != parent:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(source_fd, target_fd, info)
+        return real(source_fd, target_fd, info, charge)
 
     monkeypatch.setattr(copying, "copy_contents", full_in_the_worker)
     with pytest.raises(SnapshotFailed, match="full"):

@@ -136,13 +136,15 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
         threading.Event().wait(0.05)  # hashes pile up behind the walk
         return real(fd, *args, **kwargs)
 
-    def copy_then_fail(source_fd: int, target_fd: int, info: os.stat_result) -> int:
+    def copy_then_fail(
+        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
+    ) -> int:
         nonlocal copies
         copies += 1
         if copies == 40:
             assert started.wait(5)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_copy(source_fd, target_fd, info)
+        return real_copy(source_fd, target_fd, info, charge)
 
     real_copy = copying.copy_contents
     monkeypatch.setattr(digest, "hash_open_file", slow_hash)
