@@ -85,20 +85,22 @@ def entries_below(dir_fd: int, name: str) -> Iterator[tuple[str, os.stat_result]
 
 def bytes_freed(parent_fd: int, names: list[str]) -> int:
     """Return the bytes of regular files that removing the directories
-    `names` in the directory open as `parent_fd` would free: those with no
-    link left outside them."""
+    `names` in the directory open as `parent_fd` would free: the blocks
+    allocated to those with no link left outside them (a sparse file frees
+    what it occupies, not its apparent size)."""
     freed = 0
-    # (device, inode) -> [links seen inside, links in all, size], for inodes
+    # (device, inode) -> [links seen inside, links in all, bytes], for inodes
     # with several links: freed only if every link is inside.
     shared: dict[tuple[int, int], list[int]] = {}
     for name in names:
         for _, info in entries_below(parent_fd, name):
             if not stat.S_ISREG(info.st_mode):
                 continue
+            allocated = info.st_blocks * 512
             if info.st_nlink == 1:
-                freed += info.st_size
+                freed += allocated
                 continue
-            seen = shared.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, info.st_size])
+            seen = shared.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, allocated])
             seen[0] += 1
     return freed + sum(size for inside, links, size in shared.values() if inside >= links)
 

@@ -26,6 +26,7 @@ import pytest
 
 from hardsnap.providers import copying
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
+from hardsnap.providers.refusals import format_bytes
 from tests.conftest import Outcome, write_config
 
 Cli = Callable[..., Outcome]
@@ -210,6 +211,11 @@ def apply_ok(cli: Cli, world: World, days: float, *extra: str) -> dict[str, Any]
     document: dict[str, Any] = outcome.json()
     assert resource_of(document)["result"] == "changed", outcome
     return document
+
+
+def blocks(directory: Path, *names: str) -> int:
+    """The bytes allocated to these files of a directory."""
+    return sum(os.stat(directory / name).st_blocks * 512 for name in names)
 
 
 def state_snapshots(cli: Cli, world: World) -> dict[str, dict[str, Any]]:
@@ -830,8 +836,12 @@ def test_state_show_gives_bytes_copied_and_bytes_exclusive_per_snapshot(
 
     shown = state_snapshots(cli, world)
     first, second = shown[name_at(0)], shown[name_at(1)]
-    assert (first["bytes_copied"], first["bytes_exclusive"]) == (100 + 20 + 7, 20 + 7)
-    assert (second["bytes_copied"], second["bytes_exclusive"]) == (30 + 3, 30 + 3)
+    # Exclusive bytes are the blocks its files alone hold (at least one each).
+    first_alone = blocks(world.snapshot(name_at(0)), "changes.txt", "pair_a")
+    second_alone = blocks(world.snapshot(name_at(1)), "changes.txt", "late.txt")
+    assert first_alone >= 2 * 512 and second_alone >= 2 * 512
+    assert (first["bytes_copied"], first["bytes_exclusive"]) == (100 + 20 + 7, first_alone)
+    assert (second["bytes_copied"], second["bytes_exclusive"]) == (30 + 3, second_alone)
     assert (first["files_copied"], first["files_linked"]) == (3, 1)
     assert (second["files_copied"], second["files_linked"]) == (2, 1)
 
@@ -839,10 +849,11 @@ def test_state_show_gives_bytes_copied_and_bytes_exclusive_per_snapshot(
     outcome = cli("plan", "-c", world.config, "--json", now=now_at(1.5))
     assert outcome.exit_code == 0, outcome
     prune = [a for a in resource_of(outcome.json())["actions"] if a["kind"] == "prune"]
-    assert [(a["snapshots"], a["bytes_freed"]) for a in prune] == [([name_at(0)], 27)]
+    assert [(a["snapshots"], a["bytes_freed"]) for a in prune] == [([name_at(0)], first_alone)]
     text = cli("state", "show", "-c", world.config)
     assert text.exit_code == 0, text
-    assert "127 B" in text.stdout and "27 B" in text.stdout and "33 B" in text.stdout
+    assert "127 B" in text.stdout and "33 B" in text.stdout
+    assert format_bytes(first_alone) in text.stdout and format_bytes(second_alone) in text.stdout
 
 
 def test_bytes_exclusive_grows_when_the_other_snapshot_sharing_a_file_is_pruned(
@@ -862,7 +873,10 @@ def test_bytes_exclusive_grows_when_the_other_snapshot_sharing_a_file_is_pruned(
     assert action_results(document)["prune"] == "changed"
     shown = state_snapshots(cli, world)
     assert list(shown) == [name_at(0.75), name_at(1.75)]
-    assert shown[name_at(0.75)]["bytes_exclusive"] == 50
+    assert shown[name_at(0.75)]["bytes_exclusive"] == blocks(
+        world.snapshot(name_at(0.75)), "shared.txt"
+    )
+    assert shown[name_at(0.75)]["bytes_exclusive"] > 0
     assert shown[name_at(1.75)]["bytes_copied"] == 50
 
 

@@ -261,3 +261,34 @@ def test_a_file_extended_by_a_hole_while_copied_never_takes_the_target_below_min
     assert copied.st_blocks * 512 <= data + (1 << 20)
     verified = site.process("verify", "r", "--content", now=None, timeout=DEADLINE)
     assert verified.returncode == 0, verified
+
+
+def test_pruning_a_sparse_file_is_said_to_free_its_blocks_not_its_apparent_size(
+    tmp_path: Path,
+) -> None:
+    site = new_site(tmp_path)
+    image = make_sparse(site.source / "disk.img", 1 << 30, 1 << 29, b"\xab" * 4096)
+    skip_without_holes(image)
+    site.write(retain=1)
+    assert site.cli("apply", now=at(0)).returncode == 0
+    with open(image, "r+b") as handle:
+        handle.write(b"\xcd" * 4096)
+    assert site.cli("apply", now=at(1)).returncode == 0
+    # Each copy of disk.img is its snapshot's alone; the other files are shared.
+    alone = os.stat(site.target / name_of(at(0)) / "disk.img").st_blocks * 512
+    later = os.stat(site.target / name_of(at(1)) / "disk.img").st_blocks * 512
+    assert 0 < alone <= 1 << 20
+
+    shown = site.state_json()["snapshots"]
+    assert {snapshot["name"]: snapshot["bytes_exclusive"] for snapshot in shown} == {
+        name_of(at(0)): alone,
+        name_of(at(1)): later,
+    }
+    planned = site.plan_json(at(1.75))["resources"][0]["actions"]
+    assert [(a["snapshots"], a["bytes_freed"]) for a in planned if a["kind"] == "prune"] == [
+        ([name_of(at(0))], alone)
+    ]
+    applied = site.cli("apply", "--json", now=at(1.75))
+    assert applied.returncode == 0, applied
+    actions = json.loads(applied.stdout)["resources"][0]["actions"]
+    assert [a["bytes_freed"] for a in actions if a["kind"] == "prune"] == [alone]
