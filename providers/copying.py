@@ -125,9 +125,14 @@ def write_copy(
     )
     try:
         copied = copy_contents(input_fd, output_fd, info, charge)
-        # A sparse copy's holes count in its size, not in the bytes copied.
-        size = info.st_size if holes.is_sparse(info) else copied
-        sha256 = digest.hash_open_file(output_fd, size) if hash_now else None
+        sparse = holes.is_sparse(info)
+        sha256 = None
+        if hash_now:
+            # A sparse copy's holes count in its size, not in the bytes
+            # copied; a copy of a file without holes has none (its SHA-256
+            # is taken without asking).
+            size = info.st_size if sparse else copied
+            sha256 = digest.hash_open_file(output_fd, size, None if sparse else False)
         fs.apply_metadata(output_fd, info, input_fd)
         return copied, os.fstat(output_fd), sha256
     finally:
