@@ -49,7 +49,7 @@ def sparse_site(tmp_path: Path) -> Site:
     return site
 
 
-def test_a_1_tib_sparse_file_holding_4_kib_is_snapshotted_verified_and_diffed_in_seconds(
+def test_a_1_tib_sparse_file_holding_4_kib_is_snapshotted_verified_and_diffed_without_reading_holes(
     sparse_site: Site,
 ) -> None:
     site = sparse_site
