@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from hardsnap.providers import fs, target, tree
 from hardsnap.providers.entries import Kinds
+from hardsnap.providers.escaping import error_text
 from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
 from hardsnap.providers.manifest import (
     ManifestError,
@@ -348,8 +349,7 @@ def _failure(error: BaseException) -> BaseException:
     if isinstance(error, fs.OutOfSpace):
         return SnapshotFailed(f"{error}; partial snapshot removed")
     if isinstance(error, OSError):
-        where = f" ({error.filename})" if error.filename else ""
-        return SnapshotFailed(f"{error.strerror}{where}; partial snapshot removed")
+        return SnapshotFailed(f"{error_text(error)}; partial snapshot removed")
     return error
 
 

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
+from hardsnap.providers.escaping import error_text
+
 OUTPUT_TAIL_BYTES = 4096
 # The exit code reported for a hook that ran out of time, as coreutils `timeout`.
 TIMED_OUT_EXIT_CODE = 124
@@ -94,8 +96,7 @@ def run_hook(command: str, environment: dict[str, str], cwd: str, timeout: float
                 start_new_session=True,
             )
         except OSError as error:
-            where = f" ({error.filename})" if error.filename else ""
-            return HookResult(127, f"cannot run /bin/sh: {error.strerror}{where}", 0.0)
+            return HookResult(127, f"cannot run /bin/sh: {error_text(error)}", 0.0)
         assert process.stdout is not None
         tail = _OutputTail(process.stdout)
         try:

@@ -27,7 +27,8 @@ a JSON trailer naming where the index and those lines start. Manifests
 written before `started_ns` and the joined lines existed are read too. A name that is
 not plain printable text (a tab, a newline, a backslash, bytes that are not
 UTF-8) is written as a backslash and its JSON string, non-UTF-8 bytes as
-surrogate escapes (os.fsencode gives the original bytes back). File lines
+surrogate escapes (os.fsencode gives the original bytes back): escaping.py's
+escape_name, the form every name is printed in too. File lines
 are not JSON because a snapshot writes one per file and JSON costs several
 times more. A walk needs only the reference's block of the directory it is
 in, found through the index, so memory does not grow with the tree.

@@ -15,6 +15,7 @@ import stat
 import time
 from typing import IO, Any
 
+from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest import (
     FORMAT_VERSION,
     MANIFEST_DIRECTORY,
@@ -87,8 +88,7 @@ class ManifestWriter:
 
     def file(self, name: str, info: os.stat_result, sha256: str | None) -> None:
         """Record a file of the current directory, as it stands in the snapshot."""
-        if not name.isprintable() or "\t" in name or "\\" in name:
-            name = "\\" + json.dumps(name, ensure_ascii=True)
+        name = escape_name(name)
         line = (
             f"{info.st_size}\t{info.st_mtime_ns}\t{info.st_mode & 0o7777}\t{info.st_uid}\t"
             f"{info.st_gid}\t{info.st_ino}\t{sha256 or '-'}\t{name}\n"
@@ -101,8 +101,7 @@ class ManifestWriter:
     def other(self, name: str, info: os.stat_result, target: str | None) -> None:
         """Record a symlink (with its target text) or a special file of the
         current directory, as it stands in the snapshot."""
-        if not name.isprintable() or "\t" in name or "\\" in name:
-            name = "\\" + json.dumps(name, ensure_ascii=True)
+        name = escape_name(name)
         detail = "@" + json.dumps(target, ensure_ascii=True) if target is not None else "-"
         size = info.st_rdev if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else 0
         line = (

@@ -25,6 +25,7 @@ from hardsnap.providers.entries import (
     make_symlink,
     unchanged_in_reference,
 )
+from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.flushing import FlushAhead, SpaceBudget
 from hardsnap.providers.hashing import Hashing, Sha256
 from hardsnap.providers.report import Skip, SnapshotReport
@@ -292,7 +293,7 @@ class Placer:
             raise error
         self.report.link_failures += 1
         if self.report.link_failure is None:
-            self.report.link_failure = f"{relative}: {error.strerror}"
+            self.report.link_failure = f"{escape_name(relative)}: {error.strerror}"
 
     def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> bool:
         """A dry walk: count a copy as the real one will report it; return

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from hardsnap.providers import fs, locking, tree
+from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest import remove_manifest
 from hardsnap.providers.naming import is_snapshot_name
 
@@ -258,7 +259,8 @@ def write_owner(target_fd: int, owner: Owner) -> None:
 def undeletable(target: str, failures: list[OSError]) -> list[str]:
     """Warnings naming what could not be removed, and the usual way out."""
     return [
-        f"cannot remove {os.path.join(target, str(failure.filename))}: {failure.strerror} "
+        f"cannot remove {escape_name(os.path.join(target, str(failure.filename)))}: "
+        f"{failure.strerror} "
         f"(immutable? see lsattr; chattr -i it, then the next apply removes it)"
         for failure in failures
     ]

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from hardsnap.providers import backup, hooks
+from hardsnap.providers.escaping import error_text, escape_name
 from hardsnap.providers.snapshot import SnapshotFailed
 from hardsnap.providers.target import TargetLocks
 from hardsnap.reconcile import monitoring, pings
@@ -315,8 +316,7 @@ class _Resource:
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
         except OSError as error:
-            where = f" ({error.filename})" if error.filename else ""
-            return ActionOutcome(action, Result.FAILED, f"{error.strerror}{where}")
+            return ActionOutcome(action, Result.FAILED, error_text(error))
         details = {
             "files_copied": report.files_copied,
             "files_linked": report.files_linked,
@@ -340,9 +340,9 @@ class _Resource:
             )
         for skip in report.skipped:
             if not skip.reason.endswith("not copied"):
-                self.outcome.warnings.append(f"skipped {skip.path}: {skip.reason}")
+                self.outcome.warnings.append(f"skipped {escape_name(skip.path)}: {skip.reason}")
         for path in report.unstable:
-            self.outcome.warnings.append(f"{path} kept changing while it was copied")
+            self.outcome.warnings.append(f"{escape_name(path)} kept changing while it was copied")
         for warning in (report.shrink_warning(), report.link_failure_warning()):
             if warning:
                 self.outcome.warnings.append(warning)
@@ -366,8 +366,7 @@ class _Resource:
         except SnapshotFailed as error:
             return ActionOutcome(action, Result.FAILED, str(error))
         except OSError as error:
-            where = f" ({error.filename})" if error.filename else ""
-            return ActionOutcome(action, Result.FAILED, f"{error.strerror}{where}")
+            return ActionOutcome(action, Result.FAILED, error_text(error))
         self.outcome.warnings.extend(warnings)
         for name in removed:
             self.record["snapshots"].pop(name, None)

@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from hardsnap.providers.escaping import escape_text
 from hardsnap.reconcile import audit_commands, common, journal, render
 from hardsnap.reconcile.common import (
     AllowEmptyOption,
@@ -135,7 +136,7 @@ def apply(
     # The work is done and recorded: a signal now would only cut the report.
     common.ignore_stopping_signals()
     for warning in report.warnings:
-        journal.say(f"warning: {warning}", journal.WARNING)
+        journal.say(f"warning: {escape_text(warning)}", journal.WARNING)
     if as_json:
         common.print_json(render.apply_json(report, now.strftime("%Y-%m-%dT%H:%M:%SZ")))
     elif not quiet:

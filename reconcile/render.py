@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hardsnap.providers.escaping import escape_text
 from hardsnap.providers.refusals import format_bytes
 from hardsnap.reconcile.outcomes import ActionOutcome, ApplyReport, ResourceOutcome, Result
 from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
@@ -137,10 +138,10 @@ def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[st
     heading = f'resource "{resource.name}": {resource.source_dir} -> {target}'
     lines = [paint.bold(heading)]
     if resource_plan.refusal:
-        lines.append("  " + paint("refused: " + resource_plan.refusal, code="31"))
+        lines.append("  " + paint("refused: " + escape_text(resource_plan.refusal), code="31"))
     for warning in (resource_plan.warning, *resource_plan.warnings):
         if warning:
-            lines.append("  " + paint("warning: " + warning, code="33"))
+            lines.append("  " + paint("warning: " + escape_text(warning), code="33"))
     # A refused resource runs nothing: its actions are not shown.
     actions = [] if resource_plan.refusal else resource_plan.actions
     if not actions and not resource_plan.refusal:
@@ -153,7 +154,7 @@ def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[st
             lines.append(f"      {prediction}")
         lines.append(f"      {action.reason}")
     for note in resource_plan.notes:
-        lines.append(f"  {note}")
+        lines.append(f"  {escape_text(note)}")
     policy = retention_policy(resource)
     for name, rules in resource_plan.kept:
         if all(reason.rule != "retain" for reason in rules):
@@ -249,7 +250,7 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
     elif outcome.result is Result.CHANGED:
         detail = "ok"
     else:
-        detail = outcome.message or ""
+        detail = escape_text(outcome.message or "")
     return f"  {symbol} {action.kind.value:<13} {result}: {detail} ({outcome.duration:.1f}s)"
 
 
@@ -262,12 +263,12 @@ HOOK_OUTPUT_LINES = 10
 
 def hook_output_lines(outcome: ActionOutcome, all_lines: bool = False) -> list[str]:
     """Return the last lines a hook printed (all it kept, with `all_lines`),
-    indented under its action line."""
+    indented under its action line, escaped: another user's text."""
     tail = outcome.details.get("output_tail") or ""
     lines = tail.rstrip("\n").splitlines()
     if not all_lines:
         lines = lines[-HOOK_OUTPUT_LINES:]
-    return [f"      | {line}" for line in lines]
+    return [f"      | {escape_text(line)}" for line in lines]
 
 
 def resource_outcome_line(outcome: ResourceOutcome, color: bool = False) -> str:
@@ -277,9 +278,9 @@ def resource_outcome_line(outcome: ResourceOutcome, color: bool = False) -> str:
     if outcome.result is not Result.SETTLED:
         line += f" in {outcome.duration:.1f}s"
     if outcome.message:
-        return line + f": {outcome.message}"
+        return line + f": {escape_text(outcome.message)}"
     if outcome.result is Result.SETTLED:
-        return line + (f" ({'; '.join(outcome.notes)})" if outcome.notes else "")
+        return line + (f" ({escape_text('; '.join(outcome.notes))})" if outcome.notes else "")
     done = []
     for action in outcome.actions:
         details = action.details

@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 from hardsnap.providers.audit import Difference, Verification, moment
+from hardsnap.providers.escaping import escape_name, escape_text
 from hardsnap.providers.history import History
 from hardsnap.providers.refusals import format_bytes
 from hardsnap.reconcile.render import Painter, plural
@@ -30,8 +31,9 @@ def verify_text(resource: str, results: list[Verification]) -> str:
             f"({result.files} files, {kind})"
         )
         for finding in result.findings[:FINDINGS_SHOWN]:
-            detail = f": {finding.detail}" if finding.detail else ""
-            lines.append(f"  {finding.problem:<10} {finding.path or '-'}{detail}")
+            detail = f": {escape_text(finding.detail)}" if finding.detail else ""
+            path = escape_name(finding.path) if finding.path else "-"
+            lines.append(f"  {finding.problem:<10} {path}{detail}")
         if len(result.findings) > FINDINGS_SHOWN:
             lines.append(f"  ... and {len(result.findings) - FINDINGS_SHOWN} more (see --json)")
     damaged = sum(1 for result in results if not result.clean)
@@ -80,7 +82,7 @@ def diff_text(resource: str, difference: Difference, color: bool = False) -> str
             size = change.size_after if change.change == "added" else change.size_before
             assert size is not None
             sizes = format_bytes(size)
-        lines.append(f"{symbol} {change.path} ({sizes})")
+        lines.append(f"{symbol} {escape_name(change.path)} ({sizes})")
     lines.append(
         f"{plural(len(difference.changes), 'change')}: {difference.count('added')} added, "
         f"{difference.count('removed')} removed, {difference.count('changed')} changed; "
@@ -109,9 +111,8 @@ def diff_json(resource: str, difference: Difference) -> dict[str, Any]:
 
 
 def history_text(resource: str, found: History) -> str:
-    lines = [
-        f'history of {found.path or "."} in "{resource}": {plural(len(found.versions), "version")}'
-    ]
+    path = escape_name(found.path) if found.path else "."
+    lines = [f'history of {path} in "{resource}": {plural(len(found.versions), "version")}']
     for version in found.versions:
         span = (
             version.first if version.first == version.last else f"{version.first} .. {version.last}"
@@ -140,7 +141,8 @@ def history_json(found: History) -> dict[str, Any]:
 def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> str:
     """Render `state show`: per resource a heading, its snapshots and its
     last runs, as tables where they fit in `width` columns, else stacked
-    (a few lines per snapshot or run, wrapped, nothing cut)."""
+    (a few lines per snapshot or run, wrapped, nothing cut). Nothing of
+    it is read as markup: hook output is another user's text."""
     if not view:
         return "No recorded state and no resources."
     from rich import box
@@ -149,13 +151,19 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
 
     buffer = io.StringIO()
     console = Console(
-        file=buffer, width=width, no_color=not color, force_terminal=color, highlight=False
+        file=buffer,
+        width=width,
+        no_color=not color,
+        force_terminal=color,
+        highlight=False,
+        markup=False,
+        emoji=False,
     )
     for name, entry in view.items():
         managed = "" if entry["managed"] else " (no longer in the config: nothing is undone)"
-        console.print(f'resource "{name}"{managed}', style="bold", markup=False)
-        _wrapped(console, f"target: {entry['target_path']}", "  ")
-        console.print(f"  revert: {entry['revert']}", markup=False)
+        console.print(f'resource "{name}"{managed}', style="bold")
+        _wrapped(console, f"target: {escape_text(entry['target_path'])}", "  ")
+        console.print(f"  revert: {entry['revert']}")
         pending = entry["post_command_pending"]
         if pending:
             _wrapped(
@@ -243,7 +251,7 @@ def _run_message_width(runs: list[dict[str, Any]]) -> int:
 def _stacked_snapshots(console: Any, snapshots: list[dict[str, Any]]) -> None:
     console.print(f"  snapshots: {len(snapshots)}")
     for snapshot in snapshots:
-        console.print(f"  {snapshot['name']}  taken {_taken(snapshot['name'])} UTC", markup=False)
+        console.print(f"  {snapshot['name']}  taken {_taken(snapshot['name'])} UTC")
         if "files_copied" in snapshot:
             copied, linked = snapshot["files_copied"], snapshot["files_linked"]
             counts = (
@@ -268,7 +276,7 @@ def _stacked_runs(console: Any, runs: list[dict[str, Any]], total: int) -> None:
     console.print(f"  last runs: {len(runs)} of {total}")
     for run in reversed(runs):
         took = "" if run.get("duration") is None else f" in {run['duration']:.1f}s"
-        console.print(f"  {run['at']}  {run['result']}{took}", markup=False)
+        console.print(f"  {run['at']}  {run['result']}{took}")
         actions = ", ".join(
             a["kind"] if a["result"] == "changed" else f"{a['kind']} {a['result']}"
             for a in run["actions"]
@@ -288,7 +296,7 @@ def _wrapped(console: Any, text: str, indent: str) -> None:
     for line in textwrap.wrap(
         text, console.width, initial_indent=indent, subsequent_indent=indent + "  "
     ):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        console.print(line, soft_wrap=True)
 
 
 def _verified(verified: dict[str, Any] | None) -> str:
@@ -316,11 +324,11 @@ def _taken(name: str) -> str:
 
 
 def _run_message(run: dict[str, Any]) -> str:
-    """A run's message, else the last line its hooks printed."""
+    """A run's message, else the last line its hooks printed (escaped)."""
     if run.get("message"):
-        return str(run["message"])
+        return escape_text(str(run["message"]))
     for action in reversed(run["actions"]):
         tail = (action.get("output_tail") or "").strip()
         if tail:
-            return f"{action['kind']}: {tail.splitlines()[-1]}"
+            return f"{action['kind']}: {escape_text(tail.splitlines()[-1])}"
     return ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from hardsnap.providers.escaping import escape_text
 from hardsnap.providers.refusals import format_bytes
 from hardsnap.reconcile import journal, render
 from hardsnap.reconcile.outcomes import ActionOutcome, Reporter, ResourceOutcome, Result
@@ -13,11 +14,11 @@ from hardsnap.reconcile.plan import Action, ActionKind
 
 
 def warn(outcome: ResourceOutcome) -> None:
-    """Print a resource's warnings and error on stderr."""
+    """Print a resource's warnings and error on stderr, a line each."""
     for warning in outcome.warnings:
-        journal.say(f"warning: {outcome.name}: {warning}", journal.WARNING)
+        journal.say(f"warning: {outcome.name}: {escape_text(warning)}", journal.WARNING)
     if outcome.message:
-        journal.say(f"error: {outcome.name}: {outcome.message}", journal.ERROR)
+        journal.say(f"error: {outcome.name}: {escape_text(outcome.message)}", journal.ERROR)
 
 
 class WarningsReporter(Reporter):
@@ -92,10 +93,13 @@ class TextReporter(Reporter):
         # Laid out for 80 columns: "  + snapshot ━━━━━━━━━━ 12,345/100,000
         # files, 1.2 GiB, 3,456/s ETA 0:01:40" (the name is on the line above).
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(bar_width=10),
-            TextColumn("{task.fields[done]} files, {task.fields[copied]}, {task.fields[rate]}"),
-            TextColumn("ETA"),
+            TextColumn(
+                "{task.fields[done]} files, {task.fields[copied]}, {task.fields[rate]}",
+                markup=False,
+            ),
+            TextColumn("ETA", markup=False),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,

@@ -39,6 +39,9 @@ def run(
         env=environment,
         capture_output=True,
         text=True,
+        # Bytes that are not UTF-8 come through (as lone surrogates) for a
+        # test to find, instead of failing the decoding.
+        errors="surrogateescape",
         timeout=timeout,
         cwd=cwd,
     )

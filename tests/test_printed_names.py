@@ -1,0 +1,159 @@
+"""Names and hook output as hardsnap prints them: another user chooses the
+names of the files root backs up and what a hook prints, so neither may
+forge a line, reach root's terminal as a control sequence, or be read as
+rich markup.
+
+Every test drives the real CLI off a terminal (a pipe) and scans all it
+printed for raw control characters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import hand_to_nobody, run_as_nobody
+from tests.site import Site, at, iso, name_of, new_site
+
+NEWLINE = b"x\n+ forged"
+OSC = b"\x1b]0;pwned\x07"
+CSI = b"\x1b[2J"
+C1 = "\u009b31m".encode()
+NOT_UTF8 = b"\xff\xfe.bin"
+HOSTILE = (NEWLINE, OSC, CSI, C1, NOT_UTF8)
+# Each hostile name as hardsnap prints it: as in the manifests, a backslash
+# and the name's JSON string.
+SHOWN = {
+    NEWLINE: r'\"x\n+ forged"',
+    OSC: r'\"\u001b]0;pwned\u0007"',
+    CSI: r'\"\u001b[2J"',
+    C1: r'\"\u009b31m"',
+    NOT_UTF8: r'\"\udcff\udcfe.bin"',
+}
+# A hook printing markup and control sequences, "[/]" last (the line
+# `state show` shows).
+HOOK = r"printf '\033]0;hook\007\033[2J\302\233\n[bold red]x[/]\n[/]\n'"
+HOOK_LINES = (r"\u001b]0;hook\u0007\u001b[2J\u009b", "[bold red]x[/]", "[/]")
+
+
+def raw_controls(text: str) -> list[str]:
+    """The characters of `text` a terminal acts on (C0 but newline and tab,
+    DEL, C1) and lone surrogates (bytes that were not UTF-8)."""
+    return [
+        character
+        for character in text
+        if (ord(character) < 0x20 and character not in "\n\t")
+        or 0x7F <= ord(character) <= 0x9F
+        or 0xD800 <= ord(character) <= 0xDFFF
+    ]
+
+
+def assert_printable(*outputs: object) -> None:
+    for output in outputs:
+        text = str(output)
+        assert raw_controls(text) == [], text
+
+
+def write_named(directory: Path, name: bytes, data: bytes) -> None:
+    with open(os.path.join(os.fsencode(directory), name), "wb") as handle:
+        handle.write(data)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    """Two snapshots of a source holding a file of each hostile name, every
+    one changed in the second; a pre_command printing markup and escapes."""
+    site = new_site(tmp_path)
+    for name in HOSTILE:
+        write_named(site.source, name, b"1")
+    site.write(pre_command=HOOK)
+    first = site.cli("apply")
+    assert first.returncode == 0, first
+    for name in HOSTILE:
+        write_named(site.source, name, b"22")
+    second = site.cli("apply", now=at(1))
+    assert second.returncode == 0, second
+    return site
+
+
+def test_diff_prints_each_change_on_one_line_with_hostile_names_escaped(site: Site) -> None:
+    done = site.process("diff", "r")
+    assert done.returncode == 0, done
+    assert_printable(done)
+    lines = done.stdout.splitlines()
+    assert lines[0] == f'diff "r": {name_of(at(0))} -> {name_of(at(1))}', done
+    assert sorted(lines[1:-1]) == sorted(f"~ {SHOWN[name]} (1 B -> 2 B)" for name in HOSTILE)
+    assert lines[-1].startswith("5 changes: 0 added, 0 removed, 5 changed"), done
+
+
+def rot(site: Site) -> str:
+    """Append to each hostile file of the newest snapshot; return its name."""
+    snapshot = name_of(at(1))
+    for name in HOSTILE:
+        with open(os.path.join(os.fsencode(site.target / snapshot), name), "ab") as handle:
+            handle.write(b"rot")
+    return snapshot
+
+
+def test_verify_names_the_files_it_finds_changed_escaped(site: Site) -> None:
+    done = site.process("verify", "r", rot(site))
+    assert done.returncode == 1, done
+    assert_printable(done)
+    findings = [line for line in done.stdout.splitlines() if line.startswith("  changed ")]
+    assert sorted(line.split(": size 2 -> 5, mtime ")[0] for line in findings) == sorted(
+        f"  changed    {SHOWN[name]}" for name in HOSTILE
+    ), done
+
+
+@pytest.mark.parametrize("name", [NEWLINE, NOT_UTF8], ids=["newline", "not-utf8"])
+def test_history_of_a_hostile_name_shows_it_escaped(site: Site, name: bytes) -> None:
+    done = site.process("history", "r", os.fsdecode(name))
+    assert done.returncode == 0, done
+    assert_printable(done)
+    assert done.stdout.splitlines()[0] == f'history of {SHOWN[name]} in "r": 2 versions', done
+
+
+def test_plan_and_apply_print_hook_output_escaped(site: Site) -> None:
+    plan = site.process("plan", now=at(2))
+    assert plan.returncode == 0, plan
+    assert_printable(plan, site.process("plan", "--json", now=at(2)))
+    done = site.process("apply", "-v", now=at(2))
+    assert done.returncode == 0, done
+    assert_printable(done)
+    for line in HOOK_LINES:
+        assert f"      | {line}" in done.stdout.splitlines(), done
+
+
+@pytest.mark.parametrize("columns", ["300", "40"])
+def test_state_show_prints_hook_output_literally_never_as_markup(
+    site: Site, columns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 300 columns: the runs' table; 40: a few lines per run.
+    monkeypatch.setenv("COLUMNS", columns)
+    done = site.cli("state", "show", now=None)
+    assert done.returncode == 0, done
+    assert_printable(done)
+    assert "pre_command: [/]" in done.stdout, done
+
+
+def test_warnings_naming_hostile_files_are_one_line_each_and_escaped(
+    nobody_dir: Path,
+) -> None:
+    site = new_site(nobody_dir)
+    for name in HOSTILE:
+        write_named(site.source, name, b"unreadable")
+        os.chmod(os.path.join(os.fsencode(site.source), name), 0o000)
+    site.target.mkdir()
+    site.state.mkdir()
+    hand_to_nobody(nobody_dir)
+    done = run_as_nobody(["apply", "-c", str(site.config)], nobody_dir, site.state, iso(at(0)))
+    stdout = done.stdout.decode("utf-8", "surrogateescape")
+    stderr = done.stderr.decode("utf-8", "surrogateescape")
+    assert done.returncode == 0, (stdout, stderr)
+    assert_printable(stdout, stderr)
+    for name in HOSTILE:
+        line = f"warning: r: skipped {SHOWN[name]}: unreadable: Permission denied"
+        assert line in stderr.splitlines(), stderr
+    assert site.snapshots() == [name_of(at(0))]
