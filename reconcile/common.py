@@ -149,7 +149,11 @@ def color() -> bool:
 
 
 def print_json(document: Any) -> None:
-    typer.echo(json.dumps(document, indent=2, sort_keys=False))
+    """Print a JSON document; a string in it that is not UTF-8 (a name) is
+    given with U+FFFD and its bytes in base64 beside it (KEY_base64)."""
+    from hardsnap.providers.escaping import lossless_json
+
+    typer.echo(json.dumps(lossless_json(document), indent=2, sort_keys=False))
 
 
 def config_path(option: str | None) -> str:

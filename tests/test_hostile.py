@@ -10,6 +10,7 @@ in-process; the unreadable-entry test runs it as nobody in a subprocess.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import errno
 import hashlib
@@ -194,7 +195,14 @@ def snapshot_action(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def skipped_paths(document: dict[str, Any]) -> dict[str, str]:
-    return {skip["path"]: skip["reason"] for skip in snapshot_action(document)["skipped"]}
+    return {path_of(skip): skip["reason"] for skip in snapshot_action(document)["skipped"]}
+
+
+def path_of(entry: dict[str, Any]) -> str:
+    """An entry's path, one that is not UTF-8 read back from `path_base64`."""
+    if "path_base64" in entry:
+        return os.fsdecode(base64.b64decode(entry["path_base64"]))
+    return str(entry["path"])
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Names and hook output as hardsnap prints them: another user chooses the
 names of the files root backs up and what a hook prints, so neither may
 forge a line, reach root's terminal as a control sequence, or be read as
-rich markup.
+rich markup; in JSON, a name that is not UTF-8 keeps its bytes.
 
 Every test drives the real CLI off a terminal (a pipe) and scans all it
 printed for raw control characters.
@@ -9,8 +9,11 @@ printed for raw control characters.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +62,32 @@ def assert_printable(*outputs: object) -> None:
 def write_named(directory: Path, name: bytes, data: bytes) -> None:
     with open(os.path.join(os.fsencode(directory), name), "wb") as handle:
         handle.write(data)
+
+
+def surrogates_in(document: Any) -> list[str]:
+    """Strings of a decoded JSON document holding lone surrogates (which jq
+    turns into U+FFFD, losing the name)."""
+    if isinstance(document, dict):
+        return [text for key, value in document.items() for text in surrogates_in([key, value])]
+    if isinstance(document, list):
+        return [text for item in document for text in surrogates_in(item)]
+    if isinstance(document, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in document):
+        return [document]
+    return []
+
+
+def loaded(stdout: str) -> Any:
+    document = json.loads(stdout)
+    assert surrogates_in(document) == [], stdout
+    return document
+
+
+def recovered(entry: dict[str, Any], key: str) -> bytes:
+    """A name's bytes from a JSON entry: KEY when it is UTF-8, else KEY_base64."""
+    if f"{key}_base64" in entry:
+        assert "\ufffd" in entry[key], entry
+        return base64.b64decode(entry[f"{key}_base64"])
+    return os.fsencode(entry[key])
 
 
 @pytest.fixture
@@ -157,3 +186,51 @@ def test_warnings_naming_hostile_files_are_one_line_each_and_escaped(
         line = f"warning: r: skipped {SHOWN[name]}: unreadable: Permission denied"
         assert line in stderr.splitlines(), stderr
     assert site.snapshots() == [name_of(at(0))]
+
+
+# -- JSON: names that are not UTF-8 keep their bytes ---------------------------------
+
+
+def test_diff_json_gives_a_name_that_is_not_utf8_with_its_bytes_in_base64(site: Site) -> None:
+    done = site.process("diff", "r", "--json")
+    assert done.returncode == 0, done
+    changed = loaded(done.stdout)["changed"]
+    assert sorted(recovered(entry, "path") for entry in changed) == sorted(HOSTILE)
+    (entry,) = [entry for entry in changed if "path_base64" in entry]
+    assert entry["path"] == "\ufffd\ufffd.bin"
+    assert base64.b64decode(entry["path_base64"]) == NOT_UTF8
+    # Names that are UTF-8 stay as they were, control characters and all.
+    assert {entry["path"] for entry in changed if "path_base64" not in entry} == {
+        os.fsdecode(name) for name in HOSTILE if name != NOT_UTF8
+    }
+
+
+def test_verify_json_names_findings_recoverably(site: Site) -> None:
+    done = site.process("verify", "r", rot(site), "--json")
+    assert done.returncode == 1, done
+    problems = loaded(done.stdout)["snapshots"][0]["problems"]
+    assert sorted(recovered(problem, "path") for problem in problems) == sorted(HOSTILE)
+
+
+def test_history_json_gives_a_path_that_is_not_utf8_recoverably(site: Site) -> None:
+    done = site.process("history", "r", os.fsdecode(NOT_UTF8), "--json")
+    assert done.returncode == 0, done
+    assert recovered(loaded(done.stdout), "path") == NOT_UTF8
+
+
+def test_apply_json_and_state_show_json_give_skipped_names_recoverably(site: Site) -> None:
+    os.symlink("a.txt", os.path.join(os.fsencode(site.source), NOT_UTF8 + b".lnk"))
+    done = site.process("apply", "--json", now=at(2))
+    assert done.returncode == 0, done
+    assert_printable(done)
+    actions = loaded(done.stdout)["resources"][0]["actions"]
+    (snapshot,) = [action for action in actions if action["kind"] == "snapshot"]
+    (skipped,) = snapshot["skipped"]
+    assert recovered(skipped, "path") == NOT_UTF8 + b".lnk"
+    state = site.process("state", "show", "--json", now=None)
+    assert state.returncode == 0, state
+    run = loaded(state.stdout)["resources"]["r"]["runs"][-1]
+    (recorded,) = [action for action in run["actions"] if action["kind"] == "snapshot"]
+    assert recovered(recorded["skipped"][0], "path") == NOT_UTF8 + b".lnk"
+    # Hook output stays as printed in JSON.
+    assert run["actions"][0]["output_tail"].endswith("[bold red]x[/]\n[/]\n")
