@@ -167,6 +167,22 @@ def test_state_show_prints_hook_output_literally_never_as_markup(
     assert "pre_command: [/]" in done.stdout, done
 
 
+def test_a_failing_hooks_last_line_is_escaped_in_its_error_and_in_state_show(
+    tmp_path: Path,
+) -> None:
+    site = new_site(tmp_path)
+    site.write(pre_command=r"printf '[/]\033]0;pwned\007\n'; exit 3")
+    done = site.process("apply")
+    assert done.returncode == 1, done
+    assert_printable(done)
+    shown = r"exit code 3: [/]\u001b]0;pwned\u0007"
+    assert f"error: r: pre_command failed: {shown}" in done.stderr.splitlines(), done
+    state = site.cli("state", "show", now=None)
+    assert state.returncode == 0, state
+    assert_printable(state)
+    assert shown in state.stdout, state
+
+
 def test_warnings_naming_hostile_files_are_one_line_each_and_escaped(
     nobody_dir: Path,
 ) -> None:
