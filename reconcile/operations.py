@@ -12,6 +12,7 @@ from typing import Any
 
 from hardsnap.providers import audit, backup, history, retention
 from hardsnap.providers import facts as facts_of
+from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.naming import future_names
 from hardsnap.providers.target import TargetLocks, freed_by_pruning, list_snapshots
 from hardsnap.reconcile import applier, monitoring, outcomes, planner
@@ -321,16 +322,18 @@ def history_of_path(config: Config, state_dir: str, name: str, path: str) -> his
     given = os.path.normpath(path)
     if os.path.isabs(given):
         if given != source and not given.startswith(source.rstrip("/") + "/"):
-            raise NoSuchSnapshot(f"{path} is not below source_dir {source}")
+            raise NoSuchSnapshot(f"{escape_name(path)} is not below source_dir {source}")
         given = os.path.relpath(given, source)
     relative = "" if given == "." else given
     if relative == ".." or relative.startswith("../"):
-        raise NoSuchSnapshot(f"{path} is not below source_dir {source}")
+        raise NoSuchSnapshot(f"{escape_name(path)} is not below source_dir {source}")
     target = _target_of(config, name, state_dir)
     snapshots = list(list_snapshots(target))
     if not snapshots:
         raise NoSuchSnapshot(f'resource "{name}" has no snapshots in {target}')
     found = history.history_of(target, snapshots, relative)
     if not found.versions:
-        raise NoSuchSnapshot(f'{path} is in no snapshot of resource "{name}" in {target}')
+        raise NoSuchSnapshot(
+            f'{escape_name(path)} is in no snapshot of resource "{name}" in {target}'
+        )
     return found

@@ -144,6 +144,15 @@ def test_history_of_a_hostile_name_shows_it_escaped(site: Site, name: bytes) -> 
     assert done.stdout.splitlines()[0] == f'history of {SHOWN[name]} in "r": 2 versions', done
 
 
+def test_history_of_a_name_in_no_snapshot_names_it_escaped_on_one_line(site: Site) -> None:
+    done = site.process("history", "r", "gone\n+ forged")
+    assert done.returncode == 1, done
+    assert_printable(done)
+    assert done.stderr.splitlines() == [
+        rf'hardsnap: \"gone\n+ forged" is in no snapshot of resource "r" in {site.target}'
+    ], done
+
+
 def test_plan_and_apply_print_hook_output_escaped(site: Site) -> None:
     plan = site.process("plan", now=at(2))
     assert plan.returncode == 0, plan
