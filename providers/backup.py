@@ -18,12 +18,8 @@ from hardsnap.providers import fs, target, tree
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.escaping import error_text
 from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
-from hardsnap.providers.manifest import (
-    ManifestError,
-    ManifestReader,
-    open_manifest,
-    remove_orphans,
-)
+from hardsnap.providers.manifest import ManifestError, ManifestReader, open_manifest
+from hardsnap.providers.manifest_directory import remove_orphans
 from hardsnap.providers.manifest_writer import ManifestWriter
 from hardsnap.providers.naming import snapshot_in_window, snapshot_time
 from hardsnap.providers.refusals import (

@@ -18,10 +18,13 @@ the mount point itself is kept as an empty directory, as rsync -x does.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from hardsnap.providers import fs, tree
 from hardsnap.providers.fs import IS_ROOT
 
 # Filesystems that hold kernel state, not files: never walked into.
@@ -169,3 +172,41 @@ def _read_mountinfo() -> dict[int, str]:
                 filesystem = fields[fields.index("-") + 1]
                 types.setdefault(os.makedev(major, minor), filesystem)
     return types
+
+
+def place_other(
+    name: str,
+    info: os.stat_result,
+    text: str | None,
+    target_fd: int,
+    reference_fd: int | None,
+    resuming: bool,
+    reserve: Callable[[int], None],
+) -> os.stat_result:
+    """Place a symlink (`text` its target) or special file of the source in
+    the snapshot directory `target_fd`: hard-linked to the reference's
+    (`reference_fd`, None when not linking) when that is the same, else
+    made anew; return its stat there. Resuming, whatever a killed run left
+    under the name goes first. `reserve` is told the space a symlink takes."""
+    if resuming:
+        with contextlib.suppress(FileNotFoundError):
+            existing = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+            if stat.S_ISDIR(existing.st_mode):
+                tree.remove_tree(name, target_fd)
+            else:
+                os.unlink(name, dir_fd=target_fd)
+    if reference_fd is not None:
+        reference = unchanged_in_reference(name, info, text, reference_fd)
+        if reference is not None:
+            try:
+                os.link(
+                    name, name, src_dir_fd=reference_fd, dst_dir_fd=target_fd, follow_symlinks=False
+                )
+                return reference
+            except OSError as error:
+                if error.errno in fs.NO_SPACE or error.errno in (errno.EROFS, errno.EIO):
+                    raise
+    if text is None:
+        return make_special(name, info, target_fd)
+    reserve(fs.BLOCK_BYTES)
+    return make_symlink(name, info, text, target_fd)

@@ -40,20 +40,24 @@ writes them.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import errno
 import itertools
 import json
 import os
 import re
 import stat
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-MANIFEST_DIRECTORY = ".hardsnap-manifests"
-PARTIAL_SUFFIX = ".partial"
+from hardsnap.providers.manifest_directory import (
+    MANIFEST_DIRECTORY,
+    PARTIAL_SUFFIX,
+    open_manifest_directory,
+)
+
+__all__ = ["MANIFEST_DIRECTORY", "PARTIAL_SUFFIX", "ManifestError", "ManifestReader"]
+
 # 3: a file with holes has the sparse digest; 2 and 1 gave every file its
 # whole SHA-256, which is still checked as such. 2: symlinks and special
 # files are listed too (1 listed regular files only).
@@ -359,43 +363,6 @@ class ManifestReader:
                 raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
 
 
-def check_ours(directory_fd: int) -> None:
-    """Refuse a manifests directory that another user owns or may write:
-    they could plant what hardsnap then writes through, or reads back."""
-    info = os.fstat(directory_fd)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
-        raise PermissionError(
-            errno.EPERM,
-            f"owned by uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):04o}, not this "
-            f"user's alone",
-        )
-
-
-def create_exclusive(name: str, directory_fd: int) -> int:
-    """Create a new file for writing in the manifests directory: whatever
-    holds the name (a leftover, or a link or FIFO planted there) is
-    removed, never written through or waited on."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name, dir_fd=directory_fd)
-    return os.open(
-        name,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=directory_fd,
-    )
-
-
-def open_manifest_directory(target_fd: int) -> int:
-    """Open the manifests directory of the target open as `target_fd`.
-    Raise OSError when it is missing, or is not a real directory (a symlink
-    planted there is never followed: ELOOP or ENOTDIR)."""
-    return os.open(
-        MANIFEST_DIRECTORY,
-        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-        dir_fd=target_fd,
-    )
-
-
 def open_manifest(target_fd: int, snapshot: str, shown: str) -> ManifestReader | None:
     """Return the reader of a snapshot's manifest, or None when it has none
     or it cannot be read (callers report that where it matters)."""
@@ -403,31 +370,3 @@ def open_manifest(target_fd: int, snapshot: str, shown: str) -> ManifestReader |
         return ManifestReader.in_target(target_fd, snapshot, shown)
     except ManifestError:
         return None
-
-
-def remove_manifests(target_fd: int, doomed: Callable[[str], bool]) -> None:
-    """Remove the manifests whose names `doomed` picks. Done below the
-    manifests directory opened without following a symlink: one swapped in
-    for it is left alone, and so is whatever it points to."""
-    try:
-        directory_fd = open_manifest_directory(target_fd)
-    except OSError:
-        return
-    try:
-        with os.scandir(directory_fd) as entries:
-            names = [entry.name for entry in entries if doomed(entry.name)]
-        for name in names:
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=directory_fd)
-    finally:
-        os.close(directory_fd)
-
-
-def remove_manifest(target_fd: int, snapshot: str) -> None:
-    """Remove the manifest of one snapshot (a pruned one)."""
-    remove_manifests(target_fd, lambda name: name == snapshot)
-
-
-def remove_orphans(target_fd: int, keep: set[str]) -> None:
-    """Remove manifests (and unfinished ones) of snapshots that are gone."""
-    remove_manifests(target_fd, lambda name: name not in keep)

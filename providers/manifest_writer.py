@@ -16,11 +16,10 @@ import time
 from typing import IO, Any
 
 from hardsnap.providers.escaping import escape_name
-from hardsnap.providers.manifest import (
-    FORMAT_VERSION,
+from hardsnap.providers.manifest import FORMAT_VERSION, ManifestReader
+from hardsnap.providers.manifest_directory import (
     MANIFEST_DIRECTORY,
     PARTIAL_SUFFIX,
-    ManifestReader,
     check_ours,
     create_exclusive,
     open_manifest_directory,

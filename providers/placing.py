@@ -21,9 +21,7 @@ from hardsnap.providers.entries import (
     Kinds,
     is_kept,
     kind_of,
-    make_special,
-    make_symlink,
-    unchanged_in_reference,
+    place_other,
 )
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.flushing import FlushAhead, SpaceBudget
@@ -396,7 +394,15 @@ class Placer:
                 self.skip(relative, fs.unreadable(error))
                 return
         if frame.target_fd is not None:
-            placed = self._place_other(name, info, text, frame)
+            placed = place_other(
+                name,
+                info,
+                text,
+                frame.target_fd,
+                frame.reference_fd if self.rules.link_unchanged else None,
+                resuming=frame.kept is not None,
+                reserve=self.reserve,
+            )
             if frame.kept is not None:
                 frame.kept.add(name)
             self.hashing.other(name, placed, text)
@@ -404,35 +410,3 @@ class Placer:
             self.report.symlinks += 1
         else:
             self.report.special_files += 1
-
-    def _place_other(
-        self, name: str, info: os.stat_result, text: str | None, frame: Frame
-    ) -> os.stat_result:
-        target_fd = frame.target_fd
-        assert target_fd is not None
-        if frame.kept is not None:  # resuming: whatever a killed run left goes
-            with contextlib.suppress(FileNotFoundError):
-                existing = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
-                if stat.S_ISDIR(existing.st_mode):
-                    tree.remove_tree(name, target_fd)
-                else:
-                    os.unlink(name, dir_fd=target_fd)
-        if self.rules.link_unchanged and frame.reference_fd is not None:
-            reference = unchanged_in_reference(name, info, text, frame.reference_fd)
-            if reference is not None:
-                try:
-                    os.link(
-                        name,
-                        name,
-                        src_dir_fd=frame.reference_fd,
-                        dst_dir_fd=target_fd,
-                        follow_symlinks=False,
-                    )
-                    return reference
-                except OSError as error:
-                    if error.errno in fs.NO_SPACE or error.errno in (errno.EROFS, errno.EIO):
-                        raise
-        if text is None:
-            return make_special(name, info, target_fd)
-        self.reserve(fs.BLOCK_BYTES)
-        return make_symlink(name, info, text, target_fd)

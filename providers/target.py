@@ -20,7 +20,7 @@ from types import TracebackType
 
 from hardsnap.providers import fs, locking, tree
 from hardsnap.providers.escaping import escape_name
-from hardsnap.providers.manifest import remove_manifest
+from hardsnap.providers.manifest_directory import remove_manifest
 from hardsnap.providers.naming import is_snapshot_name
 
 # Work in progress carries one of these prefixes, never a snapshot name.

@@ -313,6 +313,9 @@ def test_interrupt_while_a_hook_runs_ends_its_group_and_is_raised_again(
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Python raises KeyboardInterrupt on SIGINT only where it was not
+    # ignored when the interpreter started (it is, under a background job).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupter = threading.Thread(target=interrupt_when_started)
     interrupter.start()
     started = time.monotonic()
@@ -321,6 +324,7 @@ def test_interrupt_while_a_hook_runs_ends_its_group_and_is_raised_again(
             run_hook(command, environment(), str(tmp_path))
     finally:
         interrupter.join()
+        signal.signal(signal.SIGINT, previous)
 
     leftovers.extend(pids_in(pid_file))
     assert time.monotonic() - started < 30
