@@ -16,6 +16,7 @@ from hardsnap.providers import digest, fs, tree
 from hardsnap.providers.descend import Descent, Level, Moved
 from hardsnap.providers.entries import kind_of
 from hardsnap.providers.manifest import Entry, ManifestError, ManifestReader
+from hardsnap.providers.versions import Witness, changed_copies, metadata_agrees
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,9 @@ class Difference:
     after: str
     changes: list[Change] = field(default_factory=list)
     unchanged: int = 0
+    # Why files copied anew were shown as changed unchecked (a manifest
+    # missing or damaged).
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, change: str) -> int:
         return sum(1 for item in self.changes if item.change == change)
@@ -231,8 +235,10 @@ REQUIRED = (True,)
 
 def diff_snapshots(target: str, before: str, after: str) -> Difference:
     """Files added, removed and changed from snapshot `before` to `after`.
-    Hard-linked (same inode) means unchanged, so nothing is read but
-    directory listings. Any depth in a bounded number of descriptors."""
+    Hard-linked (same inode) means unchanged, so only directory listings
+    are read; a file copied anew is unchanged when the two manifests vouch
+    for the same content and metadata (versions.py). Any depth in a
+    bounded number of descriptors."""
     result = Difference(before, after)
     target_fd = fs.open_directory(target)
     try:
@@ -242,16 +248,17 @@ def diff_snapshots(target: str, before: str, after: str) -> Difference:
         except BaseException:
             os.close(before_root)
             raise
+        witnesses = (Witness(target_fd, target, before), Witness(target_fd, target, after))
     finally:
         os.close(target_fd)
     descent = Descent([before_root, after_root])
     try:
-        _diff_directory(result, descent.top, "")
+        _diff_directory(result, descent.top, "", witnesses)
         while True:
             level = descent.top
             if level.pending:
                 opened = descent.descend(level.pending.pop(), BOTH)
-                _diff_directory(result, opened, descent.path())
+                _diff_directory(result, opened, descent.path(), witnesses)
             elif len(descent.levels) > 1:
                 descent.ascend()
             else:
@@ -260,17 +267,28 @@ def diff_snapshots(target: str, before: str, after: str) -> Difference:
         descent.close()
         os.close(before_root)
         os.close(after_root)
+        for witness in witnesses:
+            witness.close()
     result.changes.sort(key=lambda item: item.path)
+    result.warnings = [
+        f"{witness.problem}: files copied anew are shown as changed, unchecked"
+        for witness in witnesses
+        if witness.problem
+    ]
     return result
 
 
-def _diff_directory(result: Difference, level: Level, directory: str) -> None:
+def _diff_directory(
+    result: Difference, level: Level, directory: str, witnesses: tuple[Witness, Witness]
+) -> None:
     """Compare one directory of both snapshots; queue the subdirectories
     both have on `level`."""
     before_fd, after_fd = level.fds
     assert before_fd is not None and after_fd is not None
     old = _listing(before_fd)
     new = _listing(after_fd)
+    # Files whose inode differs but metadata agrees: the manifests decide.
+    copies: set[str] = set()
     for name in sorted(old.keys() | new.keys()):
         path = _join(directory, name)
         was, now = old.get(name), new.get(name)
@@ -283,6 +301,8 @@ def _diff_directory(result: Difference, level: Level, directory: str) -> None:
             assert was is not None and now is not None
             if was.st_ino == now.st_ino:
                 result.unchanged += 1
+            elif metadata_agrees(was, now):
+                copies.add(name)
             else:
                 result.changes.append(Change(path, "changed", was.st_size, now.st_size))
         elif was_file:
@@ -297,6 +317,16 @@ def _diff_directory(result: Difference, level: Level, directory: str) -> None:
             result.changes.extend(_whole_directory(before_fd, name, directory, "removed"))
         elif now_dir:
             result.changes.extend(_whole_directory(after_fd, name, directory, "added"))
+    if copies:
+        before, after = witnesses
+        changed = changed_copies(
+            directory, copies, (before, before_fd, old), (after, after_fd, new)
+        )
+        result.unchanged += len(copies) - len(changed)
+        result.changes.extend(
+            Change(_join(directory, name), "changed", old[name].st_size, new[name].st_size)
+            for name in changed
+        )
 
 
 def _whole_directory(parent_fd: int, name: str, directory: str, change: str) -> list[Change]:

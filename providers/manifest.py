@@ -46,7 +46,7 @@ import os
 import re
 import stat
 from array import array
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -295,20 +295,29 @@ class ManifestReader:
 
     def block(self, relative: str) -> dict[str, Entry]:
         """Return the entries of one directory by name (empty if unknown)."""
-        return {
-            name: Entry(
-                _join(relative, name),
-                int(fields[0]),
-                int(fields[1]),
-                int(fields[2]),
-                int(fields[3]),
-                int(fields[4]),
-                int(fields[5]),
-                None if fields[6] == "-" or fields[6].startswith("@") else fields[6],
-                json.loads(fields[6][1:]) if fields[6].startswith("@") else None,
-            )
-            for name, fields in self._file_lines(relative)
-        }
+        return dict(self.named(relative))
+
+    def named(
+        self, relative: str, names: Container[str] | None = None
+    ) -> Iterator[tuple[str, Entry]]:
+        """Yield the name and entry of each file of one directory (only of
+        those in `names` when given), one at a time."""
+        for name, fields in self._file_lines(relative):
+            if names is None or name in names:
+                yield (
+                    name,
+                    Entry(
+                        _join(relative, name),
+                        int(fields[0]),
+                        int(fields[1]),
+                        int(fields[2]),
+                        int(fields[3]),
+                        int(fields[4]),
+                        int(fields[5]),
+                        None if fields[6] == "-" or fields[6].startswith("@") else fields[6],
+                        json.loads(fields[6][1:]) if fields[6].startswith("@") else None,
+                    ),
+                )
 
     def hashes(self, relative: str) -> dict[str, tuple[int, str]]:
         """Return (inode, SHA-256) by name of one directory's hashed files:

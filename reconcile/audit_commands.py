@@ -61,6 +61,8 @@ def diff(
     loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
         difference = diff_resource(loaded, common.state_dir(state_dir), name, before, after)
+    for warning in difference.warnings:
+        journal.say(f"warning: {warning}", journal.WARNING)
     if as_json:
         common.print_json(render_audit.diff_json(name, difference))
     else:

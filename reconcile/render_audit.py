@@ -99,7 +99,7 @@ def diff_json(resource: str, difference: Difference) -> dict[str, Any]:
             if c.change == change
         ]
 
-    return {
+    document: dict[str, Any] = {
         "resource": resource,
         "from": difference.before,
         "to": difference.after,
@@ -108,6 +108,9 @@ def diff_json(resource: str, difference: Difference) -> dict[str, Any]:
         "changed": items("changed"),
         "unchanged": difference.unchanged,
     }
+    if difference.warnings:
+        document["warnings"] = list(difference.warnings)
+    return document
 
 
 def history_text(resource: str, found: History) -> str:
