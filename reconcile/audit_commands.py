@@ -131,6 +131,8 @@ def history(
     loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
         found = history_of_path(loaded, common.state_dir(state_dir), name, path)
+    for warning in found.warnings:
+        journal.say(f"warning: {warning}", journal.WARNING)
     if as_json:
         common.print_json(render_audit.history_json(found))
     else:

@@ -126,7 +126,7 @@ def history_text(resource: str, found: History) -> str:
 
 
 def history_json(found: History) -> dict[str, Any]:
-    return {
+    document: dict[str, Any] = {
         "path": found.path,
         "versions": [
             {
@@ -139,6 +139,9 @@ def history_json(found: History) -> dict[str, Any]:
             for version in found.versions
         ],
     }
+    if found.warnings:
+        document["warnings"] = list(found.warnings)
+    return document
 
 
 def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""diff where every snapshot copies every file (cross_fs: copy
+"""diff and history where every snapshot copies every file (cross_fs: copy
 or warn, the target on a filesystem of its own): each snapshot has new
 inodes for unchanged files, so the manifests decide what changed."""
 
@@ -61,6 +61,11 @@ def diff_json(site: Site, *snapshots: str) -> Any:
     return json_of(site.cli("diff", "r", *snapshots, "--json", now=None))
 
 
+def versions(site: Site, path: str) -> list[tuple[str, str]]:
+    document = json_of(site.cli("history", "r", path, "--json", now=None))
+    return [(version["first"], version["last"]) for version in document["versions"]]
+
+
 def changed_paths(document: Any) -> list[str]:
     return [item["path"] for item in document["changed"]]
 
@@ -90,6 +95,19 @@ def test_diff_of_copied_snapshots_lists_only_real_changes_in_text_and_json(
     assert (changed_paths(across), across["unchanged"]) == (["a.txt", "sub/b.txt"], 2)
 
 
+def test_history_of_copied_snapshots_gives_one_version_per_real_change(
+    three_days: Site,
+) -> None:
+    site = three_days
+    assert versions(site, "c.txt") == [(DAYS[0], DAYS[2])]
+    assert versions(site, "a.txt") == [(DAYS[0], DAYS[0]), (DAYS[1], DAYS[2])]
+    assert versions(site, "sub/b.txt") == [(DAYS[0], DAYS[1]), (DAYS[2], DAYS[2])]
+    text = site.cli("history", "r", "sub/d.txt", now=None)
+    assert text.returncode == 0, text
+    assert "1 version" in text.stdout and f"{DAYS[0]} .. {DAYS[2]}" in text.stdout, text
+    assert "warning" not in text.stderr, text
+
+
 def test_a_file_replaced_in_a_snapshot_after_the_fact_is_changed_whatever_its_manifest_says(
     three_days: Site,
 ) -> None:
@@ -100,10 +118,11 @@ def test_a_file_replaced_in_a_snapshot_after_the_fact_is_changed_whatever_its_ma
     shutil.copy2(planted, planted.with_name("c.new"))
     os.rename(planted.with_name("c.new"), planted)
     assert changed_paths(diff_json(site)) == ["c.txt", "sub/b.txt"]
+    assert versions(site, "c.txt") == [(DAYS[0], DAYS[1]), (DAYS[2], DAYS[2])]
 
 
 @pytest.mark.parametrize("damage", ["missing", "cut short", "garbled line"])
-def test_without_a_sound_manifest_copies_count_as_changed_and_diff_says_why(
+def test_without_a_sound_manifest_copies_count_as_changed_and_diff_and_history_say_why(
     three_days: Site, damage: str
 ) -> None:
     site = three_days
@@ -125,12 +144,20 @@ def test_without_a_sound_manifest_copies_count_as_changed_and_diff_says_why(
     document = diff_json(site, DAYS[0], DAYS[1])
     assert document["unchanged"] == 0
     assert [str(manifest) in warning for warning in document["warnings"]] == [True]
+    history = site.cli("history", "r", "c.txt", "--json", now=None)
+    assert [(v["first"], v["last"]) for v in json_of(history)["versions"]] == [
+        (DAYS[0], DAYS[0]),
+        (DAYS[1], DAYS[1]),
+        (DAYS[2], DAYS[2]),
+    ]
+    assert [str(manifest) in warning for warning in json_of(history)["warnings"]] == [True]
+    assert str(manifest) in history.stderr, history
     # Snapshots whose manifests are sound still compare by content.
     assert changed_paths(diff_json(site, DAYS[0], DAYS[2])) == ["a.txt", "sub/b.txt"]
 
 
 @pytest.mark.parametrize("cross_fs", ["copy", "link"])
-def test_an_extended_attribute_change_alone_is_the_one_change(
+def test_an_extended_attribute_change_alone_is_the_one_change_and_a_new_version(
     tmp_path: Path, tmpfs: Mount, cross_fs: str
 ) -> None:
     """Manifests record no extended attributes: the files are compared."""
@@ -142,3 +169,5 @@ def test_an_extended_attribute_change_alone_is_the_one_change(
     applied(site, 1)
     document = diff_json(site)
     assert (changed_paths(document), document["unchanged"]) == (["c.txt"], 3)
+    assert versions(site, "c.txt") == [(DAYS[0], DAYS[0]), (DAYS[1], DAYS[1])]
+    assert versions(site, "a.txt") == [(DAYS[0], DAYS[1])]
