@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Mount
 from tests.processes import Finished
-from tests.site import Site, at, make_file, name_of, new_site
+from tests.site import ODD_NS, Site, at, make_file, name_of, new_site
 from tests.test_hostile import xattrs_supported
 
 DAYS = [name_of(at(day)) for day in range(3)]
@@ -171,3 +171,28 @@ def test_an_extended_attribute_change_alone_is_the_one_change_and_a_new_version(
     assert (changed_paths(document), document["unchanged"]) == (["c.txt"], 3)
     assert versions(site, "c.txt") == [(DAYS[0], DAYS[0]), (DAYS[1], DAYS[1])]
     assert versions(site, "a.txt") == [(DAYS[0], DAYS[1])]
+
+
+def test_kept_symlinks_and_fifos_copied_anew_compare_by_target_and_metadata(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    site = copying_site(tmp_path, tmpfs, "copy")
+    site.write(cross_fs="copy", symlinks="keep", special_files="keep")
+    for name, target in (("same-link", "a.txt"), ("moved-link", "c.txt")):
+        os.symlink(target, site.source / name)
+        os.utime(site.source / name, ns=(ODD_NS, ODD_NS), follow_symlinks=False)
+    os.mkfifo(site.source / "pipe")
+    os.utime(site.source / "pipe", ns=(ODD_NS, ODD_NS))
+    applied(site, 0)
+    # Retargeted with its mtime kept: only the target text tells.
+    (site.source / "moved-link").unlink()
+    os.symlink("sub/d.txt", site.source / "moved-link")
+    os.utime(site.source / "moved-link", ns=(ODD_NS, ODD_NS), follow_symlinks=False)
+    applied(site, 1)
+    first, second = (site.target / name / "pipe" for name in DAYS[:2])
+    assert os.lstat(first).st_ino != os.lstat(second).st_ino  # made anew, not linked
+    document = diff_json(site)
+    assert (changed_paths(document), document["unchanged"]) == (["moved-link"], 6)
+    assert versions(site, "same-link") == [(DAYS[0], DAYS[1])]
+    assert versions(site, "pipe") == [(DAYS[0], DAYS[1])]
+    assert versions(site, "moved-link") == [(DAYS[0], DAYS[0]), (DAYS[1], DAYS[1])]
