@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import Mount
 from tests.processes import Finished
 from tests.site import ODD_NS, Site, at, make_file, name_of, new_site
+from tests.test_big_files import digests, make_sparse, skip_without_holes
 from tests.test_hostile import xattrs_supported
 
 DAYS = [name_of(at(day)) for day in range(3)]
@@ -196,3 +197,26 @@ def test_kept_symlinks_and_fifos_copied_anew_compare_by_target_and_metadata(
     assert versions(site, "same-link") == [(DAYS[0], DAYS[1])]
     assert versions(site, "pipe") == [(DAYS[0], DAYS[1])]
     assert versions(site, "moved-link") == [(DAYS[0], DAYS[0]), (DAYS[1], DAYS[1])]
+
+
+def test_a_sparse_file_copied_anew_compares_by_its_sparse_digest(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    site = copying_site(tmp_path, tmpfs, "copy")
+    image = make_sparse(site.source / "disk.img", 64 << 20, 32 << 20, b"\xab" * 4096)
+    skip_without_holes(image)
+    os.utime(image, ns=(ODD_NS, ODD_NS))
+    applied(site, 0)
+    applied(site, 1)
+    # Data written into a hole, size and mtime kept: only the digest tells.
+    with open(image, "r+b") as handle:
+        handle.seek(4096)
+        handle.write(b"\xcd" * 4096)
+    os.utime(image, ns=(ODD_NS, ODD_NS))
+    applied(site, 2)
+    recorded = [digests(site, name)["disk.img"] or "" for name in DAYS]
+    assert all(digest.startswith("sparse:") for digest in recorded), recorded
+    steady = diff_json(site, DAYS[0], DAYS[1])
+    assert (changed_paths(steady), steady["unchanged"]) == ([], 5)
+    assert changed_paths(diff_json(site)) == ["disk.img"]
+    assert versions(site, "disk.img") == [(DAYS[0], DAYS[1]), (DAYS[2], DAYS[2])]
