@@ -49,12 +49,6 @@ def future_names(names: Iterable[str], now: dt.datetime) -> tuple[str, ...]:
     return tuple(name for name in names if _time(name) > now)
 
 
-def any_within(names: Iterable[str], now: dt.datetime, retain_days: int) -> bool:
-    """Whether any snapshot is at most `retain_days` days older than `now`."""
-    limit = dt.timedelta(days=min(retain_days, dt.timedelta.max.days))
-    return any(now - _time(name) <= limit for name in names)
-
-
 def window_of(moment: dt.datetime, schedule: Schedule) -> str:
     """Given a time and a schedule, return a label naming its window.
 

@@ -103,6 +103,10 @@ class _Resource:
             self.record["snapshots"] = {}
         self.record["target"] = self.plan.target
         self.outcome.warnings.extend(self.plan.warnings)
+        self.outcome.suspended = self.plan.pruning.suspended
+        if not self.plan.refusal:
+            # Before any action: a run stopped half-way has it recorded.
+            self._remember_pruning(self.plan.pruning.newest)
         if self.plan.refusal:
             self._refuse(self.plan.refusal)
         elif self.plan.has_changes:
@@ -149,6 +153,15 @@ class _Resource:
             duration=self.outcome.duration,
         )
         self._save()
+
+    def _remember_pruning(self, newest: str | None) -> None:
+        """Record whether pruning is suspended (for the metrics) and, while
+        it is not, the newest snapshot: a gap that begins before it is
+        accepted (pruning ran past it) and never suspends pruning again."""
+        suspended = self.plan.pruning.suspended
+        self.record["pruning_suspended_since"] = suspended.since if suspended else None
+        if suspended is None and newest is not None:
+            self.record["gaps_accepted_before"] = newest
 
     def _ping(self, suffix: str, body: str) -> None:
         if self.resource.ping_url:
@@ -356,6 +369,7 @@ class _Resource:
             "bytes_copied": report.bytes_copied,
             "skipped": len(report.skipped),
         }
+        self._remember_pruning(action.snapshot)
         return ActionOutcome(action, Result.CHANGED, details=details)
 
     def _prune(self, action: Action) -> ActionOutcome:

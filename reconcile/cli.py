@@ -20,6 +20,7 @@ from hardsnap.reconcile.common import (
     AllowNewTargetOption,
     ConfigOption,
     JsonOption,
+    ResumePruningOption,
     StateDirOption,
     app,
 )
@@ -51,6 +52,7 @@ def plan(
     ] = False,
     allow_empty_source: AllowEmptyOption = False,
     allow_new_target: AllowNewTargetOption = False,
+    resume_pruning: ResumePruningOption = False,
     state_dir: StateDirOption = None,
 ) -> None:
     """Show what apply would do. Changes nothing."""
@@ -63,7 +65,7 @@ def plan(
         if detailed_exitcode:
             raise typer.Exit(int(ExitCode.FAILED)) from None
         raise
-    overrides = Overrides(allow_empty_source, allow_new_target)
+    overrides = Overrides(allow_empty_source, allow_new_target, resume_pruning)
     with common.exit_codes(as_json):
         result = plan_config(loaded, common.state_dir(state_dir), common.now(), overrides)
     if as_json:
@@ -93,6 +95,7 @@ def apply(
     ] = False,
     allow_empty_source: AllowEmptyOption = False,
     allow_new_target: AllowNewTargetOption = False,
+    resume_pruning: ResumePruningOption = False,
     jobs: Annotated[
         int | None,
         typer.Option(
@@ -117,7 +120,7 @@ def apply(
         if as_json
         else TextReporter(verbosity, common.color(), live=sys.stdout.isatty())
     )
-    overrides = Overrides(allow_empty_source, allow_new_target)
+    overrides = Overrides(allow_empty_source, allow_new_target, resume_pruning)
 
     common.stop_on_signals()
     with common.exit_codes(as_json):

@@ -62,6 +62,14 @@ AllowNewTargetOption = Annotated[
         "records there (refused by default: the signature of an unmounted backup disk).",
     ),
 ]
+ResumePruningOption = Annotated[
+    bool,
+    typer.Option(
+        "--resume-pruning",
+        help="Prune what expired although pruning is suspended (a gap longer than retain in "
+        "the snapshots: a clock that jumped ahead, or runs that stopped): say the clock is right.",
+    ),
+]
 
 
 class Stopped(KeyboardInterrupt):

@@ -39,6 +39,10 @@ GAUGES = (
     ("hardsnap_snapshots", "Snapshots of the resource in its target."),
     ("hardsnap_last_snapshot_bytes_copied", "Bytes the last snapshot copied."),
     ("hardsnap_last_run_duration_seconds", "Seconds the last apply of the resource took."),
+    (
+        "hardsnap_pruning_suspended",
+        "1 while pruning of the resource is suspended (clock sanity), else 0.",
+    ),
 )
 
 
@@ -67,7 +71,10 @@ def _number(value: float) -> str:
 
 def resource_metrics(record: dict[str, Any], snapshots: int) -> dict[str, float]:
     """The gauges of one resource from its record (see reconcile/applier.py)."""
-    values: dict[str, float] = {"hardsnap_snapshots": snapshots}
+    values: dict[str, float] = {
+        "hardsnap_snapshots": snapshots,
+        "hardsnap_pruning_suspended": 1 if record.get("pruning_suspended_since") else 0,
+    }
     last = record.get("last_run")
     if not last:
         return values

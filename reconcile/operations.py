@@ -14,13 +14,15 @@ from hardsnap.providers import audit, backup, history, retention
 from hardsnap.providers import facts as facts_of
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.naming import future_names
+from hardsnap.providers.suspension import pruning_json
 from hardsnap.providers.target import TargetLocks, freed_by_pruning, list_snapshots
-from hardsnap.reconcile import applier, monitoring, outcomes, planner
+from hardsnap.reconcile import applier, monitoring, outcomes, planner, pruning
 from hardsnap.reconcile.model import Config, Resource
 from hardsnap.reconcile.plan import Plan
-from hardsnap.reconcile.planner import Overrides, policy
+from hardsnap.reconcile.planner import Overrides
+from hardsnap.reconcile.pruning import policy
 from hardsnap.state.lock import ApplyLock
-from hardsnap.state.store import StateStore
+from hardsnap.state.store import StateStore, recorded_state
 
 
 class UnknownResource(Exception):
@@ -56,15 +58,16 @@ def make_plan(
     progress has no earlier snapshot to measure against)."""
     facts = {}
     recorded = store.recorded()
+    resume = overrides is not None and overrides.resume_pruning
     for resource in resources:
         observed = facts_of.observe(resource, now)
+        state = recorded.get(resource.name)
         walk = predict or (predict_first and not observed.snapshots)
         if walk and planner.needs_snapshot(resource, observed, now):
-            state = recorded.get(resource.name)
             corrupted = state.corrupted if state else frozenset()
             observed = backup.predict(resource, observed, corrupted)
         if predict:
-            doomed = planner.planned_prune(resource, observed, now)
+            doomed = pruning.planned_prune(resource, observed, state, now, resume)
             if doomed:
                 observed = backup.measure_prune(observed, doomed)
         facts[resource.name] = observed
@@ -265,6 +268,15 @@ def _resource_view(
     # configured, or a snapshot dated after now: no rule applies).
     current = [name for name in names if name not in future_names(names, now)]
     kept = retention.reasons(current, now, policy(resource)) if resource else {}
+    # Whether the next apply prunes (null fields for a resource no longer configured).
+    shown_pruning: dict[str, Any] = {
+        "pruning": None,
+        "pruning_suspended_since": None,
+        "pruning_resumes_at": None,
+    }
+    if resource is not None:
+        suspended = pruning.suspended(resource, tuple(current), recorded_state(record), now)
+        shown_pruning = pruning_json(suspended)
     snapshots = []
     for name in names:
         try:
@@ -296,6 +308,7 @@ def _resource_view(
         "snapshots": snapshots,
         "revert": revert,
         "revert_spent_at": record.get("revert_spent_at"),
+        **shown_pruning,
         "post_command_pending": record.get("pending_post"),
         "last_result": runs[-1]["result"] if runs else None,
         "runs": runs,

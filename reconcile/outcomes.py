@@ -8,6 +8,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from hardsnap.providers.suspension import Suspension, pruning_json
 from hardsnap.reconcile.plan import Action
 
 
@@ -45,6 +46,8 @@ class ResourceOutcome:
     notes: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
     duration: float = 0.0
+    # Why this run pruned nothing that expired (clock sanity), if it did not.
+    suspended: Suspension | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class ResourceOutcome:
             "notes": list(self.notes),
             "warnings": list(self.warnings),
             "duration": self.duration,
+            **pruning_json(self.suspended),
             "actions": [outcome.to_json() for outcome in self.actions],
         }
 

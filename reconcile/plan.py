@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hardsnap.providers.retention import Reason
+from hardsnap.providers.suspension import Suspension
 from hardsnap.reconcile.model import Resource
 
 
@@ -166,6 +167,19 @@ class ActionGraph:
 
 
 @dataclass(frozen=True)
+class Pruning:
+    """Clock sanity on one run of a resource (providers/suspension.py)."""
+
+    # Why this run prunes nothing that expired; None when it prunes.
+    suspended: Suspension | None = None
+    # The suspension that `apply --resume-pruning` lifts on this run.
+    resumed: Suspension | None = None
+    # The newest snapshot before the run (none dated after now): while
+    # pruning is not suspended, a gap that begins before it is accepted.
+    newest: str | None = None
+
+
+@dataclass(frozen=True)
 class ResourcePlan:
     """The planned actions of one resource, with why and why not."""
 
@@ -184,6 +198,7 @@ class ResourcePlan:
     # The existing snapshots retention keeps, oldest first, with the rules
     # keeping each (providers/retention.py).
     kept: tuple[tuple[str, tuple[Reason, ...]], ...] = ()
+    pruning: Pruning = Pruning()
 
     @property
     def actions(self) -> list[Action]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hardsnap.providers.facts import Facts, links_unchanged
-from hardsnap.providers.naming import any_within, snapshot_in_window, snapshot_name, window_of
+from hardsnap.providers.naming import snapshot_in_window, snapshot_name, window_of
 from hardsnap.providers.refusals import (
     cross_fs_refusal,
     empty_source_refusal,
@@ -21,9 +21,10 @@ from hardsnap.providers.refusals import (
     missing_target_refusal,
     ownership_refusal,
 )
-from hardsnap.providers.retention import Policy, Reason, reasons
+from hardsnap.providers.suspension import Suspension
+from hardsnap.reconcile import pruning
 from hardsnap.reconcile.model import CrossFs, Resource
-from hardsnap.reconcile.plan import Action, ActionGraph, ActionKind, Plan, ResourcePlan
+from hardsnap.reconcile.plan import Action, ActionGraph, ActionKind, Plan, Pruning, ResourcePlan
 from hardsnap.state.store import RecordedState
 
 
@@ -37,6 +38,9 @@ class Overrides:
     # Start a new chain in a target that lost every snapshot the state
     # records there (else refused as a likely unmounted disk).
     allow_new_target: bool = False
+    # Prune although pruning is suspended (clock sanity): the operator
+    # says the clock is right and the gap in the snapshots is real.
+    resume_pruning: bool = False
 
 
 def plan(
@@ -66,45 +70,6 @@ def needs_snapshot(resource: Resource, facts: Facts, now: dt.datetime) -> bool:
     if resource.revert:
         return False
     return snapshot_in_window(facts.snapshots, now, resource.schedule) is None
-
-
-def planned_prune(resource: Resource, facts: Facts, now: dt.datetime) -> list[str]:
-    """Return the snapshots a converge now would prune, oldest first."""
-    if resource.revert:
-        return []
-    doomed = _expired(resource, facts, now) if clock_is_sane(resource, facts, now) else []
-    # A prune that was killed half-way is finished whatever the retention.
-    return sorted({*facts.interrupted_prunes, *doomed})
-
-
-def _expired(resource: Resource, facts: Facts, now: dt.datetime) -> list[str]:
-    return [name for name, rules in _retention(resource, facts, now).items() if not rules]
-
-
-def _retention(resource: Resource, facts: Facts, now: dt.datetime) -> dict[str, tuple[Reason, ...]]:
-    """The rules keeping each snapshot once this run's snapshot (if one is
-    due) exists: it counts for keep_min and the period rules."""
-    names = list(facts.snapshots)
-    if snapshot_in_window(names, now, resource.schedule) is None:
-        names.append(snapshot_name(now))
-    return reasons(names, now, policy(resource))
-
-
-def policy(resource: Resource) -> Policy:
-    return Policy(
-        resource.retain_days,
-        resource.keep_min,
-        resource.keep_weekly,
-        resource.keep_monthly,
-        resource.keep_yearly,
-    )
-
-
-def clock_is_sane(resource: Resource, facts: Facts, now: dt.datetime) -> bool:
-    """Whether expired snapshots may be pruned now: not when none of them is
-    within `retain` days of now (a clock jumped ahead, or a long downtime),
-    which would otherwise prune every real snapshot at once."""
-    return not facts.snapshots or any_within(facts.snapshots, now, resource.retain_days)
 
 
 def plan_resource(
@@ -139,7 +104,13 @@ def plan_resource(
         return ResourcePlan(resource, facts.target, graph)
 
     notes: list[str] = []
-    warnings = _warnings(resource, facts, now)
+    suspended = pruning.suspended(resource, facts.snapshots, recorded, now)
+    if suspended and overrides.resume_pruning:
+        prune = Pruning(resumed=suspended, newest=newest)
+        notes.append(pruning.resumed_note(resource, suspended))
+    else:
+        prune = Pruning(suspended=suspended, newest=newest)
+    warnings = _warnings(resource, facts, prune.suspended)
     expected = recorded.snapshots if recorded.target == facts.target else ()
     refusal = facts.target_error or ownership_refusal(resource, facts)
     missing_target = missing_target_refusal(resource, facts, expected, overrides.allow_new_target)
@@ -149,7 +120,14 @@ def plan_resource(
     elif missing_target:
         refusal = refusal or missing_target
     if refusal:
-        return ResourcePlan(resource, facts.target, graph, refusal=refusal, warnings=warnings)
+        return ResourcePlan(
+            resource,
+            facts.target,
+            graph,
+            refusal=refusal,
+            warnings=warnings,
+            pruning=prune,
+        )
     warning = None
     window = window_of(now, resource.schedule)
     current = snapshot_in_window(facts.snapshots, now, resource.schedule)
@@ -204,7 +182,7 @@ def plan_resource(
         post_reason = f"retry: failed on an earlier apply after snapshot {post_snapshot}"
         retry = True
 
-    doomed = planned_prune(resource, facts, now)
+    doomed = pruning.planned_prune(resource, facts, recorded, now, prune.resumed is not None)
     if doomed:
         freed = facts.bytes_freed
         bytes_freed = freed[1] if freed is not None and freed[0] == tuple(doomed) else None
@@ -246,7 +224,7 @@ def plan_resource(
     elif recorded.pending_post_snapshot and not resource.post_command and current is not None:
         notes.append("a failed post_command is pending, but none is configured any more")
 
-    retention = _retention(resource, facts, now)
+    retention = pruning.retention(resource, facts, now)
     return ResourcePlan(
         resource,
         facts.target,
@@ -256,10 +234,11 @@ def plan_resource(
         warning=warning,
         warnings=warnings,
         kept=tuple((name, retention[name]) for name in facts.snapshots if retention.get(name)),
+        pruning=prune,
     )
 
 
-def _warnings(resource: Resource, facts: Facts, now: dt.datetime) -> tuple[str, ...]:
+def _warnings(resource: Resource, facts: Facts, suspended: Suspension | None) -> tuple[str, ...]:
     """What is odd about the target, said on every run while it lasts."""
     warnings = []
     if facts.future_snapshots:
@@ -268,12 +247,8 @@ def _warnings(resource: Resource, facts: Facts, now: dt.datetime) -> tuple[str, 
             f"{'is' if len(facts.future_snapshots) == 1 else 'are'} dated after now "
             f"(clock skew, or a hand-made copy): never used as reference, never pruned"
         )
-    if not clock_is_sane(resource, facts, now) and _expired(resource, facts, now):
-        warnings.append(
-            f"no snapshot is within retain ({resource.retain_days} days) of now "
-            f"({facts.snapshots[-1]} is the newest): has the clock jumped, or did runs stop "
-            f"for long? Nothing is pruned on this run; pruning resumes on the next"
-        )
+    if suspended:
+        warnings.append(pruning.suspension_warning(resource, suspended))
     if facts.source_path_weakness is not None:
         directory, why = facts.source_path_weakness
         warnings.append(

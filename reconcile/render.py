@@ -9,9 +9,10 @@ from typing import Any
 
 from hardsnap.providers.escaping import escape_text
 from hardsnap.providers.refusals import format_bytes
+from hardsnap.providers.suspension import pruning_json
 from hardsnap.reconcile.outcomes import ActionOutcome, ApplyReport, ResourceOutcome, Result
 from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
-from hardsnap.reconcile.planner import policy as retention_policy
+from hardsnap.reconcile.pruning import policy as retention_policy
 
 _COLORS = {
     ActionKind.PRE_COMMAND: "33",
@@ -212,6 +213,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "warning": resource_plan.warning,
                 "warnings": list(resource_plan.warnings),
                 "notes": list(resource_plan.notes),
+                **pruning_json(resource_plan.pruning.suspended),
                 "actions": []
                 if resource_plan.refusal
                 else [action.to_json() for action in resource_plan.actions],

@@ -170,6 +170,16 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
         console.print(f'resource "{name}"{managed}', style="bold")
         _wrapped(console, f"target: {escape_text(entry['target_path'])}", "  ")
         console.print(f"  revert: {entry['revert']}")
+        if entry["pruning"] == "suspended":
+            resumes = entry["pruning_resumes_at"]
+            _wrapped(
+                console,
+                f"pruning: suspended since {entry['pruning_suspended_since']} (no snapshot "
+                f"for longer than retain before it; plan says more): "
+                + (f"prunes again from {resumes}, " if resumes else "")
+                + "or at once with hardsnap apply --resume-pruning",
+                "  ",
+            )
         pending = entry["post_command_pending"]
         if pending:
             _wrapped(
@@ -207,14 +217,14 @@ def state_text(view: dict[str, Any], width: int = 100, color: bool = False) -> s
                 if snapshot.get("bytes_exclusive") is None
                 else format_bytes(snapshot["bytes_exclusive"]),
                 _verified(snapshot.get("verified")),
-                _kept_by(snapshot.get("kept_by")),
+                _kept_by(snapshot.get("kept_by"), entry["pruning"]),
             )
         if not entry["snapshots"]:
             console.print("  snapshots: none")
         elif _fits(console, snapshots):
             console.print(snapshots)
         else:
-            _stacked_snapshots(console, entry["snapshots"])
+            _stacked_snapshots(console, entry["snapshots"], entry["pruning"])
         runs = entry["runs"][-RUNS_SHOWN:]
         if runs:
             table = Table(box=box.SIMPLE_HEAD, title_justify="left", padding=(0, 1))
@@ -254,7 +264,7 @@ def _run_message_width(runs: list[dict[str, Any]]) -> int:
     return max((len(_run_message(run)) for run in runs), default=0)
 
 
-def _stacked_snapshots(console: Any, snapshots: list[dict[str, Any]]) -> None:
+def _stacked_snapshots(console: Any, snapshots: list[dict[str, Any]], pruning: str | None) -> None:
     console.print(f"  snapshots: {len(snapshots)}")
     for snapshot in snapshots:
         console.print(f"  {snapshot['name']}  taken {_taken(snapshot['name'])} UTC")
@@ -272,7 +282,7 @@ def _stacked_snapshots(console: Any, snapshots: list[dict[str, Any]]) -> None:
         _wrapped(
             console,
             f"last verified: {_verified(snapshot.get('verified'))}; "
-            f"kept by: {_kept_by(snapshot.get('kept_by'))}",
+            f"kept by: {_kept_by(snapshot.get('kept_by'), pruning)}",
             "      ",
         )
     console.print()
@@ -313,10 +323,12 @@ def _verified(verified: dict[str, Any] | None) -> str:
     return f"{verified['at'][:10]}: {result} ({how})"
 
 
-def _kept_by(rules: list[dict[str, Any]] | None) -> str:
+def _kept_by(rules: list[dict[str, Any]] | None, pruning: str | None) -> str:
     """The rules keeping a snapshot, shortly: `retain, keep_monthly 2026-01`."""
     if rules is None:
         return "-"
+    if not rules and pruning == "suspended":
+        return "nothing, but pruning is suspended"
     if not rules:
         return "nothing: the next apply prunes it"
     return ", ".join(f"{r['rule']} {r['period']}" if r["period"] else r["rule"] for r in rules)

@@ -50,6 +50,10 @@ class RecordedState:
     snapshots: tuple[str, ...] = ()
     # Inodes that `verify --content` last found corrupted in any snapshot.
     corrupted: frozenset[int] = frozenset()
+    # The newest snapshot an apply left while pruning was not suspended: a
+    # gap in the names that begins before it is not waited for (pruning
+    # already ran past it, or the operator resumed it).
+    gaps_accepted_before: str | None = None
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> str:
@@ -80,6 +84,7 @@ def recorded_state(
     record: dict[str, Any], verifications: dict[str, Any] | None = None
 ) -> RecordedState:
     pending = record.get("pending_post")
+    accepted = record.get("gaps_accepted_before")
     corrupted = {
         inode for result in (verifications or {}).values() for inode in result.get("corrupted", ())
     }
@@ -90,6 +95,7 @@ def recorded_state(
         target=record.get("target"),
         snapshots=tuple(sorted(record.get("snapshots") or {})),
         corrupted=frozenset(corrupted),
+        gaps_accepted_before=accepted if isinstance(accepted, str) else None,
     )
 
 

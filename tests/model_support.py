@@ -66,6 +66,14 @@ def window_of(moment: dt.datetime, schedule: str) -> str:
     return f"{year}-W{week}"
 
 
+# The SPEC's window lengths, for clock sanity: retain plus one of these.
+WINDOW_LENGTHS = {
+    "hourly": dt.timedelta(hours=1),
+    "daily": dt.timedelta(days=1),
+    "weekly": dt.timedelta(weeks=1),
+}
+
+
 # -- looking at trees ------------------------------------------------------------------------
 
 Entry = tuple[object, ...]

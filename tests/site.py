@@ -132,8 +132,8 @@ class Site:
         document: dict[str, Any] = json.loads(done.stdout)
         return document
 
-    def state_json(self) -> dict[str, Any]:
-        done = self.cli("state", "show", "--json", now=None)
+    def state_json(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        done = self.cli("state", "show", "--json", now=now)
         assert done.returncode == 0, done
         document: dict[str, Any] = json.loads(done.stdout)
         return document["resources"]["r"]  # type: ignore[no-any-return]

@@ -334,13 +334,13 @@ def test_prune_removes_the_manifests_of_pruned_snapshots(world: World, cli: Cli)
     make_file(world.source / "a.txt", b"alpha")
     world.write(retain="1")
     apply_ok(cli, world, 0)
-    apply_ok(cli, world, 1.5)
-    assert world.manifests() == [name_at(0), name_at(1.5)]
+    apply_ok(cli, world, 1)
+    assert world.manifests() == [name_at(0), name_at(1)]
 
-    document = apply_ok(cli, world, 2.5)
+    document = apply_ok(cli, world, 2)
     assert action_results(document)["prune"] == "changed"
-    assert world.snapshots() == [name_at(1.5), name_at(2.5)]
-    assert world.manifests() == [name_at(1.5), name_at(2.5)]
+    assert world.snapshots() == [name_at(1), name_at(2)]
+    assert world.manifests() == [name_at(1), name_at(2)]
 
 
 def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
@@ -885,14 +885,15 @@ def test_bytes_exclusive_grows_when_the_other_snapshot_sharing_a_file_is_pruned(
 
 @pytest.fixture
 def filled_then_emptied(world: World, cli: Cli) -> World:
-    """Snapshots of three files on days 0 and 2, then the source emptied (as
-    an unmounted disk looks); retain 1, so on day 3 the day-0 snapshot is
-    expired (and day 2's, within retain, shows the clock is sane)."""
+    """Snapshots of three files on days 0 and 2 (retain 2 keeps both), then
+    the source emptied (as an unmounted disk looks) and retain 1, so on day 3
+    the day-0 snapshot is expired and day 2's is not."""
     for index in range(3):
         make_file(world.source / f"f{index}.txt", b"data")
-    world.write(retain="1")
+    world.write(retain="2")
     apply_ok(cli, world, 0)
     apply_ok(cli, world, 2)
+    world.write(retain="1")
     for path in world.source.iterdir():
         path.unlink()
     return world

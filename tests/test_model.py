@@ -15,8 +15,8 @@ After every step:
    owner, xattrs, symlinks when kept), its files are the inodes they were,
    a new one is named after the clock and fills an empty window, and one
    that is gone had expired (older than `retain` days, not among the
-   `keep_min` newest, not dated after now, with a snapshot within `retain`
-   days: the clock sanity rule);
+   `keep_min` newest, not dated after now, and not while a gap longer than
+   `retain` plus one window suspends pruning: the clock sanity rule);
 2. nothing outside the target and the state directory changed (a sentinel
    directory beside them, which symlinks in the source and the target point to);
 3. no command printed a traceback, and every exit code is one the SPEC
@@ -24,9 +24,9 @@ After every step:
 4. the hand-made entries of the target are untouched (same inodes, ctimes,
    contents): never linked to, used as a reference or pruned;
 5. a plain apply then converges (exit 0 unless a failing hook is
-   configured or the disk is full) and a second one right after reports
-   `settled`; a third is allowed only after a run that pruned nothing for
-   the clock sanity rule.
+   configured or the disk is full), says whether pruning is suspended as
+   the model does, and a second one right after reports `settled`; a third
+   is allowed only after keep_min 0 pruned the window's own snapshot.
 
 The default run is short. A soak run needs no code change:
 `HARDSNAP_SOAK_EXAMPLES=500 [HARDSNAP_SOAK_STEPS=40] .venv/bin/pytest tests/test_model.py`.
@@ -118,6 +118,9 @@ class HardsnapMachine(Faults):
         # A failing hook's kind -> how many more steps it stays configured.
         self.failing_hooks: dict[str, int] = {}
         self.last_plan: dict[str, Any] | None = None
+        # The newest snapshot an apply left while pruning was not suspended,
+        # as the state records it (the clock sanity rule).
+        self.accepted: str | None = None
         # How long whole applies took: signals are sent at fractions of that.
         self.apply_seconds: list[float] = []
         self.history: list[str] = []

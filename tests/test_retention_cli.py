@@ -87,25 +87,34 @@ def test_a_timer_broken_for_two_weeks_leaves_the_weekly_history_in_place(site: S
     for day in range(-30, -13):
         assert site.apply(at(day)).returncode == 0, day
     before = site.snapshots()
-    # Two weeks without a run, then one apply: no snapshot within retain,
-    # so nothing at all is pruned (the clock check), and the next day only
-    # what no rule keeps.
-    assert site.apply(at(0)).returncode == 0
-    assert site.snapshots() == [*before, name_of(at(0))]
-    assert site.apply(at(1)).returncode == 0
+    # Two weeks without a run (longer than retain plus a day): pruning is
+    # suspended until the snapshots since the gap span retain (3 days), so
+    # nothing at all is pruned on days 0 to 2 (clock sanity), and on day 3
+    # only what no rule keeps.
+    for day in range(3):
+        assert site.apply(at(day)).returncode == 0
+        assert site.snapshots() == [*before, *(name_of(at(d)) for d in range(day + 1))]
+    assert site.apply(at(3)).returncode == 0
     weekly_sundays = [name_of(at(days)) for days in (-28, -21)]  # Sundays of weeks 9 and 10
     left = site.snapshots()
     assert all(name in left for name in weekly_sundays)
     assert name_of(at(-14)) in left  # the newest of week 11 (a Sunday)
-    assert len(left) == len({*weekly_sundays, name_of(at(-14)), name_of(at(0)), name_of(at(1))})
+    within_retain = {name_of(at(day)) for day in range(4)}
+    assert set(left) == {*weekly_sundays, name_of(at(-14)), *within_retain}
 
 
 def test_state_show_says_what_the_next_apply_would_prune(site: Site) -> None:
     site.write(retain="2", keep_min="1")
     assert site.apply(at(0)).returncode == 0
     assert site.apply(at(1)).returncode == 0
-    shown = site.cli("state", "show", "--json", now=at(5))
+    later = at(3, hours=12)  # no gap yet: 2.5 days since the newest, retain 2 plus one day
+    shown = site.cli("state", "show", "--json", now=later)
     snapshots = json.loads(shown.stdout)["resources"]["r"]["snapshots"]
     assert [entry["kept_by"] for entry in snapshots] == [[], [{"rule": "keep_min", "period": None}]]
-    text = site.cli("state", "show", now=at(5))
+    text = site.cli("state", "show", now=later)
     assert "nothing: the next apply prunes it" in text.stdout
+    # Two days later the newest is older than retain plus one day: the next
+    # apply prunes nothing (clock sanity), and state show says so.
+    text = site.cli("state", "show", now=at(5))
+    assert "nothing, but pruning is suspended" in text.stdout, text
+    assert "nothing: the next apply prunes it" not in text.stdout, text

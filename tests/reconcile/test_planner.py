@@ -14,6 +14,11 @@ A case holds a config-like `resource`, its observed `facts`, the recorded
       warning: null                     # likewise
       warnings: [substring, ...]        # each is in some warning; absent or [] means none
       kept: {snapshot: [rule, ...]}     # optional: the rules keeping each existing snapshot
+      pruning: active                   # optional: or {since: NAME, before: NAME,
+                                        # resumes_at: TIME}, why pruning is suspended
+
+`allow_empty_source`, `allow_new_target` and `resume_pruning` at the top
+level are the command line's overrides.
 
 The planner is pure: the test gives it dummy absolute paths and makes any
 filesystem access during planning fail.
@@ -52,6 +57,7 @@ CASE_KEYS = {
     "expect",
     "allow_empty_source",
     "allow_new_target",
+    "resume_pruning",
 }
 RESOURCE_KEYS = {
     "name",
@@ -98,8 +104,9 @@ STATE_KEYS = {
     "target",
     "snapshots",
     "corrupted",
+    "gaps_accepted_before",
 }
-EXPECT_KEYS = {"actions", "notes", "refusal", "warning", "warnings", "kept"}
+EXPECT_KEYS = {"actions", "notes", "refusal", "warning", "warnings", "kept", "pruning"}
 ACTION_FIELDS = {
     "command",
     "snapshot",
@@ -248,6 +255,7 @@ def plan_case(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Resource
     overrides = Overrides(
         allow_empty_source=bool(case.get("allow_empty_source", False)),
         allow_new_target=bool(case.get("allow_new_target", False)),
+        resume_pruning=bool(case.get("resume_pruning", False)),
     )
     now = parse_now(str(case["now"]))
     # The action graph imports networkx on first use, and an import reads
@@ -333,6 +341,20 @@ def test_planner_case(case_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             for name, rules in resource_plan.kept
         }
         assert kept == expect["kept"]
+    if "pruning" in expect:
+        assert actual_pruning(resource_plan) == expect["pruning"]
+
+
+def actual_pruning(resource_plan: ResourcePlan) -> str | dict[str, str | None]:
+    suspended = resource_plan.pruning.suspended
+    if suspended is None:
+        return "active"
+    resumes_at = suspended.resumes_at
+    return {
+        "since": suspended.since,
+        "before": suspended.before,
+        "resumes_at": resumes_at.strftime("%Y-%m-%dT%H:%M:%SZ") if resumes_at else None,
+    }
 
 
 def test_planner_cases_are_many_and_each_has_a_description() -> None:
@@ -419,6 +441,8 @@ def plan_document(result: Plan) -> list[dict[str, Any]]:
             "notes": resource_plan.notes,
             "refusal": resource_plan.refusal,
             "warning": resource_plan.warning,
+            "warnings": resource_plan.warnings,
+            "pruning": resource_plan.pruning,
         }
         for resource_plan in result.resources
     ]
@@ -436,6 +460,8 @@ def test_plan_of_same_inputs_is_identical_every_time() -> None:
         "settled": facts_for(settled, "2026.088.01.00"),
     }
     state = {
+        # An earlier apply pruned past the gap between the two snapshots.
+        "busy": RecordedState(gaps_accepted_before="2026.087.06.00"),
         "settled": RecordedState(pending_post_snapshot="2026.088.01.00"),
         "gone": RecordedState(),
     }
@@ -464,6 +490,7 @@ def test_plan_is_the_same_for_the_same_instant_in_any_time_zone() -> None:
     resource = resource_named("data", retain=7, post_command="post")
     facts = {"data": facts_for(resource, "2026.001.06.00", "2026.087.06.00")}
     elsewhere = NOW.astimezone(dt.timezone(dt.timedelta(hours=-9, minutes=-30)))
-    assert plan_document(plan([resource], facts, {}, NOW)) == plan_document(
-        plan([resource], facts, {}, elsewhere)
-    )
+    for state in ({}, {"data": RecordedState(gaps_accepted_before="2026.087.06.00")}):
+        assert plan_document(plan([resource], facts, state, NOW)) == plan_document(
+            plan([resource], facts, state, elsewhere)
+        )
