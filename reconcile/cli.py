@@ -35,7 +35,13 @@ def validate(
     state_dir: StateDirOption = None,
 ) -> None:
     """Check the config file; exit 0 when valid, 2 when not."""
+    from hardsnap.reconcile.pruning import short_retain_warning
+
     loaded = common.load(config)
+    for checked in loaded.resources:
+        warning = short_retain_warning(checked)
+        if warning:
+            journal.say(f"warning: {checked.name}: {warning}", journal.WARNING)
     count = len(loaded.resources)
     typer.echo(f"{loaded.path}: valid, {count} resource{'s' if count != 1 else ''}")
 

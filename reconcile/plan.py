@@ -195,6 +195,8 @@ class ResourcePlan:
     warning: str | None = None
     # Warnings given on every run while their cause lasts.
     warnings: tuple[str, ...] = ()
+    # Warnings about the resource's settings, for validate and plan only.
+    config_warnings: tuple[str, ...] = ()
     # The existing snapshots retention keeps, oldest first, with the rules
     # keeping each (providers/retention.py).
     kept: tuple[tuple[str, tuple[Reason, ...]], ...] = ()

@@ -111,6 +111,7 @@ def plan_resource(
     else:
         prune = Pruning(suspended=suspended, newest=newest)
     warnings = _warnings(resource, facts, prune.suspended)
+    config_warnings = _config_warnings(resource)
     expected = recorded.snapshots if recorded.target == facts.target else ()
     refusal = facts.target_error or ownership_refusal(resource, facts)
     missing_target = missing_target_refusal(resource, facts, expected, overrides.allow_new_target)
@@ -126,6 +127,7 @@ def plan_resource(
             graph,
             refusal=refusal,
             warnings=warnings,
+            config_warnings=config_warnings,
             pruning=prune,
         )
     warning = None
@@ -233,9 +235,15 @@ def plan_resource(
         refusal=refusal,
         warning=warning,
         warnings=warnings,
+        config_warnings=config_warnings,
         kept=tuple((name, retention[name]) for name in facts.snapshots if retention.get(name)),
         pruning=prune,
     )
+
+
+def _config_warnings(resource: Resource) -> tuple[str, ...]:
+    warning = pruning.short_retain_warning(resource)
+    return (warning,) if warning else ()
 
 
 def _warnings(resource: Resource, facts: Facts, suspended: Suspension | None) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import datetime as dt
 from hardsnap.providers.facts import Facts
 from hardsnap.providers.naming import snapshot_in_window, snapshot_name
 from hardsnap.providers.retention import Policy, Reason, reasons
-from hardsnap.providers.suspension import Suspension, iso, suspension
+from hardsnap.providers.suspension import WINDOWS, Suspension, iso, retain_span, suspension
 from hardsnap.reconcile.model import Resource
 from hardsnap.state.store import RecordedState
 
@@ -102,6 +102,18 @@ def resumed_note(resource: Resource, suspension: Suspension) -> str:
         f"pruning resumed (--resume-pruning): the gap between {suspension.before} and "
         f"{suspension.since} is accepted; snapshots older than retain "
         f"({_days(resource.retain_days)}) are pruned as usual"
+    )
+
+
+def short_retain_warning(resource: Resource) -> str | None:
+    """A warning for a resource whose retain is shorter than its schedule's
+    window: by its next snapshot every older one has expired."""
+    if resource.revert or retain_span(resource.retain_days) >= WINDOWS[resource.schedule]:
+        return None
+    return (
+        f"retain ({_days(resource.retain_days)}) is shorter than the {resource.schedule.value} "
+        f"window: each snapshot has expired by the next, so the resource keeps only its newest "
+        f"snapshot plus what keep_min, keep_weekly, keep_monthly and keep_yearly select"
     )
 
 

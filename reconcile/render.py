@@ -140,7 +140,11 @@ def _resource_plan_lines(resource_plan: ResourcePlan, paint: Painter) -> list[st
     lines = [paint.bold(heading)]
     if resource_plan.refusal:
         lines.append("  " + paint("refused: " + escape_text(resource_plan.refusal), code="31"))
-    for warning in (resource_plan.warning, *resource_plan.warnings):
+    for warning in (
+        resource_plan.warning,
+        *resource_plan.warnings,
+        *resource_plan.config_warnings,
+    ):
         if warning:
             lines.append("  " + paint("warning: " + escape_text(warning), code="33"))
     # A refused resource runs nothing: its actions are not shown.
@@ -211,7 +215,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                 "changes": resource_plan.has_changes and not resource_plan.refusal,
                 "refusal": resource_plan.refusal,
                 "warning": resource_plan.warning,
-                "warnings": list(resource_plan.warnings),
+                "warnings": [*resource_plan.warnings, *resource_plan.config_warnings],
                 "notes": list(resource_plan.notes),
                 **pruning_json(resource_plan.pruning.suspended),
                 "actions": []

@@ -63,7 +63,7 @@ def test_a_clock_that_stays_a_year_ahead_prunes_nothing_until_a_whole_retain_per
     assert read_metrics(metrics)[("hardsnap_pruning_suspended", "r")] == 0
 
 
-def test_weekly_with_retain_shorter_than_its_window_prunes_on_a_weekly_timer(
+def test_weekly_with_retain_shorter_than_its_window_prunes_on_a_weekly_timer_and_says_so(
     site: Site,
 ) -> None:
     site.write(schedule="weekly", retain="1")
@@ -73,8 +73,13 @@ def test_weekly_with_retain_shorter_than_its_window_prunes_on_a_weekly_timer(
         assert done.returncode == 0, done
         assert site.snapshots() == [name_of(monday)], done
         assert "suspended" not in done.stderr, done
+    warning = "keeps only its newest snapshot"
+    checked = site.cli("validate")
+    assert checked.returncode == 0, checked
+    assert warning in checked.stderr, checked
     plan = site.cli("plan", now=at(22))
     assert plan.returncode == 0, plan
+    assert warning in plan.stdout, plan
     assert f"- prune         {name_of(mondays[-1])}" in plan.stdout, plan
 
 

@@ -12,7 +12,8 @@ A case holds a config-like `resource`, its observed `facts`, the recorded
       notes: [substring, ...]           # each is in some note; [] means no notes
       refusal: null                     # null, a substring, or a list of substrings
       warning: null                     # likewise
-      warnings: [substring, ...]        # each is in some warning; absent or [] means none
+      warnings: [substring, ...]        # each is in some warning (the settings' warnings
+                                        # included); absent or [] means none
       kept: {snapshot: [rule, ...]}     # optional: the rules keeping each existing snapshot
       pruning: active                   # optional: or {since: NAME, before: NAME,
                                         # resumes_at: TIME}, why pruning is suspended
@@ -330,7 +331,7 @@ def test_planner_case(case_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert_substrings("refusal", resource_plan.refusal, expect["refusal"])
     assert_substrings("warning", resource_plan.warning, expect["warning"])
-    warnings = list(resource_plan.warnings)
+    warnings = [*resource_plan.warnings, *resource_plan.config_warnings]
     if not expect.get("warnings"):
         assert warnings == [], f"expected no warnings, got {warnings}"
     for part in expect.get("warnings") or []:
