@@ -32,8 +32,9 @@ from hardsnap.providers.frames import Frame, FrameCursor
 from hardsnap.providers.hashing import Hashing
 from hardsnap.providers.manifest import ManifestReader
 from hardsnap.providers.manifest_writer import ManifestWriter
-from hardsnap.providers.placing import Placer, Rules, is_unchanged
+from hardsnap.providers.placing import Placer
 from hardsnap.providers.report import Skip, SnapshotFailed, SnapshotReport
+from hardsnap.providers.rules import Rules, is_unchanged
 from hardsnap.providers.workers import Workers
 
 __all__ = [
