@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from hardsnap.providers import digest, fs, tree
+from hardsnap.providers.compact import IntTable
 from hardsnap.providers.descend import Descent, Level, Moved
 from hardsnap.providers.entries import kind_of
 from hardsnap.providers.manifest import Entry, ManifestError, ManifestReader
@@ -42,18 +44,6 @@ class Verification:
     @property
     def clean(self) -> bool:
         return not self.findings
-
-
-def _listing(fd: int) -> dict[str, os.stat_result]:
-    """Every entry of an open directory with its lstat."""
-    entries = {}
-    with os.scandir(fd) as scan:
-        for entry in scan:
-            try:
-                entries[entry.name] = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-    return entries
 
 
 def _join(directory: str, name: str) -> str:
@@ -88,17 +78,16 @@ def _drift(entry: Entry, info: os.stat_result) -> str | None:
 
 
 # Content digests already computed, by (inode, ctime, sparse digest or not).
-Hashes = dict[tuple[int, int, bool], str]
 
 
 def verify_snapshot(
-    target: str, snapshot: str, content: bool, hashes: Hashes | None = None
+    target: str, snapshot: str, content: bool, hashes: IntTable | None = None
 ) -> Verification:
     """Check one snapshot against its manifest: metadata of every file, and
     with `content` its digest too. `hashes` caches content digests across
     snapshots that share files."""
     result = Verification(snapshot, content)
-    hashes = {} if hashes is None else hashes
+    hashes = IntTable() if hashes is None else hashes
     try:
         target_fd = fs.open_directory(target)
     except OSError as error:
@@ -118,22 +107,26 @@ def verify_snapshot(
         return result
     finally:
         os.close(target_fd)
+    if content:
+        # Room for every file at once (snapshots verified together share most).
+        hashes.reserve(manifest.files)
     descent = Descent([root_fd])
     try:
-        known_directories = set(manifest.directories())
-        for directory, block in manifest.entries():
+        for directory in manifest.directories():
             try:
                 fd = descent.goto(directory, REQUIRED).fds[0]
             except OSError as error:
                 result.findings.append(
                     Finding(directory, "missing", f"directory: {error.strerror}")
                 )
-                result.findings.extend(Finding(e.path, "missing", "") for e in block.values())
+                result.findings.extend(
+                    Finding(entry.path, "missing", "") for entry in manifest.entries_of(directory)
+                )
                 if isinstance(error, Moved):
                     descent.close()  # start again from the snapshot's root
                 continue
             assert fd is not None
-            _verify_directory(result, fd, directory, block, known_directories, hashes)
+            _verify_directory(result, fd, directory, manifest, hashes)
     except ManifestError as error:
         result.findings.append(Finding("", "manifest", str(error)))
     finally:
@@ -144,17 +137,21 @@ def verify_snapshot(
 
 
 def _verify_directory(
-    result: Verification,
-    fd: int,
-    directory: str,
-    block: dict[str, Entry],
-    known_directories: set[str],
-    hashes: Hashes,
+    result: Verification, fd: int, directory: str, manifest: ManifestReader, hashes: IntTable
 ) -> None:
-    present = _listing(fd)
-    for name, entry in block.items():
+    """Check one directory against its manifest block, streamed: each entry
+    is looked up by name, then the directory is listed for what the block
+    lacks (known by the hashes of its names): memory does not grow with
+    the directory's width."""
+    listed = IntTable(manifest.count_lines(directory))
+    for entry in manifest.entries_of(directory):
+        name = entry.path.rpartition("/")[2] if directory else entry.path
+        listed.set(hash(name), 1)
         result.files += 1
-        info = present.get(name)
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            info = None
         if info is None or stat.S_IFMT(info.st_mode) != entry.kind:
             result.findings.append(Finding(entry.path, "missing", ""))
             continue
@@ -173,34 +170,52 @@ def _verify_directory(
             result.findings.append(Finding(entry.path, "changed", drift + shared))
             continue
         if result.content and entry.sha256 is not None:
-            # A manifest older than the sparse digest recorded a file with
-            # holes by its whole SHA-256: checked as it was recorded.
-            sparse = digest.is_sparse_digest(entry.sha256)
-            key = (info.st_ino, info.st_ctime_ns, sparse)
-            if key not in hashes:
-                hashed = digest.hash_file(name, fd, sparse)
-                if hashed is None:
-                    result.findings.append(Finding(entry.path, "missing", "unreadable"))
-                    continue
-                hashes[key] = hashed
-            if hashes[key] != entry.sha256:
-                result.findings.append(
-                    Finding(
-                        entry.path,
-                        "corrupted",
-                        "content differs from its SHA-256",
-                        info.st_ino,
-                    )
-                )
-    for name, info in present.items():
-        if name in block:
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            if _join(directory, name) not in known_directories:
-                result.findings.append(Finding(_join(directory, name), "unexpected", "directory"))
-        else:
-            kind = "file" if stat.S_ISREG(info.st_mode) else kind_of(info.st_mode)
-            result.findings.append(Finding(_join(directory, name), "unexpected", kind))
+            _check_content(result, fd, name, entry, info, hashes)
+    with os.scandir(fd) as scan:
+        for found in scan:
+            if hash(found.name) in listed:
+                continue
+            path = _join(directory, found.name)
+            try:
+                info = found.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if not manifest.has_directory(path):
+                    result.findings.append(Finding(path, "unexpected", "directory"))
+            else:
+                kind = "file" if stat.S_ISREG(info.st_mode) else kind_of(info.st_mode)
+                result.findings.append(Finding(path, "unexpected", kind))
+
+
+def _check_content(
+    result: Verification,
+    fd: int,
+    name: str,
+    entry: Entry,
+    info: os.stat_result,
+    hashes: IntTable,
+) -> None:
+    """Hash a file and compare it with its manifest's digest; `hashes`
+    remembers (compactly: hashes of both) what each inode hashed to, so a
+    file shared by several snapshots is read once."""
+    assert entry.sha256 is not None
+    # A manifest older than the sparse digest recorded a file with holes
+    # by its whole SHA-256: checked as it was recorded.
+    sparse = digest.is_sparse_digest(entry.sha256)
+    key = hash((info.st_ino, info.st_ctime_ns, sparse))
+    known = hashes.get(key)
+    if known is None:
+        hashed = digest.hash_file(name, fd, sparse)
+        if hashed is None:
+            result.findings.append(Finding(entry.path, "missing", "unreadable"))
+            return
+        known = hash(hashed)
+        hashes.set(key, known)
+    if known != hash(entry.sha256):
+        result.findings.append(
+            Finding(entry.path, "corrupted", "content differs from its SHA-256", info.st_ino)
+        )
 
 
 @dataclass(frozen=True)
@@ -282,51 +297,89 @@ def _diff_directory(
     result: Difference, level: Level, directory: str, witnesses: tuple[Witness, Witness]
 ) -> None:
     """Compare one directory of both snapshots; queue the subdirectories
-    both have on `level`."""
+    both have on `level`. Streamed: each entry of the newer snapshot is
+    looked up in the older by name, then the older's listed for what is
+    gone, so memory does not grow with the directory's width."""
     before_fd, after_fd = level.fds
     assert before_fd is not None and after_fd is not None
-    old = _listing(before_fd)
-    new = _listing(after_fd)
     # Files whose inode differs but metadata agrees: the manifests decide.
-    copies: set[str] = set()
-    for name in sorted(old.keys() | new.keys()):
-        path = _join(directory, name)
-        was, now = old.get(name), new.get(name)
-        # Files, symlinks and special files alike: one inode each.
-        was_file = was is not None and not stat.S_ISDIR(was.st_mode)
-        now_file = now is not None and not stat.S_ISDIR(now.st_mode)
-        was_dir = was is not None and stat.S_ISDIR(was.st_mode)
-        now_dir = now is not None and stat.S_ISDIR(now.st_mode)
-        if was_file and now_file:
-            assert was is not None and now is not None
-            if was.st_ino == now.st_ino:
-                result.unchanged += 1
-            elif metadata_agrees(was, now):
-                copies.add(name)
-            else:
-                result.changes.append(Change(path, "changed", was.st_size, now.st_size))
-        elif was_file:
-            assert was is not None
-            result.changes.append(Change(path, "removed", was.st_size, None))
-        elif now_file:
-            assert now is not None
-            result.changes.append(Change(path, "added", None, now.st_size))
-        if was_dir and now_dir:
-            level.pending.append(name)
-        elif was_dir:
-            result.changes.extend(_whole_directory(before_fd, name, directory, "removed"))
-        elif now_dir:
-            result.changes.extend(_whole_directory(after_fd, name, directory, "added"))
+    copies: dict[str, tuple[os.stat_result, os.stat_result]] = {}
+    for name, now in _entries(after_fd):
+        was = _lstat(name, before_fd)
+        _compare(result, level, directory, name, was, now, copies)
+    for name, was in _entries(before_fd):
+        if _lstat(name, after_fd) is None:
+            _compare(result, level, directory, name, was, None, copies)
     if copies:
         before, after = witnesses
+        old = {name: pair[0] for name, pair in copies.items()}
+        new = {name: pair[1] for name, pair in copies.items()}
         changed = changed_copies(
-            directory, copies, (before, before_fd, old), (after, after_fd, new)
+            directory, set(copies), (before, before_fd, old), (after, after_fd, new)
         )
         result.unchanged += len(copies) - len(changed)
         result.changes.extend(
             Change(_join(directory, name), "changed", old[name].st_size, new[name].st_size)
             for name in changed
         )
+
+
+def _compare(
+    result: Difference,
+    level: Level,
+    directory: str,
+    name: str,
+    was: os.stat_result | None,
+    now: os.stat_result | None,
+    copies: dict[str, tuple[os.stat_result, os.stat_result]],
+) -> None:
+    """Count one name of a directory: unchanged, changed, added, removed,
+    a copy for the manifests to judge, or a subdirectory to enter."""
+    path = _join(directory, name)
+    # Files, symlinks and special files alike: one inode each.
+    was_file = was is not None and not stat.S_ISDIR(was.st_mode)
+    now_file = now is not None and not stat.S_ISDIR(now.st_mode)
+    was_dir = was is not None and stat.S_ISDIR(was.st_mode)
+    now_dir = now is not None and stat.S_ISDIR(now.st_mode)
+    before_fd, after_fd = level.fds
+    assert before_fd is not None and after_fd is not None
+    if was_file and now_file:
+        assert was is not None and now is not None
+        if was.st_ino == now.st_ino:
+            result.unchanged += 1
+        elif metadata_agrees(was, now):
+            copies[name] = (was, now)
+        else:
+            result.changes.append(Change(path, "changed", was.st_size, now.st_size))
+    elif was_file:
+        assert was is not None
+        result.changes.append(Change(path, "removed", was.st_size, None))
+    elif now_file:
+        assert now is not None
+        result.changes.append(Change(path, "added", None, now.st_size))
+    if was_dir and now_dir:
+        level.pending.append(name)
+    elif was_dir:
+        result.changes.extend(_whole_directory(before_fd, name, directory, "removed"))
+    elif now_dir:
+        result.changes.extend(_whole_directory(after_fd, name, directory, "added"))
+
+
+def _entries(fd: int) -> Iterator[tuple[str, os.stat_result]]:
+    """Each entry of an open directory with its lstat, streamed."""
+    with os.scandir(fd) as scan:
+        for entry in scan:
+            try:
+                yield entry.name, entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+
+
+def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
 
 
 def _whole_directory(parent_fd: int, name: str, directory: str, change: str) -> list[Change]:

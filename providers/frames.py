@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from hardsnap.providers import fs
 from hardsnap.providers.descend import Descent, Identity, Moved, climb, identity, reopen
+from hardsnap.providers.manifest import KnownHashes
 
 # Frames of one walk whose descriptors stay open (each holds up to four).
 OPEN_FRAMES = 48
@@ -45,7 +46,7 @@ class Frame:
     kept: set[str] | None = None
     # (inode, SHA-256) by name of the reference manifest's files of this
     # directory, when there is one.
-    reference_hashes: dict[str, tuple[int, str]] | None = None
+    reference_hashes: KnownHashes | None = None
     # A dry walk only: this directory in the work an interrupted run left,
     # to count what the next snapshot keeps of it.
     partial_fd: int | None = None

@@ -48,8 +48,10 @@ import stat
 from array import array
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+from hardsnap.providers.compact import IntTable
+from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest_directory import (
     MANIFEST_DIRECTORY,
     PARTIAL_SUFFIX,
@@ -63,6 +65,11 @@ __all__ = ["MANIFEST_DIRECTORY", "PARTIAL_SUFFIX", "ManifestError", "ManifestRea
 # files are listed too (1 listed regular files only).
 FORMAT_VERSION = 3
 TRAILER_BYTES = 4096
+# A block is read this much at a time; a bigger one gets a BlockIndex.
+READ_CHUNK = 1 << 20
+SMALL_BLOCK_BYTES = 1 << 20
+# No file line is longer (a 255-byte name escaped, and the fields before it).
+LONGEST_LINE = 8192
 # An index line: {"i":[DIR,OFFSET]}, DIR a JSON string.
 _INDEX_LINE = re.compile(rb'^\{"i":\[("(?:[^"\\\n]|\\.)*"),(\d+)\]\}$', re.MULTILINE)
 
@@ -319,57 +326,143 @@ class ManifestReader:
                     ),
                 )
 
-    def hashes(self, relative: str) -> dict[str, tuple[int, str]]:
-        """Return (inode, SHA-256) by name of one directory's hashed files:
-        what a walk needs of its reference, read at a third of the cost (one
-        loop, once per directory of every snapshot: kept plain)."""
+    def hashes(self, relative: str) -> KnownHashes:
+        """Return (inode, digest) by name of one directory's hashed files:
+        what a walk needs of its reference. A plain dict for a directory of
+        ordinary size (one loop, once per directory of every snapshot:
+        kept plain); for a very wide one, a compact index of where each
+        file's line is, read again when asked (BlockIndex)."""
+        if self.block_bytes(relative) > SMALL_BLOCK_BYTES:
+            return BlockIndex(self, relative)
         found: dict[str, tuple[int, str]] = {}
-        for lines in self._block_texts(relative):
-            for line in lines:
-                if not line:
-                    continue
-                fields = line.split("\t", 7)
-                if len(fields) != 8:
-                    raise ValueError(f"a file line of {relative!r} has {len(fields)} fields")
-                sha256 = fields[6]
-                if sha256 == "-" or sha256[0] == "@":
-                    continue
-                name = fields[7]
-                if name[0] == "\\":
-                    name = json.loads(name[1:])
-                found[name] = (int(fields[5]), sha256)
+        for _, line in self.lines_of(relative):
+            fields = _fields(line, relative)
+            digest = fields[6]
+            if digest == "-" or digest[0] == "@":
+                continue
+            found[_name(fields[7])] = (int(fields[5]), digest)
         return found
 
-    def _block_texts(self, relative: str) -> Iterator[list[str]]:
-        """Yield the file lines of each of a directory's blocks."""
-        for offset in self._block_offsets(relative):
-            # pread, not seek and read: a forked walker shares this descriptor
-            # (and so its file offset) with its parent, both reading blocks.
-            data = os.pread(self._file.fileno(), self._block_end(offset) - offset, offset)
-            header, _, lines = data.partition(b"\n")
-            if json.loads(header).get("d") != relative:
-                raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
-            yield lines.decode("utf-8").split("\n")
+    def block_bytes(self, relative: str) -> int:
+        """The size of one directory's blocks."""
+        return sum(self._block_end(offset) - offset for offset in self._block_offsets(relative))
+
+    def count_lines(self, relative: str) -> int:
+        """How many lines one directory's blocks have (a few more than its
+        entries), counted a chunk at a time."""
+        fd = self._file.fileno()
+        count = 0
+        for start in self._block_offsets(relative):
+            end = self._block_end(start)
+            for position in range(start, end, READ_CHUNK):
+                count += os.pread(fd, min(READ_CHUNK, end - position), position).count(b"\n")
+        return count
+
+    def line_at(self, offset: int) -> str:
+        """The file line starting at `offset` (found by _block_lines)."""
+        data = os.pread(self._file.fileno(), LONGEST_LINE, offset)
+        return data.partition(b"\n")[0].decode("utf-8")
+
+    def lines_of(self, relative: str) -> Iterator[tuple[int, str]]:
+        """Yield the offset and text of each file line of a directory's
+        blocks, read a chunk at a time: memory does not grow with them."""
+        fd = self._file.fileno()
+        for start in self._block_offsets(relative):
+            end = self._block_end(start)
+            position, pending, header = start, b"", True
+            while position < end:
+                # pread, not seek and read: a forked walker shares this
+                # descriptor (and so its offset) with its parent.
+                chunk = os.pread(fd, min(READ_CHUNK, end - position), position)
+                if not chunk:
+                    break
+                offset = position - len(pending)
+                position += len(chunk)
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if header:
+                        if json.loads(line).get("d") != relative:
+                            raise ManifestError(
+                                f"manifest {self.path} is damaged (bad index for {relative!r})"
+                            )
+                        header = False
+                    elif line:
+                        yield offset, line.decode("utf-8")
+                    offset += len(line) + 1
+            if pending:
+                raise ValueError(f"the block of {relative!r} is cut short")
 
     def _file_lines(self, relative: str) -> Iterator[tuple[str, list[str]]]:
         """Yield the name and fields of each file line of a directory's blocks."""
-        for lines in self._block_texts(relative):
-            for line in lines:
-                if not line:
-                    continue
-                fields = line.split("\t", 7)
-                if len(fields) != 8:
-                    raise ValueError(f"a file line of {relative!r} has {len(fields)} fields")
-                shown = fields[7]
-                yield (json.loads(shown[1:]) if shown.startswith("\\") else shown), fields
+        for _, line in self.lines_of(relative):
+            fields = _fields(line, relative)
+            yield _name(fields[7]), fields
+
+    def has_directory(self, relative: str) -> bool:
+        """Whether the snapshot has directory `relative` (it has a block)."""
+        directories = self._index()
+        found = bisect.bisect_left(directories, relative)
+        return found < len(directories) and directories[found] == relative
 
     def entries(self) -> Iterator[tuple[str, dict[str, Entry]]]:
-        """Yield every directory's files, directories sorted by name."""
+        """Yield every directory's files, directories sorted by name (a
+        whole block at a time: for reading a manifest by hand)."""
         for relative in self.directories():
             try:
                 yield relative, self.block(relative)
             except (ValueError, TypeError) as error:
                 raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+
+    def entries_of(self, relative: str) -> Iterator[Entry]:
+        """Yield one directory's entries one at a time. Raise ManifestError
+        when its block is damaged."""
+        try:
+            for _, entry in self.named(relative):
+                yield entry
+        except (ValueError, TypeError) as error:
+            raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+
+
+class KnownHashes(Protocol):
+    """(inode, digest) by file name, of one directory of a snapshot."""
+
+    def get(self, name: str) -> tuple[int, str] | None: ...
+
+
+class BlockIndex:
+    """Where each file line of one very wide directory is in its manifest,
+    by the hash of its name, in flat arrays (compact.IntTable): a few dozen
+    bytes a file where a dict of names and digests took hundreds. A line is
+    read again when asked for, and its name checked."""
+
+    def __init__(self, reader: ManifestReader, relative: str) -> None:
+        self._reader = reader
+        self._lines = IntTable(reader.count_lines(relative))
+        for offset, line in reader.lines_of(relative):
+            fields = _fields(line, relative)
+            if fields[6] != "-" and fields[6][0] != "@":
+                self._lines.set(hash(fields[7]), offset)
+
+    def get(self, name: str) -> tuple[int, str] | None:
+        offset = self._lines.get(hash(escape_name(name)))
+        if offset is None:
+            return None
+        fields = self._reader.line_at(offset).split("\t", 7)
+        if len(fields) != 8 or _name(fields[7]) != name:
+            return None  # another name with the same hash: unknown, read again
+        return int(fields[5]), fields[6]
+
+
+def _fields(line: str, relative: str) -> list[str]:
+    fields = line.split("\t", 7)
+    if len(fields) != 8:
+        raise ValueError(f"a file line of {relative!r} has {len(fields)} fields")
+    return fields
+
+
+def _name(shown: str) -> str:
+    """A name as a file line shows it, read back (escaping.escape_name)."""
+    return str(json.loads(shown[1:])) if shown.startswith("\\") else shown
 
 
 def open_manifest(target_fd: int, snapshot: str, shown: str) -> ManifestReader | None:

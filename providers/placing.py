@@ -20,7 +20,7 @@ from hardsnap.providers.entries import is_kept, kind_of, place_other
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.flushing import FlushAhead, SpaceBudget
 from hardsnap.providers.hashing import Hashing, Sha256
-from hardsnap.providers.report import Skip, SnapshotReport
+from hardsnap.providers.report import SnapshotReport
 from hardsnap.providers.rules import Rules, is_unchanged
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Placer:
         self.flush.stop()
 
     def skip(self, relative: str, reason: str) -> None:
-        self.report.skipped.append(Skip(relative, reason))
+        self.report.skip(relative, reason)
 
     def reserve(self, size: int) -> None:
         if self.space is not None:
@@ -310,7 +310,7 @@ class Placer:
                 if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
                     break
             else:
-                self.report.unstable.append(relative)
+                self.report.changed_while_copied(relative)
             self.report.files_copied += 1
             self.report.bytes_copied += copied
             self.flush.copied(copied)

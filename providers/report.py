@@ -15,6 +15,12 @@ class Skip:
     reason: str
 
 
+# Paths a report keeps of what it skipped (and of files that kept
+# changing): an attacker makes a million symlinks for nothing, and each
+# would be kept in memory and in every recorded run.
+PATHS_KEPT = 100
+
+
 @dataclass
 class SnapshotReport:
     """What a snapshot walk did (or, dry, would do)."""
@@ -22,9 +28,13 @@ class SnapshotReport:
     files_copied: int = 0
     files_linked: int = 0
     bytes_copied: int = 0
+    # The first PATHS_KEPT entries left out, and how many by reason.
     skipped: list[Skip] = field(default_factory=list)
-    # Files that kept changing while they were copied: kept, but reported.
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    # Files that kept changing while they were copied: kept, but reported
+    # (the first PATHS_KEPT, and how many).
     unstable: list[str] = field(default_factory=list)
+    unstable_total: int = 0
     # Files in the reference snapshot, when its manifest tells.
     reference_files: int | None = None
     # Files a killed or interrupted run had finished, kept as they are (not
@@ -49,13 +59,31 @@ class SnapshotReport:
     symlinks_skipped: int = 0
     special_files_skipped: int = 0
 
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped_by_reason.values())
+
+    def skip(self, path: str, reason: str) -> None:
+        """Count an entry left out, keeping its path while few are."""
+        self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
+        if len(self.skipped) < PATHS_KEPT:
+            self.skipped.append(Skip(path, reason))
+
+    def changed_while_copied(self, path: str) -> None:
+        self.unstable_total += 1
+        if len(self.unstable) < PATHS_KEPT:
+            self.unstable.append(path)
+
     def add(self, other: SnapshotReport) -> None:
         """Count in what another walker of the same snapshot did."""
         self.files_copied += other.files_copied
         self.files_linked += other.files_linked
         self.bytes_copied += other.bytes_copied
-        self.skipped.extend(other.skipped)
-        self.unstable.extend(other.unstable)
+        self.skipped.extend(other.skipped[: PATHS_KEPT - len(self.skipped)])
+        for reason, count in other.skipped_by_reason.items():
+            self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + count
+        self.unstable.extend(other.unstable[: PATHS_KEPT - len(self.unstable)])
+        self.unstable_total += other.unstable_total
         self.files_kept += other.files_kept
         self.resumed = self.resumed or other.resumed
         self.space_needed += other.space_needed

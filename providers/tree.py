@@ -18,6 +18,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+from hardsnap.providers.compact import IntTable
 from hardsnap.providers.descend import Descent, Level, Moved
 
 # What opening a name that is no longer a directory fails with.
@@ -26,10 +27,9 @@ NOT_A_DIRECTORY = (errno.ELOOP, errno.ENOTDIR)
 REQUIRED = (True,)
 
 
-def _list(fd: int, pending: list[str]) -> list[tuple[str, os.stat_result]]:
-    """The entries of a directory other than subdirectories, which are
-    queued on `pending` instead."""
-    others = []
+def _list(fd: int, pending: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield the entries of a directory other than subdirectories, which
+    are queued on `pending` instead; streamed, whatever its width."""
     with os.scandir(fd) as entries:
         for entry in entries:
             try:
@@ -39,8 +39,7 @@ def _list(fd: int, pending: list[str]) -> list[tuple[str, os.stat_result]]:
             if stat.S_ISDIR(info.st_mode):
                 pending.append(entry.name)
             else:
-                others.append((entry.name, info))
-    return others
+                yield entry.name, info
 
 
 def _fd(level: Level) -> int:
@@ -89,9 +88,10 @@ def bytes_freed(parent_fd: int, names: list[str]) -> int:
     allocated to those with no link left outside them (a sparse file frees
     what it occupies, not its apparent size)."""
     freed = 0
-    # (device, inode) -> [links seen inside, links in all, bytes], for inodes
-    # with several links: freed only if every link is inside.
-    shared: dict[tuple[int, int], list[int]] = {}
+    # Inodes with several links -> links seen inside so far (-1 once every
+    # link was: counted as freed). Kept compact: a snapshot of a wide
+    # directory has as many as it has files.
+    shared = IntTable()
     for name in names:
         for _, info in entries_below(parent_fd, name):
             if not stat.S_ISREG(info.st_mode):
@@ -100,9 +100,16 @@ def bytes_freed(parent_fd: int, names: list[str]) -> int:
             if info.st_nlink == 1:
                 freed += allocated
                 continue
-            seen = shared.setdefault((info.st_dev, info.st_ino), [0, info.st_nlink, allocated])
-            seen[0] += 1
-    return freed + sum(size for inside, links, size in shared.values() if inside >= links)
+            key = hash((info.st_dev, info.st_ino))
+            seen = shared.get(key) or 0
+            if seen < 0:
+                continue
+            if seen + 1 >= info.st_nlink:
+                freed += allocated
+                shared.set(key, -1)
+            else:
+                shared.set(key, seen + 1)
+    return freed
 
 
 def remove_tree(name: str, dir_fd: int) -> None:
@@ -169,12 +176,10 @@ def _empty(level: Level, path: str, failures: list[OSError]) -> None:
     """Remove what a directory holds but its subdirectories (queued)."""
     fd = _fd(level)
     try:
-        others = _list(fd, level.pending)
+        for entry_name, _ in _list(fd, level.pending):
+            _unlink(entry_name, fd, f"{path}/{entry_name}", failures, fd)
     except OSError as error:
         failures.append(OSError(error.errno, error.strerror, path))
-        return
-    for entry_name, _ in others:
-        _unlink(entry_name, fd, f"{path}/{entry_name}", failures, fd)
 
 
 def _unlink(

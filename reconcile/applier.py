@@ -334,8 +334,12 @@ class _Resource:
             "files_copied": report.files_copied,
             "files_linked": report.files_linked,
             "bytes_copied": report.bytes_copied,
+            # The first entries left out, with every one counted by reason.
             "skipped": [{"path": skip.path, "reason": skip.reason} for skip in report.skipped],
+            "skipped_total": report.skipped_total,
+            "skipped_by_reason": dict(report.skipped_by_reason),
             "unstable": list(report.unstable),
+            "unstable_total": report.unstable_total,
             "files_kept": report.files_kept,
             "resumed": report.resumed,
             "symlinks": report.symlinks,
@@ -354,8 +358,21 @@ class _Resource:
         for skip in report.skipped:
             if not skip.reason.endswith("not copied"):
                 self.outcome.warnings.append(f"skipped {escape_name(skip.path)}: {skip.reason}")
+        unshown = {
+            reason: count - sum(1 for skip in report.skipped if skip.reason == reason)
+            for reason, count in report.skipped_by_reason.items()
+            if not reason.endswith("not copied")
+        }
+        if any(unshown.values()):
+            counts = ", ".join(f"{count} {reason}" for reason, count in unshown.items() if count)
+            self.outcome.warnings.append(f"and more skipped, not named here: {counts}")
         for path in report.unstable:
             self.outcome.warnings.append(f"{escape_name(path)} kept changing while it was copied")
+        if report.unstable_total > len(report.unstable):
+            self.outcome.warnings.append(
+                f"and {report.unstable_total - len(report.unstable)} more files kept changing "
+                f"while they were copied"
+            )
         for warning in (report.shrink_warning(), report.link_failure_warning()):
             if warning:
                 self.outcome.warnings.append(warning)
@@ -367,7 +384,7 @@ class _Resource:
             "files_linked": report.files_linked,
             "files_kept": report.files_kept,
             "bytes_copied": report.bytes_copied,
-            "skipped": len(report.skipped),
+            "skipped": report.skipped_total,
         }
         self._remember_pruning(action.snapshot)
         return ActionOutcome(action, Result.CHANGED, details=details)

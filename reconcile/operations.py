@@ -12,6 +12,7 @@ from typing import Any
 
 from hardsnap.providers import audit, backup, history, retention
 from hardsnap.providers import facts as facts_of
+from hardsnap.providers.compact import IntTable
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.naming import future_names
 from hardsnap.providers.suspension import pruning_json
@@ -178,7 +179,7 @@ def verify_resource(
     target = _target_of(config, name, state_dir)
     present = list_snapshots(target)
     chosen = snapshots or list(present)
-    hashes: audit.Hashes = {}
+    hashes = IntTable()
     results = []
     for snapshot in chosen:
         if snapshot not in present:

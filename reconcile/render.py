@@ -248,8 +248,9 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
         )
         detail += _resumed(details)
         detail += _other_entries(details["symlinks"], details["special_files"], 0, 0, "skipped")
-        if details["skipped"]:
-            detail += f", {len(details['skipped'])} skipped"
+        skipped = details.get("skipped_total", len(details["skipped"]))
+        if skipped:
+            detail += f", {skipped} skipped"
     elif outcome.result is Result.CHANGED and action.kind is ActionKind.PRUNE:
         detail = "removed " + (", ".join(outcome.details["pruned"]) or "nothing")
         detail += f", freed {format_bytes(outcome.details['bytes_freed'])}"

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hardsnap.providers.report import PATHS_KEPT
 from hardsnap.state import database
 from hardsnap.state.database import SCHEMA_KEY, SCHEMA_VERSION
 from hardsnap.state.directory import StateError as StateError
@@ -202,6 +203,7 @@ class StateStore:
         if self._cache is None:
             raise StateError("state store was opened read-only")
         record["runs"] = record["runs"][-RUNS_KEPT:]
+        _trim_skipped(record["runs"])
         with _signals_held(), self._guard():
             self._cache.set(RESOURCE_PREFIX + name, record)
 
@@ -254,3 +256,16 @@ def _signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _trim_skipped(runs: list[Any]) -> None:
+    """Keep at most PATHS_KEPT skipped paths in each recorded snapshot
+    action, as runs record them now: runs recorded before kept every one
+    (200k symlinks left out cost every later plan hundreds of MiB)."""
+    for run in runs:
+        actions = run.get("actions") if isinstance(run, dict) else None
+        for action in actions if isinstance(actions, list) else ():
+            skipped = action.get("skipped") if isinstance(action, dict) else None
+            if isinstance(skipped, list) and len(skipped) > PATHS_KEPT:
+                action.setdefault("skipped_total", len(skipped))
+                action["skipped"] = skipped[:PATHS_KEPT]

@@ -15,10 +15,12 @@ import resource
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import hardsnap_command
+from tests.benchmarks.measure import run
+from tests.conftest import Mount, hardsnap_command
 from tests.processes import Finished
 from tests.site import Site, at, iso, make_file, name_of, new_site
 
@@ -83,6 +85,11 @@ def deep_tree(source: Path, levels: int) -> list[str]:
     finally:
         os.close(fd)
     return files
+
+
+def snapshot_of(document: dict[str, Any]) -> dict[str, Any]:
+    (resource,) = document["resources"]
+    return next(action for action in resource["actions"] if action["kind"] == "snapshot")
 
 
 def contents(root: Path) -> dict[str, bytes]:
@@ -151,3 +158,69 @@ def test_running_out_of_descriptors_fails_the_run_and_never_drops_a_subtree(site
             assert done.returncode == 1, (files, done)
             assert "Too many open files" in done.stdout + done.stderr, (files, done)
             assert name_of(at(day)) not in site.snapshots()
+
+
+# -- width and cheap entries cost no memory ---------------------------------------------
+
+
+def wide_directory(source: Path, count: int) -> None:
+    directory = source / "wide"
+    directory.mkdir()
+    fd = os.open(directory, DIRECTORY_FLAGS)
+    try:
+        for index in range(count):
+            os.close(os.open(f"f{index:07d}", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+
+
+def peaks(site: Site, day: int) -> dict[str, int]:
+    """Peak summed PSS (KiB, over hardsnap and its workers) of a second
+    snapshot with two workers, diff, verify and verify --content."""
+    commands = {
+        "apply": ["apply", "-q", "--jobs", "2"],
+        "diff": ["diff", "r"],
+        "verify": ["verify", "r"],
+        "verify --content": ["verify", "r", "--content"],
+    }
+    environment = site.environment(at(day))
+    found = {}
+    for label, arguments in commands.items():
+        done = run([*hardsnap_command(), *arguments, "-c", str(site.config)], env=environment)
+        found[label] = done.pss_kib
+    return found
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_width_of_a_directory(tmp_path: Path, tmpfs: Mount) -> None:
+    measured = {}
+    for count in (1_000, 60_000):
+        root = tmpfs(f"w{count}", "size=256m,nr_inodes=200k")
+        site = new_site(root)
+        wide_directory(site.source, count)
+        assert site.apply(at(0)).returncode == 0
+        measured[count] = peaks(site, 1)
+    for command, small in measured[1_000].items():
+        large = measured[60_000][command]
+        # Holding the directory's listing, its manifest block or a table of
+        # its names as Python objects costs a KiB an entry or more.
+        assert large - small < 12 * 1024, (command, small, large)
+
+
+def test_skipped_entries_are_counted_by_reason_and_only_the_first_100_named(site: Site) -> None:
+    links = site.source / "links"
+    links.mkdir()
+    for index in range(5_000):
+        (links / f"l{index:05d}").symlink_to("nowhere")
+    for day in range(3):
+        done = site.apply(at(day), "--json")
+        assert done.returncode == 0, done
+        action = snapshot_of(json.loads(done.stdout))
+        assert action["skipped_total"] == 5_000
+        assert action["skipped_by_reason"] == {"symlink: not copied": 5_000}
+        assert len(action["skipped"]) == 100
+    recorded = site.state_json()
+    for run_record in recorded["runs"]:
+        for action in run_record["actions"]:
+            assert len(action.get("skipped", [])) <= 100, action
+    assert recorded["snapshots"][-1]["skipped"] == 5_000
