@@ -42,12 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from measure import Run, machine
+from measure import Run, machine, run
 from scenarios import (
     HARDSNAP,
     Scenario,
+    audits,
+    environment,
     fidelity,
     first_snapshot,
+    hardsnap,
     jobs,
     reference,
     scaling,
@@ -57,7 +60,15 @@ from scenarios import (
     sync,
     undo_second,
 )
-from trees import SHAPES, loop_image, make_large_tree, make_tree, remove, touch_some
+from trees import (
+    SHAPES,
+    loop_image,
+    make_large_tree,
+    make_tree,
+    make_wide_tree,
+    remove,
+    touch_some,
+)
 
 
 @dataclass
@@ -111,6 +122,7 @@ SCENARIOS = (
     "settled",
     "large",
     "reflink",
+    "wide",
 )
 TREE_SCENARIOS = {"first", "unchanged", "changed", "scaling", "jobs", "fidelity", "settled"}
 
@@ -128,12 +140,16 @@ def main() -> None:
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated")
     parser.add_argument("--large-files", type=int, default=40)
     parser.add_argument(
+        "--wide", type=int, default=500_000, help="entries of the one wide directory"
+    )
+    parser.add_argument(
         "--image-mib", type=int, default=0, help="loop image size (default: sized to the trees)"
     )
     options = parser.parse_args()
     large_mib = (25, 50)
     if options.smoke:
         options.files, options.rounds, options.large_files, large_mib = 400, 1, 4, (1, 2)
+        options.wide = 2_000
     chosen = set(options.scenarios.split(","))
     if chosen - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(chosen - set(SCENARIOS))}; known: {SCENARIOS}")
@@ -151,6 +167,8 @@ def main() -> None:
             many_files(workdir, options, chosen, shapes, images)
         if "large" in chosen:
             large_files(workdir, options, large_mib, "ext4" if images else None)
+        if "wide" in chosen:
+            wide_directory(workdir, options, images)
         if "reflink" in chosen:
             if images and shutil.which("mkfs.xfs"):
                 large_files(workdir, options, large_mib, "xfs")
@@ -249,6 +267,24 @@ def one_shape(root: Path, options: argparse.Namespace, chosen: set[str], shape: 
         measure(f"{shape}: window already covered (no walk)", settled(shape), root, rounds, [])
     remove(root / "cpal")
     remove(root / "rsld")
+
+
+def wide_directory(workdir: Path, options: argparse.Namespace, images: bool) -> None:
+    """What costs an attacker nothing: one directory of many empty files,
+    and as many symlinks (left out, each one counted) in another. A second
+    snapshot against cp -al and rsync, then diff, verify and state show."""
+    size = options.image_mib or options.wide * 9 // 1024 + FREE_MIB
+    with filesystem(workdir, "ext4" if images else None, size) as (root, where):
+        make_wide_tree(root / "wide", options.wide)
+        sync()
+        print(f"tree: {options.wide} empty files in one directory, as many symlinks, on {where}")
+        reference(root, "wide")
+        anchors = ["cp -al", "rsync --link-dest"]
+        title = "wide: second snapshot, nothing changed"
+        measure(title, second_snapshot("wide", walking_plan=True), root, options.rounds, anchors)
+        undo_second(root, "wide")
+        run(hardsnap(root, "apply", "ref-wide", "wide"), env=environment(root / "state-wide", 2))
+        measure("wide: auditing two snapshots", audits("wide"), root, options.rounds, [])
 
 
 def large_files(

@@ -278,3 +278,27 @@ def startup() -> dict[str, Scenario]:
         "import typer, networkx, ...": libraries,
         "hardsnap apply (one file)": one_file,
     }
+
+
+def audits(source: str) -> dict[str, Scenario]:
+    """What reads every snapshot of a target: diff of the two, verify of
+    both (metadata, then contents too), state show (which measures what
+    pruning each would free). The second snapshot must exist."""
+    target = f"ref-{source}"
+
+    def command(verb: str, *options: str) -> Scenario:
+        def scenario(root: Path) -> Measurement:
+            words = verb.split()
+            arguments = [*words, "bench", *options] if words[0] != "state" else words
+            path = config(root, target, source)
+            state = root / f"state-{source}"
+            return run([*HARDSNAP, *arguments, "-c", str(path)], env=environment(state, 2)), None
+
+        return scenario
+
+    return {
+        "hardsnap diff": command("diff"),
+        "hardsnap verify": command("verify"),
+        "hardsnap verify --content": command("verify", "--content"),
+        "hardsnap state show": command("state show"),
+    }

@@ -126,3 +126,18 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+def make_wide_tree(root: Path, entries: int) -> None:
+    """One directory of `entries` empty files and one of as many symlinks."""
+    for kind in ("files", "links"):
+        (root / kind).mkdir(parents=True)
+        fd = os.open(root / kind, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for index in range(entries):
+                if kind == "files":
+                    os.close(os.open(f"f{index:07d}", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+                else:
+                    os.symlink("nowhere", f"l{index:07d}", dir_fd=fd)
+        finally:
+            os.close(fd)
