@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hardsnap.providers import fs
@@ -47,23 +47,20 @@ NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.EPERM
 def climb(child_fd: int, expected: Identity) -> int | None:
     """Open ".." of the directory `child_fd` when it is the directory
     `expected`; else None."""
-    try:
-        fd = fs.open_directory("..", child_fd)
-    except OSError as error:
-        if error.errno not in NOT_THERE:
-            raise
-        return None
-    if identity(fd) != expected:
-        os.close(fd)
-        return None
-    return fd
+    return _checked(lambda: fs.open_directory("..", child_fd), expected)
 
 
 def reopen(root_fd: int, relative: str, expected: Identity) -> int | None:
     """Open the directory at `relative` below `root_fd`, one component at a
     time following no symlink, when it is the directory `expected`; else None."""
+    return _checked(lambda: fs.open_below(root_fd, relative), expected)
+
+
+def _checked(opening: Callable[[], int], expected: Identity) -> int | None:
+    """The descriptor `opening` gives when it is of the directory
+    `expected`; None when it is another, or none is there any more."""
     try:
-        fd = fs.open_below(root_fd, relative)
+        fd = opening()
     except OSError as error:
         if error.errno not in NOT_THERE:
             raise
