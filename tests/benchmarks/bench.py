@@ -273,7 +273,9 @@ def wide_directory(workdir: Path, options: argparse.Namespace, images: bool) -> 
     """What costs an attacker nothing: one directory of many empty files,
     and as many symlinks (left out, each one counted) in another. A second
     snapshot against cp -al and rsync, then diff, verify and state show."""
-    size = options.image_mib or options.wide * 9 // 1024 + FREE_MIB
+    # Inodes, not bytes, fill it: ext4 makes one per 16 KiB, and the trees
+    # and their copies take four per entry.
+    size = options.image_mib or options.wide * 4 * 16 // 1024 + FREE_MIB
     with filesystem(workdir, "ext4" if images else None, size) as (root, where):
         make_wide_tree(root / "wide", options.wide)
         sync()
