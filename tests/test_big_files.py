@@ -98,8 +98,8 @@ def rewrite_in_format_2(manifest: Path, snapshot: Path) -> None:
     trailer = json.loads(lines[-1])
     directory = ""
     for line in lines[1:]:
-        if line.startswith((b'{"i":', b'{"index":')):
-            continue
+        if line.startswith((b'{"i":', b'{"index":', b'{"j":')):
+            continue  # format 2 had no joined lines either
         if line.startswith(b'{"d":'):
             directory = json.loads(line)["d"]
             index.append(b'{"i":[%s,%d]}' % (json.dumps(directory).encode(), offset))
@@ -112,6 +112,7 @@ def rewrite_in_format_2(manifest: Path, snapshot: Path) -> None:
         written.append(line)
         offset += len(line) + 1
     trailer["index"] = offset
+    trailer.pop("joined", None)
     written += [*index, json.dumps(trailer, separators=(",", ":")).encode()]
     manifest.write_bytes(b"\n".join(written) + b"\n")
 
