@@ -335,12 +335,24 @@ class ManifestReader:
         if self.block_bytes(relative) > SMALL_BLOCK_BYTES:
             return BlockIndex(self, relative)
         found: dict[str, tuple[int, str]] = {}
-        for _, line in self.lines_of(relative):
-            fields = _fields(line, relative)
-            digest = fields[6]
-            if digest == "-" or digest[0] == "@":
-                continue
-            found[_name(fields[7])] = (int(fields[5]), digest)
+        for start in self._block_offsets(relative):
+            # One loop over the block read whole (it is small): once per
+            # directory of every snapshot, the walk's own cost.
+            data = os.pread(self._file.fileno(), self._block_end(start) - start, start)
+            header, _, lines = data.partition(b"\n")
+            if json.loads(header).get("d") != relative:
+                raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
+            for line in lines.decode("utf-8").split("\n"):
+                if not line:
+                    continue
+                fields = line.split("\t", 7)
+                if len(fields) != 8:
+                    raise ValueError(f"a file line of {relative!r} has {len(fields)} fields")
+                digest = fields[6]
+                if digest == "-" or digest[0] == "@":
+                    continue
+                name = fields[7]
+                found[json.loads(name[1:]) if name[0] == "\\" else name] = (int(fields[5]), digest)
         return found
 
     def block_bytes(self, relative: str) -> int:
