@@ -176,9 +176,14 @@ class FieldChecks:
         text = str(value).strip() if is_text(value) else ""
         scheme, _, rest = text.partition("://")
         if scheme.lower() not in ("http", "https") or not rest or any(c.isspace() for c in text):
-            self.report(
-                position, f'"ping_url" must be an http:// or https:// URL, got {show(value)}'
-            )
+            # The URL is a secret (whoever knows it can ping the check):
+            # said without its path, as every message says it.
+            if is_text(value) and rest:
+                host = rest.split("/", 1)[0].rpartition("@")[2]
+                shown = f'"{scheme}://{host}/..." (its path not shown)'
+            else:
+                shown = show(value) if not is_text(value) else "a text that is no URL"
+            self.report(position, f'"ping_url" must be an http:// or https:// URL, got {shown}')
             return None
         return text.rstrip("/")
 

@@ -189,3 +189,12 @@ def test_a_redirect_to_another_host_port_or_scheme_is_not_followed(
     shown = location.removesuffix("/elsewhere")
     assert f"redirected to {shown}, another scheme, host or port: not followed" in done.stderr
     assert "secret" not in done.stderr and "elsewhere" not in done.stderr, done
+
+
+def test_a_ping_url_validate_rejects_is_said_without_its_path(site: Site) -> None:
+    site.write(ping_url="htps://user:pass@hc-ping.example/" + SECRET_PATH.strip("/"))
+    done = site.cli("validate")
+    assert done.returncode == 2, done
+    assert '"ping_url" must be an http:// or https:// URL' in done.stderr, done
+    assert "htps://hc-ping.example/" in done.stderr, done
+    assert SECRET_PATH.strip("/") not in done.stderr and "pass" not in done.stderr, done
