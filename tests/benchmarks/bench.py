@@ -61,7 +61,10 @@ from scenarios import (
     undo_second,
 )
 from trees import (
+    REAL_TREES,
     SHAPES,
+    copy_real_tree,
+    du_bytes,
     loop_image,
     make_large_tree,
     make_tree,
@@ -137,7 +140,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny trees, 1 round, no loop image")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
-    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated")
+    parser.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help=f"comma-separated, of {', '.join((*SHAPES, *REAL_TREES))}",
+    )
     parser.add_argument("--large-files", type=int, default=40)
     parser.add_argument(
         "--wide", type=int, default=500_000, help="entries of the one wide directory"
@@ -154,8 +161,9 @@ def main() -> None:
     if chosen - set(SCENARIOS):
         parser.error(f"unknown scenarios {sorted(chosen - set(SCENARIOS))}; known: {SCENARIOS}")
     shapes = options.shapes.split(",")
-    if set(shapes) - set(SHAPES):
-        parser.error(f"unknown shapes {sorted(set(shapes) - set(SHAPES))}; known: {SHAPES}")
+    known = (*SHAPES, *REAL_TREES)
+    if set(shapes) - set(known):
+        parser.error(f"unknown shapes {sorted(set(shapes) - set(known))}; known: {known}")
 
     workdir = Path(options.workdir or tempfile.mkdtemp(prefix="hardsnap-bench-"))
     images = not options.smoke and os.geteuid() == 0 and shutil.which("mkfs.ext4") is not None
@@ -207,28 +215,42 @@ def many_files(
     shapes: list[str],
     images: bool,
 ) -> None:
-    size = options.image_mib or len(shapes) * options.files * 9 * 6 // 1024 + FREE_MIB
-    with filesystem(workdir, "ext4" if images else None, size) as (root, where):
-        totals = {
-            shape: make_tree(
-                root / shape,
-                options.files,
-                options.per_directory,
-                options.seed,
-                options.largest,
-                shape,
+    made = [shape for shape in shapes if shape not in REAL_TREES]
+    # Each tree and up to five copies of it (cp, rsync, hardsnap's first and
+    # reference snapshots, and what was rewritten).
+    size = len(made) * options.files * 9 * 6 // 1024 + FREE_MIB
+    for shape in shapes:
+        if shape in REAL_TREES:
+            size += du_bytes(REAL_TREES[shape]) * 5 // (1 << 20)
+    with filesystem(workdir, "ext4" if images else None, options.image_mib or size) as (
+        root,
+        where,
+    ):
+        described = {}
+        for shape in shapes:
+            if shape in REAL_TREES:
+                files, directories, total = copy_real_tree(root / shape, shape)
+                origin = f"a copy of {REAL_TREES[shape]}"
+            else:
+                total = make_tree(
+                    root / shape,
+                    options.files,
+                    options.per_directory,
+                    options.seed,
+                    options.largest,
+                    shape,
+                )
+                files, directories = options.files, options.files // options.per_directory
+                origin = "made"
+            described[shape] = (
+                f"tree {shape!r} ({origin}): {files} files in {directories} dirs, "
+                f"{total / (1 << 20):.0f} MiB, on {where}"
             )
-            for shape in shapes
-        }
         sync()
         for line in machine(root, HARDSNAP):
             print(line)
         for shape in shapes:
-            print(
-                f"tree {shape!r}: {options.files} files in {options.files // options.per_directory}"
-                f" dirs, {totals[shape] / (1 << 20):.0f} MiB, on {where}",
-                flush=True,
-            )
+            print(described[shape], flush=True)
             one_shape(root, options, chosen, shape)
 
 

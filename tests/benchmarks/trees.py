@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,9 @@ def write_file(path: Path, size: int, block: bytes, offset: int) -> None:
 # "nested", the same directories all under home/user (like a home tree),
 # which a walk that splits work by top-level directory cannot share out.
 SHAPES = ("spread", "nested")
+# A real tree: a copy of this machine's /usr (its own mix of sizes, names,
+# hard links and symlinks), asked for with --shapes usr.
+REAL_TREES = {"usr": Path("/usr")}
 TOP_DIRECTORIES = 42
 
 
@@ -74,10 +78,51 @@ def make_large_tree(root: Path, files: int, seed: int, mib: tuple[int, int]) -> 
     return total
 
 
+def copy_real_tree(root: Path, shape: str) -> tuple[int, int, int]:
+    """Copy the real tree `shape` to `root` (cp -a, hard links and all);
+    return its regular files, directories and bytes."""
+    subprocess.run(["cp", "-a", "--", str(REAL_TREES[shape]), str(root)], check=True)
+    files = directories = total = 0
+    for directory, names, found in os.walk(root):
+        directories += len(names)
+        for name in found:
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(directory, name))
+                if stat.S_ISREG(info.st_mode):
+                    files += 1
+                    total += info.st_size
+    return files, directories, total
+
+
+def du_bytes(path: Path) -> int:
+    """The bytes `du` says a tree takes."""
+    done = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=False)
+    return int(done.stdout.split()[0]) if done.stdout else 0
+
+
+def touch_real_tree(root: Path, seed: int, rewrite: float, add: float) -> None:
+    """Rewrite `rewrite` of a real tree's regular files, add `add` more."""
+    rng = random.Random(seed)
+    files = sorted(
+        os.path.join(directory, name)
+        for directory, _, names in os.walk(root)
+        for name in names
+        if stat.S_ISREG(os.lstat(os.path.join(directory, name)).st_mode)
+    )
+    for path in rng.sample(files, int(len(files) * rewrite)):
+        Path(path).write_bytes(os.urandom(rng.randint(100, 20000)))
+    for extra in range(int(len(files) * add)):
+        directory = os.path.dirname(rng.choice(files))
+        Path(directory, f"new{seed}-{extra}.dat").write_bytes(os.urandom(rng.randint(100, 20000)))
+
+
 def touch_some(
     root: Path, files: int, per_directory: int, seed: int, rewrite: float, add: float, shape: str
 ) -> None:
     """Rewrite `rewrite` of the files (new content and mtime), add `add` more."""
+    if shape in REAL_TREES:
+        touch_real_tree(root, seed, rewrite, add)
+        return
     rng = random.Random(seed)
     for index in rng.sample(range(files), int(files * rewrite)):
         path = root / directory_of(index, per_directory, shape) / f"f{index:07d}.dat"
