@@ -3,7 +3,8 @@
 Generates deterministic trees (sizes drawn from a skewed distribution, like
 real home and /etc trees) in two shapes, "spread" over 42 top-level
 directories and "nested" all under home/user, on a fresh journaled ext4
-loop image; runs each scenario for every tool, interleaved, for several
+loop image (or, with --shapes usr, a copy of this machine's /usr); runs
+each scenario for every tool, interleaved, for several
 rounds; prints the machine, filesystem and tool versions, then medians,
 min-max, CPU seconds, peak memory (summed PSS over the process and its
 workers) and ratios to the anchors, with the anchors' raw seconds.
@@ -12,6 +13,8 @@ workers) and ratios to the anchors, with the anchors' raw seconds.
     python tests/benchmarks/bench.py --files 25000 --rounds 3
     python tests/benchmarks/bench.py --smoke         # tiny, no loop image (CI)
     python tests/benchmarks/bench.py --files 400000 --scenarios unchanged --shapes nested
+    python tests/benchmarks/bench.py --scenarios unchanged,changed --shapes usr
+    python tests/benchmarks/bench.py --scenarios wide --wide 500000
 
 Scenarios: startup (the interpreter, the libraries hardsnap is built on,
 and an apply of a one-file tree: what every run pays); then, for each
@@ -22,7 +25,9 @@ machine for the same work done in C), jobs (with --jobs 1, 2
 and 4), fidelity (symlinks and special files kept, one_file_system on, or
 not), settled; then large (40 files of 25-50 MiB, first snapshot) and
 reflink (the same on XFS with reflink, against rsync -a, with the space
-each copy took).
+each copy took); wide (one directory of --wide empty files and one of as
+many symlinks: what costs an attacker nothing; a second snapshot, then
+diff, verify and state show, each with its peak memory).
 
 Needs root for the loop image (else it runs in --workdir as it is, and says
 so). Timings are wall-clock seconds of the whole process, start-up included.
