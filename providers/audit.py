@@ -13,7 +13,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from hardsnap.providers import digest, fs, tree
+from hardsnap.providers import digest, platform, tree
 from hardsnap.providers.compact import IntTable
 from hardsnap.providers.descend import Descent, Level, Moved
 from hardsnap.providers.entries import kind_of
@@ -66,8 +66,8 @@ def _drift(entry: Entry, info: os.stat_result) -> str | None:
     changes = []
     if entry.kind == stat.S_IFREG and info.st_size != entry.size:
         changes.append(f"size {entry.size} -> {info.st_size}")
-    if entry.kind in (stat.S_IFCHR, stat.S_IFBLK) and info.st_rdev != entry.size:
-        changes.append(f"device {entry.size} -> {info.st_rdev}")
+    if entry.kind in (stat.S_IFCHR, stat.S_IFBLK) and platform.device_of(info) != entry.size:
+        changes.append(f"device {entry.size} -> {platform.device_of(info)}")
     if info.st_mtime_ns != entry.mtime_ns:
         changes.append(f"mtime {moment(entry.mtime_ns)} -> {moment(info.st_mtime_ns)}")
     if entry.kind != stat.S_IFLNK and stat.S_IMODE(info.st_mode) != stat.S_IMODE(entry.mode):
@@ -89,7 +89,7 @@ def verify_snapshot(
     result = Verification(snapshot, content)
     hashes = IntTable() if hashes is None else hashes
     try:
-        target_fd = fs.open_directory(target)
+        target_fd = platform.open_directory(target)
     except OSError as error:
         result.findings.append(Finding("", "missing", f"target {target}: {error.strerror}"))
         return result
@@ -100,7 +100,7 @@ def verify_snapshot(
         result.findings.append(Finding("", "manifest", str(error)))
         return result
     try:
-        root_fd = fs.open_directory(snapshot, target_fd)
+        root_fd = platform.open_directory(snapshot, target_fd)
     except OSError as error:
         manifest.close()
         result.findings.append(Finding("", "missing", f"snapshot {snapshot}: {error.strerror}"))
@@ -149,7 +149,7 @@ def _verify_directory(
         listed.set(hash(name), 1)
         result.files += 1
         try:
-            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            info = platform.stat_at(name, fd)
         except FileNotFoundError:
             info = None
         if info is None or stat.S_IFMT(info.st_mode) != entry.kind:
@@ -162,7 +162,7 @@ def _verify_directory(
             continue
         drift = _drift(entry, info)
         if entry.target is not None and not drift:
-            text = os.readlink(name, dir_fd=fd)
+            text = platform.readlink_at(name, fd)
             if text != entry.target:
                 drift = f"symlink target {entry.target!r} -> {text!r}"
         if drift:
@@ -255,11 +255,11 @@ def diff_snapshots(target: str, before: str, after: str) -> Difference:
     for the same content and metadata (versions.py). Any depth in a
     bounded number of descriptors."""
     result = Difference(before, after)
-    target_fd = fs.open_directory(target)
+    target_fd = platform.open_directory(target)
     try:
-        before_root = fs.open_directory(before, target_fd)
+        before_root = platform.open_directory(before, target_fd)
         try:
-            after_root = fs.open_directory(after, target_fd)
+            after_root = platform.open_directory(after, target_fd)
         except BaseException:
             os.close(before_root)
             raise
@@ -377,7 +377,7 @@ def _entries(fd: int) -> Iterator[tuple[str, os.stat_result]]:
 
 def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
     try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return platform.stat_at(name, dir_fd)
     except FileNotFoundError:
         return None
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from hardsnap.providers import fs, target, tree
+from hardsnap.providers import fs, platform, target, tree
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.escaping import error_text
 from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
@@ -89,7 +89,7 @@ def _reference_facts(
         if not facts.snapshots:
             return 0, frozenset()
         try:
-            target_fd = fs.open_directory(facts.target)
+            target_fd = platform.open_directory(facts.target)
         except OSError:
             return 0, frozenset()
         try:
@@ -143,15 +143,15 @@ def _open_roots(
         source_fd = _open_source(resource, facts)
         opened.append(source_fd)
         if target_fd is None and facts.target_exists:
-            target_fd = fs.open_directory(facts.target)
+            target_fd = platform.open_directory(facts.target)
             opened.append(target_fd)
         reference_fd = partial_fd = None
         if facts.snapshots and target_fd is not None:
-            reference_fd = fs.open_directory(facts.snapshots[-1], target_fd)
+            reference_fd = platform.open_directory(facts.snapshots[-1], target_fd)
             opened.append(reference_fd)
         if facts.partial and target_fd is not None and source_fd is not None:
             with contextlib.suppress(OSError):
-                partial_fd = fs.open_directory(facts.partial, target_fd)
+                partial_fd = platform.open_directory(facts.partial, target_fd)
                 opened.append(partial_fd)
         yield source_fd, reference_fd, partial_fd
     finally:
@@ -251,7 +251,7 @@ def _take(
             f"window of {name} already has snapshot {taken}, made by a concurrent apply"
         )
     with contextlib.suppress(FileNotFoundError):
-        os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+        platform.stat_at(name, target_fd)
         raise SnapshotFailed(
             f"{resolved}/{name} exists but is not a snapshot directory: hardsnap will not "
             f"overwrite it; move it aside"
@@ -280,46 +280,48 @@ def _build(
     reference_manifest = open_manifest(target_fd, reference, facts.target) if reference else None
     try:
         writer = ManifestWriter(target_fd, name, resource.source_dir)
-    except OSError as error:
+    except BaseException as error:
         if reference_manifest is not None:
             reference_manifest.close()
+        if not isinstance(error, OSError):
+            raise
         raise SnapshotFailed(
             f"cannot keep manifests in {facts.target}/.hardsnap-manifests: {error.strerror}; "
             f"it must be a directory hardsnap owns (move aside whatever is there)"
         ) from None
-    started, joined = (0, frozenset[int]())
-    if reference_manifest is not None:
-        started, joined = _reference_facts(facts, reference_manifest)
-    walk = Walk(
-        Excludes(resource.exclude),
-        links_unchanged(resource, facts),
-        resource.min_free_space,
-        _identity(facts),
-        resume,
-        progress,
-        writer,
-        reference_manifest,
-        workers=request.jobs or available_cpus(),
-        corrupted=request.corrupted,
-        kinds=kinds(resource),
-        reference_started_ns=started,
-        joined=joined,
-    )
     try:
+        started, joined = (0, frozenset[int]())
+        if reference_manifest is not None:
+            started, joined = _reference_facts(facts, reference_manifest)
+        walk = Walk(
+            Excludes(resource.exclude),
+            links_unchanged(resource, facts),
+            resource.min_free_space,
+            _identity(facts),
+            resume,
+            progress,
+            writer,
+            reference_manifest,
+            workers=request.jobs or available_cpus(),
+            corrupted=request.corrupted,
+            kinds=kinds(resource),
+            reference_started_ns=started,
+            joined=joined,
+        )
         if not resume:
-            os.mkdir(work, 0o700, dir_fd=target_fd)
-        work_fd = fs.open_directory(work, target_fd)
+            platform.mkdir_at(work, target_fd, 0o700)
+        work_fd = platform.open_directory(work, target_fd)
         try:
             with _open_roots(resource, facts, target_fd) as (source_fd, reference_fd, _):
                 walk.run(source_fd, reference_fd, work_fd)
             writer.finish()
             # The snapshot and its manifest reach the disk at once, before
             # either has its name.
-            fs.sync_filesystem(work_fd)
+            platform.sync_filesystem(work_fd)
         finally:
             os.close(work_fd)
         writer.publish()
-        os.rename(work, name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+        platform.rename_at(work, name, target_fd)
         os.fsync(target_fd)
     except KeyboardInterrupt:
         # Interrupted: the work stays under its work name, for the next

@@ -1,8 +1,9 @@
 """Copying one file's bytes: in the kernel where it can, holes kept as holes.
 
-copy_file_range copies without the bytes passing through this process (a
-reflink where the filesystem shares extents); a sparse file is copied
-extent by extent (SEEK_DATA/SEEK_HOLE), so its holes stay holes.
+Where the system can (Linux copy_file_range), the kernel copies without
+the bytes passing through this process (a reflink where the filesystem
+shares extents); elsewhere they are read and written. A sparse file is
+copied extent by extent (SEEK_DATA/SEEK_HOLE), so its holes stay holes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import errno
 import os
 from collections.abc import Callable
 
-from hardsnap.providers import digest, fs, holes
+from hardsnap.providers import digest, fs, holes, platform
 
 # Bytes copied in one call: a signal is seen, and free space charged,
 # between chunks.
@@ -83,7 +84,9 @@ def _in_kernel(source_fd: int, target_fd: int, offset: int, length: int) -> int:
     copied = 0
     while copied < length:
         position = offset + copied
-        count = os.copy_file_range(source_fd, target_fd, length - copied, position, position)
+        count = platform.copy_in_kernel(source_fd, target_fd, position, length - copied)
+        if count is None:
+            raise OSError(errno.ENOSYS, "no copy in the kernel on this system")
         if count == 0:
             break
         copied += count
@@ -94,13 +97,13 @@ def _through_memory(source_fd: int, target_fd: int, offset: int, length: int) ->
     """pread and pwrite `length` bytes at `offset`; fewer when the source ends."""
     copied = 0
     while copied < length:
-        block = os.pread(source_fd, min(READ_CHUNK, length - copied), offset + copied)
+        block = platform.read_at(source_fd, min(READ_CHUNK, length - copied), offset + copied)
         if not block:
             break
         view = memoryview(block)
         written = 0
         while written < len(block):
-            written += os.pwrite(target_fd, view[written:], offset + copied + written)
+            written += platform.write_at(target_fd, view[written:], offset + copied + written)
         copied += len(block)
     return copied
 
@@ -117,12 +120,7 @@ def write_copy(
     followed), each chunk given to `charge` first; return the bytes
     copied, the copy's stat and (with `hash_now`) the digest of what it
     holds."""
-    output_fd = os.open(
-        name,
-        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=target_fd,
-    )
+    output_fd = platform.create_new(name, target_fd, readable=True)
     try:
         copied = copy_contents(input_fd, output_fd, info, charge)
         sparse = holes.is_sparse(info)

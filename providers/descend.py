@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, platform
 
 # Levels whose descriptors stay open (a level holds one per parallel tree).
 OPEN_LEVELS = 48
@@ -47,7 +47,7 @@ NOT_THERE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EACCES, errno.EPERM
 def climb(child_fd: int, expected: Identity) -> int | None:
     """Open ".." of the directory `child_fd` when it is the directory
     `expected`; else None."""
-    return _checked(lambda: fs.open_directory("..", child_fd), expected)
+    return _checked(lambda: platform.open_directory("..", child_fd), expected)
 
 
 def reopen(root_fd: int, relative: str, expected: Identity) -> int | None:
@@ -118,7 +118,7 @@ class Descent:
                 fd = None
                 if parent_fd is not None:
                     try:
-                        fd = fs.open_directory(name, parent_fd)
+                        fd = platform.open_directory(name, parent_fd)
                     except OSError as error:
                         if error.errno not in NOT_THERE or (required and required[index]):
                             raise

@@ -24,7 +24,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING
 
-from hardsnap.providers import fs, holes
+from hardsnap.providers import holes, platform
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -66,7 +66,7 @@ def hash_open_file(
         if stop is not None and stop.is_set():
             raise HashingStopped
         want = HASH_CHUNK if size is None else min(HASH_CHUNK, size - offset)
-        block = os.pread(fd, want, offset)
+        block = platform.read_at(fd, want, offset)
         if not block:
             break
         digest.update(block)
@@ -112,9 +112,8 @@ def upgraded(name: str, dir_fd: int, known: str) -> str:
 def _open_regular(name: str, dir_fd: int) -> int | None:
     """Open file `name` in `dir_fd` for reading, never following a symlink
     or waiting on a FIFO; None when it cannot be or is no regular file."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        fd = os.open(name, flags | fs.NO_ATIME, dir_fd=dir_fd)
+        fd = platform.open_source(name, dir_fd)
     except OSError:
         return None
     try:
@@ -158,7 +157,7 @@ def _sparse_digest(fd: int, size: int, stop: threading.Event | None) -> str:
         while offset < end:
             if stop is not None and stop.is_set():
                 raise HashingStopped
-            chunk = os.pread(fd, min(HASH_CHUNK, end - offset), offset)
+            chunk = platform.read_at(fd, min(HASH_CHUNK, end - offset), offset)
             if not chunk:
                 break
             _hash_chunk(runs, offset, chunk)

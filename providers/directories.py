@@ -21,7 +21,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from hardsnap.providers import fs, tree
+from hardsnap.providers import fs, platform, tree
 from hardsnap.providers.descend import Moved
 from hardsnap.providers.entries import Mounts
 from hardsnap.providers.excludes import Excludes
@@ -45,7 +45,7 @@ def is_late(info: os.stat_result) -> bool:
     """Whether a directory's own permission bits would keep this walker out
     of it (not root, and its owner may not write or search it): its
     metadata is set only when everything below it is done."""
-    return not fs.IS_ROOT and stat.S_IMODE(info.st_mode) & 0o300 != 0o300
+    return not platform.IS_ROOT and stat.S_IMODE(info.st_mode) & 0o300 != 0o300
 
 
 class Walker:
@@ -211,14 +211,14 @@ class Walker:
             return
         self.placer.reserve(fs.DIRECTORY_BYTES)
         try:
-            os.mkdir(name, 0o700, dir_fd=parent.target_fd)
+            platform.mkdir_at(name, parent.target_fd, 0o700)
         except FileExistsError:
             if not self.resume:
                 raise
-            existing = os.stat(name, dir_fd=parent.target_fd, follow_symlinks=False)
+            existing = platform.stat_at(name, parent.target_fd)
             if not stat.S_ISDIR(existing.st_mode):
-                os.unlink(name, dir_fd=parent.target_fd)
-                os.mkdir(name, 0o700, dir_fd=parent.target_fd)
+                platform.unlink_at(name, parent.target_fd)
+                platform.mkdir_at(name, parent.target_fd, 0o700)
         if parent.kept is not None:
             parent.kept.add(name)
 
@@ -227,7 +227,7 @@ class Walker:
         frame, or None when it is gone or left out."""
         relative = parent.prefix + name
         try:
-            source_fd = fs.open_directory(name, parent.source_fd)
+            source_fd = platform.open_directory(name, parent.source_fd)
         except OSError as error:
             self._unmake(parent, name, relative, _unreadable(error))
             return None
@@ -239,20 +239,20 @@ class Walker:
         # The mount point of another filesystem: kept, as an empty directory,
         # when it is a kernel pseudo-filesystem or one_file_system says so.
         descend = info.st_dev == parent.info.st_dev or not (
-            self.one_file_system or self._mounts.is_pseudo(info.st_dev)
+            self.one_file_system or self._mounts.is_pseudo(info.st_dev, source_fd)
         )
         frame = Frame(source_fd, None, None, relative + "/", info)
         try:
             if parent.reference_fd is not None:
                 with contextlib.suppress(OSError):
-                    frame.reference_fd = fs.open_directory(name, parent.reference_fd)
+                    frame.reference_fd = platform.open_directory(name, parent.reference_fd)
             if parent.target_fd is not None:
-                frame.target_fd = fs.open_directory(name, parent.target_fd)
+                frame.target_fd = platform.open_directory(name, parent.target_fd)
                 if self.resume:
                     frame.kept = set()
             elif parent.partial_fd is not None:
                 with contextlib.suppress(OSError):
-                    frame.partial_fd = fs.open_directory(name, parent.partial_fd)
+                    frame.partial_fd = platform.open_directory(name, parent.partial_fd)
                     frame.kept = set()
             if descend:
                 self.scan(frame)
@@ -342,11 +342,11 @@ def _remove_extras(target_fd: int, kept: set[str]) -> None:
     with os.scandir(target_fd) as entries:
         extras = [entry.name for entry in entries if entry.name not in kept]
     for name in extras:
-        info = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+        info = platform.stat_at(name, target_fd)
         if stat.S_ISDIR(info.st_mode):
             tree.remove_tree(name, target_fd)
         else:
-            os.unlink(name, dir_fd=target_fd)
+            platform.unlink_at(name, target_fd)
 
 
 def apply_late(

@@ -24,8 +24,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hardsnap.providers import fs, tree
-from hardsnap.providers.fs import IS_ROOT
+from hardsnap.providers import fs, platform, tree
 
 # Filesystems that hold kernel state, not files: never walked into.
 PSEUDO_FILESYSTEMS = frozenset(
@@ -45,6 +44,11 @@ PSEUDO_FILESYSTEMS = frozenset(
         "mqueue",
         "nsfs",
         "proc",
+        "procfs",
+        "linprocfs",
+        "linsysfs",
+        "fdescfs",
+        "devfs",
         "pstore",
         "rpc_pipefs",
         "securityfs",
@@ -53,7 +57,6 @@ PSEUDO_FILESYSTEMS = frozenset(
         "tracefs",
     }
 )
-MOUNTINFO = "/proc/self/mountinfo"
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ def is_kept(mode: int, kinds: Kinds) -> bool:
     if stat.S_ISFIFO(mode):
         return kinds.special_files
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return kinds.special_files and IS_ROOT
+        return kinds.special_files and platform.IS_ROOT
     return False
 
 
@@ -99,16 +102,22 @@ def unchanged_in_reference(
     same entry (kind, symlink text or permission bits and device number,
     owner, mtime), else None."""
     try:
-        reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
+        reference = platform.stat_at(name, reference_fd)
         if stat.S_IFMT(reference.st_mode) != stat.S_IFMT(info.st_mode):
             return None
-        if text is not None and os.readlink(name, dir_fd=reference_fd) != text:
+        if text is not None and platform.readlink_at(name, reference_fd) != text:
             return None
     except OSError:
         return None
-    if text is None and (reference.st_mode, reference.st_rdev) != (info.st_mode, info.st_rdev):
+    if text is None and (reference.st_mode, platform.device_of(reference)) != (
+        info.st_mode,
+        platform.device_of(info),
+    ):
         return None
-    same_owner = not IS_ROOT or (reference.st_uid, reference.st_gid) == (info.st_uid, info.st_gid)
+    same_owner = not platform.IS_ROOT or (reference.st_uid, reference.st_gid) == (
+        info.st_uid,
+        info.st_gid,
+    )
     if same_owner and reference.st_mtime_ns == info.st_mtime_ns:
         return reference
     return None
@@ -117,9 +126,9 @@ def unchanged_in_reference(
 def make_symlink(name: str, info: os.stat_result, text: str, target_fd: int) -> os.stat_result:
     """Create symlink `name` in `target_fd` pointing at `text`, with the
     owner (as root) and times of `info`; return its stat."""
-    os.symlink(text, name, dir_fd=target_fd)
+    platform.symlink_at(text, name, target_fd)
     _set_metadata(name, info, target_fd)
-    return os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+    return platform.stat_at(name, target_fd)
 
 
 def make_special(name: str, info: os.stat_result, target_fd: int) -> os.stat_result:
@@ -127,51 +136,39 @@ def make_special(name: str, info: os.stat_result, target_fd: int) -> os.stat_res
     kind = stat.S_IFMT(info.st_mode)
     # Created with no permission at all, then given its own: nobody opens
     # it in between.
-    os.mknod(name, kind, info.st_rdev, dir_fd=target_fd)
+    platform.make_node_at(name, target_fd, kind, platform.device_of(info))
     _set_metadata(name, info, target_fd)
-    os.chmod(name, stat.S_IMODE(info.st_mode), dir_fd=target_fd, follow_symlinks=False)
-    return os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+    platform.chmod_at(name, target_fd, stat.S_IMODE(info.st_mode))
+    return platform.stat_at(name, target_fd)
 
 
 def _set_metadata(name: str, info: os.stat_result, target_fd: int) -> None:
-    if IS_ROOT:
-        os.chown(name, info.st_uid, info.st_gid, dir_fd=target_fd, follow_symlinks=False)
-    os.utime(
-        name,
-        ns=(info.st_atime_ns, info.st_mtime_ns),
-        dir_fd=target_fd,
-        follow_symlinks=False,
-    )
+    if platform.IS_ROOT:
+        platform.chown_at(name, target_fd, info.st_uid, info.st_gid)
+    platform.set_times_at(name, target_fd, (info.st_atime_ns, info.st_mtime_ns))
 
 
 class Mounts:
-    """The filesystem type of each device mounted on this host, read once
-    from /proc/self/mountinfo (empty where there is none)."""
+    """The filesystem type of each device met below a source: from the
+    system's mount table, read once, where it has one (Linux), else asked
+    of the mount point itself (statfs)."""
 
     def __init__(self) -> None:
-        self._types: dict[int, str] | None = None
+        self._table: dict[int, str] | None = None
+        self._asked: dict[int, str | None] = {}
 
-    def filesystem_of(self, device: int) -> str | None:
-        if self._types is None:
-            self._types = _read_mountinfo()
-        return self._types.get(device)
+    def filesystem_of(self, device: int, fd: int) -> str | None:
+        """The type of filesystem `device`, whose root is open as `fd`."""
+        if self._table is None:
+            self._table = platform.mount_types() or {}
+        if device in self._table:
+            return self._table[device]
+        if device not in self._asked:
+            self._asked[device] = platform.filesystem_type(fd)
+        return self._asked[device]
 
-    def is_pseudo(self, device: int) -> bool:
-        return self.filesystem_of(device) in PSEUDO_FILESYSTEMS
-
-
-def _read_mountinfo() -> dict[int, str]:
-    """device number -> filesystem type, from mountinfo lines such as
-    `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`."""
-    types: dict[int, str] = {}
-    with contextlib.suppress(OSError), open(MOUNTINFO, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            fields = line.split()
-            with contextlib.suppress(ValueError, IndexError):
-                major, minor = (int(part) for part in fields[2].split(":"))
-                filesystem = fields[fields.index("-") + 1]
-                types.setdefault(os.makedev(major, minor), filesystem)
-    return types
+    def is_pseudo(self, device: int, fd: int) -> bool:
+        return self.filesystem_of(device, fd) in PSEUDO_FILESYSTEMS
 
 
 def place_other(
@@ -190,18 +187,16 @@ def place_other(
     under the name goes first. `reserve` is told the space a symlink takes."""
     if resuming:
         with contextlib.suppress(FileNotFoundError):
-            existing = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+            existing = platform.stat_at(name, target_fd)
             if stat.S_ISDIR(existing.st_mode):
                 tree.remove_tree(name, target_fd)
             else:
-                os.unlink(name, dir_fd=target_fd)
+                platform.unlink_at(name, target_fd)
     if reference_fd is not None:
         reference = unchanged_in_reference(name, info, text, reference_fd)
         if reference is not None:
             try:
-                os.link(
-                    name, name, src_dir_fd=reference_fd, dst_dir_fd=target_fd, follow_symlinks=False
-                )
+                platform.link_at(name, reference_fd, name, target_fd)
                 return reference
             except OSError as error:
                 if error.errno in fs.NO_SPACE or error.errno in (errno.EROFS, errno.EIO):

@@ -8,7 +8,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass, replace
 
-from hardsnap.providers import fs, target, trust
+from hardsnap.providers import fs, platform, target, trust
 from hardsnap.providers.manifest import ManifestError, open_manifest
 from hardsnap.providers.naming import future_names
 from hardsnap.providers.target import Owner
@@ -101,7 +101,7 @@ def observe(resource: Resource, now: dt.datetime) -> Facts:
     if source_exists:
         same = os.stat(source).st_dev == os.stat(target_probe).st_dev
     try:
-        free: int | None = fs.free_bytes(target_probe)
+        free: int | None = platform.free_bytes(target_probe)
     except OSError:
         free = None
     facts = Facts(
@@ -113,8 +113,8 @@ def observe(resource: Resource, now: dt.datetime) -> Facts:
         source_not_directory=not source_exists and os.path.lexists(resource.source_dir),
         source_empty=source_exists and holds_nothing_but(source, resolved),
         same_filesystem=same,
-        source_filesystem=fs.describe_filesystem(source) if source_exists else "",
-        target_filesystem=fs.describe_filesystem(target_probe),
+        source_filesystem=platform.describe_filesystem(source) if source_exists else "",
+        target_filesystem=platform.describe_filesystem(target_probe),
         free_bytes=free,
         this_source=target.this_host(resource.source_dir, source),
         source_path_weakness=trust.weak_directory(resource.source_dir),
@@ -128,7 +128,7 @@ def observe(resource: Resource, now: dt.datetime) -> Facts:
     if not facts.target_exists:
         return facts
     try:
-        target_fd = fs.open_directory(resolved)
+        target_fd = platform.open_directory(resolved)
     except OSError as error:
         return replace(facts, target_error=f"cannot open target_path {resolved}: {error.strerror}")
     try:
@@ -218,7 +218,7 @@ def holds_nothing_but(directory: str, target: str) -> bool:
 def _holds_nothing(target_fd: int, snapshot: str) -> bool:
     """Whether a snapshot (below the target open as `target_fd`) is empty."""
     try:
-        fd = fs.open_directory(snapshot, target_fd)
+        fd = platform.open_directory(snapshot, target_fd)
     except OSError:
         return False
     try:

@@ -14,13 +14,12 @@ SPACE_RECHECK_BYTES.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import mmap
 import os
 import struct
 import threading
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, platform
 from hardsnap.providers.refusals import format_bytes
 
 FLUSH_AHEAD_BYTES = 64 << 20
@@ -39,7 +38,8 @@ class FlushAhead:
     """Starts a flush of the target filesystem every FLUSH_AHEAD_BYTES copied."""
 
     def __init__(self, target_fd: int | None) -> None:
-        self._target_fd = target_fd
+        # Without a flush of a whole filesystem, files are flushed one by one.
+        self._target_fd = target_fd if platform.syncs_whole_filesystem() else None
         self._unflushed = 0
         self._thread: threading.Thread | None = None
 
@@ -65,7 +65,7 @@ class FlushAhead:
 def _flush_quietly(fd: int) -> None:
     """Flush a filesystem ahead of time; a failure shows in the final sync."""
     with contextlib.suppress(OSError):
-        fs.sync_filesystem(fd)
+        platform.sync_filesystem(fd)
 
 
 class SpaceBudget:
@@ -86,7 +86,7 @@ class SpaceBudget:
         self.min_free_space = min_free_space
         self._slots = walkers + 1
         size = _SPACE.size + _SHARE.size * self._slots
-        self._fd = os.memfd_create("hardsnap-space", os.MFD_CLOEXEC)
+        self._fd = platform.shared_memory_file("hardsnap-space")
         os.ftruncate(self._fd, size)
         self._shared = mmap.mmap(self._fd, size)
         # Which slot holds this walker's share: 0 for the first process.
@@ -103,7 +103,7 @@ class SpaceBudget:
         _SHARE.pack_into(self._shared, _SPACE.size + _SHARE.size * self._slot, share)
 
     def _recheck(self, needed: int) -> int:
-        free = fs.free_bytes(self._target_fd)
+        free = platform.free_bytes(self._target_fd)
         unwritten: int = sum(
             _SHARE.unpack_from(self._shared, _SPACE.size + _SHARE.size * slot)[0]
             for slot in range(self._slots)
@@ -135,7 +135,7 @@ class SpaceBudget:
         if size <= self._share:
             self._set_share(self._share - size)
             return
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        platform.lock_record(self._fd)
         try:
             budget, since_check = _SPACE.unpack_from(self._shared, 0)
             if size > budget or since_check > SPACE_RECHECK_BYTES:
@@ -144,7 +144,7 @@ class SpaceBudget:
             _SPACE.pack_into(self._shared, 0, budget - size - extra, since_check + size + extra)
             self._set_share(self._share + extra)
         finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+            platform.unlock_record(self._fd)
 
     def descriptors(self) -> set[int]:
         """What a forked walker must keep open to share this budget."""

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import stat
 from collections.abc import Iterator
 
-# O_NONBLOCK: a FIFO swapped in for a directory is never waited on.
-DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-IS_ROOT = os.geteuid() == 0
+from hardsnap.providers import platform
+
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-# Reading a source file as root leaves its atime alone (only an owner or
-# root may ask for that).
-NO_ATIME = os.O_NOATIME if IS_ROOT else 0
 
 
 # Errors that say this process ran out of something, not that an entry is
@@ -36,11 +31,6 @@ class OutOfSpace(Exception):
     """The target filesystem is full, or below the configured free-space floor."""
 
 
-def open_directory(name: str, dir_fd: int | None = None) -> int:
-    """Open a directory without following a symlink in its last component."""
-    return os.open(name, DIRECTORY_FLAGS, dir_fd=dir_fd)
-
-
 def make_private_directory(path: str) -> None:
     """Create directory `path` with mode 0700 if missing. Missing parents get
     at most 0755 whatever the umask, so no other user can swap them."""
@@ -57,7 +47,7 @@ def open_absolute(path: str, make: bool = False) -> int:
     /, never following a symlink: a path made real by realpath names only
     directories, and one swapped for a link since is refused (ELOOP or
     ENOTDIR). With `make`, missing directories are made (open_below)."""
-    root_fd = os.open("/", DIRECTORY_FLAGS)
+    root_fd = platform.open_directory("/")
     try:
         return open_below(root_fd, path.strip("/"), make)
     finally:
@@ -74,13 +64,13 @@ def open_below(root_fd: int, relative: str, make: bool = False) -> int:
         parts = relative.split("/") if relative else []
         for index, part in enumerate(parts):
             try:
-                next_fd = open_directory(part, fd)
+                next_fd = platform.open_directory(part, fd)
             except FileNotFoundError:
                 if not make:
                     raise
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o700 if index == len(parts) - 1 else 0o755, dir_fd=fd)
-                next_fd = open_directory(part, fd)
+                    platform.mkdir_at(part, fd, 0o700 if index == len(parts) - 1 else 0o755)
+                next_fd = platform.open_directory(part, fd)
             os.close(fd)
             fd = next_fd
     except BaseException:
@@ -94,7 +84,7 @@ def link_below(root_fd: int, relative: str, target_fd: int, name: str) -> None:
     in `target_fd`. A path longer than the kernel takes is followed one
     directory at a time."""
     try:
-        os.link(relative, name, src_dir_fd=root_fd, dst_dir_fd=target_fd, follow_symlinks=False)
+        platform.link_at(relative, root_fd, name, target_fd)
         return
     except OSError as error:
         if error.errno != errno.ENAMETOOLONG:
@@ -103,10 +93,10 @@ def link_below(root_fd: int, relative: str, target_fd: int, name: str) -> None:
     fd = os.dup(root_fd)
     try:
         for directory in directories:
-            next_fd = open_directory(directory, fd)
+            next_fd = platform.open_directory(directory, fd)
             os.close(fd)
             fd = next_fd
-        os.link(file_name, name, src_dir_fd=fd, dst_dir_fd=target_fd, follow_symlinks=False)
+        platform.link_at(file_name, fd, name, target_fd)
     finally:
         os.close(fd)
 
@@ -118,13 +108,12 @@ def same_xattrs(first_dir_fd: int, second_dir_fd: int, name: str) -> bool:
     reports it if it cannot be read)."""
 
     def attributes(dir_fd: int) -> dict[str, bytes] | None:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | NO_ATIME
         try:
-            fd = os.open(name, flags, dir_fd=dir_fd)
+            fd = platform.open_read(name, dir_fd)
         except OSError:
             return None
         try:
-            return {key: os.getxattr(fd, key) for key in os.listxattr(fd)}
+            return platform.extended_attributes(fd)
         except OSError:
             return None
         finally:
@@ -132,12 +121,6 @@ def same_xattrs(first_dir_fd: int, second_dir_fd: int, name: str) -> bool:
 
     first = attributes(first_dir_fd)
     return first is not None and first == attributes(second_dir_fd)
-
-
-def free_bytes(fd_or_path: int | str) -> int:
-    """Return the bytes an unprivileged writer may still use on a filesystem."""
-    info = os.fstatvfs(fd_or_path) if isinstance(fd_or_path, int) else os.statvfs(fd_or_path)
-    return info.f_bavail * info.f_frsize
 
 
 def existing_ancestor(path: str) -> str:
@@ -151,31 +134,6 @@ def existing_ancestor(path: str) -> str:
     return path
 
 
-def describe_filesystem(path: str) -> str:
-    """Return 'TYPE at MOUNTPOINT' for the filesystem holding `path`."""
-    try:
-        device = os.stat(path).st_dev
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
-            lines = mounts.read().splitlines()
-    except OSError:
-        return "an unknown filesystem"
-    wanted = f"{os.major(device)}:{os.minor(device)}"
-    real = os.path.realpath(path)
-    best: tuple[str, str] | None = None
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 10 or fields[2] != wanted:
-            continue
-        mount_point = fields[4].replace("\\040", " ")
-        fs_type = fields[fields.index("-") + 1] if "-" in fields else "?"
-        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-        if inside and (best is None or len(mount_point) > len(best[0])):
-            best = (mount_point, fs_type)
-    if best is None:
-        return f"device {wanted}"
-    return f"{best[1]} at {best[0]}"
-
-
 # What a directory, or the smallest file with data, takes on disk.
 DIRECTORY_BYTES = BLOCK_BYTES = 4096
 
@@ -184,7 +142,7 @@ def allocated_bytes(info: os.stat_result) -> int:
     """The space a copy of a regular file takes: its allocated blocks, not
     its apparent size (a sparse file costs what it occupies), and at least
     a block when it holds data (some filesystems keep small files inline)."""
-    allocated = info.st_blocks * 512
+    allocated = platform.stored_bytes(info)
     if info.st_size > 0 and allocated < BLOCK_BYTES:
         return BLOCK_BYTES
     return allocated
@@ -195,12 +153,12 @@ def copy_xattrs(source_fd: int, target_fd: int) -> None:
     and ACLs) of one open file to another. Names the target filesystem or our
     privileges refuse are left out; a full disk is raised."""
     try:
-        names = os.listxattr(source_fd)
+        attributes = platform.extended_attributes(source_fd)
     except OSError:
         return
-    for name in names:
+    for name, value in attributes.items():
         try:
-            os.setxattr(target_fd, name, os.getxattr(source_fd, name))
+            platform.set_extended_attribute(target_fd, name, value)
         except OSError as error:
             if error.errno in NO_SPACE:
                 raise
@@ -213,47 +171,15 @@ def apply_metadata(fd: int, info: os.stat_result, source_fd: int | None = None) 
     Order matters: chown clears setuid/setgid bits and file capabilities,
     and an ACL rewrites the group permission bits.
     """
-    if IS_ROOT:
-        os.fchown(fd, info.st_uid, info.st_gid)
+    if platform.IS_ROOT:
+        platform.set_owner(fd, info.st_uid, info.st_gid)
     if source_fd is not None:
         copy_xattrs(source_fd, fd)
-    os.fchmod(fd, stat.S_IMODE(info.st_mode))
+    platform.set_mode(fd, stat.S_IMODE(info.st_mode))
     os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
-
-
-def flock_holder(fd: int) -> int | None:
-    """Return the pid holding an flock on the file open as `fd`, from
-    /proc/locks, or None when it cannot be told."""
-    info = os.fstat(fd)
-    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
-            for line in locks:
-                fields = line.split()
-                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:
-                    return int(fields[4])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-PR_SET_PDEATHSIG = 1
-# The C library, for the two calls Python's os module lacks. CDLL(None) is
-# the running program's own symbols, libc's included: no library search,
-# which matters in a freshly forked worker.
-LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def sync_filesystem(fd: int) -> None:
-    """Flush everything written to the filesystem holding `fd` (syncfs(2))."""
-    if LIBC.syncfs(fd) != 0:
-        os.sync()
-
-
-def die_with_parent(signum: int) -> None:
-    """Have the kernel send `signum` to this process when its parent dies
-    (prctl PR_SET_PDEATHSIG)."""
-    LIBC.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    # Where no call flushes a whole filesystem, each file and directory is
+    # flushed as it is finished.
+    platform.flush_file(fd)
 
 
 def named(error: OSError, relative: str) -> OSError:

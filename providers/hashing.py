@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from hardsnap.providers import digest
+from hardsnap.providers import digest, platform
 from hardsnap.providers.manifest_writer import ManifestWriter
 
 HASH_IN_THREAD_BYTES = 1 << 20
@@ -59,8 +59,7 @@ class Hashing:
         if self._threads is None:
             self._threads = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="hardsnap-hash")
         # Reading must not touch the copy's atime, just set from the source.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME
-        fd = os.open(name, flags, dir_fd=target_fd)
+        fd = platform.open_own(name, target_fd)
         future = self._threads.submit(_hash_and_close, fd, self._stop)
         # A hash cancelled before it started (the walk failed) closes here.
         future.add_done_callback(lambda done: os.close(fd) if done.cancelled() else None)

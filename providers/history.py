@@ -17,7 +17,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, platform
 from hardsnap.providers.versions import Witness, changed_copies, metadata_agrees
 
 
@@ -101,7 +101,7 @@ class _Versions:
         return self.witnesses[snapshot]
 
     def _parent(self, snapshot: str, stack: contextlib.ExitStack) -> int:
-        snapshot_fd = fs.open_directory(snapshot, self.target_fd)
+        snapshot_fd = platform.open_directory(snapshot, self.target_fd)
         stack.callback(os.close, snapshot_fd)
         fd = fs.open_below(snapshot_fd, self.parent)
         stack.callback(os.close, fd)
@@ -128,7 +128,7 @@ def _lookup(snapshot_fd: int, relative: str) -> os.stat_result | None:
     except OSError:
         return None
     try:
-        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        return platform.stat_at(name, fd)
     except OSError:
         return None
     finally:
@@ -141,7 +141,7 @@ def history_of(target: str, snapshots: list[str], relative: str) -> History:
     oldest first. A snapshot without the entry ends the version before."""
     result = History(relative)
     try:
-        target_fd = fs.open_directory(target)
+        target_fd = platform.open_directory(target)
     except OSError:  # gone since its snapshots were listed: no version
         return result
     compare = _Versions(target_fd, target, relative)
@@ -150,7 +150,7 @@ def history_of(target: str, snapshots: list[str], relative: str) -> History:
         latest: os.stat_result | None = None  # the entry in current.last
         for snapshot in snapshots:
             try:
-                snapshot_fd = fs.open_directory(snapshot, target_fd)
+                snapshot_fd = platform.open_directory(snapshot, target_fd)
             except OSError:
                 continue
             try:

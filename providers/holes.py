@@ -7,15 +7,16 @@ and GNU tar do: the cost follows the data, not the apparent size.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
+
+from hardsnap.providers import platform
 
 
 def is_sparse(info: os.stat_result) -> bool:
     """Whether a file has fewer blocks than its size needs: it may have
     holes (or its filesystem compresses it, or keeps it inline)."""
-    return info.st_blocks * 512 < info.st_size
+    return platform.stored_bytes(info) < info.st_size
 
 
 def has_holes(fd: int, info: os.stat_result) -> bool:
@@ -23,7 +24,7 @@ def has_holes(fd: int, info: os.stat_result) -> bool:
     if not is_sparse(info):
         return False
     try:
-        return os.lseek(fd, 0, os.SEEK_HOLE) < info.st_size
+        return platform.next_hole(fd, 0, info.st_size) < info.st_size
     except OSError:  # a filesystem that cannot tell keeps no holes
         return False
 
@@ -33,14 +34,9 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
     its first `size` bytes go."""
     offset = 0
     while offset < size:
-        try:
-            data = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as error:
-            if error.errno == errno.ENXIO:  # only a hole is left
-                return
-            raise
+        data = platform.next_data(fd, offset, size)
         if data >= size:
             return
-        hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        hole = platform.next_hole(fd, data, size)
         yield data, hole - data
         offset = hole

@@ -14,14 +14,13 @@ stdout open cannot keep apply (and its locks) waiting.
 from __future__ import annotations
 
 import os
-import select
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from typing import IO
 
+from hardsnap.providers import platform
 from hardsnap.providers.escaping import error_text
 
 OUTPUT_TAIL_BYTES = 4096
@@ -146,13 +145,12 @@ class _OutputTail:
         return kept.decode("utf-8", "replace")
 
     def _read(self) -> None:
-        poller = select.poll()
-        poller.register(self._pipe.fileno(), select.POLLIN)
+        fd = self._pipe.fileno()
         while not self._stopping.is_set():
-            if poller.poll(POLL_INTERVAL_MS) and not self._take():
+            if platform.wait_readable(fd, POLL_INTERVAL_MS / 1000) and not self._take():
                 return
         # Told to stop: keep what is already in the pipe, without waiting for more.
-        if poller.poll(0):
+        if platform.wait_readable(fd, 0):
             self._take()
 
     def _take(self) -> bool:
@@ -173,23 +171,14 @@ def _end_group(process: subprocess.Popen[bytes]) -> None:
     after KILL_GRACE. Reap the shell. The group's id is the shell's pid (it
     leads its own session); a group with no member left is not signalled."""
     group = process.pid
-    if not _signal_group(group, signal.SIGTERM):
+    if not platform.ask_group_to_end(group):
         process.wait()
         return
     deadline = time.monotonic() + KILL_GRACE
     while time.monotonic() < deadline:
         # The shell must be reaped first: as a zombie it still counts as a member.
-        if process.poll() is not None and not _signal_group(group, 0):
+        if process.poll() is not None and not platform.group_exists(group):
             return
         time.sleep(0.02)
-    _signal_group(group, signal.SIGKILL)
+    platform.kill_group(group)
     process.wait()
-
-
-def _signal_group(group: int, signum: int) -> bool:
-    """Send `signum` to a process group; return False when no member could get it."""
-    try:
-        os.killpg(group, signum)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True

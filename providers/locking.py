@@ -16,17 +16,13 @@ for.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import os
 import stat
 import time
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, platform
 
-# O_NONBLOCK: a FIFO put in place of the file must not hang the open.
-FILE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # A holder that has just taken the lock writes its pid at once: looked at
 # again after this long before it counts as a holder that is no hardsnap.
 RECHECK_SECONDS = 0.2
@@ -54,25 +50,27 @@ def hold(fd: int, path: str, doing: str) -> None:
     messages: "holds the lock PATH", "is writing to TARGET". Raise Busy
     when a hardsnap apply holds it, HeldByOther when something else does."""
     for attempt in range(2):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if platform.try_lock(fd):
             break
-        except OSError as error:
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
         recorded = _recorded_pid(fd)
-        holder = fs.flock_holder(fd)
-        if recorded is not None and (holder == recorded or (holder is None and _alive(recorded))):
+        holder = platform.lock_holder(fd)
+        if recorded is not None and (
+            holder == recorded or (holder is None and platform.alive(recorded))
+        ):
             raise Busy(f"another hardsnap apply (pid {recorded}) {doing}", recorded)
         if attempt:
-            who = f"pid {holder} ({_command(holder)})" if holder else "a process"
+            who = (
+                f"pid {holder} ({platform.process_name(holder) or 'unknown'})"
+                if holder
+                else "a process"
+            )
             raise HeldByOther(
                 f"the lock {path} is held by {who}, which is not a hardsnap apply (it did not "
                 f"record itself there): end it, or find out why it holds the lock"
             )
         time.sleep(RECHECK_SECONDS)  # it may be a hardsnap apply writing its pid now
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    platform.write_at(fd, f"{os.getpid()}\n".encode(), 0)
 
 
 def release(fd: int) -> None:
@@ -84,29 +82,10 @@ def release(fd: int) -> None:
 
 def _recorded_pid(fd: int) -> int | None:
     try:
-        first = os.pread(fd, 64, 0).decode("ascii").split("\n", 1)[0].strip()
+        first = platform.read_at(fd, 64, 0).decode("ascii").split("\n", 1)[0].strip()
         return int(first) if first else None
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # someone else's process: it exists
-    return True
-
-
-def _command(pid: int) -> str:
-    """The command name of a process, as ps shows it, or "unknown"."""
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as stream:
-            return stream.read().strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 # -- target locks ----------------------------------------------------------------------
@@ -116,13 +95,13 @@ def lock_directory() -> str:
     """Where this user's target locks live: /run/hardsnap as root, else
     $XDG_RUNTIME_DIR/hardsnap (the user's own runtime directory), else
     /tmp/hardsnap-UID."""
-    if os.geteuid() == 0:
+    if platform.effective_uid() == 0:
         return "/run/hardsnap" if os.path.isdir("/run") else "/var/run/hardsnap"
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     with contextlib.suppress(OSError):
-        if runtime.startswith("/") and os.stat(runtime).st_uid == os.geteuid():
+        if runtime.startswith("/") and os.stat(runtime).st_uid == platform.effective_uid():
             return os.path.join(runtime, "hardsnap")
-    return f"/tmp/hardsnap-{os.geteuid()}"
+    return f"/tmp/hardsnap-{platform.effective_uid()}"
 
 
 def lock_file_name(target: str) -> str:
@@ -142,10 +121,11 @@ def open_lock_directory(path: str) -> int:
     except OSError as error:
         raise LockUnusable(f"cannot open the lock directory {path}: {error.strerror}") from None
     info = os.fstat(directory_fd)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+    if info.st_uid != platform.effective_uid() or info.st_mode & 0o077:
         os.close(directory_fd)
         raise LockUnusable(
-            f"the lock directory {path} must belong to uid {os.geteuid()} with mode 0700 "
+            f"the lock directory {path} must belong to uid {platform.effective_uid()} with mode "
+            f"0700 "
             f"(it is uid {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}): another "
             f"user could hold or replace the locks there; remove it, hardsnap makes it anew"
         )
@@ -156,11 +136,15 @@ def open_lock_file(directory_fd: int, name: str, path: str) -> int:
     """Open (creating it 0600) a lock file in a checked directory; raise
     LockUnusable unless it is a regular file of this user's with one name."""
     try:
-        fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=directory_fd)
+        fd = platform.open_private(name, directory_fd, writable=True, create=True)
     except OSError as error:
         raise LockUnusable(f"cannot open the lock {path}: {error.strerror}") from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
+    if (
+        not stat.S_ISREG(info.st_mode)
+        or info.st_uid != platform.effective_uid()
+        or info.st_nlink != 1
+    ):
         os.close(fd)
         raise LockUnusable(
             f"the lock {path} is not a regular file of this user's with one name: remove it"

@@ -50,6 +50,7 @@ from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
+from hardsnap.providers import platform
 from hardsnap.providers.compact import IntTable
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest_directory import (
@@ -135,11 +136,7 @@ class ManifestReader:
             raise ManifestError(f"cannot read manifest {path}: {error.strerror}") from None
         try:
             # O_NONBLOCK: a FIFO planted under a manifest's name must not hang us.
-            fd = os.open(
-                snapshot,
-                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                dir_fd=directory_fd,
-            )
+            fd = platform.open_read(snapshot, directory_fd)
         except FileNotFoundError:
             raise ManifestError(f"no manifest {path}") from None
         except OSError as error:
@@ -191,7 +188,7 @@ class ManifestReader:
     @property
     def source(self) -> str:
         """The source directory the snapshot was made of (its header says)."""
-        first = os.pread(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
+        first = platform.read_at(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
         try:
             return str(json.loads(first)["source"])
         except (ValueError, KeyError, TypeError) as error:
@@ -204,7 +201,7 @@ class ManifestReader:
     @property
     def started_ns(self) -> int | None:
         """When the snapshot's walk began (None in manifests that do not say)."""
-        first = os.pread(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
+        first = platform.read_at(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
         try:
             started = json.loads(first).get("started_ns")
         except (ValueError, AttributeError) as error:
@@ -230,7 +227,7 @@ class ManifestReader:
 
     def _joined_section(self, start: int) -> frozenset[int]:
         fd = self._file.fileno()
-        data = os.pread(fd, os.fstat(fd).st_size - start, start)
+        data = platform.read_at(fd, os.fstat(fd).st_size - start, start)
         lines = data.rstrip(b"\n").split(b"\n")[:-1]  # the trailer ends it
         joined: set[int] = set()
         for line in lines:
@@ -263,10 +260,10 @@ class ManifestReader:
         fd = self._file.fileno()
         end = self.trailer.get("joined")
         if end is None:  # the index runs to the trailer
-            data = os.pread(fd, os.fstat(fd).st_size - index_offset, index_offset)
+            data = platform.read_at(fd, os.fstat(fd).st_size - index_offset, index_offset)
             data = data[: data.rstrip(b"\n").rfind(b"\n") + 1]
         else:
-            data = os.pread(fd, int(end) - index_offset, index_offset)
+            data = platform.read_at(fd, int(end) - index_offset, index_offset)
         names: list[str] = []
         offsets = array("q")
         for match in _INDEX_LINE.finditer(data):
@@ -338,7 +335,7 @@ class ManifestReader:
         for start in self._block_offsets(relative):
             # One loop over the block read whole (it is small): once per
             # directory of every snapshot, the walk's own cost.
-            data = os.pread(self._file.fileno(), self._block_end(start) - start, start)
+            data = platform.read_at(self._file.fileno(), self._block_end(start) - start, start)
             header, _, lines = data.partition(b"\n")
             if json.loads(header).get("d") != relative:
                 raise ManifestError(f"manifest {self.path} is damaged (bad index for {relative!r})")
@@ -367,12 +364,14 @@ class ManifestReader:
         for start in self._block_offsets(relative):
             end = self._block_end(start)
             for position in range(start, end, READ_CHUNK):
-                count += os.pread(fd, min(READ_CHUNK, end - position), position).count(b"\n")
+                count += platform.read_at(fd, min(READ_CHUNK, end - position), position).count(
+                    b"\n"
+                )
         return count
 
     def line_at(self, offset: int) -> str:
         """The file line starting at `offset` (found by _block_lines)."""
-        data = os.pread(self._file.fileno(), LONGEST_LINE, offset)
+        data = platform.read_at(self._file.fileno(), LONGEST_LINE, offset)
         return data.partition(b"\n")[0].decode("utf-8")
 
     def lines_of(self, relative: str) -> Iterator[tuple[int, str]]:
@@ -385,7 +384,7 @@ class ManifestReader:
             while position < end:
                 # pread, not seek and read: a forked walker shares this
                 # descriptor (and so its offset) with its parent.
-                chunk = os.pread(fd, min(READ_CHUNK, end - position), position)
+                chunk = platform.read_at(fd, min(READ_CHUNK, end - position), position)
                 if not chunk:
                     break
                 offset = position - len(pending)

@@ -13,6 +13,8 @@ import os
 import stat
 from collections.abc import Callable
 
+from hardsnap.providers import platform
+
 MANIFEST_DIRECTORY = ".hardsnap-manifests"
 PARTIAL_SUFFIX = ".partial"
 
@@ -21,7 +23,7 @@ def check_ours(directory_fd: int) -> None:
     """Refuse a manifests directory that another user owns or may write:
     they could plant what hardsnap then writes through, or reads back."""
     info = os.fstat(directory_fd)
-    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+    if info.st_uid != platform.effective_uid() or info.st_mode & 0o022:
         raise PermissionError(
             errno.EPERM,
             f"owned by uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):04o}, not this "
@@ -34,24 +36,15 @@ def create_exclusive(name: str, directory_fd: int) -> int:
     holds the name (a leftover, or a link or FIFO planted there) is
     removed, never written through or waited on."""
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(name, dir_fd=directory_fd)
-    return os.open(
-        name,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=directory_fd,
-    )
+        platform.unlink_at(name, directory_fd)
+    return platform.create_new(name, directory_fd)
 
 
 def open_manifest_directory(target_fd: int) -> int:
     """Open the manifests directory of the target open as `target_fd`.
     Raise OSError when it is missing, or is not a real directory (a symlink
     planted there is never followed: ELOOP or ENOTDIR)."""
-    return os.open(
-        MANIFEST_DIRECTORY,
-        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-        dir_fd=target_fd,
-    )
+    return platform.open_directory(MANIFEST_DIRECTORY, target_fd)
 
 
 def remove_manifests(target_fd: int, doomed: Callable[[str], bool]) -> None:
@@ -67,7 +60,7 @@ def remove_manifests(target_fd: int, doomed: Callable[[str], bool]) -> None:
             names = [entry.name for entry in entries if doomed(entry.name)]
         for name in names:
             with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=directory_fd)
+                platform.unlink_at(name, directory_fd)
     finally:
         os.close(directory_fd)
 

@@ -15,6 +15,7 @@ import stat
 import time
 from typing import IO, Any
 
+from hardsnap.providers import platform
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest import FORMAT_VERSION, ManifestReader
 from hardsnap.providers.manifest_directory import (
@@ -39,7 +40,7 @@ class ManifestWriter:
         self._target_fd = target_fd
         self._snapshot = snapshot
         with contextlib.suppress(FileExistsError):
-            os.mkdir(MANIFEST_DIRECTORY, 0o700, dir_fd=target_fd)
+            platform.mkdir_at(MANIFEST_DIRECTORY, target_fd, 0o700)
         # Owned by this writer: closed once, by publish(), discard() or close().
         self._directory_fd: int | None = open_manifest_directory(target_fd)
         self._published = False
@@ -102,7 +103,11 @@ class ManifestWriter:
         current directory, as it stands in the snapshot."""
         name = escape_name(name)
         detail = "@" + json.dumps(target, ensure_ascii=True) if target is not None else "-"
-        size = info.st_rdev if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else 0
+        size = (
+            platform.device_of(info)
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else 0
+        )
         line = (
             f"{size}\t{info.st_mtime_ns}\t{info.st_mode}\t{info.st_uid}\t"
             f"{info.st_gid}\t{info.st_ino}\t{detail}\t{name}\n"
@@ -158,8 +163,7 @@ class ManifestWriter:
     def absorb(self, number: int) -> None:
         """Append the blocks of a finished worker share, then drop its file."""
         name = f"{self._snapshot}.part{number}{PARTIAL_SUFFIX}"
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(name, flags, dir_fd=self._directory())
+        fd = platform.open_read(name, self._directory())
         with open(fd, "rb") as part:
             reader = ManifestReader.from_stream(part, name)
             part.seek(0)
@@ -179,19 +183,21 @@ class ManifestWriter:
                 self._add_to_index(json.dumps(relative, ensure_ascii=True).encode(), offset + shift)
             self.files += reader.files
             self.bytes += reader.bytes
-        os.unlink(name, dir_fd=self._directory())
+        platform.unlink_at(name, self._directory())
 
     def finish(self) -> None:
         """Write the index and trailer and hand everything to the kernel; the
         caller flushes the filesystem (one syncfs for the snapshot and its
         manifest) before `publish`."""
         self._write_index_and_trailer()
+        self._file.flush()
+        platform.flush_file(self._file.fileno())
         self._file.close()
 
     def publish(self) -> None:
         """Give the finished manifest, on disk, its final name."""
         directory = self._directory()
-        os.rename(self._partial, self._snapshot, src_dir_fd=directory, dst_dir_fd=directory)
+        platform.rename_at(self._partial, self._snapshot, directory)
         self._published = True
         os.fsync(directory)
 
@@ -203,13 +209,13 @@ class ManifestWriter:
         if self._directory_fd is not None:
             name = self._snapshot if self._published else self._partial
             with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=self._directory_fd)
+                platform.unlink_at(name, self._directory_fd)
             # And the shares of workers that never were absorbed.
             share = f"{self._snapshot}.part"
             with contextlib.suppress(OSError):
-                for name in os.listdir(self._directory_fd):
+                for name in platform.list_directory(self._directory_fd):
                     if name.startswith(share) and name.endswith(PARTIAL_SUFFIX):
-                        os.unlink(name, dir_fd=self._directory_fd)
+                        platform.unlink_at(name, self._directory_fd)
 
     def close(self) -> None:
         """Let go of the manifests directory; later calls do nothing."""

@@ -14,9 +14,8 @@ import contextlib
 import os
 import secrets
 
-from hardsnap.providers import fs, trust
+from hardsnap.providers import platform, trust
 
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Random names: one another user made first is tried again under a new one.
 NAME_ATTEMPTS = 10
 
@@ -31,14 +30,14 @@ def open_directory(path: str) -> tuple[int, str | None]:
     """Open the directory at absolute `path` one component at a time from
     /, following no symlink (resolve it first); return its descriptor and
     the first directory on the way that another user can write, or None."""
-    fd = fs.open_directory("/")
+    fd = platform.open_directory("/")
     reached = "/"
     exposed = None
     try:
         for part in [part for part in path.split("/") if part]:
             if exposed is None and open_to_others(os.fstat(fd)):
                 exposed = reached
-            next_fd = fs.open_directory(part, fd)
+            next_fd = platform.open_directory(part, fd)
             os.close(fd)
             fd = next_fd
             reached = os.path.join(reached, part)
@@ -59,15 +58,15 @@ def replace_file(directory_fd: int, name: str, data: bytes, mode: int, prefix: s
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fchmod(fd, mode)
+        platform.set_mode(fd, mode)
         os.fsync(fd)
         # Whatever holds the temporary name by now is what gets renamed: a
         # rename never follows a symlink, so at worst another user's link
         # stands as the file, in a directory that is theirs anyway.
-        os.rename(temporary, name, src_dir_fd=directory_fd, dst_dir_fd=directory_fd)
+        platform.rename_at(temporary, name, directory_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temporary, dir_fd=directory_fd)
+            platform.unlink_at(temporary, directory_fd)
         raise
     finally:
         os.close(fd)
@@ -79,6 +78,6 @@ def _create_new(directory_fd: int, prefix: str) -> tuple[int, str]:
     for _ in range(NAME_ATTEMPTS - 1):
         temporary = prefix + secrets.token_hex(6)
         with contextlib.suppress(FileExistsError):
-            return os.open(temporary, NEW_FILE_FLAGS, 0o600, dir_fd=directory_fd), temporary
+            return platform.create_new(temporary, directory_fd), temporary
     temporary = prefix + secrets.token_hex(6)
-    return os.open(temporary, NEW_FILE_FLAGS, 0o600, dir_fd=directory_fd), temporary
+    return platform.create_new(temporary, directory_fd), temporary

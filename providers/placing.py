@@ -15,7 +15,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from hardsnap.providers import copying, digest, fs, holes, tree
+from hardsnap.providers import copying, digest, fs, holes, platform, tree
 from hardsnap.providers.entries import is_kept, kind_of, place_other
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.flushing import FlushAhead, SpaceBudget
@@ -170,7 +170,7 @@ class Placer:
         if finished_fd is None:
             return None
         try:
-            existing = os.stat(name, dir_fd=finished_fd, follow_symlinks=False)
+            existing = platform.stat_at(name, finished_fd)
         except FileNotFoundError:
             return None
         # Kept as a killed run finished it, when the source has not changed
@@ -189,7 +189,7 @@ class Placer:
         if stat.S_ISDIR(existing.st_mode):
             tree.remove_tree(name, frame.target_fd)
         else:
-            os.unlink(name, dir_fd=frame.target_fd)
+            platform.unlink_at(name, frame.target_fd)
         return None
 
     def _link_to_first_name(
@@ -208,7 +208,7 @@ class Placer:
             except OSError as error:
                 self._link_failed(error, relative)
                 return None
-            linked = os.stat(name, dir_fd=target_fd, follow_symlinks=False)
+            linked = platform.stat_at(name, target_fd)
         self.report.files_linked += 1
         return linked, sha256
 
@@ -217,7 +217,7 @@ class Placer:
         if not self.rules.link_unchanged or reference_fd is None:
             return None
         try:
-            reference = os.stat(name, dir_fd=reference_fd, follow_symlinks=False)
+            reference = platform.stat_at(name, reference_fd)
         except OSError:
             return None
         if not is_unchanged(info, reference) or reference.st_ino in self.rules.corrupted:
@@ -233,9 +233,7 @@ class Placer:
             return None  # another source inode has it: this one is copied
         if target_fd is not None:
             try:
-                os.link(
-                    name, name, src_dir_fd=reference_fd, dst_dir_fd=target_fd, follow_symlinks=False
-                )
+                platform.link_at(name, reference_fd, name, target_fd)
             except OSError as error:
                 self._link_failed(error, frame.prefix + name)
                 return None
@@ -257,9 +255,8 @@ class Placer:
     def _count_copy(self, name: str, relative: str, info: os.stat_result, source_fd: int) -> bool:
         """A dry walk: count a copy as the real one will report it; return
         whether it will be copied (else it is skipped, unreadable)."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | fs.NO_ATIME
         try:
-            fd = os.open(name, flags, dir_fd=source_fd)
+            fd = platform.open_source(name, source_fd)
         except OSError as error:
             self.skip(relative, fs.unreadable(error))
             return False
@@ -278,9 +275,8 @@ class Placer:
     def _copy(self, name: str, relative: str, source_fd: int, target_fd: int) -> Placed | None:
         """Copy one file; return its copy's stat and hash, or None when it was
         skipped instead."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | fs.NO_ATIME
         try:
-            input_fd = os.open(name, flags, dir_fd=source_fd)
+            input_fd = platform.open_source(name, source_fd)
         except FileNotFoundError:
             self.skip(relative, "vanished before it was copied")
             return None
@@ -296,7 +292,7 @@ class Placer:
                 if not attempt:
                     self.report.space_needed += fs.allocated_bytes(before)
                 if attempt:
-                    os.unlink(name, dir_fd=target_fd)
+                    platform.unlink_at(name, target_fd)
                 # A big copy is hashed in a thread once it is final.
                 in_thread = self.hashing.in_thread(before.st_size)
                 hash_now = self.hashing.manifest is not None and not in_thread
@@ -323,7 +319,7 @@ class Placer:
             if error.errno in (errno.EIO, errno.EACCES):
                 # A read failed part-way: leave no half-copied file behind.
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=target_fd)
+                    platform.unlink_at(name, target_fd)
                 self.skip(relative, fs.unreadable(error))
                 return None
             raise
@@ -347,7 +343,7 @@ class Placer:
         text = None
         if symlink:
             try:
-                text = os.readlink(name, dir_fd=frame.source_fd)
+                text = platform.readlink_at(name, frame.source_fd)
             except FileNotFoundError:
                 self.skip(relative, "vanished before it was read")
                 return

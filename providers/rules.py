@@ -8,7 +8,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from hardsnap.providers import fs
+from hardsnap.providers import platform
 from hardsnap.providers.entries import Kinds
 
 
@@ -22,7 +22,8 @@ def is_unchanged(source: os.stat_result, reference: os.stat_result) -> bool:
         and source.st_mtime_ns == reference.st_mtime_ns
         and stat.S_IMODE(source.st_mode) == stat.S_IMODE(reference.st_mode)
         and (
-            not fs.IS_ROOT or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid)
+            not platform.IS_ROOT
+            or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid)
         )
     )
 

@@ -24,6 +24,7 @@ import os
 import stat
 from collections.abc import Callable
 
+from hardsnap.providers import platform
 from hardsnap.providers.directories import Progress, Walker, apply_late, gone
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.excludes import Excludes
@@ -52,10 +53,10 @@ PARALLEL_AFTER_FILES = 500
 
 
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity, as taskset sets it);
-    all of them where a system call filter refuses to tell."""
+    """The CPUs this process may run on (on Linux its affinity, as taskset
+    sets it); all of them where a system call filter refuses to tell."""
     try:
-        return len(os.sched_getaffinity(0))
+        return platform.cpu_count()
     except OSError:
         return os.cpu_count() or 1
 
@@ -263,7 +264,7 @@ class Walk:
         walker.start_block(frame)
         for name in names:
             try:
-                info = os.stat(name, dir_fd=frame.source_fd, follow_symlinks=False)
+                info = platform.stat_at(name, frame.source_fd)
             except FileNotFoundError:
                 walker.placer.skip(prefix + name, "vanished before it was read")
                 continue

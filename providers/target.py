@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass
 from types import TracebackType
 
-from hardsnap.providers import fs, locking, tree
+from hardsnap.providers import fs, locking, platform, tree
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest_directory import remove_manifest
 from hardsnap.providers.naming import is_snapshot_name
@@ -134,7 +134,7 @@ def list_snapshots(target: str) -> tuple[str, ...]:
     """Return the snapshot-named real directories in `target`, oldest first
     (none when it cannot be opened or listed)."""
     try:
-        fd = fs.open_directory(target)
+        fd = platform.open_directory(target)
     except OSError:
         return ()
     try:
@@ -203,9 +203,7 @@ def read_owner(target_fd: int) -> Owner | None:
     """Return what the target's marker records; None when it has none.
     Raise ValueError when the marker is there but is not one of ours."""
     try:
-        fd = os.open(
-            MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=target_fd
-        )
+        fd = platform.open_read(MARKER, target_fd)
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -232,13 +230,8 @@ def write_owner(target_fd: int, owner: Owner) -> None:
     """Record in the target which source it serves (written whole, then renamed)."""
     temporary = MARKER + ".new"
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary, dir_fd=target_fd)
-    fd = os.open(
-        temporary,
-        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o600,
-        dir_fd=target_fd,
-    )
+        platform.unlink_at(temporary, target_fd)
+    fd = platform.create_new(temporary, target_fd)
     try:
         document = {
             "source": owner.source,
@@ -250,7 +243,7 @@ def write_owner(target_fd: int, owner: Owner) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.rename(temporary, MARKER, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+    platform.rename_at(temporary, MARKER, target_fd)
 
 
 # -- leftovers and pruning -------------------------------------------------------------
@@ -278,7 +271,7 @@ def adopt_partial(target_fd: int, target: str, work: str) -> tuple[bool, list[st
     if not partials:
         return False, warnings
     if partials[-1] != work:
-        os.rename(partials[-1], work, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+        platform.rename_at(partials[-1], work, target_fd)
     return True, warnings
 
 
@@ -287,7 +280,7 @@ def existing_directory(target_fd: int, name: str) -> str | None:
     what an interrupted prune left of it."""
     for candidate in (name, PRUNING_PREFIX + name):
         with contextlib.suppress(OSError):
-            if stat.S_ISDIR(os.stat(candidate, dir_fd=target_fd, follow_symlinks=False).st_mode):
+            if stat.S_ISDIR(platform.stat_at(candidate, target_fd).st_mode):
                 return candidate
     return None
 
@@ -300,7 +293,7 @@ def bytes_freed(target_fd: int, names: list[str]) -> int:
 
 def freed_by_pruning(resolved: str, names: list[str]) -> int:
     """The bytes that pruning the snapshots `names` of target `resolved` would free."""
-    fd = fs.open_directory(resolved)
+    fd = platform.open_directory(resolved)
     try:
         return bytes_freed(fd, names)
     finally:
@@ -325,7 +318,7 @@ def prune(target_fd: int, target: str, names: list[str]) -> tuple[list[str], int
             continue
         doomed = PRUNING_PREFIX + name
         if directory != doomed:
-            os.rename(directory, doomed, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+            platform.rename_at(directory, doomed, target_fd)
         failures = tree.remove_what_can_be(doomed, target_fd)
         warnings.extend(undeletable(target, failures))
         remove_manifest(target_fd, name)

@@ -18,6 +18,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+from hardsnap.providers import platform
 from hardsnap.providers.compact import IntTable
 from hardsnap.providers.descend import Descent, Level, Moved
 
@@ -96,7 +97,7 @@ def bytes_freed(parent_fd: int, names: list[str]) -> int:
         for _, info in entries_below(parent_fd, name):
             if not stat.S_ISREG(info.st_mode):
                 continue
-            allocated = info.st_blocks * 512
+            allocated = platform.stored_bytes(info)
             if info.st_nlink == 1:
                 freed += allocated
                 continue
@@ -188,7 +189,7 @@ def _unlink(
     """Remove one entry; when its directory refuses (read-only), make the
     directory `writable_fd` writable and try once more."""
     try:
-        os.unlink(name, dir_fd=dir_fd)
+        platform.unlink_at(name, dir_fd)
     except FileNotFoundError:
         pass
     except PermissionError as error:
@@ -204,7 +205,7 @@ def _rmdir(
     name: str, parent_fd: int, path: str, failures: list[OSError], retry: bool = True
 ) -> None:
     try:
-        os.rmdir(name, dir_fd=parent_fd)
+        platform.rmdir_at(name, parent_fd)
     except FileNotFoundError:
         pass
     except OSError as error:
@@ -223,7 +224,7 @@ def _make_writable(fd: int) -> bool:
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
         if mode & 0o700 == 0o700:
             return False
-        os.fchmod(fd, mode | 0o700)
+        platform.set_mode(fd, mode | 0o700)
     except OSError:
         return False
     return True

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import stat
 
+from hardsnap.providers import platform
+
 # Symlinks followed while walking a path before giving up (the kernel's own limit).
 MAX_SYMLINKS = 40
 
@@ -21,17 +23,13 @@ MAX_SYMLINKS = 40
 def trusted_owner(uid: int) -> bool:
     """Whether files of `uid` may choose what this process does: root's
     and its own."""
-    return uid in (0, os.geteuid())
+    return uid in (0, platform.effective_uid())
 
 
 def describe_user(uid: int) -> str:
     """A user as messages name it: uid and, when known, name."""
-    try:
-        import pwd
-
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (KeyError, ImportError):
-        return f"uid {uid}"
+    name = platform.user_name(uid)
+    return f"uid {uid}" if name is None else f"uid {uid} ({name})"
 
 
 def directory_weakness(info: os.stat_result) -> str | None:

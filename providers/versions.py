@@ -20,7 +20,7 @@ import os
 import stat
 from collections.abc import Container, Iterator, Mapping, Set
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, platform
 from hardsnap.providers.manifest import Entry, ManifestError, ManifestReader
 
 
@@ -66,7 +66,7 @@ def _recorded(info: os.stat_result) -> tuple[int, ...]:
     if kind == stat.S_IFREG:
         size = info.st_size
     elif kind in (stat.S_IFCHR, stat.S_IFBLK):
-        size = info.st_rdev
+        size = platform.device_of(info)
     else:
         size = 0
     mode = stat.S_IMODE(info.st_mode)

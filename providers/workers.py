@@ -20,12 +20,10 @@ Parent and worker talk over a stream socket, in frames: a type byte, a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import mmap
 import os
 import select
-import signal
 import socket
 import struct
 from collections import deque
@@ -33,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from hardsnap.providers import fs
+from hardsnap.providers import fs, platform
 from hardsnap.providers.directories import Walker
 from hardsnap.providers.frames import Frame
 from hardsnap.providers.report import SnapshotFailed
@@ -102,9 +100,8 @@ class _Worker:
     def stop(self) -> None:
         """Kill and reap a worker not joined (the walk failed first)."""
         if not self.done:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            platform.kill(self.pid)
+            platform.wait_for(self.pid)
             self.done = True
         self.sock.close()
 
@@ -123,6 +120,8 @@ class Workers:
         self._keep = keep | {0, 1, 2}
         self._shared = mmap.mmap(-1, _HUNGRY.size + _COUNTS.size * count)
         self._workers: list[_Worker] = []
+        # Ends the workers when this process dies, however it dies.
+        self._lifeline = platform.Lifeline(platform.death_signal)
 
     def counts(self) -> tuple[int, int]:
         """Files done and bytes copied by all workers so far."""
@@ -147,16 +146,14 @@ class Workers:
             for worker in self._workers:
                 worker.stop()
             self._shared.close()
+            self._lifeline.close()
 
     def _start(self, number: int) -> _Worker:
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_end, child_end = socket.socketpair()
         parent = os.getpid()
-        pid = os.fork()
+        pid = platform.fork()
         if pid == 0:
-            parent_end.close()
-            _die_with_parent(parent)
-            _close_all_but(self._keep | {child_end.fileno()})
-            self._serve(number, child_end)
+            self._child(number, parent, parent_end, child_end)
         child_end.close()
         worker = _Worker(number, pid, parent_end)
         # Go on only once the worker holds no lock: were this process killed
@@ -205,18 +202,34 @@ class Workers:
                 raise SnapshotFailed(f"walker {worker.number} died") from None
             if kind == DONE:
                 worker.result = json.loads(payload)
-        os.waitpid(worker.pid, 0)
+        platform.wait_for(worker.pid)
         worker.done = True
         _raise_failure(worker)
         return worker.result
 
     # -- in the worker -------------------------------------------------------
 
+    def _child(
+        self, number: int, parent: int, parent_end: socket.socket, child_end: socket.socket
+    ) -> NoReturn:
+        """Become walker `number` in a process just forked from `parent`.
+        Whatever fails here ends this process: it never unwinds into the
+        parent's code, which would report the snapshot a second time."""
+        try:
+            parent_end.close()
+            # Killed with the parent, so a killed apply leaves no walker
+            # writing behind it.
+            self._lifeline.hold(parent)
+            keep = self._keep | self._lifeline.descriptors() | {child_end.fileno()}
+            platform.close_descriptors_except(keep)
+            self._serve(number, child_end)
+        finally:
+            platform.exit_now(1)
+
     def _serve(self, number: int, sock: socket.socket) -> NoReturn:
         status = 1
         try:
-            for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-                signal.signal(signum, signal.SIG_DFL)
+            platform.default_stopping_signals()
             _send(sock, READY)
             offset = _HUNGRY.size + _COUNTS.size * (number - 1)
 
@@ -253,7 +266,7 @@ class Workers:
             # ASCII JSON keeps names that are not UTF-8 (surrogate escapes) intact.
             _send(sock, DONE, json.dumps(result).encode("ascii"))
         finally:
-            os._exit(status)
+            platform.exit_now(status)
 
 
 def _hand_over(sock: socket.socket, stack: list[Frame]) -> None:
@@ -289,23 +302,3 @@ def _raise_failure(worker: _Worker) -> None:
     if error_number is not None:
         raise OSError(error_number, f"in walker {worker.number}: {message}")
     raise SnapshotFailed(f"walker {worker.number} failed: {kind}: {message}")
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this (worker) process when its parent dies, so a
-    killed apply never leaves a walker writing behind it."""
-    fs.die_with_parent(signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the call above
-        os._exit(1)
-
-
-def _close_all_but(keep: set[int]) -> None:
-    """Close every inherited descriptor not in `keep`. Listed from /proc, not
-    by close_range or up to the getrlimit bound: both calls may be refused
-    by a unit's system call filter (prlimit64 is in systemd's @resources in
-    some versions)."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)

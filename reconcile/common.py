@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from hardsnap.providers import platform
 from hardsnap.reconcile import clock, exitcodes, journal
 from hardsnap.reconcile.exitcodes import ExitCode
 
@@ -76,7 +76,7 @@ class Stopped(KeyboardInterrupt):
     """A signal (SIGINT, SIGTERM, SIGHUP) stopped the command."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
+        super().__init__(platform.signal_name(signum))
         self.signum = signum
 
 
@@ -87,19 +87,16 @@ def stop_on_signals() -> None:
     state saved, locks released. Signals that come while it unwinds are
     ignored: the first one already asked for all of that."""
 
-    def stop(signum: int, frame: object) -> None:
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(number, signal.SIG_IGN)
+    def stop(signum: int) -> None:
+        platform.ignore_stopping_signals()
         raise Stopped(signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop)
+    platform.on_stopping_signals(stop)
 
 
 def ignore_stopping_signals() -> None:
     """Ignore SIGINT, SIGTERM and SIGHUP from now on (the run has ended)."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
+    platform.ignore_stopping_signals()
 
 
 @contextlib.contextmanager
@@ -116,8 +113,8 @@ def exit_codes(as_json: bool = False) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt as error:
-        signum = error.signum if isinstance(error, Stopped) else signal.SIGINT
-        name = signal.Signals(signum).name
+        signum = error.signum if isinstance(error, Stopped) else platform.INTERRUPT
+        name = platform.signal_name(signum)
         fail(
             f"interrupted by {name}: work done so far is kept for the next apply to resume; "
             f"earlier snapshots are untouched",

@@ -15,7 +15,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from hardsnap.providers import trust
+from hardsnap.providers import platform, trust
 from hardsnap.reconcile.fields import FieldChecks
 from hardsnap.reconcile.model import Config, CrossFs, Keep, Resource, Schedule
 from hardsnap.reconcile.yamlvalues import (
@@ -111,7 +111,7 @@ def _file_refusal(path: str, info: os.stat_result) -> str | None:
     fix = f"chmod go-w {path}" if trust.trusted_owner(info.st_uid) else f"chown root {path}"
     return (
         f"config file {path} {why}, and its commands would run as "
-        f"{trust.describe_user(os.geteuid())}: {fix} if you trust its contents"
+        f"{trust.describe_user(platform.effective_uid())}: {fix} if you trust its contents"
     )
 
 
@@ -119,7 +119,7 @@ def _read_checked(path: str) -> str:
     """Read the config file, checking what was opened: a regular file of
     ours (it cannot have been swapped since: every directory on the way
     is ours)."""
-    fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = platform.open_read(os.path.realpath(path))
     with open(fd, "rb") as stream:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-import signal
+
+from hardsnap.providers import platform
 
 
 class ExitCode(enum.IntEnum):
@@ -18,8 +19,8 @@ class ExitCode(enum.IntEnum):
     # previous run is still going (sysexits' EX_TEMPFAIL: try again later).
     LOCKED = 75
     # Stopped by a signal: 128 + its number, as shells report it.
-    INTERRUPTED = 128 + signal.SIGINT
-    TERMINATED = 128 + signal.SIGTERM
+    INTERRUPTED = 128 + platform.INTERRUPT
+    TERMINATED = 128 + platform.TERMINATE
 
 
 def of_signal(signum: int) -> int:

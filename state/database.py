@@ -12,8 +12,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from hardsnap.providers import platform
 from hardsnap.state.directory import (
-    DIRECTORY_FLAGS,
     StateError,
     open_entry,
     open_entry_directory,
@@ -35,18 +35,18 @@ JOURNAL_MODES = frozenset({"delete", "truncate", "persist", "memory", "wal", "of
 
 def has_database(fd: int) -> bool:
     try:
-        return os.stat(DATABASE, dir_fd=fd, follow_symlinks=False).st_size > 0
+        return platform.stat_at(DATABASE, fd).st_size > 0
     except FileNotFoundError:
         return False
 
 
 def _read_only(fd: int) -> bool:
-    return bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+    return platform.is_read_only(fd)
 
 
 def _exists(fd: int, name: str) -> bool:
     try:
-        os.stat(name, dir_fd=fd, follow_symlinks=False)
+        platform.stat_at(name, fd)
     except FileNotFoundError:
         return False
     return True
@@ -67,7 +67,7 @@ def create_database(fd: int, directory: str) -> None:
     """Create an empty cache.db (0600 whatever the umask: SQLite gives its
     companion files the mode of the database)."""
     try:
-        os.close(open_entry(DATABASE, fd, os.path.join(directory, DATABASE), os.O_RDWR, True))
+        os.close(open_entry(DATABASE, fd, os.path.join(directory, DATABASE), True, True))
     except OSError as error:
         raise StateError(
             f"cannot create the state store in {directory}: {error.strerror}; choose another "
@@ -287,7 +287,7 @@ def _read_value_file(directory: str, fd: int, filename: str) -> bytes:
             parent = open_entry_directory(folder, parent, path)
             opened.append(parent)
         path = os.path.join(path, name)
-        file_fd = open_entry(name, parent, path, os.O_RDONLY)
+        file_fd = open_entry(name, parent, path, writable=False)
         opened.append(file_fd)
         with os.fdopen(os.dup(file_fd), "rb") as reader:
             return reader.read()
@@ -307,18 +307,18 @@ def _remove_value_files(fd: int, files: list[str]) -> None:
     for filename in files:
         first, second, name = filename.split("/")
         with contextlib.suppress(OSError):
-            first_fd = os.open(first, DIRECTORY_FLAGS, dir_fd=fd)
+            first_fd = platform.open_directory(first, fd)
             try:
-                second_fd = os.open(second, DIRECTORY_FLAGS, dir_fd=first_fd)
+                second_fd = platform.open_directory(second, first_fd)
                 try:
-                    os.unlink(name, dir_fd=second_fd)
+                    platform.unlink_at(name, second_fd)
                 finally:
                     os.close(second_fd)
                 with contextlib.suppress(OSError):
-                    os.rmdir(second, dir_fd=first_fd)
+                    platform.rmdir_at(second, first_fd)
             finally:
                 os.close(first_fd)
-            os.rmdir(first, dir_fd=fd)
+            platform.rmdir_at(first, fd)
 
 
 def _unreadable(directory: str, reason: str, mode: str) -> str:

@@ -15,11 +15,9 @@ import errno
 import os
 import stat
 
+from hardsnap.providers import platform
 from hardsnap.providers.fs import make_private_directory
 
-DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO put in place of a file must not hang the open.
-FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 # Entries that hardsnap (through SQLite) writes: each must be a regular file.
 STATE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm", "cache.db-journal", "apply.lock")
 
@@ -43,7 +41,7 @@ def open_state_directory(directory: str, create: bool) -> int | None:
     path = directory.rstrip("/") or "/"
     for attempt in range(2):
         try:
-            fd = os.open(path, DIRECTORY_FLAGS)
+            fd = platform.open_directory(path)
             break
         except FileNotFoundError:
             if not create or attempt:
@@ -82,9 +80,9 @@ def check_entries(fd: int, directory: str) -> None:
     UnsafeStateDirectory for a symlink, another user's entry, one writable
     by group or others, a hard-linked file, or a FIFO, socket or device;
     StateError for a directory where SQLite or the lock keep a file."""
-    for name in sorted(os.listdir(fd)):
+    for name in sorted(platform.list_directory(fd)):
         try:
-            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            info = platform.stat_at(name, fd)
         except FileNotFoundError:  # SQLite removed a companion file meanwhile
             continue
         check_entry(info, os.path.join(directory, name))
@@ -112,10 +110,10 @@ def check_entry(info: os.stat_result, path: str) -> None:
             f"{path} in the state directory is a {kind}, not a regular file: move it aside, or "
             f"choose another state directory with --state-dir"
         )
-    if info.st_uid != os.geteuid():
+    if info.st_uid != platform.effective_uid():
         raise UnsafeStateDirectory(
             f"{path} in the state directory is owned by uid {info.st_uid}, not by this user "
-            f"(uid {os.geteuid()}): chown it if it is yours, or move it aside"
+            f"(uid {platform.effective_uid()}): chown it if it is yours, or move it aside"
         )
     if info.st_mode & 0o022:
         raise UnsafeStateDirectory(
@@ -129,13 +127,13 @@ def check_entry(info: os.stat_result, path: str) -> None:
         )
 
 
-def open_entry(name: str, dir_fd: int, path: str, flags: int, create: bool = False) -> int:
+def open_entry(name: str, dir_fd: int, path: str, writable: bool, create: bool = False) -> int:
     """Open the regular file `name` of the state directory `dir_fd`, never
     following a link nor opening a FIFO or device; check it before and
     after (check_entry). With `create`, a missing one is created 0600.
     Raise UnsafeStateDirectory or OSError."""
     try:
-        before: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        before: os.stat_result | None = platform.stat_at(name, dir_fd)
     except FileNotFoundError:
         if not create:
             raise
@@ -145,10 +143,10 @@ def open_entry(name: str, dir_fd: int, path: str, flags: int, create: bool = Fal
         if not stat.S_ISREG(before.st_mode):
             raise UnsafeStateDirectory(f"{path} in the state directory is not a regular file")
     try:
-        fd = os.open(name, flags | FILE_FLAGS | (os.O_CREAT if create else 0), 0o600, dir_fd=dir_fd)
+        fd = platform.open_private(name, dir_fd, writable, create)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            check_entry(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), path)
+            check_entry(platform.stat_at(name, dir_fd), path)
         raise
     try:
         after = os.fstat(fd)
@@ -168,9 +166,9 @@ def open_entry_directory(name: str, dir_fd: int, path: str) -> int:
     directory below it) without following a link, and check it like an
     entry. Raise UnsafeStateDirectory or OSError."""
     try:
-        fd = os.open(name, DIRECTORY_FLAGS, dir_fd=dir_fd)
+        fd = platform.open_directory(name, dir_fd)
     except NotADirectoryError:
-        check_entry(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), path)
+        check_entry(platform.stat_at(name, dir_fd), path)
         raise
     try:
         check_entry(os.fstat(fd), path)
@@ -188,11 +186,11 @@ def not_a_directory(directory: str) -> str:
 
 
 def _check_directory(info: os.stat_result, directory: str) -> None:
-    if info.st_uid != os.geteuid():
+    if info.st_uid != platform.effective_uid():
         raise UnsafeStateDirectory(
             f"state directory {directory} is owned by uid {info.st_uid}, not by this user "
-            f"(uid {os.geteuid()}): another user could change what hardsnap does; chown it if "
-            f"it is yours, or choose another with --state-dir"
+            f"(uid {platform.effective_uid()}): another user could change what hardsnap does; "
+            f"chown it if it is yours, or choose another with --state-dir"
         )
     if info.st_mode & 0o022:
         raise UnsafeStateDirectory(

@@ -37,7 +37,7 @@ class ApplyLock:
         if directory_fd is None:
             raise StateError(f"state directory {self.directory} is missing: cannot lock it")
         try:
-            fd = open_entry(self.file_name, directory_fd, self.path, os.O_RDWR, create=True)
+            fd = open_entry(self.file_name, directory_fd, self.path, writable=True, create=True)
         except OSError as error:
             raise StateError(f"cannot open the lock {self.path}: {error.strerror}") from None
         finally:

@@ -14,14 +14,13 @@ directory and its files are checked before anything in it is opened
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from hardsnap.providers import platform
 from hardsnap.providers.report import PATHS_KEPT
 from hardsnap.state import database
 from hardsnap.state.database import SCHEMA_KEY, SCHEMA_VERSION
@@ -66,7 +65,7 @@ def default_state_dir(environ: dict[str, str] | None = None) -> str:
         return env["HARDSNAP_STATE_DIR"]
     if env.get("XDG_STATE_HOME"):
         return os.path.join(env["XDG_STATE_HOME"], "hardsnap")
-    if os.geteuid() == 0:
+    if platform.effective_uid() == 0:
         return "/var/lib/hardsnap"
     return os.path.join(os.path.expanduser("~"), ".local", "state", "hardsnap")
 
@@ -204,7 +203,9 @@ class StateStore:
             raise StateError("state store was opened read-only")
         record["runs"] = record["runs"][-RUNS_KEPT:]
         _trim_skipped(record["runs"])
-        with _signals_held(), self._guard():
+        # A stopping signal waits until the write is done: no transaction is
+        # left open for the run's last save.
+        with platform.stopping_signals_held(), self._guard():
             self._cache.set(RESOURCE_PREFIX + name, record)
 
     def verifications(self, name: str) -> dict[str, Any]:
@@ -217,7 +218,7 @@ class StateStore:
         an apply rewrites, so the two never overwrite each other."""
         if self._cache is None:
             raise StateError("state store was opened read-only")
-        with _signals_held(), self._guard(), self._cache.transact():
+        with platform.stopping_signals_held(), self._guard(), self._cache.transact():
             stored = self.verifications(name)
             stored[snapshot] = result
             self._cache.set(VERIFY_PREFIX + name, stored)
@@ -227,7 +228,7 @@ class StateStore:
         verifications); return whether there was anything."""
         if self._cache is None:
             raise StateError("state store was opened read-only")
-        with _signals_held(), self._guard(), self._cache.transact():
+        with platform.stopping_signals_held(), self._guard(), self._cache.transact():
             found = self._cache.delete(RESOURCE_PREFIX + name)
             found = self._cache.delete(VERIFY_PREFIX + name) or found
         return bool(found)
@@ -238,24 +239,6 @@ class StateStore:
             name: recorded_state(self.record(name), self.verifications(name))
             for name in self.names()
         }
-
-
-# The signals that stop a run (reconcile/common.py turns them into an
-# exception): one arriving during a write waits until the write is done,
-# so that a transaction is never left open for the run's last save.
-STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _trim_skipped(runs: list[Any]) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from hardsnap.providers import backup, copying, fs
+from hardsnap.providers import backup, copying, platform
 from hardsnap.providers.locking import lock_directory, lock_file_name
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY
 from hardsnap.providers.snapshot import SnapshotFailed
@@ -777,7 +777,7 @@ def test_free_space_falling_below_min_free_space_during_the_copy_aborts_and_remo
         copies.append(1)
         return real_copy(source_fd, target_fd, info, charge)
 
-    monkeypatch.setattr(fs, "free_bytes", free_bytes)
+    monkeypatch.setattr(platform, "free_bytes", free_bytes)
     monkeypatch.setattr(copying, "copy_contents", copy_contents)
     with pytest.raises(SnapshotFailed) as failure:
         take(resource, SECOND)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import fs, snapshot
+from hardsnap.providers import platform, snapshot
 from hardsnap.providers.directories import Walker
 from hardsnap.providers.manifest_writer import ManifestWriter
 from hardsnap.providers.placing import Placer
@@ -308,7 +308,7 @@ def test_a_late_directory_gone_before_its_metadata_is_reported_not_fatal(
     # Not root: directories whose bits keep their owner out get their
     # metadata at the end of the walk, reopened by path. One whose source
     # went by then keeps its copy's owner-only bits; the snapshot is taken.
-    monkeypatch.setattr(fs, "IS_ROOT", False)
+    monkeypatch.setattr(platform, "IS_ROOT", False)
     source, target = tmp_path / "src", tmp_path / "dst"
     for top in range(2):
         make_file(source / f"t{top}/s/f", b"%d" % top)

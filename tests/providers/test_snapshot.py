@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, copying, fs
+from hardsnap.providers import backup, copying, platform
 from hardsnap.providers.manifest import MANIFEST_DIRECTORY
 from hardsnap.providers.naming import is_snapshot_name
 from hardsnap.providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
@@ -143,7 +143,7 @@ def test_is_unchanged_not_root_ignores_owner(
     source = make_file(tmp_path / "a", b"x")
     reference = make_file(tmp_path / "b", b"x")
     os.chown(reference, NOBODY, NOBODY)
-    monkeypatch.setattr(fs, "IS_ROOT", False)
+    monkeypatch.setattr(platform, "IS_ROOT", False)
     assert is_unchanged(os.stat(source), os.stat(reference))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, copying, digest, flushing, fs, hashing, snapshot
+from hardsnap.providers import backup, copying, digest, flushing, hashing, platform, snapshot
 from hardsnap.providers.audit import verify_snapshot
 from hardsnap.providers.manifest import ManifestReader, manifest_path
 from hardsnap.providers.snapshot import SnapshotFailed
@@ -166,14 +166,14 @@ def test_the_target_is_flushed_while_copying_and_no_flusher_outlives_the_walk(
     parent = os.getpid()
     # Every flush, in this process and in the workers: (pid, thread).
     log = tmp_path / "flushes"
-    real = fs.sync_filesystem
+    real = platform.sync_filesystem
 
     def counting(fd: int) -> None:
         with open(log, "a") as lines:
             lines.write(f"{os.getpid()} {threading.current_thread().name}\n")
         real(fd)
 
-    monkeypatch.setattr(fs, "sync_filesystem", counting)
+    monkeypatch.setattr(platform, "sync_filesystem", counting)
     threads = threading.active_count()
     target = tmp_path / "dst"
     take(source, target, FIRST)

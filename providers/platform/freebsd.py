@@ -1,0 +1,133 @@
+"""FreeBSD: extended attributes (extattr) and ACLs through the system's
+calls, statfs for filesystem types, SEEK_DATA/SEEK_HOLE by their numbers.
+The rest is base.py's."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+
+from hardsnap.providers.platform import acl, base, libc
+from hardsnap.providers.platform.base import clone_at as clone_at
+from hardsnap.providers.platform.base import (
+    close_descriptors_except as close_descriptors_except,
+)
+from hardsnap.providers.platform.base import copy_in_kernel as copy_in_kernel
+from hardsnap.providers.platform.base import cpu_count as cpu_count
+from hardsnap.providers.platform.base import death_signal as death_signal
+from hardsnap.providers.platform.base import flush_file as flush_file
+from hardsnap.providers.platform.base import lock_holder as lock_holder
+from hardsnap.providers.platform.base import mount_types as mount_types
+from hardsnap.providers.platform.base import process_name as process_name
+from hardsnap.providers.platform.base import shared_memory_file as shared_memory_file
+from hardsnap.providers.platform.base import sync_filesystem as sync_filesystem
+from hardsnap.providers.platform.base import syncs_whole_filesystem as syncs_whole_filesystem
+
+# Imported on this system alone (the type checker reads no further elsewhere).
+assert sys.platform.startswith("freebsd")
+
+# sys/unistd.h: FreeBSD's numbers, which Python's typing does not list there.
+SEEK_DATA = getattr(os, "SEEK_DATA", 3)
+SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
+NAMESPACES = {"user": 1, "system": 2}  # EXTATTR_NAMESPACE_USER, _SYSTEM
+ACL_KINDS = {"nfs4": 4, "access": 2, "default": 3}  # ACL_TYPE_NFS4, _ACCESS, _DEFAULT
+_LIST = libc.function("extattr_list_fd")
+_GET = libc.function("extattr_get_fd")
+_SET = libc.function("extattr_set_fd")
+_FSTATFS = libc.function("fstatfs")
+
+
+def next_data(fd: int, offset: int, size: int) -> int:
+    try:
+        return min(os.lseek(fd, offset, SEEK_DATA), size)
+    except OSError as error:
+        if error.errno == errno.ENXIO:
+            return size
+        if error.errno in base.NOT_SUPPORTED:
+            return offset
+        raise
+
+
+def next_hole(fd: int, offset: int, size: int) -> int:
+    try:
+        return min(os.lseek(fd, offset, SEEK_HOLE), size)
+    except OSError as error:
+        if error.errno in base.NOT_SUPPORTED or error.errno == errno.ENXIO:
+            return size
+        raise
+
+
+def _call(function: object, what: str, *arguments: object) -> int:
+    result: int = function(*arguments)  # type: ignore[operator]
+    if result < 0:
+        raise libc.last_error(what)
+    return result
+
+
+def extended_attributes(fd: int) -> dict[str, bytes]:
+    found = acl.read(fd, ACL_KINDS)
+    if _LIST is None or _GET is None:
+        return found
+    for prefix, namespace in NAMESPACES.items():
+        try:
+            size = _call(_LIST, "extattr_list_fd", fd, namespace, None, 0)
+        except OSError as error:
+            if error.errno in (errno.EPERM, errno.EACCES):  # system.* needs root
+                continue
+            raise
+        listing = ctypes.create_string_buffer(size)
+        size = _call(_LIST, "extattr_list_fd", fd, namespace, listing, size)
+        data, at = listing.raw[:size], 0
+        while at < len(data):  # each name: one length byte, then the name
+            length = data[at]
+            raw = data[at + 1 : at + 1 + length]
+            at += 1 + length
+            value_size = _call(_GET, "extattr_get_fd", fd, namespace, raw, None, 0)
+            value = ctypes.create_string_buffer(value_size)
+            value_size = _call(_GET, "extattr_get_fd", fd, namespace, raw, value, value_size)
+            found[f"{prefix}.{os.fsdecode(raw)}"] = value.raw[:value_size]
+    return found
+
+
+def set_extended_attribute(fd: int, name: str, value: bytes) -> None:
+    if name.startswith(acl.KEY_PREFIX):
+        acl.write(fd, name, value, ACL_KINDS)
+        return
+    prefix, _, bare = name.partition(".")
+    namespace = NAMESPACES.get(prefix)
+    if _SET is None or namespace is None:
+        base.set_extended_attribute(fd, name, value)
+        return
+    _call(_SET, "extattr_set_fd", fd, namespace, os.fsencode(bare), value, len(value))
+
+
+class _StatFs(ctypes.Structure):
+    _fields_ = [
+        ("f_version", ctypes.c_uint32),
+        ("f_type", ctypes.c_uint32),
+        ("f_flags", ctypes.c_uint64),
+        ("f_numbers", ctypes.c_uint64 * 11),  # bsize ... asyncreads
+        ("f_spare", ctypes.c_uint64 * 10),
+        ("f_namemax", ctypes.c_uint32),
+        ("f_owner", ctypes.c_uint32),
+        ("f_fsid", ctypes.c_int32 * 2),
+        ("f_charspare", ctypes.c_char * 80),
+        ("f_fstypename", ctypes.c_char * 16),
+        ("f_mntfromname", ctypes.c_char * 1024),
+        ("f_mntonname", ctypes.c_char * 1024),
+    ]
+
+
+def filesystem_type(fd: int) -> str | None:
+    if _FSTATFS is None:
+        return None
+    buffer = _StatFs()
+    if _FSTATFS(fd, ctypes.byref(buffer)) != 0:
+        return None
+    return os.fsdecode(buffer.f_fstypename) or None
+
+
+def describe_filesystem(path: str) -> str:
+    return base.describe_filesystem_by(path, filesystem_type)
