@@ -5,9 +5,8 @@ filesystem, so the disk writes while the walk goes on and the sync that
 must come before the snapshot is named has little left to do.
 
 Free space is shared by every walker of a snapshot: what they may still
-use is one count in shared memory, taken under a POSIX record lock (held
-per process, so forked walkers exclude each other; it dies with its
-holder), and re-read from the filesystem at least every
+use is one count in shared memory, taken under a lock the forked walkers
+share, and re-read from the filesystem at least every
 SPACE_RECHECK_BYTES.
 """
 
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import os
 import struct
 import threading
 
@@ -86,13 +84,13 @@ class SpaceBudget:
         self.min_free_space = min_free_space
         self._slots = walkers + 1
         size = _SPACE.size + _SHARE.size * self._slots
-        self._fd = platform.shared_memory_file("hardsnap-space")
-        os.ftruncate(self._fd, size)
-        self._shared = mmap.mmap(self._fd, size)
+        # Anonymous shared memory: forked walkers see the same pages.
+        self._shared = mmap.mmap(-1, size)
         # Which slot holds this walker's share: 0 for the first process.
         self._slot = 0
         self._share = 0
         _SPACE.pack_into(self._shared, 0, self._recheck(0), 0)
+        self._lock = platform.ProcessLock()
 
     def walker(self, number: int) -> None:
         """Become walker `number` (1-based) in a forked worker, with no share."""
@@ -135,21 +133,18 @@ class SpaceBudget:
         if size <= self._share:
             self._set_share(self._share - size)
             return
-        platform.lock_record(self._fd)
-        try:
+        with self._lock:
             budget, since_check = _SPACE.unpack_from(self._shared, 0)
             if size > budget or since_check > SPACE_RECHECK_BYTES:
                 budget, since_check = self._recheck(size), 0
             extra = min(SHARE_BYTES, (budget - size) // (8 * self._slots))
             _SPACE.pack_into(self._shared, 0, budget - size - extra, since_check + size + extra)
             self._set_share(self._share + extra)
-        finally:
-            platform.unlock_record(self._fd)
 
     def descriptors(self) -> set[int]:
         """What a forked walker must keep open to share this budget."""
-        return {self._fd}
+        return self._lock.descriptors()
 
     def close(self) -> None:
         self._shared.close()
-        os.close(self._fd)
+        self._lock.close()

@@ -277,6 +277,7 @@ def test_another_user_holding_an_flock_on_the_target_or_its_parent_stops_no_appl
     assert site.snapshots() == [name_of(at(1))]
 
 
+@pytest.mark.linux_only(reason="/proc/locks names the holder")
 def test_target_lock_held_by_something_that_is_no_hardsnap_apply_exits_1_naming_it(
     site: Site,
 ) -> None:

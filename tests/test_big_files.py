@@ -169,6 +169,7 @@ def make_dense(path: Path, size: int) -> Path:
     return path
 
 
+@pytest.mark.linux_only(reason="helper threads found in /proc and slowed by a cgroup")
 def test_sigterm_while_a_big_copy_is_hashed_exits_143_within_a_second_and_the_copy_is_kept(
     tmp_path: Path, tmpfs: Mount
 ) -> None:

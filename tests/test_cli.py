@@ -701,6 +701,7 @@ def other_fs_source(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.linux_only(reason="the test reads /proc/self/mountinfo")
 def test_cross_fs_fail_refuses_naming_both_filesystems_and_the_fix(
     world: World, cli: Cli, other_fs_source: Path
 ) -> None:

@@ -203,6 +203,7 @@ def stopped_mid_walk(site: Site, applies: Applies) -> tuple[Any, Path]:
     return apply, finished
 
 
+@pytest.mark.linux_only(reason="xattr calls")
 def test_an_xattr_set_while_a_walk_runs_after_it_passed_the_file_reaches_the_next_snapshot(
     site: Site, tmp_path: Path
 ) -> None:
@@ -220,6 +221,7 @@ def test_an_xattr_set_while_a_walk_runs_after_it_passed_the_file_reaches_the_nex
     assert verified.returncode == 0, verified
 
 
+@pytest.mark.linux_only(reason="xattr calls")
 def test_an_xattr_set_between_an_interrupted_run_and_its_resume_reaches_the_snapshot(
     site: Site, tmp_path: Path
 ) -> None:

@@ -296,6 +296,7 @@ def sandboxed(
     return ["unshare", "--mount", "sh", "-c", script]
 
 
+@pytest.mark.linux_only(reason="xattr calls")
 @pytest.mark.skipif(os.geteuid() != 0, reason="the unit runs as root")
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
 def test_service_command_under_the_units_sandbox_keeps_setuid_owners_links_and_xattrs(

@@ -49,6 +49,7 @@ def used_bytes(path: Path) -> int:
     return (info.f_blocks - info.f_bfree) * info.f_frsize
 
 
+@pytest.mark.linux_only(reason="reflinks come from copy_file_range")
 @pytest.mark.slow
 def test_first_snapshot_on_xfs_reflinks_copies_and_uses_almost_no_space(xfs: Path) -> None:
     source = xfs / "src"

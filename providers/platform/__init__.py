@@ -26,7 +26,6 @@ from hardsnap.providers.platform.descriptors import (
     is_read_only,
     link_at,
     list_directory,
-    lock_record,
     make_node_at,
     mkdir_at,
     open_directory,
@@ -47,7 +46,6 @@ from hardsnap.providers.platform.descriptors import (
     symlink_at,
     try_lock,
     unlink_at,
-    unlock_record,
     user_name,
     write_at,
 )
@@ -56,6 +54,7 @@ from hardsnap.providers.platform.processes import (
     STOPPING_SIGNALS,
     TERMINATE,
     Lifeline,
+    ProcessLock,
     alive,
     ask_group_to_end,
     default_stopping_signals,
@@ -97,7 +96,6 @@ next_data = system.next_data
 next_hole = system.next_hole
 process_name = system.process_name
 set_extended_attribute = system.set_extended_attribute
-shared_memory_file = system.shared_memory_file
 sync_filesystem = system.sync_filesystem
 syncs_whole_filesystem = system.syncs_whole_filesystem
 
@@ -108,6 +106,7 @@ __all__ = [
     "STOPPING_SIGNALS",
     "TERMINATE",
     "Lifeline",
+    "ProcessLock",
     "alive",
     "ask_group_to_end",
     "chmod_at",
@@ -138,7 +137,6 @@ __all__ = [
     "link_at",
     "list_directory",
     "lock_holder",
-    "lock_record",
     "make_node_at",
     "mkdir_at",
     "mount_types",
@@ -160,7 +158,6 @@ __all__ = [
     "set_mode",
     "set_owner",
     "set_times_at",
-    "shared_memory_file",
     "signal_name",
     "stat_at",
     "stopping_signals_held",
@@ -170,7 +167,6 @@ __all__ = [
     "syncs_whole_filesystem",
     "try_lock",
     "unlink_at",
-    "unlock_record",
     "user_name",
     "wait_for",
     "wait_readable",

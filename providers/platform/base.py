@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
 from collections.abc import Callable
 
 # Where SEEK_DATA and SEEK_HOLE exist, lseek tells a file's holes; Linux and
@@ -135,14 +134,6 @@ def _open_descriptors(directory: str) -> set[int] | None:
 def cpu_count() -> int:
     """How many CPUs this process may use."""
     return os.cpu_count() or 1
-
-
-def shared_memory_file(name: str) -> int:
-    """A descriptor of a new, empty file that no path names, to map shared
-    between forked processes."""
-    fd, path = tempfile.mkstemp(prefix=f"{name}-")
-    os.unlink(path)
-    return fd
 
 
 def mount_types() -> dict[int, str] | None:

@@ -22,7 +22,6 @@ from hardsnap.providers.platform.base import mount_types as mount_types
 from hardsnap.providers.platform.base import next_data as next_data
 from hardsnap.providers.platform.base import next_hole as next_hole
 from hardsnap.providers.platform.base import process_name as process_name
-from hardsnap.providers.platform.base import shared_memory_file as shared_memory_file
 from hardsnap.providers.platform.base import syncs_whole_filesystem as syncs_whole_filesystem
 
 # Imported on this system alone (the type checker reads no further elsewhere).

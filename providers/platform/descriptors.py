@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import pwd
+import stat
 from collections.abc import Iterator
 
 # O_NONBLOCK: a FIFO swapped in for a directory or file is never waited on.
@@ -111,8 +112,20 @@ def make_node_at(name: str, at: int, mode: int, device: int) -> None:
 
 def chmod_at(name: str, at: int, mode: int) -> None:
     """Set the permission bits of `name` in `at` (a special file), never
-    through a symlink."""
-    os.chmod(name, mode, dir_fd=at, follow_symlinks=False)
+    through a symlink. Where the C library cannot do that by itself
+    (glibc needs /proc for it), the entry is checked to be no symlink
+    first."""
+    try:
+        os.chmod(name, mode, dir_fd=at, follow_symlinks=False)
+        return
+    except (NotImplementedError, ValueError):
+        pass
+    except OSError as error:
+        if error.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+    if stat.S_ISLNK(stat_at(name, at).st_mode):
+        raise OSError(errno.ELOOP, "a symlink took the place of the entry", name)
+    os.chmod(name, mode, dir_fd=at)
 
 
 def chown_at(name: str, at: int, uid: int, gid: int) -> None:
@@ -174,16 +187,6 @@ def try_lock(fd: int) -> bool:
             return False
         raise
     return True
-
-
-def lock_record(fd: int) -> None:
-    """Wait for an exclusive record lock on an open file (processes that
-    share it by fork exclude each other)."""
-    fcntl.lockf(fd, fcntl.LOCK_EX)
-
-
-def unlock_record(fd: int) -> None:
-    fcntl.lockf(fd, fcntl.LOCK_UN)
 
 
 def read_at(fd: int, size: int, offset: int) -> bytes:

@@ -21,7 +21,6 @@ from hardsnap.providers.platform.base import flush_file as flush_file
 from hardsnap.providers.platform.base import lock_holder as lock_holder
 from hardsnap.providers.platform.base import mount_types as mount_types
 from hardsnap.providers.platform.base import process_name as process_name
-from hardsnap.providers.platform.base import shared_memory_file as shared_memory_file
 from hardsnap.providers.platform.base import sync_filesystem as sync_filesystem
 from hardsnap.providers.platform.base import syncs_whole_filesystem as syncs_whole_filesystem
 

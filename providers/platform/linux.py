@@ -2,7 +2,7 @@
 kernel and C library have it, else the portable path of base.py.
 
 copy_file_range (reflinks on XFS and btrfs), syncfs, prctl(PDEATHSIG),
-memfd_create, sched_getaffinity, xattrs (ACLs among them), fstatfs's
+sched_getaffinity, xattrs (ACLs among them), fstatfs's
 filesystem magic, and what /proc tells: mounts, flock holders, commands.
 """
 
@@ -30,7 +30,6 @@ assert sys.platform.startswith("linux")
 
 _COPY_FILE_RANGE = getattr(os, "copy_file_range", None)
 _SCHED_GETAFFINITY = getattr(os, "sched_getaffinity", None)
-_MEMFD_CREATE = getattr(os, "memfd_create", None)
 _LISTXATTR = getattr(os, "listxattr", None)
 _GETXATTR = getattr(os, "getxattr", None)
 _SETXATTR = getattr(os, "setxattr", None)
@@ -143,13 +142,6 @@ def cpu_count() -> int:
     if _SCHED_GETAFFINITY is None:
         return base.cpu_count()
     return len(_SCHED_GETAFFINITY(0))
-
-
-def shared_memory_file(name: str) -> int:
-    if _MEMFD_CREATE is None:
-        return base.shared_memory_file(name)
-    fd: int = _MEMFD_CREATE(name, getattr(os, "MFD_CLOEXEC", 1))
-    return fd
 
 
 def mount_types() -> dict[int, str] | None:

@@ -148,3 +148,28 @@ def wait_readable(fd: int, timeout_seconds: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(int(timeout_seconds * 1000)))
+
+
+class ProcessLock:
+    """A lock shared by the processes forked after it was made: one token
+    in a pipe, taken by reading it and given back by writing it. A holder
+    that dies keeps the token: its parent sees the death and ends the rest."""
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.write(self._write_fd, b"\0")
+
+    def __enter__(self) -> None:
+        os.read(self._read_fd, 1)
+
+    def __exit__(self, *exception: object) -> None:
+        os.write(self._write_fd, b"\0")
+
+    def descriptors(self) -> set[int]:
+        """What a forked process keeps open to share the lock."""
+        return {self._read_fd, self._write_fd}
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)

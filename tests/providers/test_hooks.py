@@ -101,6 +101,7 @@ def test_run_hook_runs_in_the_given_folder(tmp_path: Path) -> None:
     assert result.output_tail.strip() == str(tmp_path)
 
 
+@pytest.mark.linux_only(reason="the hook reads /proc")
 def test_run_hook_gives_the_hook_dev_null_as_stdin(tmp_path: Path) -> None:
     # `cat` would wait for ever on a terminal or an inherited pipe.
     result = run_hook(
@@ -111,6 +112,7 @@ def test_run_hook_gives_the_hook_dev_null_as_stdin(tmp_path: Path) -> None:
     assert result.output_tail.splitlines() == ["read-ended", "/dev/null"]
 
 
+@pytest.mark.linux_only(reason="the hook reads /proc")
 def test_run_hook_runs_the_hook_in_a_session_of_its_own(tmp_path: Path) -> None:
     # $$ is the shell; fields 5 and 6 of /proc/PID/stat are its group and session.
     result = run_hook("echo $$ $(cut -d' ' -f5,6 /proc/$$/stat)", environment(), str(tmp_path))

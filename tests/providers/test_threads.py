@@ -114,6 +114,7 @@ def test_every_copy_hashed_in_threads_lands_in_its_own_block(
     assert verify_snapshot(str(target), SECOND, content=True).clean
 
 
+@pytest.mark.linux_only(reason="reading leaves atime alone by O_NOATIME")
 def test_a_big_copy_keeps_the_atime_it_was_given(tmp_path: Path) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
     make_file(source / "big.bin", os.urandom(hashing.HASH_IN_THREAD_BYTES + 1))
@@ -123,6 +124,7 @@ def test_a_big_copy_keeps_the_atime_it_was_given(tmp_path: Path) -> None:
     assert manifest_hashes(target, FIRST)["big.bin"] == content_hashes(source)["big.bin"]
 
 
+@pytest.mark.linux_only(reason="descriptors counted in /proc/self/fd")
 def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,6 +161,7 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", MARKER]
 
 
+@pytest.mark.linux_only(reason="flushing ahead is syncfs")
 def test_the_target_is_flushed_while_copying_and_no_flusher_outlives_the_walk(
     source: Path, tmp_path: Path, walkers: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
