@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from hardsnap.providers import fs, platform, target, tree
+from hardsnap.providers import capabilities, fs, platform, target, tree
+from hardsnap.providers.capabilities import Keeps
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.escaping import error_text
 from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
@@ -25,6 +26,7 @@ from hardsnap.providers.naming import snapshot_in_window, snapshot_time
 from hardsnap.providers.refusals import (
     cross_fs_refusal,
     empty_source_refusal,
+    keeps_refusal,
     missing_source_refusal,
     missing_target_refusal,
     ownership_refusal,
@@ -57,6 +59,7 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         kinds=kinds(resource),
         reference_started_ns=started,
         joined=joined,
+        keeps=recorded_keeps(facts),
     )
     try:
         with _open_roots(resource, facts) as (source_fd, reference_fd, partial_fd):
@@ -257,12 +260,31 @@ def _take(
             f"overwrite it; move it aside"
         )
     assert facts.this_source is not None
-    if not facts.owner_marked or facts.owner is None or facts.owner.resolved is None:
+    # What the target's filesystem keeps, afresh: a disk keeps more or less
+    # as it is mounted.
+    keeps = capabilities.probe(target_fd)
+    refusal = keeps_refusal(
+        resource, links_unchanged(resource, facts), keeps, os.fstat(target_fd).st_mode
+    )
+    if refusal:
+        raise SnapshotFailed(refusal)
+    owner = facts.owner
+    if not facts.owner_marked or owner is None or owner.resolved is None:
         # A new target, or a marker from before it recorded where the source led.
-        target.write_owner(target_fd, facts.this_source)
-    report = _build(resource, name, facts, target_fd, progress, request)
+        owner = facts.this_source
+    if owner is facts.this_source or owner.keeps != keeps:
+        target.write_owner(target_fd, replace(owner, keeps=keeps))
+    report = _build(resource, name, facts, target_fd, progress, request, keeps)
     report.reference_files = facts.reference_files
+    report.not_kept = keeps.dropped()
     return report
+
+
+def recorded_keeps(facts: Facts) -> Keeps:
+    """What the target kept when an apply last probed it (all, if never)."""
+    if facts.owner is None or facts.owner.keeps is None:
+        return capabilities.ALL
+    return facts.owner.keeps
 
 
 def _build(
@@ -272,6 +294,7 @@ def _build(
     target_fd: int,
     progress: Progress | None,
     request: SnapshotRequest,
+    keeps: Keeps,
 ) -> SnapshotReport:
     """Walk the source into the work directory, then give it its name."""
     work = PARTIAL_PREFIX + name
@@ -307,6 +330,7 @@ def _build(
             kinds=kinds(resource),
             reference_started_ns=started,
             joined=joined,
+            keeps=keeps,
         )
         if not resume:
             platform.mkdir_at(work, target_fd, 0o700)
@@ -368,6 +392,9 @@ def snapshot_refusal(resource: Resource, facts: Facts, request: SnapshotRequest)
         refusal = empty_source_refusal(resource, facts)
     if refusal is None and facts.same_filesystem is False and resource.cross_fs is CrossFs.FAIL:
         refusal = cross_fs_refusal(resource, facts)
+    if refusal is None and facts.owner is not None and facts.owner.keeps is not None:
+        # As the last apply found the target's filesystem (apply probes again).
+        refusal = keeps_refusal(resource, links_unchanged(resource, facts), facts.owner.keeps, 0)
     return refusal
 
 

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 
 from hardsnap.providers import digest, fs, holes, platform
+from hardsnap.providers.capabilities import ALL, Keeps
 
 # Bytes copied in one call: a signal is seen, and free space charged,
 # between chunks.
@@ -115,6 +116,7 @@ def write_copy(
     info: os.stat_result,
     hash_now: bool,
     charge: Charge | None = None,
+    keeps: Keeps = ALL,
 ) -> tuple[int, os.stat_result, str | None]:
     """Copy an open file to `name` in `target_fd` (made anew, never
     followed), each chunk given to `charge` first; return the bytes
@@ -131,7 +133,7 @@ def write_copy(
             # is taken without asking).
             size = info.st_size if sparse else copied
             sha256 = digest.hash_open_file(output_fd, size, None if sparse else False)
-        fs.apply_metadata(output_fd, info, input_fd)
+        fs.apply_metadata(output_fd, info, input_fd, keeps)
         return copied, os.fstat(output_fd), sha256
     finally:
         os.close(output_fd)

@@ -21,7 +21,8 @@ import os
 import stat
 from collections.abc import Callable
 
-from hardsnap.providers import fs, platform, tree
+from hardsnap.providers import fs, holding, platform, tree
+from hardsnap.providers.capabilities import ALL, Keeps
 from hardsnap.providers.descend import Moved
 from hardsnap.providers.entries import Mounts
 from hardsnap.providers.excludes import Excludes
@@ -168,7 +169,9 @@ class Walker:
                     continue
                 mode = info.st_mode
                 if stat.S_ISREG(mode):
-                    if excludes is None or not excludes.file(relative, name):
+                    if (excludes is None or not excludes.file(relative, name)) and placer.held(
+                        name, relative, mode, frame
+                    ):
                         try:
                             placer.file(name, relative, info, frame)
                         except OSError as error:
@@ -180,10 +183,12 @@ class Walker:
                             countdown = PROGRESS_ENTRIES
                             self._tick()
                 elif stat.S_ISDIR(mode):
-                    if (info.st_dev, info.st_ino) != self.skip_identity and (
-                        excludes is None or not excludes.directory(relative, name)
+                    if (
+                        (info.st_dev, info.st_ino) != self.skip_identity
+                        and (excludes is None or not excludes.directory(relative, name))
+                        and placer.held(name, relative, mode, frame)
+                        and self._make_directory(name, relative, frame)
                     ):
-                        self._make_directory(name, frame)
                         frame.subdirectories.append(name)
                 elif excludes is None or not excludes.file(relative, name):
                     with naming(relative):
@@ -205,10 +210,12 @@ class Walker:
                 # A damaged reference manifest: hash linked files afresh.
                 self.reference_manifest = None
 
-    def _make_directory(self, name: str, parent: Frame) -> None:
+    def _make_directory(self, name: str, relative: str, parent: Frame) -> bool:
+        """Make the subdirectory `name` in the target (in a dry walk, count
+        it); False when the target cannot hold its name (it is skipped)."""
         self.report.space_needed += fs.DIRECTORY_BYTES
         if parent.target_fd is None:
-            return
+            return True
         self.placer.reserve(fs.DIRECTORY_BYTES)
         try:
             platform.mkdir_at(name, parent.target_fd, 0o700)
@@ -219,8 +226,15 @@ class Walker:
             if not stat.S_ISDIR(existing.st_mode):
                 platform.unlink_at(name, parent.target_fd)
                 platform.mkdir_at(name, parent.target_fd, 0o700)
+        except OSError as error:
+            reason = holding.creation_refusal(error, name)
+            if reason is None:
+                raise
+            self.placer.skip(relative, reason)
+            return False
         if parent.kept is not None:
             parent.kept.add(name)
+        return True
 
     def enter(self, parent: Frame, name: str) -> Frame | None:
         """Open the subdirectory `name` of `parent` and stream it; return its
@@ -311,7 +325,7 @@ class Walker:
             self.late.append(frame.prefix)
             return
         with naming(frame.prefix.rstrip("/") or "."):
-            fs.apply_metadata(frame.target_fd, frame.info, frame.source_fd)
+            fs.apply_metadata(frame.target_fd, frame.info, frame.source_fd, self.placer.rules.keeps)
 
     def _tick(self) -> None:
         """Tell the progress listener, now and then, how far the walk is."""
@@ -350,7 +364,11 @@ def _remove_extras(target_fd: int, kept: set[str]) -> None:
 
 
 def apply_late(
-    late: list[str], source_fd: int, target_fd: int, skip: Callable[[str, str], None]
+    late: list[str],
+    source_fd: int,
+    target_fd: int,
+    skip: Callable[[str, str], None],
+    keeps: Keeps = ALL,
 ) -> None:
     """Set the metadata of the directories that waited for the end, the
     deepest first (a parent's bits may keep us out of its children). One
@@ -368,7 +386,7 @@ def apply_late(
             try:
                 with naming(relative or "."):
                     info = os.fstat(directory_source)
-                    fs.apply_metadata(directory_target, info, directory_source)
+                    fs.apply_metadata(directory_target, info, directory_source, keeps)
             finally:
                 os.close(directory_target)
         finally:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hardsnap.providers import fs, platform, tree
+from hardsnap.providers.capabilities import ALL, Keeps
 
 # Filesystems that hold kernel state, not files: never walked into.
 PSEUDO_FILESYSTEMS = frozenset(
@@ -96,11 +97,11 @@ def is_kept(mode: int, kinds: Kinds) -> bool:
 
 
 def unchanged_in_reference(
-    name: str, info: os.stat_result, text: str | None, reference_fd: int
+    name: str, info: os.stat_result, text: str | None, reference_fd: int, keeps: Keeps = ALL
 ) -> os.stat_result | None:
     """The reference's copy of a symlink or special file when it is the
     same entry (kind, symlink text or permission bits and device number,
-    owner, mtime), else None."""
+    owner, mtime: as far as the target keeps them), else None."""
     try:
         reference = platform.stat_at(name, reference_fd)
         if stat.S_IFMT(reference.st_mode) != stat.S_IFMT(info.st_mode):
@@ -109,16 +110,18 @@ def unchanged_in_reference(
             return None
     except OSError:
         return None
-    if text is None and (reference.st_mode, platform.device_of(reference)) != (
-        info.st_mode,
+    mode = (reference.st_mode, info.st_mode) if keeps.modes else (0, 0)
+    if text is None and (mode[0], platform.device_of(reference)) != (
+        mode[1],
         platform.device_of(info),
     ):
         return None
-    same_owner = not platform.IS_ROOT or (reference.st_uid, reference.st_gid) == (
-        info.st_uid,
-        info.st_gid,
+    same_owner = (
+        not platform.IS_ROOT
+        or not keeps.owners
+        or (reference.st_uid, reference.st_gid) == (info.st_uid, info.st_gid)
     )
-    if same_owner and reference.st_mtime_ns == info.st_mtime_ns:
+    if same_owner and keeps.same_mtime(reference.st_mtime_ns, info.st_mtime_ns):
         return reference
     return None
 
@@ -179,6 +182,7 @@ def place_other(
     reference_fd: int | None,
     resuming: bool,
     reserve: Callable[[int], None],
+    keeps: Keeps = ALL,
 ) -> os.stat_result:
     """Place a symlink (`text` its target) or special file of the source in
     the snapshot directory `target_fd`: hard-linked to the reference's
@@ -193,7 +197,7 @@ def place_other(
             else:
                 platform.unlink_at(name, target_fd)
     if reference_fd is not None:
-        reference = unchanged_in_reference(name, info, text, reference_fd)
+        reference = unchanged_in_reference(name, info, text, reference_fd, keeps)
         if reference is not None:
             try:
                 platform.link_at(name, reference_fd, name, target_fd)

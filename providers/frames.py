@@ -52,6 +52,8 @@ class Frame:
     partial_fd: int | None = None
     # False for the roots, whose descriptors belong to the caller.
     owned: bool = True
+    # Where the target folds case: the case-folded names placed so far.
+    folded: set[str] | None = None
     # Let go of to bound the descriptors a deep walk holds (see release):
     # the identity of each descriptor it had, to find them again.
     released: tuple[Identity | None, ...] | None = None

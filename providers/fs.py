@@ -9,6 +9,7 @@ import stat
 from collections.abc import Iterator
 
 from hardsnap.providers import platform
+from hardsnap.providers.capabilities import ALL, Keeps
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -164,18 +165,23 @@ def copy_xattrs(source_fd: int, target_fd: int) -> None:
                 raise
 
 
-def apply_metadata(fd: int, info: os.stat_result, source_fd: int | None = None) -> None:
+def apply_metadata(
+    fd: int, info: os.stat_result, source_fd: int | None = None, keeps: Keeps = ALL
+) -> None:
     """Give an open file or directory the owner (as root), extended
-    attributes (from `source_fd`), permission bits and times of `info`.
+    attributes (from `source_fd`), permission bits and times of `info`,
+    as far as the target filesystem keeps them (`keeps`: exFAT refuses
+    owners and setuid bits outright).
 
     Order matters: chown clears setuid/setgid bits and file capabilities,
     and an ACL rewrites the group permission bits.
     """
-    if platform.IS_ROOT:
+    if platform.IS_ROOT and keeps.owners:
         platform.set_owner(fd, info.st_uid, info.st_gid)
-    if source_fd is not None:
+    if source_fd is not None and keeps.xattrs:
         copy_xattrs(source_fd, fd)
-    platform.set_mode(fd, stat.S_IMODE(info.st_mode))
+    if keeps.modes:
+        platform.set_mode(fd, stat.S_IMODE(info.st_mode))
     os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
     # Where no call flushes a whole filesystem, each file and directory is
     # flushed as it is finished.

@@ -15,7 +15,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from hardsnap.providers import copying, digest, fs, holes, platform, tree
+from hardsnap.providers import copying, digest, fs, holding, holes, platform, tree
 from hardsnap.providers.entries import is_kept, kind_of, place_other
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.flushing import FlushAhead, SpaceBudget
@@ -81,6 +81,16 @@ class Placer:
 
     def skip(self, relative: str, reason: str) -> None:
         self.report.skip(relative, reason)
+
+    def held(self, name: str, relative: str, mode: int, frame: Frame) -> bool:
+        """Whether the target can hold this entry; if not, it is skipped."""
+        keeps = self.rules.keeps
+        if keeps.folds_case and frame.folded is None:
+            frame.folded = set()
+        reason = holding.refusal(name, mode, keeps, frame.folded)
+        if reason is not None:
+            self.skip(relative, reason)
+        return reason is None
 
     def reserve(self, size: int) -> None:
         if self.space is not None:
@@ -177,9 +187,9 @@ class Placer:
         # since, extended attributes included (when that run began is not
         # known: they are always compared).
         if (
-            is_unchanged(info, existing)
+            is_unchanged(info, existing, self.rules.keeps)
             and existing.st_ino not in self.rules.corrupted
-            and fs.same_xattrs(frame.source_fd, finished_fd, name)
+            and (not self.rules.keeps.xattrs or fs.same_xattrs(frame.source_fd, finished_fd, name))
             and self._may_share(existing.st_ino, info)
         ):
             self.report.files_kept += 1
@@ -214,20 +224,20 @@ class Placer:
 
     def _link_to_reference(self, name: str, info: os.stat_result, frame: Frame) -> Placed | None:
         reference_fd, target_fd = frame.reference_fd, frame.target_fd
+        keeps = self.rules.keeps
         if not self.rules.link_unchanged or reference_fd is None:
             return None
         try:
             reference = platform.stat_at(name, reference_fd)
         except OSError:
             return None
-        if not is_unchanged(info, reference) or reference.st_ino in self.rules.corrupted:
+        if not is_unchanged(info, reference, keeps) or reference.st_ino in self.rules.corrupted:
             return None
         # Extended attributes change a file's ctime but not its mtime: a file
         # whose inode changed since the reference's walk began is compared
         # on them.
-        if info.st_ctime_ns >= self.rules.reference_started_ns and not fs.same_xattrs(
-            frame.source_fd, reference_fd, name
-        ):
+        recent = info.st_ctime_ns >= self.rules.reference_started_ns
+        if recent and keeps.xattrs and not fs.same_xattrs(frame.source_fd, reference_fd, name):
             return None
         if not self._may_share(reference.st_ino, info):
             return None  # another source inode has it: this one is copied
@@ -300,7 +310,7 @@ class Placer:
                 # never more than the file held when the copy began.
                 charge = self.space.reserve if self.space is not None else None
                 copied, copy_info, sha256 = copying.write_copy(
-                    name, input_fd, target_fd, before, hash_now, charge
+                    name, input_fd, target_fd, before, hash_now, charge, self.rules.keeps
                 )
                 after = os.fstat(input_fd)
                 if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
@@ -322,7 +332,11 @@ class Placer:
                     platform.unlink_at(name, target_fd)
                 self.skip(relative, fs.unreadable(error))
                 return None
-            raise
+            reason = holding.creation_refusal(error, name)
+            if reason is None:
+                raise
+            self.skip(relative, reason)
+            return None
         finally:
             os.close(input_fd)
 
@@ -339,6 +353,8 @@ class Placer:
             elif not stat.S_ISSOCK(mode):
                 self.report.special_files_skipped += 1
             self.skip(relative, f"{kind_of(mode)}: not copied")
+            return
+        if not self.held(name, relative, mode, frame):
             return
         text = None
         if symlink:
@@ -359,6 +375,7 @@ class Placer:
                 frame.reference_fd if self.rules.link_unchanged else None,
                 resuming=frame.kept is not None,
                 reserve=self.reserve,
+                keeps=self.rules.keeps,
             )
             if frame.kept is not None:
                 frame.kept.add(name)

@@ -6,6 +6,7 @@ when the snapshot starts."""
 
 from __future__ import annotations
 
+from hardsnap.providers.capabilities import Keeps
 from hardsnap.providers.facts import Facts
 from hardsnap.providers.target import MARKER
 from hardsnap.reconcile.model import Resource
@@ -118,6 +119,28 @@ def cross_fs_refusal(resource: Resource, facts: Facts) -> str:
         f"own filesystem), or copy (every file copied on every run), or warn (the same, "
         f"warning once)"
     )
+
+
+def keeps_refusal(resource: Resource, links: bool, keeps: Keeps, target_mode: int) -> str | None:
+    """Why a snapshot must not go to a target whose filesystem keeps so
+    little (`keeps`), or None: one without hard links when unchanged files
+    are to be linked (`links`), one that keeps no permission bits and lets
+    every user write (`target_mode`, the target directory's)."""
+    if links and not keeps.hard_links:
+        return (
+            f"target_path {resource.target_path} is on a filesystem that cannot hold hard "
+            f"links (exFAT, FAT): every snapshot there would be a whole copy. Set "
+            f"cross_fs: copy to take whole copies knowingly, or use a filesystem with hard "
+            f"links (ext4, XFS, btrfs, NTFS)"
+        )
+    if not keeps.modes and target_mode & 0o002:
+        return (
+            f"target_path {resource.target_path} is on a filesystem that keeps no permission "
+            f"bits and lets every user write it (mode {target_mode & 0o7777:04o}): mount it "
+            f"with umask=077 (ntfs-3g, exfat-fuse) or with permissions (ntfs-3g), so that "
+            f"only its owner can"
+        )
+    return None
 
 
 def format_bytes(count: int) -> str:

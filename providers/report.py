@@ -58,6 +58,8 @@ class SnapshotReport:
     special_files: int = 0
     symlinks_skipped: int = 0
     special_files_skipped: int = 0
+    # What the target filesystem does not keep (capabilities.Keeps.dropped).
+    not_kept: list[str] = field(default_factory=list)
 
     @property
     def skipped_total(self) -> int:
@@ -115,6 +117,15 @@ class SnapshotReport:
         return (
             f"{self.link_failures} unchanged file(s) could not be hard-linked to the "
             f"reference snapshot and were copied instead (first: {self.link_failure})"
+        )
+
+    def not_kept_warning(self) -> str | None:
+        """One warning naming what the target filesystem does not keep."""
+        if not self.not_kept:
+            return None
+        return (
+            f"the target filesystem keeps no {', no '.join(self.not_kept)}: files are compared "
+            f"on what it keeps, and verify names what it dropped"
         )
 
     def shrink_warning(self) -> str | None:

@@ -9,20 +9,24 @@ import stat
 from dataclasses import dataclass, field
 
 from hardsnap.providers import platform
+from hardsnap.providers.capabilities import ALL, Keeps
 from hardsnap.providers.entries import Kinds
 
 
-def is_unchanged(source: os.stat_result, reference: os.stat_result) -> bool:
+def is_unchanged(source: os.stat_result, reference: os.stat_result, keeps: Keeps = ALL) -> bool:
     """Given the stats of a source file and of the reference snapshot's copy,
     return whether the copy can stand for it: a regular file of the same
-    size, mtime (ns), permission bits and, as root, owner and group."""
+    size, mtime (ns), permission bits and, as root, owner and group, as far
+    as the target filesystem keeps them (`keeps`: mtimes to its step, bits
+    and owners only where it keeps them)."""
     return (
         stat.S_ISREG(reference.st_mode)
         and source.st_size == reference.st_size
-        and source.st_mtime_ns == reference.st_mtime_ns
-        and stat.S_IMODE(source.st_mode) == stat.S_IMODE(reference.st_mode)
+        and keeps.same_mtime(source.st_mtime_ns, reference.st_mtime_ns)
+        and (not keeps.modes or stat.S_IMODE(source.st_mode) == stat.S_IMODE(reference.st_mode))
         and (
             not platform.IS_ROOT
+            or not keeps.owners
             or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid)
         )
     )
@@ -45,3 +49,5 @@ class Rules:
     # Inodes with several names in the reference: each is given to at most
     # one source inode, so names split in the source are split here too.
     joined: frozenset[int] = frozenset()
+    # What the target filesystem keeps (capabilities.probe).
+    keeps: Keeps = ALL

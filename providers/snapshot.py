@@ -25,6 +25,7 @@ import stat
 from collections.abc import Callable
 
 from hardsnap.providers import platform
+from hardsnap.providers.capabilities import ALL, Keeps
 from hardsnap.providers.directories import Progress, Walker, apply_late, gone
 from hardsnap.providers.entries import Kinds
 from hardsnap.providers.excludes import Excludes
@@ -80,6 +81,7 @@ class Walk:
         kinds: Kinds | None = None,
         reference_started_ns: int = 0,
         joined: frozenset[int] = frozenset(),
+        keeps: Keeps = ALL,
     ) -> None:
         self.excludes = excludes
         self.link_unchanged = link_unchanged
@@ -99,6 +101,8 @@ class Walk:
         # names (both from its manifest; see placing.Rules).
         self.reference_started_ns = reference_started_ns
         self.joined = joined
+        # What the target filesystem keeps (capabilities.probe).
+        self.keeps = keeps
         self.report = SnapshotReport()
 
     def run(
@@ -118,6 +122,7 @@ class Walk:
             self.corrupted,
             self.reference_started_ns,
             self.joined,
+            self.keeps,
         )
         space = None
         if target_fd is not None and self.min_free_space > 0:
@@ -156,7 +161,7 @@ class Walk:
                 self.manifest.joined = placer.joined_inodes()
             placer.settle()
             if target_fd is not None:
-                apply_late(walker.late, source_fd, target_fd, placer.skip)
+                apply_late(walker.late, source_fd, target_fd, placer.skip, rules.keeps)
         finally:
             gc.unfreeze()
             placer.abandon()

@@ -15,10 +15,11 @@ import json
 import os
 import socket
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from hardsnap.providers import fs, locking, platform, tree
+from hardsnap.providers.capabilities import Keeps
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest_directory import remove_manifest
 from hardsnap.providers.naming import is_snapshot_name
@@ -171,6 +172,8 @@ class Owner:
     # Where `source` led, symlinks resolved, when the target was first
     # used (None in markers older than this record).
     resolved: str | None = None
+    # What the target's filesystem kept when last probed (None: never).
+    keeps: Keeps | None = field(default=None, compare=False)
 
     def same_as(self, other: Owner) -> bool:
         """Whether both are the same source on the same host, wherever it
@@ -213,11 +216,13 @@ def read_owner(target_fd: int) -> Owner | None:
             raise ValueError(f"{MARKER} is not a regular file")
         document = json.loads(os.read(fd, MARKER_BYTES))
         resolved = document.get("resolved")
+        keeps = document.get("keeps")
         owner = Owner(
             str(document["source"]),
             str(document["host"]),
             document.get("machine"),
             None if resolved is None else str(resolved),
+            None if keeps is None else Keeps.from_json(keeps),
         )
     except (ValueError, KeyError, TypeError, OSError) as error:
         raise ValueError(f"{MARKER} is damaged ({error})") from None
@@ -238,6 +243,7 @@ def write_owner(target_fd: int, owner: Owner) -> None:
             "resolved": owner.resolved,
             "host": owner.host,
             "machine": owner.machine,
+            "keeps": None if owner.keeps is None else owner.keeps.to_json(),
         }
         os.write(fd, (json.dumps(document, indent=2) + "\n").encode())
         os.fsync(fd)

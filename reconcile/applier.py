@@ -373,7 +373,12 @@ class _Resource:
                 f"and {report.unstable_total - len(report.unstable)} more files kept changing "
                 f"while they were copied"
             )
-        for warning in (report.shrink_warning(), report.link_failure_warning()):
+        warnings = (
+            report.not_kept_warning(),
+            report.shrink_warning(),
+            report.link_failure_warning(),
+        )
+        for warning in warnings:
             if warning:
                 self.outcome.warnings.append(warning)
         self.outcome.warnings.extend(report.leftovers)

@@ -751,11 +751,12 @@ def test_symlink_swapped_in_for_a_directory_being_built_is_never_written_through
     outside.mkdir()
     original = Walker._make_directory
 
-    def swapping(self: Walker, name: str, parent: Any) -> None:
-        original(self, name, parent)
+    def swapping(self: Walker, name: str, relative: str, parent: Any) -> bool:
+        made = original(self, name, relative, parent)
         if name == "sub":
             os.rmdir(name, dir_fd=parent.target_fd)
             os.symlink(outside, name, dir_fd=parent.target_fd)
+        return made
 
     monkeypatch.setattr(Walker, "_make_directory", swapping)
     site.write()

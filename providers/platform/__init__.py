@@ -88,6 +88,7 @@ cpu_count = system.cpu_count
 death_signal = system.death_signal
 describe_filesystem = system.describe_filesystem
 extended_attributes = system.extended_attributes
+has_extended_attributes = system.has_extended_attributes
 filesystem_type = system.filesystem_type
 flush_file = system.flush_file
 lock_holder = system.lock_holder
@@ -130,6 +131,7 @@ __all__ = [
     "fork",
     "free_bytes",
     "group_exists",
+    "has_extended_attributes",
     "ignore_stopping_signals",
     "is_read_only",
     "kill",

@@ -77,6 +77,11 @@ def flush_file(fd: int) -> None:
         os.fsync(fd)
 
 
+def has_extended_attributes() -> bool:
+    """Whether this system has calls for extended attributes at all."""
+    return False
+
+
 def extended_attributes(fd: int) -> dict[str, bytes]:
     """The extended attributes (and ACLs) of an open file, by name; empty
     where this system keeps none. Raise OSError when they cannot be read."""

@@ -66,6 +66,10 @@ def _call(function: object, what: str, *arguments: object) -> int:
     return result
 
 
+def has_extended_attributes() -> bool:
+    return None not in (_LIST, _GET, _SET)
+
+
 def extended_attributes(fd: int) -> dict[str, bytes]:
     found = acl.read(fd, ACL_KINDS)
     if _LIST is None or _GET is None:

@@ -107,6 +107,10 @@ def flush_file(fd: int) -> None:
         os.fsync(fd)
 
 
+def has_extended_attributes() -> bool:
+    return None not in (_LISTXATTR, _GETXATTR, _SETXATTR)
+
+
 def extended_attributes(fd: int) -> dict[str, bytes]:
     if _LISTXATTR is None or _GETXATTR is None:
         return base.extended_attributes(fd)
