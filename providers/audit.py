@@ -7,17 +7,19 @@ symlink planted in a snapshot is never followed.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from hardsnap.providers import digest, platform, tree
+from hardsnap.providers.capabilities import Keeps
 from hardsnap.providers.compact import IntTable
 from hardsnap.providers.descend import Descent, Level, Moved
 from hardsnap.providers.entries import kind_of
 from hardsnap.providers.manifest import Entry, ManifestError, ManifestReader
+from hardsnap.providers.metadata import compare
+from hardsnap.providers.report import PATHS_KEPT
 from hardsnap.providers.versions import Witness, changed_copies, metadata_agrees
 
 
@@ -40,6 +42,10 @@ class Verification:
     content: bool
     files: int = 0
     findings: list[Finding] = field(default_factory=list)
+    # Metadata of the source that the target's filesystem did not keep:
+    # no damage, but never "clean" without saying so.
+    not_kept: list[Finding] = field(default_factory=list)
+    not_kept_total: int = 0
 
     @property
     def clean(self) -> bool:
@@ -48,33 +54,6 @@ class Verification:
 
 def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if directory else name
-
-
-def moment(mtime_ns: int) -> str:
-    """A file time as people read it: UTC date and time, with the
-    nanoseconds when there are any (two times may differ only there)."""
-    seconds, nanoseconds = divmod(mtime_ns, 10**9)
-    try:
-        text = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    except (OverflowError, OSError, ValueError):
-        return f"{mtime_ns} ns after 1970"
-    return f"{text}.{nanoseconds:09d} UTC" if nanoseconds else f"{text} UTC"
-
-
-def _drift(entry: Entry, info: os.stat_result) -> str | None:
-    """How a file's metadata differs from its manifest entry, or None."""
-    changes = []
-    if entry.kind == stat.S_IFREG and info.st_size != entry.size:
-        changes.append(f"size {entry.size} -> {info.st_size}")
-    if entry.kind in (stat.S_IFCHR, stat.S_IFBLK) and platform.device_of(info) != entry.size:
-        changes.append(f"device {entry.size} -> {platform.device_of(info)}")
-    if info.st_mtime_ns != entry.mtime_ns:
-        changes.append(f"mtime {moment(entry.mtime_ns)} -> {moment(info.st_mtime_ns)}")
-    if entry.kind != stat.S_IFLNK and stat.S_IMODE(info.st_mode) != stat.S_IMODE(entry.mode):
-        changes.append(f"mode {stat.S_IMODE(entry.mode):04o} -> {stat.S_IMODE(info.st_mode):04o}")
-    if (info.st_uid, info.st_gid) != (entry.uid, entry.gid):
-        changes.append(f"owner {entry.uid}:{entry.gid} -> {info.st_uid}:{info.st_gid}")
-    return ", ".join(changes) or None
 
 
 # Content digests already computed, by (inode, ctime, sparse digest or not).
@@ -112,6 +91,7 @@ def verify_snapshot(
         hashes.reserve(manifest.files)
     descent = Descent([root_fd])
     try:
+        keeps = Keeps.from_json(manifest.header().get("keeps"))
         for directory in manifest.directories():
             try:
                 fd = descent.goto(directory, REQUIRED).fds[0]
@@ -126,7 +106,7 @@ def verify_snapshot(
                     descent.close()  # start again from the snapshot's root
                 continue
             assert fd is not None
-            _verify_directory(result, fd, directory, manifest, hashes)
+            _verify_directory(result, fd, directory, manifest, hashes, keeps)
     except ManifestError as error:
         result.findings.append(Finding("", "manifest", str(error)))
     finally:
@@ -137,7 +117,12 @@ def verify_snapshot(
 
 
 def _verify_directory(
-    result: Verification, fd: int, directory: str, manifest: ManifestReader, hashes: IntTable
+    result: Verification,
+    fd: int,
+    directory: str,
+    manifest: ManifestReader,
+    hashes: IntTable,
+    keeps: Keeps,
 ) -> None:
     """Check one directory against its manifest block, streamed: each entry
     is looked up by name, then the directory is listed for what the block
@@ -160,7 +145,11 @@ def _verify_directory(
                 Finding(entry.path, "replaced", f"inode {entry.inode} -> {info.st_ino}")
             )
             continue
-        drift = _drift(entry, info)
+        drift, dropped = compare(entry, info, keeps)
+        if dropped:
+            result.not_kept_total += 1
+            if len(result.not_kept) < PATHS_KEPT:
+                result.not_kept.append(Finding(entry.path, "not kept", dropped))
         if entry.target is not None and not drift:
             text = platform.readlink_at(name, fd)
             if text != entry.target:

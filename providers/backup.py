@@ -16,9 +16,15 @@ from dataclasses import dataclass, replace
 
 from hardsnap.providers import capabilities, fs, platform, target, tree
 from hardsnap.providers.capabilities import Keeps
-from hardsnap.providers.entries import Kinds
-from hardsnap.providers.escaping import error_text
-from hardsnap.providers.facts import Facts, Prediction, links_unchanged, observe, observe_target
+from hardsnap.providers.facts import (
+    Facts,
+    Prediction,
+    kinds,
+    links_unchanged,
+    observe,
+    observe_target,
+    recorded_keeps,
+)
 from hardsnap.providers.manifest import ManifestError, ManifestReader, open_manifest
 from hardsnap.providers.manifest_directory import remove_orphans
 from hardsnap.providers.manifest_writer import ManifestWriter
@@ -31,6 +37,7 @@ from hardsnap.providers.refusals import (
     missing_target_refusal,
     ownership_refusal,
 )
+from hardsnap.providers.report import failure_of
 from hardsnap.providers.snapshot import (
     Excludes,
     Progress,
@@ -40,7 +47,7 @@ from hardsnap.providers.snapshot import (
     available_cpus,
 )
 from hardsnap.providers.target import PARTIAL_PREFIX, TargetLocks
-from hardsnap.reconcile.model import CrossFs, Keep, Resource
+from hardsnap.reconcile.model import CrossFs, Resource
 
 
 def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozenset()) -> Facts:
@@ -107,15 +114,6 @@ def _reference_facts(
         return manifest.started_ns or 0, manifest.joined()
     except ManifestError:
         return 0, frozenset()
-
-
-def kinds(resource: Resource) -> Kinds:
-    """What the resource's snapshots keep besides files and directories."""
-    return Kinds(
-        symlinks=resource.symlinks is Keep.KEEP,
-        special_files=resource.special_files is Keep.KEEP,
-        one_file_system=resource.one_file_system,
-    )
 
 
 def measure_prune(facts: Facts, names: list[str]) -> Facts:
@@ -280,13 +278,6 @@ def _take(
     return report
 
 
-def recorded_keeps(facts: Facts) -> Keeps:
-    """What the target kept when an apply last probed it (all, if never)."""
-    if facts.owner is None or facts.owner.keeps is None:
-        return capabilities.ALL
-    return facts.owner.keeps
-
-
 def _build(
     resource: Resource,
     name: str,
@@ -302,7 +293,7 @@ def _build(
     reference = facts.snapshots[-1] if facts.snapshots else None
     reference_manifest = open_manifest(target_fd, reference, facts.target) if reference else None
     try:
-        writer = ManifestWriter(target_fd, name, resource.source_dir)
+        writer = ManifestWriter(target_fd, name, resource.source_dir, keeps)
     except BaseException as error:
         if reference_manifest is not None:
             reference_manifest.close()
@@ -355,7 +346,7 @@ def _build(
     except BaseException as error:
         writer.discard()
         tree.remove_what_can_be(work, target_fd)
-        raise _failure(error) from None
+        raise failure_of(error) from None
     finally:
         writer.close()
         if reference_manifest is not None:
@@ -364,15 +355,6 @@ def _build(
     walk.report.leftovers.extend(leftovers)
     walk.report.resumed = resume
     return walk.report
-
-
-def _failure(error: BaseException) -> BaseException:
-    """What a failed snapshot raises: its cause, said plainly."""
-    if isinstance(error, fs.OutOfSpace):
-        return SnapshotFailed(f"{error}; partial snapshot removed")
-    if isinstance(error, OSError):
-        return SnapshotFailed(f"{error_text(error)}; partial snapshot removed")
-    return error
 
 
 def snapshot_refusal(resource: Resource, facts: Facts, request: SnapshotRequest) -> str | None:

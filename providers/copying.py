@@ -122,10 +122,17 @@ def write_copy(
     followed), each chunk given to `charge` first; return the bytes
     copied, the copy's stat and (with `hash_now`) the digest of what it
     holds."""
-    output_fd = platform.create_new(name, target_fd, readable=True)
+    sparse = holes.is_sparse(info)
+    # Where the filesystem clones (APFS), the copy shares the source's
+    # blocks: nothing is written, and it holds what the file holds now (a
+    # file that changed meanwhile is seen by the caller's stat after).
+    cloned = not sparse and platform.clone_at(input_fd, target_fd, name)
+    if cloned:
+        output_fd = platform.open_own(name, target_fd)
+    else:
+        output_fd = platform.create_new(name, target_fd, readable=True)
     try:
-        copied = copy_contents(input_fd, output_fd, info, charge)
-        sparse = holes.is_sparse(info)
+        copied = info.st_size if cloned else copy_contents(input_fd, output_fd, info, charge)
         sha256 = None
         if hash_now:
             # A sparse copy's holes count in its size, not in the bytes

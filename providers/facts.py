@@ -8,11 +8,13 @@ import datetime as dt
 import os
 from dataclasses import dataclass, replace
 
-from hardsnap.providers import fs, platform, target, trust
+from hardsnap.providers import capabilities, fs, platform, target, trust
+from hardsnap.providers.capabilities import Keeps
+from hardsnap.providers.entries import Kinds
 from hardsnap.providers.manifest import ManifestError, open_manifest
 from hardsnap.providers.naming import future_names
 from hardsnap.providers.target import Owner
-from hardsnap.reconcile.model import CrossFs, Resource
+from hardsnap.reconcile.model import CrossFs, Keep, Resource
 
 
 @dataclass(frozen=True)
@@ -242,3 +244,19 @@ def _file_count(target_fd: int, shown: str, snapshot: str) -> int | None:
 def links_unchanged(resource: Resource, facts: Facts) -> bool:
     """Whether unchanged files are hard-linked (else every file is copied)."""
     return bool(facts.same_filesystem) or resource.cross_fs is CrossFs.LINK
+
+
+def kinds(resource: Resource) -> Kinds:
+    """What the resource's snapshots keep besides files and directories."""
+    return Kinds(
+        symlinks=resource.symlinks is Keep.KEEP,
+        special_files=resource.special_files is Keep.KEEP,
+        one_file_system=resource.one_file_system,
+    )
+
+
+def recorded_keeps(facts: Facts) -> Keeps:
+    """What the target kept when an apply last probed it (all, if never)."""
+    if facts.owner is None or facts.owner.keeps is None:
+        return capabilities.ALL
+    return facts.owner.keeps

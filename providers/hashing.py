@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from hardsnap.providers import digest, platform
-from hardsnap.providers.manifest_writer import ManifestWriter
+from hardsnap.providers.manifest_writer import ManifestWriter, Recorded
 
 HASH_IN_THREAD_BYTES = 1 << 20
 HASH_THREADS = 2
@@ -40,7 +40,7 @@ class Hashing:
         # chunk, so an interrupt never waits for a big file to be read.
         self._stop = threading.Event()
         # Manifest lines waiting for their hash, oldest first.
-        self._unwritten: deque[tuple[str, os.stat_result, Future[str]]] = deque()
+        self._unwritten: deque[tuple[str, os.stat_result | Recorded, Future[str]]] = deque()
 
     def in_thread(self, size: int) -> bool:
         """Whether a copy of `size` bytes is hashed in a thread."""
@@ -65,7 +65,7 @@ class Hashing:
         future.add_done_callback(lambda done: os.close(fd) if done.cancelled() else None)
         return future
 
-    def file(self, name: str, info: os.stat_result, sha256: Sha256) -> None:
+    def file(self, name: str, info: os.stat_result | Recorded, sha256: Sha256) -> None:
         """Record a file of the current directory, now or once its hash is known."""
         if self.manifest is None:
             return

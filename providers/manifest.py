@@ -198,14 +198,22 @@ class ManifestReader:
     def bytes(self) -> int:
         return int(self.trailer["bytes"])
 
+    def header(self) -> dict[str, Any]:
+        """The manifest's first line: the snapshot, its source, when its walk
+        began (started_ns) and what its target kept (keeps), where it says."""
+        first = platform.read_at(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
+        try:
+            document = json.loads(first)
+        except ValueError as error:
+            raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+        if not isinstance(document, dict):
+            raise ManifestError(f"manifest {self.path} is damaged (its first line)")
+        return document
+
     @property
     def started_ns(self) -> int | None:
         """When the snapshot's walk began (None in manifests that do not say)."""
-        first = platform.read_at(self._file.fileno(), TRAILER_BYTES, 0).partition(b"\n")[0]
-        try:
-            started = json.loads(first).get("started_ns")
-        except (ValueError, AttributeError) as error:
-            raise ManifestError(f"manifest {self.path} is damaged ({error})") from None
+        started = self.header().get("started_ns")
         return started if isinstance(started, int) else None
 
     def joined(self) -> frozenset[int]:

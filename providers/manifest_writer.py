@@ -13,9 +13,10 @@ import json
 import os
 import stat
 import time
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from hardsnap.providers import platform
+from hardsnap.providers.capabilities import ALL, Keeps
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.manifest import FORMAT_VERSION, ManifestReader
 from hardsnap.providers.manifest_directory import (
@@ -33,10 +34,34 @@ WRITE_BUFFER = 256 << 10
 JOINED_PER_LINE = 4096
 
 
+class Recorded(NamedTuple):
+    """A file's line where the target keeps less than the source had: the
+    copy's size and inode, and the source's mtime, permission bits and
+    owner where the target does not keep them (verify names the loss)."""
+
+    st_size: int
+    st_mtime_ns: int
+    st_mode: int
+    st_uid: int
+    st_gid: int
+    st_ino: int
+
+
+def recorded(copy: os.stat_result, source: os.stat_result, keeps: Keeps) -> Recorded:
+    """What the manifest records of `copy`, made of `source`, on a target
+    keeping `keeps`."""
+    mtime = copy if keeps.mtime_step_ns == 1 else source
+    mode = copy if keeps.modes else source
+    owner = copy if keeps.owners or not platform.IS_ROOT else source
+    return Recorded(
+        copy.st_size, mtime.st_mtime_ns, mode.st_mode, owner.st_uid, owner.st_gid, copy.st_ino
+    )
+
+
 class ManifestWriter:
     """Writes the manifest of a snapshot being made, then publishes it."""
 
-    def __init__(self, target_fd: int, snapshot: str, source: str) -> None:
+    def __init__(self, target_fd: int, snapshot: str, source: str, keeps: Keeps = ALL) -> None:
         self._target_fd = target_fd
         self._snapshot = snapshot
         with contextlib.suppress(FileExistsError):
@@ -67,6 +92,8 @@ class ManifestWriter:
                 # When the walk began (the next snapshot compares xattrs of
                 # files whose inode changed since).
                 "started_ns": time.time_ns(),
+                # What the target's filesystem keeps, where it is not all.
+                **({} if keeps == ALL else {"keeps": keeps.to_json()}),
             }
         )
 
@@ -86,7 +113,7 @@ class ManifestWriter:
     def _add_to_index(self, shown: bytes, offset: int) -> None:
         self._index += b'{"i":[' + shown + b"," + str(offset).encode() + b"]}\n"
 
-    def file(self, name: str, info: os.stat_result, sha256: str | None) -> None:
+    def file(self, name: str, info: os.stat_result | Recorded, sha256: str | None) -> None:
         """Record a file of the current directory, as it stands in the snapshot."""
         name = escape_name(name)
         line = (

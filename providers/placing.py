@@ -16,10 +16,12 @@ import stat
 from typing import TYPE_CHECKING
 
 from hardsnap.providers import copying, digest, fs, holding, holes, platform, tree
+from hardsnap.providers.capabilities import ALL
 from hardsnap.providers.entries import is_kept, kind_of, place_other
 from hardsnap.providers.escaping import escape_name
 from hardsnap.providers.flushing import FlushAhead, SpaceBudget
 from hardsnap.providers.hashing import Hashing, Sha256
+from hardsnap.providers.manifest_writer import recorded
 from hardsnap.providers.report import SnapshotReport
 from hardsnap.providers.rules import Rules, is_unchanged
 
@@ -155,7 +157,9 @@ class Placer:
             self._first_names.setdefault((info.st_dev, info.st_ino), (relative, sha256))
             inode = snapshot_info.st_ino
             self._names_placed[inode] = self._names_placed.get(inode, 0) + 1
-        self.hashing.file(name, snapshot_info, sha256)
+        keeps = self.rules.keeps
+        line = snapshot_info if keeps == ALL else recorded(snapshot_info, info, keeps)
+        self.hashing.file(name, line, sha256)
 
     def _known_hash(self, name: str, frame: Frame, dir_fd: int, info: os.stat_result) -> str | None:
         """The digest of a file already in a snapshot (`info` its stat):

@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from hardsnap.providers.escaping import error_text
+from hardsnap.providers.fs import OutOfSpace
+
 
 @dataclass(frozen=True)
 class Skip:
@@ -141,3 +144,12 @@ class SnapshotReport:
 
 class SnapshotFailed(Exception):
     """The snapshot could not be completed; its partial work has been removed."""
+
+
+def failure_of(error: BaseException) -> BaseException:
+    """What a failed snapshot raises: its cause, said plainly."""
+    if isinstance(error, OutOfSpace):
+        return SnapshotFailed(f"{error}; partial snapshot removed")
+    if isinstance(error, OSError):
+        return SnapshotFailed(f"{error_text(error)}; partial snapshot removed")
+    return error

@@ -6,9 +6,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from hardsnap.providers.audit import Difference, Verification, moment
+from hardsnap.providers.audit import Difference, Verification
 from hardsnap.providers.escaping import escape_name, escape_text
 from hardsnap.providers.history import History
+from hardsnap.providers.metadata import moment
 from hardsnap.providers.refusals import format_bytes
 from hardsnap.reconcile.render import Painter, plural
 
@@ -23,6 +24,15 @@ def verify_text(resource: str, results: list[Verification]) -> str:
     lines = []
     for result in results:
         kind = "contents and metadata" if result.content else "metadata"
+        if result.clean and result.not_kept_total:
+            lines.append(
+                f"{result.snapshot}: clean as far as the target filesystem keeps metadata "
+                f"({result.files} files, {kind}); {plural(result.not_kept_total, 'file')} "
+                f"kept less than the source had:"
+            )
+            for finding in result.not_kept[:FINDINGS_SHOWN]:
+                lines.append(f"  not kept   {escape_name(finding.path)}: {finding.detail}")
+            continue
         if result.clean:
             lines.append(f"{result.snapshot}: clean ({result.files} files, {kind})")
             continue
@@ -41,6 +51,11 @@ def verify_text(resource: str, results: list[Verification]) -> str:
         lines.append(f'resource "{resource}" has no snapshots to verify')
     elif damaged:
         lines.append(f"{plural(damaged, 'snapshot')} of {len(results)} with problems.")
+    elif any(result.not_kept_total for result in results):
+        lines.append(
+            f"All {plural(len(results), 'snapshot')} clean as far as the target filesystem "
+            f"keeps metadata."
+        )
     else:
         lines.append(f"All {plural(len(results), 'snapshot')} clean.")
     return "\n".join(lines)
@@ -50,20 +65,26 @@ def verify_json(resource: str, results: list[Verification]) -> dict[str, Any]:
     return {
         "resource": resource,
         "clean": all(result.clean for result in results),
-        "snapshots": [
-            {
-                "name": result.snapshot,
-                "result": "clean" if result.clean else "damaged",
-                "content": result.content,
-                "files": result.files,
-                "problems": [
-                    {"path": f.path, "problem": f.problem, "detail": f.detail}
-                    for f in result.findings
-                ],
-            }
-            for result in results
+        "snapshots": [_verified_json(result) for result in results],
+    }
+
+
+def _verified_json(result: Verification) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "name": result.snapshot,
+        "result": "clean" if result.clean else "damaged",
+        "content": result.content,
+        "files": result.files,
+        "problems": [
+            {"path": f.path, "problem": f.problem, "detail": f.detail} for f in result.findings
         ],
     }
+    if result.not_kept_total:
+        # What the target's filesystem did not keep of the source (only
+        # where there is some: NTFS, exFAT).
+        document["not_kept"] = [{"path": f.path, "detail": f.detail} for f in result.not_kept]
+        document["not_kept_total"] = result.not_kept_total
+    return document
 
 
 _CHANGE_SYMBOLS = {"added": "+", "removed": "-", "changed": "~"}

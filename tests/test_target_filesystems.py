@@ -119,3 +119,32 @@ def test_entries_exfat_cannot_hold_are_skipped_by_source_path(tmp_path: Path) ->
         snapshot = site.target / name_of(at(0))
         assert (snapshot / "a.txt").read_bytes() == b"alpha\n"
         assert (snapshot / "sub" / "b.txt").read_bytes() == b"bravo\n"
+
+
+def test_verify_names_what_ntfs_did_not_keep_instead_of_calling_it_clean(tmp_path: Path) -> None:
+    base = new_site(tmp_path)
+    make_file(base.source / "tool", b"#!/bin/sh\n", 0o4755)
+    with ntfs_mount(tmp_path, permissions=False, umask="077") as mount:
+        site = on(base, mount / "dst", cross_fs="link")
+        assert site.apply(at(0)).returncode == 0
+        done = site.cli("verify", "r", "--content")
+        assert done.returncode == 0, done
+        assert "clean (" not in done.stdout, done
+        assert "clean as far as the target filesystem keeps metadata" in done.stdout, done
+        assert "not kept   tool: " in done.stdout and "mode 4755 -> 0700" in done.stdout, done
+        document = json.loads(site.cli("verify", "r", "--json").stdout)
+        (snapshot,) = document["snapshots"]
+        assert snapshot["not_kept_total"] == 3
+        assert {entry["path"] for entry in snapshot["not_kept"]} == {"a.txt", "sub/b.txt", "tool"}
+
+
+def test_verify_on_ntfs_with_permissions_names_only_the_mtimes_it_rounded(tmp_path: Path) -> None:
+    base = new_site(tmp_path)
+    with ntfs_mount(tmp_path, permissions=True) as mount:
+        site = on(base, mount / "dst", cross_fs="link")
+        assert site.apply(at(0)).returncode == 0
+        document = json.loads(site.cli("verify", "r", "--json").stdout)
+        (snapshot,) = document["snapshots"]
+        assert snapshot["result"] == "clean" and snapshot["problems"] == []
+        details = [entry["detail"] for entry in snapshot["not_kept"]]
+        assert details and all(detail.startswith("mtime ") for detail in details), details
