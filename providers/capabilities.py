@@ -72,6 +72,11 @@ class Keeps:
             lost.append("names that are not UTF-8")
         return lost
 
+    @property
+    def holds_everything(self) -> bool:
+        """Whether every name and kind the walk meets can go there."""
+        return self.symlinks and self.special_files and not (self.folds_case or self.utf8_names)
+
     def same_mtime(self, first_ns: int, second_ns: int) -> bool:
         """Whether two mtimes are the same as far as this filesystem keeps them."""
         step = self.mtime_step_ns
@@ -90,7 +95,12 @@ class Keeps:
             value = document.get(item.name)
             if isinstance(value, bool) or (item.name == "mtime_step_ns" and _is_step(value)):
                 values[item.name] = value
-        return cls(**values)
+        return cls(**values).shared()
+
+    def shared(self) -> Keeps:
+        """ALL itself when this keeps everything: the walk's checks take
+        their fast path by identity."""
+        return ALL if self == ALL else self
 
 
 # What an ext4, XFS or btrfs target keeps, and what is assumed unprobed.
@@ -116,7 +126,7 @@ def probe(target_fd: int) -> Keeps:
     names.append(os.fsdecode(NOT_UTF8 + PROBE.encode()))
     _remove(target_fd, names)
     try:
-        return _try_all(target_fd, *names)
+        return _try_all(target_fd, *names).shared()
     finally:
         _remove(target_fd, names)
 

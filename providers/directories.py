@@ -153,6 +153,8 @@ class Walker:
             return
         placer, report = self.placer, self.report
         excludes = None if self.excludes.empty else self.excludes
+        # Most targets hold every name and kind: then no entry is asked.
+        holds = placer.rules.keeps.holds_everything
         # Files left until progress is looked at again.
         countdown = PROGRESS_ENTRIES
         with entries:
@@ -169,8 +171,8 @@ class Walker:
                     continue
                 mode = info.st_mode
                 if stat.S_ISREG(mode):
-                    if (excludes is None or not excludes.file(relative, name)) and placer.held(
-                        name, relative, mode, frame
+                    if (excludes is None or not excludes.file(relative, name)) and (
+                        holds or placer.held(name, relative, mode, frame)
                     ):
                         try:
                             placer.file(name, relative, info, frame)
@@ -186,7 +188,7 @@ class Walker:
                     if (
                         (info.st_dev, info.st_ino) != self.skip_identity
                         and (excludes is None or not excludes.directory(relative, name))
-                        and placer.held(name, relative, mode, frame)
+                        and (holds or placer.held(name, relative, mode, frame))
                         and self._make_directory(name, relative, frame)
                     ):
                         frame.subdirectories.append(name)

@@ -85,7 +85,8 @@ class Placer:
         self.report.skip(relative, reason)
 
     def held(self, name: str, relative: str, mode: int, frame: Frame) -> bool:
-        """Whether the target can hold this entry; if not, it is skipped."""
+        """Whether the target can hold this entry; if not, it is skipped.
+        (Where it holds everything, the walk does not ask.)"""
         keeps = self.rules.keeps
         if keeps.folds_case and frame.folded is None:
             frame.folded = set()
@@ -158,7 +159,7 @@ class Placer:
             inode = snapshot_info.st_ino
             self._names_placed[inode] = self._names_placed.get(inode, 0) + 1
         keeps = self.rules.keeps
-        line = snapshot_info if keeps == ALL else recorded(snapshot_info, info, keeps)
+        line = snapshot_info if keeps is ALL else recorded(snapshot_info, info, keeps)
         self.hashing.file(name, line, sha256)
 
     def _known_hash(self, name: str, frame: Frame, dir_fd: int, info: os.stat_result) -> str | None:

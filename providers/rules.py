@@ -19,6 +19,17 @@ def is_unchanged(source: os.stat_result, reference: os.stat_result, keeps: Keeps
     size, mtime (ns), permission bits and, as root, owner and group, as far
     as the target filesystem keeps them (`keeps`: mtimes to its step, bits
     and owners only where it keeps them)."""
+    if keeps is ALL:
+        return (
+            stat.S_ISREG(reference.st_mode)
+            and source.st_size == reference.st_size
+            and source.st_mtime_ns == reference.st_mtime_ns
+            and stat.S_IMODE(source.st_mode) == stat.S_IMODE(reference.st_mode)
+            and (
+                not platform.IS_ROOT
+                or (source.st_uid, source.st_gid) == (reference.st_uid, reference.st_gid)
+            )
+        )
     return (
         stat.S_ISREG(reference.st_mode)
         and source.st_size == reference.st_size

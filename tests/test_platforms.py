@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import hardsnap_command
-from tests.processes import Finished
+from tests.conftest import Mount, hardsnap_command
+from tests.processes import Finished, run
 from tests.site import START, Site, at, new_site, tree_of, work_left
 
 MASK = Path(__file__).parent / "masked"
@@ -86,3 +86,27 @@ def test_a_second_snapshot_without_linux_links_what_is_unchanged(tmp_path: Path)
     assert os.stat(first / "sub" / "b.txt").st_ino == os.stat(second / "sub" / "b.txt").st_ino
     assert os.stat(first / "a.txt").st_ino != os.stat(second / "a.txt").st_ino
     assert tree_of(second) == tree_of(site.source)
+
+
+def test_without_sched_getaffinity_a_snapshot_is_taken_and_nothing_stays_open_on_the_target(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    # A system that lacks one Linux call (here sched_getaffinity, asked for
+    # the number of walkers while the walk is built): the run used to
+    # raise past the code that closes the manifest being written, leaving
+    # it open on the target. Now the call has its fallback, and whatever
+    # building the walk raises is inside that code: the post_command can
+    # unmount the target.
+    only = tmp_path / "mask"
+    only.mkdir()
+    (only / "sitecustomize.py").write_text("import os\ndel os.sched_getaffinity\n")
+    mount = tmpfs("disk", "size=8m")
+    site = new_site(tmp_path)
+    site.target = mount / "dst"
+    status = tmp_path / "umount-status"
+    site.write(cross_fs="link", post_command=f"umount {mount}; echo $? > {status}")
+    done = run(
+        ["apply", "-c", str(site.config)], dict(site.environment(START), PYTHONPATH=str(only))
+    )
+    assert done.returncode == 0, done
+    assert status.read_text().strip() == "0", done
