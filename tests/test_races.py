@@ -53,14 +53,17 @@ def racing(pairs: list[tuple[Path, Path]]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def immutable(path: Path) -> Iterator[None]:
+def immutable(path: Path, *moved_to: Path) -> Iterator[None]:
+    """`path` immutable for the block; afterwards not, wherever the run
+    moved it (`moved_to`), or pytest could not remove the test's folder."""
     done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"chattr +i refused here: {done.stderr.strip()}")
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(path)], check=False)
+        for place in (path, *moved_to):
+            subprocess.run(["chattr", "-i", str(place)], check=False, capture_output=True)
 
 
 def test_walks_and_prunes_never_open_chmod_or_remove_through_a_swapped_in_symlink(
@@ -89,7 +92,7 @@ def test_walks_and_prunes_never_open_chmod_or_remove_through_a_swapped_in_symlin
     pairs = [(directory / "walked", directory / "to-fifo") for directory in (old, pruning)] + [
         (directory / "chmodded", directory / "to-victim") for directory in (old, pruning)
     ]
-    with immutable(stuck), racing(pairs):
+    with immutable(stuck, pruning / "stuck"), racing(pairs):
         for _ in range(5):
             # state show measures what pruning each snapshot would free.
             shown = cli(site, "state", "show", "--json")
