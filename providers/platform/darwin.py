@@ -59,13 +59,6 @@ def sync_filesystem(fd: int) -> None:
             raise
 
 
-def _call(function: object, what: str, *arguments: object) -> int:
-    result: int = function(*arguments)  # type: ignore[operator]
-    if result < 0:
-        raise libc.last_error(what)
-    return result
-
-
 def has_extended_attributes() -> bool:
     return None not in (_LIST, _GET, _SET)
 
@@ -74,15 +67,15 @@ def extended_attributes(fd: int) -> dict[str, bytes]:
     found = acl.read(fd, ACL_KINDS)
     if _LIST is None or _GET is None:
         return found
-    size = _call(_LIST, "flistxattr", fd, None, 0, 0)
+    size = libc.call(_LIST, "flistxattr", fd, None, 0, 0)
     names = ctypes.create_string_buffer(size)
-    size = _call(_LIST, "flistxattr", fd, names, size, 0)
+    size = libc.call(_LIST, "flistxattr", fd, names, size, 0)
     for raw in names.raw[:size].split(b"\0"):
         if not raw:
             continue
-        length = _call(_GET, "fgetxattr", fd, raw, None, 0, 0, 0)
+        length = libc.call(_GET, "fgetxattr", fd, raw, None, 0, 0, 0)
         value = ctypes.create_string_buffer(length)
-        length = _call(_GET, "fgetxattr", fd, raw, value, length, 0, 0)
+        length = libc.call(_GET, "fgetxattr", fd, raw, value, length, 0, 0)
         found[os.fsdecode(raw)] = value.raw[:length]
     return found
 
@@ -93,7 +86,7 @@ def set_extended_attribute(fd: int, name: str, value: bytes) -> None:
     elif _SET is None:
         base.set_extended_attribute(fd, name, value)
     else:
-        _call(_SET, "fsetxattr", fd, os.fsencode(name), value, len(value), 0, 0)
+        libc.call(_SET, "fsetxattr", fd, os.fsencode(name), value, len(value), 0, 0)
 
 
 class _StatFs(ctypes.Structure):
@@ -119,12 +112,8 @@ class _StatFs(ctypes.Structure):
 
 
 def filesystem_type(fd: int) -> str | None:
-    if _FSTATFS is None:
-        return None
-    buffer = _StatFs()
-    if _FSTATFS(fd, ctypes.byref(buffer)) != 0:
-        return None
-    return os.fsdecode(buffer.f_fstypename) or None
+    found = libc.statfs_of(_FSTATFS, fd, _StatFs)
+    return None if found is None else os.fsdecode(found.f_fstypename) or None
 
 
 def describe_filesystem(path: str) -> str:

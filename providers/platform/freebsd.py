@@ -1,6 +1,6 @@
 """FreeBSD: extended attributes (extattr) and ACLs through the system's
-calls, statfs for filesystem types, SEEK_DATA/SEEK_HOLE by their numbers.
-The rest is base.py's."""
+calls, statfs for filesystem types. The rest is base.py's (SEEK_DATA and
+SEEK_HOLE among it: Python has them there, its typing does not list them)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from hardsnap.providers.platform.base import death_signal as death_signal
 from hardsnap.providers.platform.base import flush_file as flush_file
 from hardsnap.providers.platform.base import lock_holder as lock_holder
 from hardsnap.providers.platform.base import mount_types as mount_types
+from hardsnap.providers.platform.base import next_data as next_data
+from hardsnap.providers.platform.base import next_hole as next_hole
 from hardsnap.providers.platform.base import process_name as process_name
 from hardsnap.providers.platform.base import sync_filesystem as sync_filesystem
 from hardsnap.providers.platform.base import syncs_whole_filesystem as syncs_whole_filesystem
@@ -27,42 +29,12 @@ from hardsnap.providers.platform.base import syncs_whole_filesystem as syncs_who
 # Imported on this system alone (the type checker reads no further elsewhere).
 assert sys.platform.startswith("freebsd")
 
-# sys/unistd.h: FreeBSD's numbers, which Python's typing does not list there.
-SEEK_DATA = getattr(os, "SEEK_DATA", 3)
-SEEK_HOLE = getattr(os, "SEEK_HOLE", 4)
 NAMESPACES = {"user": 1, "system": 2}  # EXTATTR_NAMESPACE_USER, _SYSTEM
 ACL_KINDS = {"nfs4": 4, "access": 2, "default": 3}  # ACL_TYPE_NFS4, _ACCESS, _DEFAULT
 _LIST = libc.function("extattr_list_fd")
 _GET = libc.function("extattr_get_fd")
 _SET = libc.function("extattr_set_fd")
 _FSTATFS = libc.function("fstatfs")
-
-
-def next_data(fd: int, offset: int, size: int) -> int:
-    try:
-        return min(os.lseek(fd, offset, SEEK_DATA), size)
-    except OSError as error:
-        if error.errno == errno.ENXIO:
-            return size
-        if error.errno in base.NOT_SUPPORTED:
-            return offset
-        raise
-
-
-def next_hole(fd: int, offset: int, size: int) -> int:
-    try:
-        return min(os.lseek(fd, offset, SEEK_HOLE), size)
-    except OSError as error:
-        if error.errno in base.NOT_SUPPORTED or error.errno == errno.ENXIO:
-            return size
-        raise
-
-
-def _call(function: object, what: str, *arguments: object) -> int:
-    result: int = function(*arguments)  # type: ignore[operator]
-    if result < 0:
-        raise libc.last_error(what)
-    return result
 
 
 def has_extended_attributes() -> bool:
@@ -75,21 +47,21 @@ def extended_attributes(fd: int) -> dict[str, bytes]:
         return found
     for prefix, namespace in NAMESPACES.items():
         try:
-            size = _call(_LIST, "extattr_list_fd", fd, namespace, None, 0)
+            size = libc.call(_LIST, "extattr_list_fd", fd, namespace, None, 0)
         except OSError as error:
             if error.errno in (errno.EPERM, errno.EACCES):  # system.* needs root
                 continue
             raise
         listing = ctypes.create_string_buffer(size)
-        size = _call(_LIST, "extattr_list_fd", fd, namespace, listing, size)
+        size = libc.call(_LIST, "extattr_list_fd", fd, namespace, listing, size)
         data, at = listing.raw[:size], 0
         while at < len(data):  # each name: one length byte, then the name
             length = data[at]
             raw = data[at + 1 : at + 1 + length]
             at += 1 + length
-            value_size = _call(_GET, "extattr_get_fd", fd, namespace, raw, None, 0)
+            value_size = libc.call(_GET, "extattr_get_fd", fd, namespace, raw, None, 0)
             value = ctypes.create_string_buffer(value_size)
-            value_size = _call(_GET, "extattr_get_fd", fd, namespace, raw, value, value_size)
+            value_size = libc.call(_GET, "extattr_get_fd", fd, namespace, raw, value, value_size)
             found[f"{prefix}.{os.fsdecode(raw)}"] = value.raw[:value_size]
     return found
 
@@ -103,7 +75,7 @@ def set_extended_attribute(fd: int, name: str, value: bytes) -> None:
     if _SET is None or namespace is None:
         base.set_extended_attribute(fd, name, value)
         return
-    _call(_SET, "extattr_set_fd", fd, namespace, os.fsencode(bare), value, len(value))
+    libc.call(_SET, "extattr_set_fd", fd, namespace, os.fsencode(bare), value, len(value))
 
 
 class _StatFs(ctypes.Structure):
@@ -124,12 +96,8 @@ class _StatFs(ctypes.Structure):
 
 
 def filesystem_type(fd: int) -> str | None:
-    if _FSTATFS is None:
-        return None
-    buffer = _StatFs()
-    if _FSTATFS(fd, ctypes.byref(buffer)) != 0:
-        return None
-    return os.fsdecode(buffer.f_fstypename) or None
+    found = libc.statfs_of(_FSTATFS, fd, _StatFs)
+    return None if found is None else os.fsdecode(found.f_fstypename) or None
 
 
 def describe_filesystem(path: str) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
+from typing import Any, TypeVar
+
+Structure = TypeVar("Structure", bound=ctypes.Structure)
 
 
 def _load() -> ctypes.CDLL | None:
@@ -37,3 +39,21 @@ def last_error(what: str) -> OSError:
     """The OSError for the errno a C call just left, naming `what`."""
     number = ctypes.get_errno()
     return OSError(number, os.strerror(number), what)
+
+
+def call(function: Any, what: str, *arguments: object) -> int:
+    """Call a C function that answers -1 on failure; raise its OSError."""
+    result: int = function(*arguments)
+    if result < 0:
+        raise last_error(what)
+    return result
+
+
+def statfs_of(function: Any, fd: int, structure: type[Structure]) -> Structure | None:
+    """fstatfs(fd) into the system's `structure`, or None when it cannot tell."""
+    if function is None:
+        return None
+    buffer = structure()
+    if function(fd, ctypes.byref(buffer)) != 0:
+        return None
+    return buffer

@@ -172,12 +172,10 @@ class _StatFs(ctypes.Structure):
 
 
 def filesystem_type(fd: int) -> str | None:
-    if _FSTATFS is None:
+    found = libc.statfs_of(_FSTATFS, fd, _StatFs)
+    if found is None:
         return None
-    buffer = _StatFs()
-    if _FSTATFS(fd, ctypes.byref(buffer)) != 0:
-        return None
-    magic = buffer.f_type & 0xFFFFFFFF
+    magic = found.f_type & 0xFFFFFFFF
     return MAGIC.get(magic, f"filesystem 0x{magic:x}")
 
 
