@@ -148,3 +148,25 @@ def test_verify_on_ntfs_with_permissions_names_only_the_mtimes_it_rounded(tmp_pa
         assert snapshot["result"] == "clean" and snapshot["problems"] == []
         details = [entry["detail"] for entry in snapshot["not_kept"]]
         assert details and all(detail.startswith("mtime ") for detail in details), details
+
+
+def test_files_with_security_xattrs_ntfs_does_not_list_are_still_linked(tmp_path: Path) -> None:
+    # ntfs-3g keeps trusted.* and security.* attributes (an SELinux label,
+    # a file capability) but leaves them out of listxattr: compared by
+    # name, an unchanged file is still unchanged.
+    base = new_site(tmp_path)
+    labelled = base.source / "a.txt"
+    try:
+        os.setxattr(labelled, "security.hardsnap-test", b"label")
+    except OSError as error:
+        pytest.skip(f"security.* xattrs refused on the source: {error.strerror}")
+    with ntfs_mount(tmp_path, permissions=True) as mount:
+        site = on(base, mount / "dst", cross_fs="link")
+        assert site.apply(at(0)).returncode == 0
+        copy = site.target / name_of(at(0)) / "a.txt"
+        assert os.getxattr(copy, "security.hardsnap-test") == b"label"
+        second = snapshot_action(site.apply(at(1), "--json"))
+        assert (second["files_copied"], second["files_linked"]) == (0, 2)
+        os.setxattr(labelled, "security.hardsnap-test", b"relabelled")
+        third = snapshot_action(site.apply(at(2), "--json"))
+        assert (third["files_copied"], third["files_linked"]) == (1, 1)
