@@ -101,7 +101,7 @@ def death_signal() -> bool:
 
 def close_descriptors_except(keep: set[int]) -> None:
     """Close every inherited descriptor not in `keep` (in a forked worker)."""
-    listed = _open_descriptors("/dev/fd")
+    listed = listed_descriptors("/dev/fd")
     if listed is not None:
         for fd in listed - keep:
             with contextlib.suppress(OSError):
@@ -118,7 +118,7 @@ def close_descriptors_except(keep: set[int]) -> None:
         os.closerange(low, limit)
 
 
-def _open_descriptors(directory: str) -> set[int] | None:
+def listed_descriptors(directory: str) -> set[int] | None:
     """The open descriptors as `directory` lists them (/dev/fd, /proc/self/fd),
     or None when it does not list them all: FreeBSD's /dev/fd without
     fdescfs shows only 0, 1 and 2, so a descriptor opened for the purpose

@@ -133,7 +133,7 @@ def death_signal() -> bool:
 def close_descriptors_except(keep: set[int]) -> None:
     # Listed from /proc rather than closed by close_range or up to the
     # getrlimit bound: a unit's system call filter may refuse both.
-    listed = base._open_descriptors("/proc/self/fd")
+    listed = base.listed_descriptors("/proc/self/fd")
     if listed is None:
         base.close_descriptors_except(keep)
         return
@@ -148,10 +148,12 @@ def cpu_count() -> int:
     return len(_SCHED_GETAFFINITY(0))
 
 
-def mount_types() -> dict[int, str] | None:
-    """device number -> filesystem type, from mountinfo lines such as
-    `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`."""
-    types: dict[int, str] = {}
+def _mounts() -> list[tuple[int, str, str]] | None:
+    """(device number, mount point, filesystem type) of each mount, from
+    mountinfo lines such as
+    `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`;
+    None when there is no mountinfo."""
+    mounts: list[tuple[int, str, str]] = []
     try:
         with open(MOUNTINFO, encoding="utf-8", errors="replace") as lines:
             for line in lines:
@@ -159,9 +161,20 @@ def mount_types() -> dict[int, str] | None:
                 with contextlib.suppress(ValueError, IndexError):
                     major, minor = (int(part) for part in fields[2].split(":"))
                     filesystem = fields[fields.index("-") + 1]
-                    types.setdefault(os.makedev(major, minor), filesystem)
+                    point = fields[4].replace("\\040", " ")
+                    mounts.append((os.makedev(major, minor), point, filesystem))
     except OSError:
         return None
+    return mounts
+
+
+def mount_types() -> dict[int, str] | None:
+    mounts = _mounts()
+    if mounts is None:
+        return None
+    types: dict[int, str] = {}
+    for device, _, filesystem in mounts:
+        types.setdefault(device, filesystem)
     return types
 
 
@@ -182,26 +195,21 @@ def filesystem_type(fd: int) -> str | None:
 def describe_filesystem(path: str) -> str:
     """'TYPE at MOUNTPOINT' for the filesystem holding `path`, from
     mountinfo, else as base.py finds it."""
+    mounts = _mounts()
     try:
         device = os.stat(path).st_dev
-        with open(MOUNTINFO, encoding="utf-8", errors="replace") as mounts:
-            lines = mounts.read().splitlines()
     except OSError:
+        return "an unknown filesystem"
+    if mounts is None:
         return base.describe_filesystem_by(path, filesystem_type)
-    wanted = f"{os.major(device)}:{os.minor(device)}"
     real = os.path.realpath(path)
     best: tuple[str, str] | None = None
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 10 or fields[2] != wanted:
-            continue
-        mount_point = fields[4].replace("\\040", " ")
-        fs_type = fields[fields.index("-") + 1] if "-" in fields else "?"
-        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-        if inside and (best is None or len(mount_point) > len(best[0])):
-            best = (mount_point, fs_type)
+    for mounted, point, filesystem in mounts:
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if mounted == device and inside and (best is None or len(point) > len(best[0])):
+            best = (point, filesystem)
     if best is None:
-        return f"device {wanted}"
+        return f"device {os.major(device)}:{os.minor(device)}"
     return f"{best[1]} at {best[0]}"
 
 
