@@ -99,9 +99,11 @@ def death_signal() -> bool:
     return False
 
 
-def close_descriptors_except(keep: set[int]) -> None:
-    """Close every inherited descriptor not in `keep` (in a forked worker)."""
-    listed = listed_descriptors("/dev/fd")
+def close_descriptors_except(keep: set[int], listing: str = "/dev/fd") -> None:
+    """Close every inherited descriptor not in `keep` (in a forked worker):
+    those `listing` names, when it names them all, else every number up
+    to the descriptor limit."""
+    listed = listed_descriptors(listing)
     if listed is not None:
         for fd in listed - keep:
             with contextlib.suppress(OSError):

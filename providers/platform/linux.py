@@ -133,13 +133,7 @@ def death_signal() -> bool:
 def close_descriptors_except(keep: set[int]) -> None:
     # Listed from /proc rather than closed by close_range or up to the
     # getrlimit bound: a unit's system call filter may refuse both.
-    listed = base.listed_descriptors("/proc/self/fd")
-    if listed is None:
-        base.close_descriptors_except(keep)
-        return
-    for fd in listed - keep:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    base.close_descriptors_except(keep, "/proc/self/fd")
 
 
 def cpu_count() -> int:
