@@ -104,24 +104,33 @@ def link_below(root_fd: int, relative: str, target_fd: int, name: str) -> None:
 
 def same_xattrs(first_dir_fd: int, second_dir_fd: int, name: str) -> bool:
     """Whether the regular file `name` has the same extended attributes in
-    two directories. Each is opened without following a symlink; one that
-    cannot be opened counts as different (the file is then copied, which
-    reports it if it cannot be read)."""
+    two directories (the first's each asked of the second by name when the
+    second does not list it: ntfs-3g keeps trusted.* and security.* unlisted).
+    Each is opened without following a symlink; one that cannot be opened
+    or read counts as different (the file is then copied, which reports it
+    if it cannot be read)."""
+    try:
+        with _opened(name, first_dir_fd) as first_fd, _opened(name, second_dir_fd) as second_fd:
+            first = platform.extended_attributes(first_fd)
+            second = platform.extended_attributes(second_fd)
+            if first == second:
+                return True
+            return set(second) <= set(first) and all(
+                (second[key] if key in second else platform.extended_attribute(second_fd, key))
+                == value
+                for key, value in first.items()
+            )
+    except OSError:
+        return False
 
-    def attributes(dir_fd: int) -> dict[str, bytes] | None:
-        try:
-            fd = platform.open_read(name, dir_fd)
-        except OSError:
-            return None
-        try:
-            return platform.extended_attributes(fd)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
-    first = attributes(first_dir_fd)
-    return first is not None and first == attributes(second_dir_fd)
+@contextlib.contextmanager
+def _opened(name: str, dir_fd: int) -> Iterator[int]:
+    fd = platform.open_read(name, dir_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def existing_ancestor(path: str) -> str:

@@ -30,6 +30,12 @@ from hardsnap.providers.manifest_directory import (
 # Lines are written in chunks this big: each walker process holds one
 # buffer, so it is kept small (bigger ones wrote no faster).
 WRITE_BUFFER = 256 << 10
+# The kernel stamps ctimes from a coarse clock that lags the one read
+# here by up to a tick (and some filesystems keep coarser ctimes): the walk
+# is said to begin this much earlier, so a change made just after it began
+# never carries a ctime from before (files changed within the slack are
+# compared on xattrs once more, a listxattr each).
+CTIME_SLACK_NS = 2 * 10**9
 # Inode numbers on one line of the joined section.
 JOINED_PER_LINE = 4096
 
@@ -90,8 +96,8 @@ class ManifestWriter:
                 "snapshot": snapshot,
                 "source": source,
                 # When the walk began (the next snapshot compares xattrs of
-                # files whose inode changed since).
-                "started_ns": time.time_ns(),
+                # files whose inode changed since), early by CTIME_SLACK_NS.
+                "started_ns": time.time_ns() - CTIME_SLACK_NS,
                 # What the target's filesystem keeps, where it is not all.
                 **({} if keeps == ALL else {"keeps": keeps.to_json()}),
             }

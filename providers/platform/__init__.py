@@ -87,6 +87,7 @@ copy_in_kernel = system.copy_in_kernel
 cpu_count = system.cpu_count
 death_signal = system.death_signal
 describe_filesystem = system.describe_filesystem
+extended_attribute = system.extended_attribute
 extended_attributes = system.extended_attributes
 has_extended_attributes = system.has_extended_attributes
 filesystem_type = system.filesystem_type
@@ -125,6 +126,7 @@ __all__ = [
     "device_parts",
     "effective_uid",
     "exit_now",
+    "extended_attribute",
     "extended_attributes",
     "filesystem_type",
     "flush_file",

@@ -88,6 +88,13 @@ def extended_attributes(fd: int) -> dict[str, bytes]:
     return {}
 
 
+def extended_attribute(fd: int, name: str) -> bytes | None:
+    """One extended attribute of an open file asked for by name (None when
+    it has none of that name): some filesystems keep names they do not
+    list (ntfs-3g: trusted.* and security.*)."""
+    return extended_attributes(fd).get(name)
+
+
 def set_extended_attribute(fd: int, name: str, value: bytes) -> None:
     """Set one extended attribute (or ACL) as extended_attributes named it."""
     raise OSError(errno.ENOTSUP, "this system keeps no extended attributes")

@@ -17,6 +17,7 @@ from hardsnap.providers.platform.base import (
 from hardsnap.providers.platform.base import copy_in_kernel as copy_in_kernel
 from hardsnap.providers.platform.base import cpu_count as cpu_count
 from hardsnap.providers.platform.base import death_signal as death_signal
+from hardsnap.providers.platform.base import extended_attribute as extended_attribute
 from hardsnap.providers.platform.base import flush_file as flush_file
 from hardsnap.providers.platform.base import lock_holder as lock_holder
 from hardsnap.providers.platform.base import mount_types as mount_types

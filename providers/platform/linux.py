@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import sys
@@ -115,6 +116,18 @@ def extended_attributes(fd: int) -> dict[str, bytes]:
     if _LISTXATTR is None or _GETXATTR is None:
         return base.extended_attributes(fd)
     return {name: _GETXATTR(fd, name) for name in _LISTXATTR(fd)}
+
+
+def extended_attribute(fd: int, name: str) -> bytes | None:
+    if _GETXATTR is None:
+        return base.extended_attribute(fd, name)
+    try:
+        value: bytes = _GETXATTR(fd, name)
+    except OSError as error:
+        if error.errno in (errno.ENODATA, *base.NOT_SUPPORTED):
+            return None
+        raise
+    return value
 
 
 def set_extended_attribute(fd: int, name: str, value: bytes) -> None:
