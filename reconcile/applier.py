@@ -13,10 +13,11 @@ import os
 import time
 from typing import Any
 
-from hardsnap.providers import backup, hooks
-from hardsnap.providers.escaping import error_text, escape_name
-from hardsnap.providers.snapshot import SnapshotFailed
-from hardsnap.providers.target import TargetLocks
+from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup import hooks
+from hardsnap.providers.backup.target import TargetLocks
+from hardsnap.providers.engine.snapshot import SnapshotFailed
+from hardsnap.providers.files.escaping import error_text, escape_name
 from hardsnap.reconcile import monitoring, pings
 from hardsnap.reconcile.outcomes import (
     ActionOutcome,

@@ -13,7 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from hardsnap.providers.escaping import escape_text
+from hardsnap.providers.files.escaping import escape_text
 from hardsnap.reconcile import audit_commands, common, journal, render
 from hardsnap.reconcile.common import (
     AllowEmptyOption,

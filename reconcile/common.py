@@ -106,7 +106,7 @@ def exit_codes(as_json: bool = False) -> Iterator[None]:
     missing snapshot fail the command (1); a lock held by another apply
     exits 75 (held by anything else: 1); a signal exits 128 + its number (130 for SIGINT, 143 for
     SIGTERM). With `as_json`, the error is also the JSON document on stdout."""
-    from hardsnap.providers.locking import Busy, HeldByOther, LockUnusable
+    from hardsnap.providers.files.locking import Busy, HeldByOther, LockUnusable
     from hardsnap.reconcile.operations import CannotForget, NoSuchSnapshot, UnknownResource
     from hardsnap.state.store import StateError
 
@@ -156,7 +156,7 @@ def color() -> bool:
 def print_json(document: Any) -> None:
     """Print a JSON document; a string in it that is not UTF-8 (a name) is
     given with U+FFFD and its bytes in base64 beside it (KEY_base64)."""
-    from hardsnap.providers.escaping import lossless_json
+    from hardsnap.providers.files.escaping import lossless_json
 
     typer.echo(json.dumps(lossless_json(document), indent=2, sort_keys=False))
 

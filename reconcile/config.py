@@ -15,7 +15,8 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from hardsnap.providers import platform, trust
+from hardsnap.providers import platform
+from hardsnap.providers.files import trust
 from hardsnap.reconcile.fields import FieldChecks
 from hardsnap.reconcile.model import Config, CrossFs, Keep, Resource, Schedule
 from hardsnap.reconcile.yamlvalues import (

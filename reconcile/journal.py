@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hardsnap.providers.escaping import escape_text
+from hardsnap.providers.files.escaping import escape_text
 
 ERROR = 3
 WARNING = 4

@@ -50,7 +50,7 @@ class Resource:
     on_revert: str | None = None
     keep_min: int = 1
     # Also keep the newest snapshot of each of the N most recent ISO weeks,
-    # calendar months and years that have one (providers/retention.py).
+    # calendar months and years that have one (providers/backup/retention.py).
     keep_weekly: int = 0
     keep_monthly: int = 0
     keep_yearly: int = 0

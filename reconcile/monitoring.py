@@ -12,7 +12,8 @@ import datetime as dt
 import os
 from typing import Any
 
-from hardsnap.providers import hooks, outside
+from hardsnap.providers.backup import hooks
+from hardsnap.providers.files import outside
 from hardsnap.reconcile.model import Resource
 
 
@@ -94,7 +95,7 @@ def _seconds(moment: str) -> float:
 
 def write_metrics(path: str, text: str) -> list[str]:
     """Replace the metrics file atomically, readable by the node_exporter
-    user, through its directory's descriptor (providers/outside.py); return
+    user, through its directory's descriptor (providers/files/outside.py); return
     warnings: that another user can write that directory, that the file
     could not be written."""
     directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))

@@ -10,13 +10,16 @@ import datetime as dt
 import os
 from typing import Any
 
-from hardsnap.providers import audit, backup, history, retention
-from hardsnap.providers import facts as facts_of
-from hardsnap.providers.compact import IntTable
-from hardsnap.providers.escaping import escape_name
-from hardsnap.providers.naming import future_names
-from hardsnap.providers.suspension import pruning_json
-from hardsnap.providers.target import TargetLocks, freed_by_pruning, list_snapshots
+from hardsnap.providers.audit import history
+from hardsnap.providers.audit import verify as audit
+from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup import facts as facts_of
+from hardsnap.providers.backup import retention
+from hardsnap.providers.backup.naming import future_names
+from hardsnap.providers.backup.suspension import pruning_json
+from hardsnap.providers.backup.target import TargetLocks, freed_by_pruning, list_snapshots
+from hardsnap.providers.files.compact import IntTable
+from hardsnap.providers.files.escaping import escape_name
 from hardsnap.reconcile import applier, monitoring, outcomes, planner, pruning
 from hardsnap.reconcile.model import Config, Resource
 from hardsnap.reconcile.plan import Plan

@@ -8,7 +8,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from hardsnap.providers.suspension import Suspension, pruning_json
+from hardsnap.providers.backup.suspension import Suspension, pruning_json
 from hardsnap.reconcile.plan import Action
 
 

@@ -7,8 +7,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from hardsnap.providers.retention import Reason
-from hardsnap.providers.suspension import Suspension
+from hardsnap.providers.backup.retention import Reason
+from hardsnap.providers.backup.suspension import Suspension
 from hardsnap.reconcile.model import Resource
 
 
@@ -168,7 +168,7 @@ class ActionGraph:
 
 @dataclass(frozen=True)
 class Pruning:
-    """Clock sanity on one run of a resource (providers/suspension.py)."""
+    """Clock sanity on one run of a resource (providers/backup/suspension.py)."""
 
     # Why this run prunes nothing that expired; None when it prunes.
     suspended: Suspension | None = None
@@ -198,7 +198,7 @@ class ResourcePlan:
     # Warnings about the resource's settings, for validate and plan only.
     config_warnings: tuple[str, ...] = ()
     # The existing snapshots retention keeps, oldest first, with the rules
-    # keeping each (providers/retention.py).
+    # keeping each (providers/backup/retention.py).
     kept: tuple[tuple[str, tuple[Reason, ...]], ...] = ()
     pruning: Pruning = Pruning()
 

@@ -10,9 +10,9 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hardsnap.providers.facts import Facts, links_unchanged
-from hardsnap.providers.naming import snapshot_in_window, snapshot_name, window_of
-from hardsnap.providers.refusals import (
+from hardsnap.providers.backup.facts import Facts, links_unchanged
+from hardsnap.providers.backup.naming import snapshot_in_window, snapshot_name, window_of
+from hardsnap.providers.backup.refusals import (
     cross_fs_refusal,
     empty_source_refusal,
     free_after_snapshot,
@@ -21,7 +21,7 @@ from hardsnap.providers.refusals import (
     missing_target_refusal,
     ownership_refusal,
 )
-from hardsnap.providers.suspension import Suspension
+from hardsnap.providers.backup.suspension import Suspension
 from hardsnap.reconcile import pruning
 from hardsnap.reconcile.model import CrossFs, Resource
 from hardsnap.reconcile.plan import Action, ActionGraph, ActionKind, Plan, Pruning, ResourcePlan

@@ -1,5 +1,5 @@
 """What a converge prunes, for the planner: retention by rule
-(providers/retention.py) and clock sanity (providers/suspension.py) over
+(providers/backup/retention.py) and clock sanity (providers/backup/suspension.py) over
 the snapshots a run leaves, with the sentences that explain them.
 
 Pure: no I/O, no clock.
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hardsnap.providers.facts import Facts
-from hardsnap.providers.naming import snapshot_in_window, snapshot_name
-from hardsnap.providers.retention import Policy, Reason, reasons
-from hardsnap.providers.suspension import WINDOWS, Suspension, iso, retain_span, suspension
+from hardsnap.providers.backup.facts import Facts
+from hardsnap.providers.backup.naming import snapshot_in_window, snapshot_name
+from hardsnap.providers.backup.retention import Policy, Reason, reasons
+from hardsnap.providers.backup.suspension import WINDOWS, Suspension, iso, retain_span, suspension
 from hardsnap.reconcile.model import Resource
 from hardsnap.state.store import RecordedState
 

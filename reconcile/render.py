@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hardsnap.providers.escaping import escape_text
-from hardsnap.providers.refusals import format_bytes
-from hardsnap.providers.suspension import pruning_json
+from hardsnap.providers.backup.suspension import pruning_json
+from hardsnap.providers.files.escaping import escape_text, format_bytes
 from hardsnap.reconcile.outcomes import ActionOutcome, ApplyReport, ResourceOutcome, Result
 from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
 from hardsnap.reconcile.pruning import policy as retention_policy

@@ -6,11 +6,10 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from hardsnap.providers.audit import Difference, Verification
-from hardsnap.providers.escaping import escape_name, escape_text
-from hardsnap.providers.history import History
-from hardsnap.providers.metadata import moment
-from hardsnap.providers.refusals import format_bytes
+from hardsnap.providers.audit.history import History
+from hardsnap.providers.audit.metadata import moment
+from hardsnap.providers.audit.verify import Difference, Verification
+from hardsnap.providers.files.escaping import escape_name, escape_text, format_bytes
 from hardsnap.reconcile.render import Painter, plural
 
 # -- verify, diff, history, state show -----------------------------------------
@@ -356,7 +355,7 @@ def _kept_by(rules: list[dict[str, Any]] | None, pruning: str | None) -> str:
 
 
 def _taken(name: str) -> str:
-    from hardsnap.providers.naming import snapshot_time
+    from hardsnap.providers.backup.naming import snapshot_time
 
     moment = snapshot_time(name)
     return moment.strftime("%Y-%m-%d %H:%M") if moment else "?"

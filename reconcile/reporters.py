@@ -6,8 +6,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from hardsnap.providers.escaping import escape_text
-from hardsnap.providers.refusals import format_bytes
+from hardsnap.providers.files.escaping import escape_text, format_bytes
 from hardsnap.reconcile import journal, render
 from hardsnap.reconcile.outcomes import ActionOutcome, Reporter, ResourceOutcome, Result
 from hardsnap.reconcile.plan import Action, ActionKind

@@ -16,7 +16,7 @@ import os
 import stat
 
 from hardsnap.providers import platform
-from hardsnap.providers.fs import make_private_directory
+from hardsnap.providers.files.fs import make_private_directory
 
 # Entries that hardsnap (through SQLite) writes: each must be a regular file.
 STATE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm", "cache.db-journal", "apply.lock")

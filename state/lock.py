@@ -1,6 +1,6 @@
 """The apply lock: one apply at a time per state directory.
 
-An flock on a file in the state directory (providers/locking.py). The
+An flock on a file in the state directory (providers/files/locking.py). The
 kernel drops it when the holder's process ends, however it ends, so a
 killed apply leaves no stale lock. The file is opened below a checked
 descriptor of the directory, never through a link, and only a regular file
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from types import TracebackType
 
-from hardsnap.providers import locking
+from hardsnap.providers.files import locking
 from hardsnap.state.directory import StateError, open_entry, open_state_directory
 
 LOCK_FILE = "apply.lock"

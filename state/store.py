@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hardsnap.providers import platform
-from hardsnap.providers.report import PATHS_KEPT
+from hardsnap.providers.files.report import PATHS_KEPT
 from hardsnap.state import database
 from hardsnap.state.database import SCHEMA_KEY, SCHEMA_VERSION
 from hardsnap.state.directory import StateError as StateError

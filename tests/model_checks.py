@@ -14,8 +14,8 @@ from hypothesis.stateful import (
     invariant,
 )
 
-from hardsnap.providers.manifest import MANIFEST_DIRECTORY
-from hardsnap.providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from tests.model_edits import SourceEdits
 from tests.model_support import (
     SNAPSHOT_NAME,

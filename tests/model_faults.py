@@ -20,7 +20,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from hardsnap.providers.target import PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers.backup.target import PARTIAL_PREFIX, PRUNING_PREFIX
 from tests.model_checks import ModelChecks
 from tests.model_support import (
     FAR_FUTURE,

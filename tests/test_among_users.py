@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hardsnap.providers import locking
+from hardsnap.providers.files import locking
 from tests.conftest import NOBODY, Mount, hand_to_nobody, hardsnap_command
 from tests.processes import run
 from tests.site import START, Site, at, make_file, name_of, new_site

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import copying
-from hardsnap.providers.manifest import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
-from hardsnap.providers.refusals import format_bytes
+from hardsnap.providers.engine import copying
+from hardsnap.providers.files.escaping import format_bytes
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
 from tests.conftest import Outcome, write_config
 
 Cli = Callable[..., Outcome]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hardsnap.providers.manifest import ManifestReader, manifest_path
-from hardsnap.providers.target import PARTIAL_PREFIX
+from hardsnap.providers.backup.target import PARTIAL_PREFIX
+from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
 from tests.conftest import Mount
 from tests.processes import Applies, slow_threads
 from tests.site import Site, at, name_of, new_site, work_left

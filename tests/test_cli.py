@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers.manifest import MANIFEST_DIRECTORY
-from hardsnap.providers.target import MARKER
+from hardsnap.providers.backup.target import MARKER
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from tests.conftest import T0, Outcome, hardsnap_command, write_config
 
 Cli = Callable[..., Outcome]

@@ -31,11 +31,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from hardsnap.providers import backup, copying, platform
-from hardsnap.providers.locking import lock_directory, lock_file_name
-from hardsnap.providers.manifest import MANIFEST_DIRECTORY
-from hardsnap.providers.snapshot import SnapshotFailed
-from hardsnap.providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers import platform
+from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers.engine import copying
+from hardsnap.providers.engine.snapshot import SnapshotFailed
+from hardsnap.providers.files.locking import lock_directory, lock_file_name
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from hardsnap.reconcile.cli import app
 from hardsnap.reconcile.model import Resource
 from hardsnap.state.lock import LOCK_FILE

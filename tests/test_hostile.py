@@ -27,13 +27,14 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, copying
-from hardsnap.providers.directories import Walker
-from hardsnap.providers.manifest import MANIFEST_DIRECTORY
-from hardsnap.providers.naming import is_snapshot_name
-from hardsnap.providers.placing import Placer
-from hardsnap.providers.snapshot import Walk
-from hardsnap.providers.target import MARKER
+from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup.naming import is_snapshot_name
+from hardsnap.providers.backup.target import MARKER
+from hardsnap.providers.engine import copying
+from hardsnap.providers.engine.directories import Walker
+from hardsnap.providers.engine.placing import Placer
+from hardsnap.providers.engine.snapshot import Walk
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from hardsnap.reconcile.model import Resource
 from tests.conftest import (
     Outcome,

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import platform, snapshot
-from hardsnap.providers.directories import Walker
-from hardsnap.providers.manifest_writer import ManifestWriter
-from hardsnap.providers.placing import Placer
+from hardsnap.providers import platform
+from hardsnap.providers.engine import snapshot
+from hardsnap.providers.engine.directories import Walker
+from hardsnap.providers.engine.placing import Placer
+from hardsnap.providers.manifest.writer import ManifestWriter
 from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody
 
 T0, T1 = "2026-03-29T06:00:00Z", "2026-03-30T06:00:00Z"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hardsnap.providers.manifest import MANIFEST_DIRECTORY
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from tests.conftest import Mount, hardsnap_command
 from tests.processes import Applies, wait_for_entry, wait_for_file
 from tests.site import (

@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardsnap.providers.compact import EMPTY, IntTable
-from hardsnap.providers.manifest import BlockIndex, ManifestReader, manifest_path
+from hardsnap.providers.files.compact import EMPTY, IntTable
+from hardsnap.providers.manifest.reader import BlockIndex, ManifestReader, manifest_path
 from tests.site import at, make_file, name_of, new_site
 
 keys = st.integers(min_value=-(2**70), max_value=2**70)

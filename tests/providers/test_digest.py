@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hardsnap.providers import digest
+from hardsnap.providers.files import digest
 
 SIZE = 8 << 20
 

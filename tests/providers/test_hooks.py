@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hardsnap.providers.hooks import (
+from hardsnap.providers.backup.hooks import (
     OUTPUT_TAIL_BYTES,
     TIMED_OUT_EXIT_CODE,
     HookResult,
@@ -187,7 +187,7 @@ def test_run_hook_memory_stays_flat_while_a_hook_prints_50_mib(tmp_path: Path) -
     # already raised by earlier tests: holding the output would add 50 MiB.
     script = f"""
 import os, resource
-from hardsnap.providers.hooks import run_hook
+from hardsnap.providers.backup.hooks import run_hook
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = run_hook("head -c {FIFTY_MIB} /dev/zero; echo; echo last-line", dict(os.environ), ".")
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

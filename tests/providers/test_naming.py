@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardsnap.providers import retention
-from hardsnap.providers.naming import (
+from hardsnap.providers.backup import retention
+from hardsnap.providers.backup.naming import (
     is_snapshot_name,
     snapshot_in_window,
     snapshot_name,

@@ -1,4 +1,4 @@
-"""Retention rules (providers/retention.py): retain, keep_min and the
+"""Retention rules (providers/backup/retention.py): retain, keep_min and the
 grandfather-father-son period rules, each counted on its own."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardsnap.providers.naming import snapshot_name, snapshot_time
-from hardsnap.providers.retention import Policy, Reason, expired, reasons
+from hardsnap.providers.backup.naming import snapshot_name, snapshot_time
+from hardsnap.providers.backup.retention import Policy, Reason, expired, reasons
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 12, 2, 6, 0, tzinfo=UTC)

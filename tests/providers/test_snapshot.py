@@ -16,12 +16,19 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers import backup, copying, platform
-from hardsnap.providers.capabilities import PROBE
-from hardsnap.providers.manifest import MANIFEST_DIRECTORY
-from hardsnap.providers.naming import is_snapshot_name
-from hardsnap.providers.snapshot import Excludes, SnapshotFailed, SnapshotReport, is_unchanged
-from hardsnap.providers.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers import platform
+from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup.naming import is_snapshot_name
+from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers.engine import copying
+from hardsnap.providers.engine.snapshot import (
+    Excludes,
+    SnapshotFailed,
+    SnapshotReport,
+    is_unchanged,
+)
+from hardsnap.providers.files.capabilities import PROBE
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from hardsnap.reconcile.model import Resource
 from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody, write_config
 
@@ -431,7 +438,7 @@ def test_report_counts_copies_links_bytes_and_skips(source: Path, target: Path) 
 
 def test_copy_every_file_when_linking_is_off(source: Path, target: Path) -> None:
     """Without link_unchanged (cross_fs copy), nothing is linked even if unchanged."""
-    from hardsnap.providers.snapshot import Walk
+    from hardsnap.providers.engine.snapshot import Walk
 
     make_file(source / "a", b"x")
     take(resource_for(source, target), FIRST)

@@ -1,4 +1,4 @@
-"""Clock sanity (providers/suspension.py): when pruning is suspended, as a
+"""Clock sanity (providers/backup/suspension.py): when pruning is suspended, as a
 pure function of snapshot names, the time and the name the state records."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardsnap.providers.naming import snapshot_in_window, snapshot_name
-from hardsnap.providers.retention import Policy, expired
-from hardsnap.providers.suspension import Suspension, suspension
+from hardsnap.providers.backup.naming import snapshot_in_window, snapshot_name
+from hardsnap.providers.backup.retention import Policy, expired
+from hardsnap.providers.backup.suspension import Suspension, suspension
 from hardsnap.reconcile.model import Schedule
 
 UTC = dt.UTC

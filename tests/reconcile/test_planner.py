@@ -39,8 +39,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from hardsnap.providers.facts import Facts, Prediction
-from hardsnap.providers.target import Owner
+from hardsnap.providers.backup.facts import Facts, Prediction
+from hardsnap.providers.backup.target import Owner
 from hardsnap.reconcile.model import CrossFs, Resource, Schedule
 from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
 from hardsnap.reconcile.planner import Overrides, plan

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hardsnap.providers.locking import Busy
+from hardsnap.providers.files.locking import Busy
 from hardsnap.state.disk import StateDisk
 from hardsnap.state.legacy import UnsafePickle, plain_unpickle
 from hardsnap.state.lock import ApplyLock
