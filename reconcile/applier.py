@@ -15,6 +15,7 @@ from typing import Any
 
 from hardsnap.providers.backup import effects as backup
 from hardsnap.providers.backup import hooks
+from hardsnap.providers.backup.actions import Action, ActionKind
 from hardsnap.providers.backup.target import TargetLocks
 from hardsnap.providers.engine.snapshot import SnapshotFailed
 from hardsnap.providers.files.escaping import error_text, escape_name
@@ -26,7 +27,7 @@ from hardsnap.reconcile.outcomes import (
     ResourceOutcome,
     Result,
 )
-from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
+from hardsnap.reconcile.plan import Plan, ResourcePlan
 from hardsnap.state.store import StateStore
 
 

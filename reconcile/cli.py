@@ -35,7 +35,7 @@ def validate(
     state_dir: StateDirOption = None,
 ) -> None:
     """Check the config file; exit 0 when valid, 2 when not."""
-    from hardsnap.reconcile.pruning import short_retain_warning
+    from hardsnap.providers.backup.pruning import short_retain_warning
 
     loaded = common.load(config)
     for checked in loaded.resources:
@@ -62,8 +62,8 @@ def plan(
     state_dir: StateDirOption = None,
 ) -> None:
     """Show what apply would do. Changes nothing."""
+    from hardsnap.providers.backup.plan import Overrides
     from hardsnap.reconcile.operations import plan_config
-    from hardsnap.reconcile.planner import Overrides
 
     try:
         loaded = common.load(config, as_json)
@@ -114,8 +114,8 @@ def apply(
     state_dir: StateDirOption = None,
 ) -> None:
     """Converge: snapshot, prune, run hooks and reverts. No prompt."""
+    from hardsnap.providers.backup.plan import Overrides
     from hardsnap.reconcile.operations import apply_config
-    from hardsnap.reconcile.planner import Overrides
     from hardsnap.reconcile.reporters import TextReporter, WarningsReporter
 
     loaded = common.load(config, as_json)

@@ -16,51 +16,24 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from hardsnap.providers import platform
-from hardsnap.providers.files import trust
-from hardsnap.reconcile.fields import FieldChecks
-from hardsnap.reconcile.model import Config, CrossFs, Keep, Resource, Schedule
-from hardsnap.reconcile.yamlvalues import (
-    ConfigError,
-    Problem,
+from hardsnap.providers.backup import schema
+from hardsnap.providers.backup.fields import FieldChecks
+from hardsnap.providers.backup.resource import Resource
+from hardsnap.providers.backup.values import (
+    Position,
     closest,
-    is_text,
     item_at,
-    key_at,
     node_position,
-    parse_yaml,
     untagged,
     value_at,
 )
+from hardsnap.providers.files import trust
+from hardsnap.reconcile.model import Config
+from hardsnap.reconcile.yamlvalues import ConfigError, Problem, parse_yaml
 
 __all__ = ["ConfigError", "Problem", "closest", "load_config", "parse_config"]
 
 TOP_LEVEL_KEYS = ("resources", "metrics_file")
-RESOURCE_KEYS = (
-    "name",
-    "type",
-    "source_dir",
-    "target_path",
-    "retain",
-    "schedule",
-    "exclude",
-    "cross_fs",
-    "min_free_space",
-    "pre_command",
-    "post_command",
-    "revert",
-    "on_revert",
-    "keep_min",
-    "keep_weekly",
-    "keep_monthly",
-    "keep_yearly",
-    "symlinks",
-    "special_files",
-    "one_file_system",
-    "hook_timeout",
-    "on_failure",
-    "ping_url",
-)
-REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 
 
 def load_config(path: str) -> Config:
@@ -141,12 +114,19 @@ def parse_config(text: str, path: str) -> Config:
     return Config(path=path, resources=tuple(resources), metrics_file=checker.metrics_file)
 
 
-class _Checker(FieldChecks):
-    """Walks the parsed YAML and gathers problems; one instance per file."""
+class _Checker:
+    """Walks the parsed YAML and gathers problems; one instance per file.
+    Each resource is checked by its provider's schema."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(path)
+        self.path = path
+        self.problems: list[Problem] = []
+        self.fields = FieldChecks(path, self.report)
         self.metrics_file: str | None = None
+
+    def report(self, position: Position, message: str) -> None:
+        line, column = position
+        self.problems.append(Problem(self.path, (line or 0) + 1, (column or 0) + 1, message))
 
     def document(self, document: Any) -> list[Resource]:
         if document is None:
@@ -161,7 +141,7 @@ class _Checker(FieldChecks):
                     document.lc.key(key), f'unknown key "{key}"{closest(str(key), TOP_LEVEL_KEYS)}'
                 )
         if document.get("metrics_file") is not None:
-            self.metrics_file = self.check_path(
+            self.metrics_file = self.fields.check_path(
                 untagged(document["metrics_file"]), value_at(document, "metrics_file")
             )
         if "resources" not in document:
@@ -180,64 +160,12 @@ class _Checker(FieldChecks):
                 self.report(item_at(items, index), "each resource must be a mapping")
                 continue
             before = len(self.problems)
-            values = self.values(item)
+            values = schema.check(item, self.fields)
             checked.append((values, item))
             if len(self.problems) == before:
-                resources.append(self.resource(values))
+                resources.append(schema.build(values))
         self.across(checked)
         return resources
-
-    def values(self, item: CommentedMap) -> dict[str, Any]:
-        """Check one resource's keys and values; return the values that are valid."""
-        for key in item:
-            if key not in RESOURCE_KEYS:
-                self.report(
-                    key_at(item, key), f'unknown key "{key}"{closest(str(key), RESOURCE_KEYS)}'
-                )
-        for key in REQUIRED_KEYS:
-            if item.get(key) is None:
-                where = key_at(item, key) if key in item else node_position(item)
-                label = f' in resource "{item["name"]}"' if is_text(item.get("name")) else ""
-                self.report(where, f'missing required key "{key}"{label}')
-
-        values: dict[str, Any] = {}
-        for key, check in self.checks.items():
-            if item.get(key) is None:
-                continue
-            value = check(self, untagged(item[key]), value_at(item, key))
-            if value is not None:
-                values[key] = value
-
-        if values.get("revert") and not values.get("on_revert"):
-            self.report(key_at(item, "revert"), '"on_revert" is required when "revert" is true')
-        return values
-
-    @staticmethod
-    def resource(values: dict[str, Any]) -> Resource:
-        return Resource(
-            name=values["name"],
-            source_dir=values["source_dir"],
-            target_path=values["target_path"],
-            retain_days=values.get("retain", 30),
-            schedule=values.get("schedule", Schedule.DAILY),
-            exclude=values.get("exclude", ()),
-            cross_fs=values.get("cross_fs", CrossFs.FAIL),
-            min_free_space=values.get("min_free_space", 1024**3),
-            pre_command=values.get("pre_command") or None,
-            post_command=values.get("post_command") or None,
-            revert=values.get("revert", False),
-            on_revert=values.get("on_revert") or None,
-            keep_min=values.get("keep_min", 1),
-            keep_weekly=values.get("keep_weekly", 0),
-            keep_monthly=values.get("keep_monthly", 0),
-            keep_yearly=values.get("keep_yearly", 0),
-            symlinks=values.get("symlinks", Keep.SKIP),
-            special_files=values.get("special_files", Keep.SKIP),
-            one_file_system=values.get("one_file_system", False),
-            hook_timeout=values.get("hook_timeout", 0),
-            on_failure=values.get("on_failure") or None,
-            ping_url=values.get("ping_url"),
-        )
 
     def across(self, checked: list[tuple[dict[str, Any], CommentedMap]]) -> None:
         """Rules that span resources: unique names and targets, no target inside

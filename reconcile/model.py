@@ -1,73 +1,10 @@
-"""The desired state: typed, validated `backup` resources."""
+"""The desired state: a whole config file, its resources in file order."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-
-class Schedule(enum.StrEnum):
-    """How often a resource wants a snapshot: one per window of this length."""
-
-    HOURLY = "hourly"
-    DAILY = "daily"
-    WEEKLY = "weekly"
-
-
-class CrossFs(enum.StrEnum):
-    """What to do when source and target sit on different filesystems."""
-
-    FAIL = "fail"
-    COPY = "copy"
-    WARN = "warn"
-    LINK = "link"
-
-
-class Keep(enum.StrEnum):
-    """Whether a kind of entry (symlinks, special files) goes into snapshots."""
-
-    SKIP = "skip"
-    KEEP = "keep"
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One validated `backup` resource; paths are absolute."""
-
-    name: str
-    source_dir: str
-    target_path: str
-    retain_days: int = 30
-    schedule: Schedule = Schedule.DAILY
-    exclude: tuple[str, ...] = ()
-    cross_fs: CrossFs = CrossFs.FAIL
-    # Bytes; 0 disables the check.
-    min_free_space: int = 1024**3
-    pre_command: str | None = None
-    post_command: str | None = None
-    revert: bool = False
-    # Always set when `revert` is true (validation guarantees it).
-    on_revert: str | None = None
-    keep_min: int = 1
-    # Also keep the newest snapshot of each of the N most recent ISO weeks,
-    # calendar months and years that have one (providers/backup/retention.py).
-    keep_weekly: int = 0
-    keep_monthly: int = 0
-    keep_yearly: int = 0
-    # Symlinks: recreated (never followed), or left out as the original
-    # resource does. Special files: FIFOs and device nodes; sockets never.
-    symlinks: Keep = Keep.SKIP
-    special_files: Keep = Keep.SKIP
-    # Do not descend into other filesystems mounted below source_dir (their
-    # mount points are kept as empty directories). Kernel pseudo-filesystems
-    # are never descended, whatever this says.
-    one_file_system: bool = False
-    # Seconds a hook may run before its process group is ended; 0: no limit.
-    hook_timeout: int = 0
-    # Run (/bin/sh -c) after the resource failed or was refused.
-    on_failure: str | None = None
-    # A healthchecks-style URL: URL/start, then URL or URL/fail.
-    ping_url: str | None = None
+from hardsnap.providers.backup.resource import Resource
 
 
 @dataclass(frozen=True)

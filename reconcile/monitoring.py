@@ -13,8 +13,8 @@ import os
 from typing import Any
 
 from hardsnap.providers.backup import hooks
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.files import outside
-from hardsnap.reconcile.model import Resource
 
 
 def run_on_failure(resource: Resource, error: str, cwd: str) -> str | None:

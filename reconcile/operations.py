@@ -12,19 +12,18 @@ from typing import Any
 
 from hardsnap.providers.audit import history
 from hardsnap.providers.audit import verify as audit
-from hardsnap.providers.backup import effects as backup
-from hardsnap.providers.backup import facts as facts_of
-from hardsnap.providers.backup import retention
+from hardsnap.providers.backup import observe, pruning, retention
 from hardsnap.providers.backup.naming import future_names
+from hardsnap.providers.backup.plan import Overrides
+from hardsnap.providers.backup.pruning import policy
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.suspension import pruning_json
 from hardsnap.providers.backup.target import TargetLocks, freed_by_pruning, list_snapshots
 from hardsnap.providers.files.compact import IntTable
 from hardsnap.providers.files.escaping import escape_name
-from hardsnap.reconcile import applier, monitoring, outcomes, planner, pruning
-from hardsnap.reconcile.model import Config, Resource
+from hardsnap.reconcile import applier, monitoring, outcomes, planner
+from hardsnap.reconcile.model import Config
 from hardsnap.reconcile.plan import Plan
-from hardsnap.reconcile.planner import Overrides
-from hardsnap.reconcile.pruning import policy
 from hardsnap.state.lock import ApplyLock
 from hardsnap.state.store import StateStore, recorded_state
 
@@ -60,21 +59,14 @@ def make_plan(
     resource due for a snapshot to count what it would copy and link; with
     `predict_first`, only of those due for their first snapshot (whose
     progress has no earlier snapshot to measure against)."""
-    facts = {}
     recorded = store.recorded()
     resume = overrides is not None and overrides.resume_pruning
-    for resource in resources:
-        observed = facts_of.observe(resource, now)
-        state = recorded.get(resource.name)
-        walk = predict or (predict_first and not observed.snapshots)
-        if walk and planner.needs_snapshot(resource, observed, now):
-            corrupted = state.corrupted if state else frozenset()
-            observed = backup.predict(resource, observed, corrupted)
-        if predict:
-            doomed = pruning.planned_prune(resource, observed, state, now, resume)
-            if doomed:
-                observed = backup.measure_prune(observed, doomed)
-        facts[resource.name] = observed
+    facts = {
+        resource.name: observe.read(
+            resource, recorded.get(resource.name), now, predict, predict_first, resume
+        )
+        for resource in resources
+    }
     return planner.plan(resources, facts, recorded, now, overrides)
 
 

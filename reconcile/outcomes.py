@@ -8,8 +8,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from hardsnap.providers.backup.actions import Action
 from hardsnap.providers.backup.suspension import Suspension, pruning_json
-from hardsnap.reconcile.plan import Action
 
 
 class Result(enum.StrEnum):

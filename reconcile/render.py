@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hardsnap.providers.backup.actions import Action, ActionKind
+from hardsnap.providers.backup.pruning import policy as retention_policy
 from hardsnap.providers.backup.suspension import pruning_json
 from hardsnap.providers.files.escaping import escape_text, format_bytes
 from hardsnap.reconcile.outcomes import ActionOutcome, ApplyReport, ResourceOutcome, Result
-from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
-from hardsnap.reconcile.pruning import policy as retention_policy
+from hardsnap.reconcile.plan import Plan, ResourcePlan
 
 _COLORS = {
     ActionKind.PRE_COMMAND: "33",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from hardsnap.providers.backup.actions import Action, ActionKind
 from hardsnap.providers.files.escaping import escape_text, format_bytes
 from hardsnap.reconcile import journal, render
 from hardsnap.reconcile.outcomes import ActionOutcome, Reporter, ResourceOutcome, Result
-from hardsnap.reconcile.plan import Action, ActionKind
 
 
 def warn(outcome: ResourceOutcome) -> None:

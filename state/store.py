@@ -17,10 +17,10 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from hardsnap.providers import platform
+from hardsnap.providers.backup.recorded import RecordedState
 from hardsnap.providers.files.report import PATHS_KEPT
 from hardsnap.state import database
 from hardsnap.state.database import SCHEMA_KEY, SCHEMA_VERSION
@@ -33,27 +33,6 @@ __all__ = ["SCHEMA_KEY", "SCHEMA_VERSION", "StateError", "UnsafeStateDirectory"]
 RESOURCE_PREFIX = "resource/"
 VERIFY_PREFIX = "verify/"
 RUNS_KEPT = 20
-
-
-@dataclass(frozen=True)
-class RecordedState:
-    """What the planner needs to know of one resource's history."""
-
-    revert_spent: bool = False
-    # Name of the snapshot whose post_command failed and awaits a retry.
-    pending_post_snapshot: str | None = None
-    cross_fs_warned: bool = False
-    # The resolved target of the last apply, and the snapshots recorded
-    # there: when none of them is left, the target is taken for an
-    # unmounted disk.
-    target: str | None = None
-    snapshots: tuple[str, ...] = ()
-    # Inodes that `verify --content` last found corrupted in any snapshot.
-    corrupted: frozenset[int] = frozenset()
-    # The newest snapshot an apply left while pruning was not suspended: a
-    # gap in the names that begins before it is not waited for (pruning
-    # already ran past it, or the operator resumed it).
-    gaps_accepted_before: str | None = None
 
 
 def default_state_dir(environ: dict[str, str] | None = None) -> str:

@@ -33,7 +33,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from hardsnap.reconcile.config import RESOURCE_KEYS, ConfigError, load_config
+from hardsnap.providers.backup.schema import RESOURCE_KEYS
+from hardsnap.reconcile.config import ConfigError, load_config
 from hardsnap.reconcile.model import Config
 from tests.conftest import T0, Outcome, hardsnap_command, write_config
 

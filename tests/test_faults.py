@@ -33,13 +33,13 @@ from typer.testing import CliRunner
 
 from hardsnap.providers import platform
 from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine.snapshot import SnapshotFailed
 from hardsnap.providers.files.locking import lock_directory, lock_file_name
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from hardsnap.reconcile.cli import app
-from hardsnap.reconcile.model import Resource
 from hardsnap.state.lock import LOCK_FILE
 from tests.conftest import Mount, hardsnap_command, write_config
 from tests.processes import Applies, Apply, Finished, wait_for_entry

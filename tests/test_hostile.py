@@ -29,13 +29,13 @@ import pytest
 
 from hardsnap.providers.backup import effects as backup
 from hardsnap.providers.backup.naming import is_snapshot_name
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine.directories import Walker
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.engine.snapshot import Walk
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from hardsnap.reconcile.model import Resource
 from tests.conftest import (
     Outcome,
     hand_to_nobody,

@@ -34,6 +34,7 @@ from hardsnap.providers.backup.refusals import (
     missing_target_refusal,
     ownership_refusal,
 )
+from hardsnap.providers.backup.resource import CrossFs, Resource
 from hardsnap.providers.backup.target import PARTIAL_PREFIX, TargetLocks
 from hardsnap.providers.engine.snapshot import (
     Excludes,
@@ -49,7 +50,6 @@ from hardsnap.providers.files.report import failure_of
 from hardsnap.providers.manifest.directory import remove_orphans
 from hardsnap.providers.manifest.reader import ManifestError, ManifestReader, open_manifest
 from hardsnap.providers.manifest.writer import ManifestWriter
-from hardsnap.reconcile.model import CrossFs, Resource
 
 
 def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozenset()) -> Facts:

@@ -11,12 +11,12 @@ from dataclasses import dataclass, replace
 from hardsnap.providers import platform
 from hardsnap.providers.backup import target
 from hardsnap.providers.backup.naming import future_names
+from hardsnap.providers.backup.resource import CrossFs, Keep, Resource
 from hardsnap.providers.backup.target import Owner
 from hardsnap.providers.files import capabilities, fs, trust
 from hardsnap.providers.files.capabilities import Keeps
 from hardsnap.providers.files.kinds import Kinds
 from hardsnap.providers.manifest.reader import ManifestError, open_manifest
-from hardsnap.reconcile.model import CrossFs, Keep, Resource
 
 
 @dataclass(frozen=True)

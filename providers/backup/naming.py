@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 
-from hardsnap.reconcile.model import Schedule
+from hardsnap.providers.backup.resource import Schedule
 
 SNAPSHOT_NAME = re.compile(r"([0-9]{4})\.([0-9]{3})\.([0-9]{2})\.([0-9]{2})")
 UTC = dt.UTC

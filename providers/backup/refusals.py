@@ -7,10 +7,10 @@ when the snapshot starts."""
 from __future__ import annotations
 
 from hardsnap.providers.backup.facts import Facts
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.files.capabilities import Keeps
 from hardsnap.providers.files.escaping import format_bytes
-from hardsnap.reconcile.model import Resource
 
 
 def empty_source_refusal(resource: Resource, facts: Facts) -> str | None:

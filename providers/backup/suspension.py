@@ -23,7 +23,7 @@ from itertools import pairwise
 from typing import Any
 
 from hardsnap.providers.backup.naming import snapshot_time
-from hardsnap.reconcile.model import Schedule
+from hardsnap.providers.backup.resource import Schedule
 
 WINDOWS = {
     Schedule.HOURLY: dt.timedelta(hours=1),

@@ -17,7 +17,7 @@ from hardsnap.providers.backup.naming import (
     snapshot_time,
     window_of,
 )
-from hardsnap.reconcile.model import Schedule
+from hardsnap.providers.backup.resource import Schedule
 
 UTC = dt.UTC
 PLUS_TWO = dt.timezone(dt.timedelta(hours=2))

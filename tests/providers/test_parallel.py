@@ -15,12 +15,12 @@ import pytest
 
 from hardsnap.providers.audit.verify import verify_snapshot
 from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine import snapshot as snapshot_module
 from hardsnap.providers.engine.snapshot import SnapshotFailed, SnapshotReport
 from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
-from hardsnap.reconcile.model import Resource
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 ODD_NS = 1_700_000_000_123_456_789

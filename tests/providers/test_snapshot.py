@@ -19,6 +19,7 @@ import pytest
 from hardsnap.providers import platform
 from hardsnap.providers.backup import effects as backup
 from hardsnap.providers.backup.naming import is_snapshot_name
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine.snapshot import (
@@ -29,7 +30,6 @@ from hardsnap.providers.engine.snapshot import (
 )
 from hardsnap.providers.files.capabilities import PROBE
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from hardsnap.reconcile.model import Resource
 from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody, write_config
 
 # An mtime with odd nanoseconds: a float round-trip would lose them.

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hardsnap.providers.backup.naming import snapshot_in_window, snapshot_name
+from hardsnap.providers.backup.resource import Schedule
 from hardsnap.providers.backup.retention import Policy, expired
 from hardsnap.providers.backup.suspension import Suspension, suspension
-from hardsnap.reconcile.model import Schedule
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)

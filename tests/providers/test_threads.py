@@ -21,12 +21,12 @@ import pytest
 from hardsnap.providers import platform
 from hardsnap.providers.audit.verify import verify_snapshot
 from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.engine import copying, flushing, hashing, snapshot
 from hardsnap.providers.engine.snapshot import SnapshotFailed
 from hardsnap.providers.files import digest
 from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
-from hardsnap.reconcile.model import Resource
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 OLD_NS = 1_600_000_000_000_000_000

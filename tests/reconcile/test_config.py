@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from hardsnap.providers.backup.resource import CrossFs, Resource, Schedule
 from hardsnap.reconcile.config import ConfigError, Problem, load_config, parse_config
-from hardsnap.reconcile.model import Config, CrossFs, Resource, Schedule
+from hardsnap.reconcile.model import Config
 
 BASE = (
     "resources:\n"

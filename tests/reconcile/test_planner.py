@@ -39,12 +39,14 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from hardsnap.providers.backup.actions import Action, ActionKind
 from hardsnap.providers.backup.facts import Facts, Prediction
+from hardsnap.providers.backup.plan import Overrides
+from hardsnap.providers.backup.recorded import RecordedState
+from hardsnap.providers.backup.resource import CrossFs, Resource, Schedule
 from hardsnap.providers.backup.target import Owner
-from hardsnap.reconcile.model import CrossFs, Resource, Schedule
-from hardsnap.reconcile.plan import Action, ActionKind, Plan, ResourcePlan
-from hardsnap.reconcile.planner import Overrides, plan
-from hardsnap.state.store import RecordedState
+from hardsnap.reconcile.plan import Plan, ResourcePlan
+from hardsnap.reconcile.planner import plan
 
 CASES_DIR = Path(__file__).parent.parent / "planner_cases"
 CASES = sorted(CASES_DIR.glob("*.yaml"))

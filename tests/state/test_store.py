@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from hardsnap.providers.backup.recorded import RecordedState
 from hardsnap.providers.files.locking import Busy
 from hardsnap.state.disk import StateDisk
 from hardsnap.state.legacy import UnsafePickle, plain_unpickle
@@ -21,7 +22,6 @@ from hardsnap.state.lock import ApplyLock
 from hardsnap.state.store import (
     SCHEMA_KEY,
     SCHEMA_VERSION,
-    RecordedState,
     StateError,
     StateStore,
     UnsafeStateDirectory,

@@ -1,9 +1,9 @@
-"""Check one value of a hardsnap config file.
+"""Check one value of a `backup` resource.
 
 Each key of a resource has a check: given the YAML value and its position,
 it returns the typed value, or None after reporting a located problem.
-The rules that span keys and resources are in config.py, which builds on
-these checks.
+The rules that span a resource's keys are in schema.py; those that span
+resources in reconcile/config.py, which asks schema.py to check each one.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any, ClassVar, TypeVar
 
 from ruamel.yaml.comments import CommentedSeq
 
-from hardsnap.reconcile.model import CrossFs, Keep, Schedule
-from hardsnap.reconcile.yamlvalues import (
+from hardsnap.providers.backup.resource import CrossFs, Keep, Schedule
+from hardsnap.providers.backup.values import (
     MAX_NUMBER,
-    Problem,
+    Position,
     closest,
     encodable,
     is_integer,
@@ -38,16 +38,12 @@ ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs, Keep)
 
 
 class FieldChecks:
-    """The checks of single values, gathering problems; one instance per file."""
+    """The checks of single values; one instance per config file, whose
+    folder relative paths start from, reporting each problem where it is."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, report: Callable[[Position, str], None]) -> None:
         self.base = os.path.dirname(os.path.abspath(path))
-        self.problems: list[Problem] = []
-
-    def report(self, position: tuple[int | None, int | None], message: str) -> None:
-        line, column = position
-        self.problems.append(Problem(self.path, (line or 0) + 1, (column or 0) + 1, message))
+        self.report = report
 
     # -- one check per key: given the YAML value and its position, return the
     # -- typed value, or None after reporting a problem.

@@ -11,10 +11,10 @@ import datetime as dt
 
 from hardsnap.providers.backup.facts import Facts
 from hardsnap.providers.backup.naming import snapshot_in_window, snapshot_name
+from hardsnap.providers.backup.recorded import RecordedState
+from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.retention import Policy, Reason, reasons
 from hardsnap.providers.backup.suspension import WINDOWS, Suspension, iso, retain_span, suspension
-from hardsnap.reconcile.model import Resource
-from hardsnap.state.store import RecordedState
 
 WINDOW_WORDS = {"hourly": "hour", "daily": "day", "weekly": "week"}
 
