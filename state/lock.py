@@ -11,7 +11,6 @@ of ours with one name is ever truncated: a lock file swapped for a link to
 from __future__ import annotations
 
 import os
-from types import TracebackType
 
 from hardsnap.providers.files import locking
 from hardsnap.state.directory import StateError, open_entry, open_state_directory
@@ -50,12 +49,7 @@ class ApplyLock:
         self._fd = fd
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             locking.release(self._fd)
             self._fd = None

@@ -1,25 +1,22 @@
-"""Shared fixtures: an isolated state dir per test and a driver for the real CLI."""
+"""The fixtures every test may ask for: an isolated state dir (for all), the
+CLI in-process, tmpfs mounts, forks counted, a directory the nobody user
+may use. What builds a test's world is in tests/world/."""
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from hardsnap.reconcile.cli import app
+from tests.world.cli import Finished, invoke
+from tests.world.clock import T0
 
-T0 = "2026-03-29T06:00:00Z"  # a Sunday, day 088 of 2026
 # Set by tests/masked/sitecustomize.py: the Linux-only calls are taken away.
 MASKED = os.environ.get("HARDSNAP_MASKED_PLATFORM") == "1"
 
@@ -33,19 +30,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if marker is not None:
             reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
             item.add_marker(pytest.mark.skip(reason=f"Linux only: {reason}"))
-
-
-@dataclass
-class Outcome:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-    def __str__(self) -> str:
-        return f"exit {self.exit_code}\n--stdout--\n{self.stdout}\n--stderr--\n{self.stderr}"
 
 
 @pytest.fixture(autouse=True)
@@ -62,36 +46,14 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def cli() -> Iterator[Any]:
     """Run the CLI in-process (crashes fail the test): cli("plan", "-c", f, now=T0)."""
-    runner = CliRunner()
 
-    def run(*args: str, now: str | None = T0, env: dict[str, str] | None = None) -> Outcome:
+    def run(*args: str, now: str | None = T0, env: dict[str, str] | None = None) -> Finished:
         environment = dict(env or {})
         if now is not None:
             environment["HARDSNAP_NOW"] = now
-        result = runner.invoke(app, [str(a) for a in args], env=environment, catch_exceptions=False)
-        return Outcome(result.exit_code, result.stdout, result.stderr)
+        return invoke(list(args), environment)
 
     yield run
-
-
-def hardsnap_command() -> list[str]:
-    """The installed CLI as a subprocess command (for kill, lock and uid tests)."""
-    if "HARDSNAP_CMD" in os.environ:
-        return shlex.split(os.environ["HARDSNAP_CMD"])
-    return [sys.executable, "-m", "hardsnap"]
-
-
-def write_config(path: Path, *resources: dict[str, Any]) -> Path:
-    """Write a config file holding `resources` (values rendered as JSON, valid YAML)."""
-    lines = ["resources:"]
-    for resource in resources:
-        for index, (key, value) in enumerate(resource.items()):
-            lead = "  - " if index == 0 else "    "
-            lines.append(f"{lead}{key}: {json.dumps(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    # Whatever the umask: a config others may write is refused.
-    os.chmod(path, 0o644)
-    return path
 
 
 Mount = Callable[[str, str], Path]
@@ -131,9 +93,6 @@ def tmpfs(tmp_path: Path) -> Iterator[Mount]:
                 subprocess.run(["umount", "-l", str(point)], check=True)
 
 
-NOBODY = 65534
-
-
 @pytest.fixture
 def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The pids of the processes the code under test forks (as the list fills)."""
@@ -165,31 +124,3 @@ def nobody_dir() -> Iterator[Path]:
             for name in directories:
                 os.chmod(os.path.join(directory, name), 0o755)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def hand_to_nobody(root: Path) -> None:
-    """Give everything below `root` to the nobody user."""
-    for directory, directories, files in os.walk(root):
-        for name in [*directories, *files]:
-            os.chown(os.path.join(directory, name), NOBODY, NOBODY)
-
-
-def run_as_nobody(
-    arguments: list[str], cwd: Path, state: Path, now: str = T0
-) -> subprocess.CompletedProcess[bytes]:
-    """Run the installed CLI as the nobody user, with its own state dir."""
-    environment = dict(os.environ, HARDSNAP_NOW=now, HARDSNAP_STATE_DIR=str(state))
-    return subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            *hardsnap_command(),
-            *arguments,
-        ],
-        env=environment,
-        cwd=cwd,
-        capture_output=True,
-        timeout=60,
-    )

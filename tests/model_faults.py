@@ -37,7 +37,7 @@ from tests.model_support import (
     run_finished,
     wait_until,
 )
-from tests.processes import Apply
+from tests.world.processes import Apply
 
 
 class Faults(ModelChecks):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.processes import Apply
+from tests.world.processes import Apply
 
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # a Sunday, day 088

@@ -21,9 +21,12 @@ from pathlib import Path
 import pytest
 
 from hardsnap.providers.files import locking
-from tests.conftest import NOBODY, Mount, hand_to_nobody, hardsnap_command
-from tests.processes import run
-from tests.site import START, Site, at, make_file, name_of, new_site
+from tests.conftest import Mount
+from tests.world.cli import hardsnap_command, run
+from tests.world.clock import START, at, name_of
+from tests.world.files import make_file
+from tests.world.site import Site, new_site
+from tests.world.users import NOBODY, hand_to_nobody
 
 SYSTEM_CONFIG = Path("/etc/hardsnap/hardsnap.yaml")
 

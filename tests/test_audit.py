@@ -17,7 +17,6 @@ import shlex
 import shutil
 import stat
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ import pytest
 from hardsnap.providers.engine import copying
 from hardsnap.providers.files.escaping import format_bytes
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
-from tests.conftest import Outcome, write_config
+from tests.world.cli import Cli, Finished
+from tests.world.site import write_config
 
-Cli = Callable[..., Outcome]
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # conftest.T0, day 088
 MTIME_NS = 1_700_000_000_123_456_789
@@ -207,7 +206,7 @@ def world(tmp_path: Path) -> World:
 
 def apply_ok(cli: Cli, world: World, days: float, *extra: str) -> dict[str, Any]:
     outcome = cli("apply", "-c", world.config, "--json", *extra, now=now_at(days))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     document: dict[str, Any] = outcome.json()
     assert resource_of(document)["result"] == "changed", outcome
     return document
@@ -220,7 +219,7 @@ def blocks(directory: Path, *names: str) -> int:
 
 def state_snapshots(cli: Cli, world: World) -> dict[str, dict[str, Any]]:
     outcome = cli("state", "show", "-c", world.config, "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     return {entry["name"]: entry for entry in outcome.json()["resources"]["r"]["snapshots"]}
 
 
@@ -367,7 +366,7 @@ def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
 
     monkeypatch.setattr(copying, "copy_contents", failing_copy)
     outcome = cli("apply", "-c", world.config, "--json", now=now_at(1))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert action_results(outcome.json())["snapshot"] == "failed"
     assert seen_partial == [True, True]  # the manifest was being written
     assert world.snapshots() == [name_at(0)]
@@ -397,20 +396,20 @@ def two_snapshots(world: World, cli: Cli) -> World:
     return world
 
 
-def verify(cli: Cli, world: World, *args: str, days: float = 2) -> Outcome:
+def verify(cli: Cli, world: World, *args: str, days: float = 2) -> Finished:
     return cli("verify", "r", *args, "-c", world.config, now=now_at(days))
 
 
 def test_verify_fresh_snapshots_is_clean_in_text_and_json(two_snapshots: World, cli: Cli) -> None:
     world = two_snapshots
     outcome = verify(cli, world)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert f"{name_at(0)}: clean (3 files, metadata)" in outcome.stdout
     assert f"{name_at(1)}: clean (4 files, metadata)" in outcome.stdout
     assert "All 2 snapshots clean." in outcome.stdout
 
     outcome = verify(cli, world, "--json", "--content")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.json() == {
         "resource": "r",
         "clean": True,
@@ -429,7 +428,7 @@ def test_verify_reports_an_edit_through_a_hard_link_in_every_snapshot_sharing_it
         handle.write(b" edited")
 
     outcome = verify(cli, world, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     document = outcome.json()
     assert document["clean"] is False
     for snapshot in (name_at(0), name_at(1)):
@@ -440,7 +439,7 @@ def test_verify_reports_an_edit_through_a_hard_link_in_every_snapshot_sharing_it
     assert "size 5 -> 12" in entry["problems"][0]["detail"]
 
     text = verify(cli, world)
-    assert text.exit_code == 1, text
+    assert text.returncode == 1, text
     assert "2 snapshots of 2 with problems." in text.stdout
     assert text.stdout.count("changed    a.txt") == 2
 
@@ -461,15 +460,15 @@ def test_verify_flipped_byte_with_size_and_mtime_restored_is_clean_by_metadata_c
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
     outcome = verify(cli, world)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "All 2 snapshots clean." in outcome.stdout
 
     outcome = verify(cli, world, "--content", "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert problems_of(outcome.json(), name_at(1)) == [("new.txt", "corrupted")]
     assert problems_of(outcome.json(), name_at(0)) == []
     text = verify(cli, world, "--content")
-    assert text.exit_code == 1, text
+    assert text.returncode == 1, text
     assert "corrupted  new.txt" in text.stdout
     assert "contents and metadata" in text.stdout
 
@@ -484,7 +483,7 @@ def test_verify_content_reports_a_flipped_byte_in_a_shared_file_in_both_snapshot
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
     outcome = verify(cli, world, "--content", "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     for snapshot in (name_at(0), name_at(1)):
         assert problems_of(outcome.json(), snapshot) == [("sub/b.txt", "corrupted")]
 
@@ -495,7 +494,7 @@ def test_verify_reports_a_deleted_file_as_missing_only_where_it_was_deleted(
     world = two_snapshots
     (world.snapshot(name_at(0)) / "sub" / "b.txt").unlink()
     outcome = verify(cli, world, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert problems_of(outcome.json(), name_at(0)) == [("sub/b.txt", "missing")]
     assert problems_of(outcome.json(), name_at(1)) == []
 
@@ -506,7 +505,7 @@ def test_verify_reports_a_removed_directory_and_its_files_as_missing(
     world = two_snapshots
     shutil.rmtree(world.snapshot(name_at(1)) / "sub")
     outcome = verify(cli, world, "--json", name_at(1))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert problems_of(outcome.json(), name_at(1)) == [("sub", "missing"), ("sub/b.txt", "missing")]
 
 
@@ -517,7 +516,7 @@ def test_verify_reports_an_extra_file_and_directory_as_unexpected(
     make_file(world.snapshot(name_at(1)) / "extra.txt", b"planted")
     (world.snapshot(name_at(1)) / "sub" / "newdir").mkdir()
     outcome = verify(cli, world, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert problems_of(outcome.json(), name_at(1)) == [
         ("extra.txt", "unexpected"),
         ("sub/newdir", "unexpected"),
@@ -545,7 +544,7 @@ def test_verify_reports_a_file_recreated_with_same_content_and_metadata_as_repla
         assert getattr(new, field) == getattr(old, field), field
 
     outcome = verify(cli, world, "--json", "--content")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert problems_of(outcome.json(), name_at(1)) == [("new.txt", "replaced")]
     detail = outcome.json()["snapshots"][1]["problems"][0]["detail"]
     assert str(old.st_ino) in detail and str(new.st_ino) in detail
@@ -555,11 +554,11 @@ def test_verify_named_snapshots_checks_only_those(two_snapshots: World, cli: Cli
     world = two_snapshots
     (world.snapshot(name_at(1)) / "new.txt").unlink()
     outcome = verify(cli, world, name_at(0), "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert [entry["name"] for entry in outcome.json()["snapshots"]] == [name_at(0)]
 
     outcome = verify(cli, world, name_at(1))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert name_at(0) not in outcome.stdout
     assert "missing    new.txt" in outcome.stdout
     shown = state_snapshots(cli, world)
@@ -570,21 +569,21 @@ def test_verify_named_snapshots_checks_only_those(two_snapshots: World, cli: Cli
 def test_verify_unknown_snapshot_exits_1_naming_it(two_snapshots: World, cli: Cli) -> None:
     world = two_snapshots
     outcome = verify(cli, world, UNKNOWN_SNAPSHOT)
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert f"no snapshot {UNKNOWN_SNAPSHOT}" in outcome.stdout + outcome.stderr
     assert UNKNOWN_SNAPSHOT not in state_snapshots(cli, world)
 
 
 def test_verify_unknown_resource_exits_2(two_snapshots: World, cli: Cli) -> None:
     outcome = cli("verify", "nope", "-c", two_snapshots.config)
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert 'no resource named "nope"' in outcome.stderr
 
 
 def test_verify_resource_without_snapshots_is_clean(world: World, cli: Cli) -> None:
     world.write()
     outcome = verify(cli, world, "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.json() == {"resource": "r", "clean": True, "snapshots": []}
 
 
@@ -601,28 +600,28 @@ def test_verify_reports_a_missing_or_damaged_manifest_while_the_snapshot_stays_u
         os.truncate(manifest, size // 2)
 
     outcome = verify(cli, world, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert problems_of(outcome.json(), name_at(1)) == [("", "manifest")]
     assert problems_of(outcome.json(), name_at(0)) == []
     text = verify(cli, world)
-    assert text.exit_code == 1, text
+    assert text.returncode == 1, text
     assert "manifest" in text.stdout and str(manifest) in text.stdout
 
     # Still browsable, and everything else keeps working.
     assert (world.snapshot(name_at(1)) / "new.txt").read_bytes() == b"only in the second"
     shown = cli("state", "show", "-c", world.config)
-    assert shown.exit_code == 0, shown
+    assert shown.returncode == 0, shown
     assert name_at(1) in shown.stdout
     assert set(state_snapshots(cli, world)) == {name_at(0), name_at(1)}
     planned = cli("plan", "-c", world.config, now=now_at(2))
-    assert planned.exit_code == 0, planned
+    assert planned.returncode == 0, planned
     assert name_at(2) in planned.stdout
     apply_ok(cli, world, 2)
     assert world.snapshots() == [name_at(0), name_at(1), name_at(2)]
     # The new snapshot's manifest is sound, its hashes read from the files.
     assert_manifest_matches_tree(world, name_at(2))
     outcome = verify(cli, world, name_at(2), "--content")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
 
 
 def test_state_show_gives_each_snapshots_last_verification(two_snapshots: World, cli: Cli) -> None:
@@ -632,9 +631,9 @@ def test_state_show_gives_each_snapshots_last_verification(two_snapshots: World,
     text = cli("state", "show", "-c", world.config)
     assert text.stdout.count("never") == 2, text
 
-    assert verify(cli, world, days=2).exit_code == 0
+    assert verify(cli, world, days=2).returncode == 0
     (world.snapshot(name_at(1)) / "new.txt").unlink()
-    assert verify(cli, world, name_at(1), "--content", days=3).exit_code == 1
+    assert verify(cli, world, name_at(1), "--content", days=3).returncode == 1
 
     shown = state_snapshots(cli, world)
     assert shown[name_at(0)]["verified"] == {
@@ -650,7 +649,7 @@ def test_state_show_gives_each_snapshots_last_verification(two_snapshots: World,
         "problems": 1,
     }
     text = cli("state", "show", "-c", world.config)
-    assert text.exit_code == 0, text
+    assert text.returncode == 0, text
     assert "2026-03-31: clean (metadata)" in text.stdout
     assert "2026-04-01: 1 problems (content)" in text.stdout
 
@@ -685,7 +684,7 @@ def three_snapshots(world: World, cli: Cli) -> World:
     return world
 
 
-def diff(cli: Cli, world: World, *args: str) -> Outcome:
+def diff(cli: Cli, world: World, *args: str) -> Finished:
     return cli("diff", "r", *args, "-c", world.config)
 
 
@@ -711,7 +710,7 @@ FIRST_TO_SECOND = {
 
 def test_diff_defaults_to_the_two_newest_snapshots(three_snapshots: World, cli: Cli) -> None:
     outcome = diff(cli, three_snapshots)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.stdout.splitlines() == [
         f'diff "r": {name_at(1)} -> {name_at(2)}',
         "~ a.txt (5 B -> 13 B)",
@@ -723,7 +722,7 @@ def test_diff_json_lists_added_removed_changed_with_sizes_and_counts_linked_as_u
     three_snapshots: World, cli: Cli
 ) -> None:
     outcome = diff(cli, three_snapshots, name_at(0), name_at(1), "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.json() == FIRST_TO_SECOND
 
 
@@ -731,7 +730,7 @@ def test_diff_text_shows_each_change_with_its_sizes_and_a_summary(
     three_snapshots: World, cli: Cli
 ) -> None:
     outcome = diff(cli, three_snapshots, name_at(0), name_at(1))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.stdout.splitlines() == [
         f'diff "r": {name_at(0)} -> {name_at(1)}',
         "~ b.txt (5 B -> 7 B)",
@@ -750,7 +749,7 @@ def test_diff_naming_only_a_compares_it_with_the_snapshot_after_it(
     three_snapshots: World, cli: Cli
 ) -> None:
     outcome = diff(cli, three_snapshots, name_at(0), "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.json() == FIRST_TO_SECOND
 
 
@@ -758,7 +757,7 @@ def test_diff_naming_only_the_newest_snapshot_exits_1_saying_none_follows(
     three_snapshots: World, cli: Cli
 ) -> None:
     outcome = diff(cli, three_snapshots, name_at(2))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "newest" in outcome.stderr and name_at(2) in outcome.stderr
 
 
@@ -766,7 +765,7 @@ def test_diff_across_two_days_sees_the_file_changed_in_either(
     three_snapshots: World, cli: Cli
 ) -> None:
     outcome = diff(cli, three_snapshots, name_at(0), name_at(2), "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     document = outcome.json()
     assert [item["path"] for item in document["changed"]] == ["a.txt", "b.txt"]
     assert document["unchanged"] == 0
@@ -794,7 +793,7 @@ def test_diff_with_fewer_than_two_snapshots_exits_1_with_a_message(
     for day in range(applies):
         apply_ok(cli, world, day)
     outcome = diff(cli, world)
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert f"has {applies} snapshot(s)" in outcome.stderr
     assert "a diff needs two" in outcome.stderr
     assert outcome.stdout == ""
@@ -806,13 +805,13 @@ def test_diff_unknown_snapshot_exits_1_naming_it(
 ) -> None:
     args = [UNKNOWN_SNAPSHOT, name_at(1)] if position == "first" else [name_at(0), UNKNOWN_SNAPSHOT]
     outcome = diff(cli, three_snapshots, *args)
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert f"no snapshot {UNKNOWN_SNAPSHOT}" in outcome.stderr
 
 
 def test_diff_unknown_resource_exits_2(three_snapshots: World, cli: Cli) -> None:
     outcome = cli("diff", "nope", "-c", three_snapshots.config)
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert 'no resource named "nope"' in outcome.stderr
 
 
@@ -847,11 +846,11 @@ def test_state_show_gives_bytes_copied_and_bytes_exclusive_per_snapshot(
 
     # The planned prune of the first frees what it holds alone.
     outcome = cli("plan", "-c", world.config, "--json", now=now_at(1.5))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     prune = [a for a in resource_of(outcome.json())["actions"] if a["kind"] == "prune"]
     assert [(a["snapshots"], a["bytes_freed"]) for a in prune] == [([name_at(0)], first_alone)]
     text = cli("state", "show", "-c", world.config)
-    assert text.exit_code == 0, text
+    assert text.returncode == 0, text
     assert "127 B" in text.stdout and "33 B" in text.stdout
     assert format_bytes(first_alone) in text.stdout and format_bytes(second_alone) in text.stdout
 
@@ -905,14 +904,14 @@ def test_plan_refuses_an_empty_source_when_the_newest_snapshot_has_files(
     world = filled_then_emptied
     world.write(retain="1", post_command=world.marker_command("post"))
     outcome = cli("plan", "-c", world.config, now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "refused: source_dir" in outcome.stdout
     assert "is empty" in outcome.stdout
     assert "3 files" in outcome.stdout
     assert "--allow-empty-source" in outcome.stdout
 
     outcome = cli("plan", "-c", world.config, "--allow-empty-source", now=now_at(3))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "refused" not in outcome.stdout
 
 
@@ -922,7 +921,7 @@ def test_apply_refuses_an_empty_source_with_no_snapshot_no_prune_and_no_hook(
     world = filled_then_emptied
     world.write(retain="1", post_command=world.marker_command("post"))
     outcome = cli("apply", "-c", world.config, "--json", now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     document = outcome.json()
     assert resource_of(document)["result"] == "failed"
     assert "--allow-empty-source" in resource_of(document)["message"]
@@ -936,7 +935,7 @@ def test_apply_refuses_an_empty_source_with_no_snapshot_no_prune_and_no_hook(
     assert os.listdir(world.marks) == []
 
     text = cli("apply", "-c", world.config, now=now_at(3))
-    assert text.exit_code == 1, text
+    assert text.returncode == 1, text
     assert "is empty" in text.stderr
     assert world.snapshots() == [name_at(0), name_at(2)]
 
@@ -959,18 +958,18 @@ def test_missing_source_without_pre_command_is_refused_with_no_snapshot_and_no_p
     world = filled_then_emptied
     world.source.rmdir()
     outcome = cli("plan", "-c", world.config, now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "does not exist" in outcome.stdout
 
     outcome = cli("apply", "-c", world.config, "--json", now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert resource_of(outcome.json())["result"] == "failed"
     assert "does not exist" in resource_of(outcome.json())["message"]
     assert action_results(outcome.json()) == {"snapshot": "failed", "prune": "upstream_failed"}
     assert world.snapshots() == [name_at(0), name_at(2)]
     # --allow-empty-source does not make a missing source acceptable.
     outcome = cli("apply", "-c", world.config, "--allow-empty-source", now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert world.snapshots() == [name_at(0), name_at(2)]
 
 
@@ -986,7 +985,7 @@ def test_pre_command_that_mounts_a_missing_source_lets_the_snapshot_run(
         post_command=world.marker_command("post"),
     )
     planned = cli("plan", "-c", world.config, now=now_at(3))
-    assert planned.exit_code == 0, planned
+    assert planned.returncode == 0, planned
     assert "does not exist yet" in planned.stdout
 
     document = apply_ok(cli, world, 3)
@@ -1011,11 +1010,11 @@ def test_pre_command_that_leaves_the_source_empty_fails_the_snapshot_and_skips_t
         post_command=world.marker_command("post"),
     )
     planned = cli("plan", "-c", world.config, now=now_at(3))
-    assert planned.exit_code == 0, planned
+    assert planned.returncode == 0, planned
     assert "is empty: the snapshot fails unless pre_command fills it" in planned.stdout
 
     outcome = cli("apply", "-c", world.config, "--json", now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     document = outcome.json()
     assert action_results(document) == {
         "pre_command": "changed",
@@ -1039,7 +1038,7 @@ def test_empty_source_holding_only_the_target_inside_it_is_refused(world: World,
     apply_ok(cli, world, 0)
     (world.source / "a.txt").unlink()
     outcome = cli("apply", "-c", world.config, now=now_at(1))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "is empty" in outcome.stderr
     assert world.snapshots() == [name_at(0)]
 
@@ -1053,10 +1052,10 @@ def test_empty_source_is_refused_even_when_the_newest_snapshot_has_no_manifest(
     world.manifest(name_at(2)).unlink()
     assert os.listdir(world.snapshot(name_at(2)))
     outcome = cli("plan", "-c", world.config, now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "--allow-empty-source" in outcome.stdout
     outcome = cli("apply", "-c", world.config, now=now_at(3))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert world.snapshots() == [name_at(0), name_at(2)]
 
 
@@ -1072,11 +1071,11 @@ def test_source_that_lost_more_than_half_its_files_warns_in_plan_and_apply_and_s
     warning = "the source holds 2 files, the newest snapshot 5: more than half are gone since"
 
     planned = cli("plan", "-c", world.config, now=now_at(1))
-    assert planned.exit_code == 0, planned
+    assert planned.returncode == 0, planned
     assert warning in planned.stdout
 
     outcome = cli("apply", "-c", world.config, now=now_at(1))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert f"warning: r: {warning}" in outcome.stderr
     assert warning not in outcome.stdout
     assert world.snapshots() == [name_at(0), name_at(1)]
@@ -1091,10 +1090,10 @@ def test_source_that_lost_exactly_half_its_files_gives_no_warning(world: World, 
     for index in range(2):
         (world.source / f"f{index}.txt").unlink()
     planned = cli("plan", "-c", world.config, now=now_at(1))
-    assert planned.exit_code == 0, planned
+    assert planned.returncode == 0, planned
     assert "more than half" not in planned.stdout
     outcome = cli("apply", "-c", world.config, now=now_at(1))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "more than half" not in outcome.stderr
 
 
@@ -1108,7 +1107,7 @@ def test_apply_json_warns_of_a_shrunken_source_in_its_document_and_on_stderr(
     for index in range(4):
         (world.source / f"f{index}.txt").unlink()
     outcome = cli("apply", "-c", world.config, "--json", now=now_at(1))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     warnings = resource_of(outcome.json())["warnings"]
     assert any("more than half are gone" in warning for warning in warnings), warnings
     assert "more than half are gone" in outcome.stderr
@@ -1117,7 +1116,7 @@ def test_apply_json_warns_of_a_shrunken_source_in_its_document_and_on_stderr(
 def test_empty_first_snapshot_without_a_reference_is_taken(world: World, cli: Cli) -> None:
     world.write()
     planned = cli("plan", "-c", world.config, "--json", now=now_at(0))
-    assert planned.exit_code == 0, planned
+    assert planned.returncode == 0, planned
     assert resource_of(planned.json())["refusal"] is None
     apply_ok(cli, world, 0)
     assert world.snapshots() == [name_at(0)]
@@ -1142,9 +1141,9 @@ def test_verify_and_diff_still_reach_a_resource_removed_from_the_config(
         },
     )
     outcome = verify(cli, world, "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert [s["name"] for s in outcome.json()["snapshots"]] == world.snapshots()
     outcome = diff(cli, world, name_at(0), name_at(1), "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert outcome.json() == FIRST_TO_SECOND
-    assert cli("verify", "never-existed", "-c", world.config).exit_code == 2
+    assert cli("verify", "never-existed", "-c", world.config).returncode == 2

@@ -36,9 +36,10 @@ from ruamel.yaml import YAML
 from hardsnap.providers.backup.schema import RESOURCE_KEYS
 from hardsnap.reconcile.config import ConfigError, load_config
 from hardsnap.reconcile.model import Config
-from tests.conftest import T0, Outcome, hardsnap_command, write_config
+from tests.world.cli import Cli, Finished, hardsnap_command
+from tests.world.clock import T0
+from tests.world.site import write_config
 
-Cli = Callable[..., Outcome]
 SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
 # Line breaks as YAML 1.2 counts them in positions (NEL, LS and PS are not).
 YAML_LINE_BREAK = re.compile("\r\n|[\r\n]")
@@ -79,7 +80,7 @@ def tree(root: Path) -> set[str]:
     }
 
 
-def located_lines(outcome: Outcome, config: Path) -> list[Located]:
+def located_lines(outcome: Finished, config: Path) -> list[Located]:
     pattern = re.compile(rf"{re.escape(str(config))}:(\d+):(\d+): (\S.*)")
     found: list[Located] = []
     for text in outcome.stderr.split("\n"):
@@ -89,7 +90,7 @@ def located_lines(outcome: Outcome, config: Path) -> list[Located]:
     return found
 
 
-def assert_located_within(outcome: Outcome, config: Path, data: bytes) -> list[Located]:
+def assert_located_within(outcome: Finished, config: Path, data: bytes) -> list[Located]:
     """A rejection prints at least one `FILE:LINE:COL: message` line whose
     1-based position lies inside the file (or just after its last line)."""
     found = located_lines(outcome, config)
@@ -126,8 +127,8 @@ def runs_no_command(loaded: Config) -> bool:
     )
 
 
-def says_how_to_recover(outcome: Outcome, state: Path) -> None:
-    assert outcome.exit_code == 1, str(outcome)
+def says_how_to_recover(outcome: Finished, state: Path) -> None:
+    assert outcome.returncode == 1, str(outcome)
     assert str(state) in outcome.stderr, str(outcome)
     assert any(hint in outcome.stderr for hint in RECOVERY_HINTS), str(outcome)
     assert "Traceback" not in outcome.stderr + outcome.stdout, str(outcome)
@@ -477,13 +478,13 @@ def test_random_config_file_exits_0_or_2_with_located_messages_and_creates_nothi
 
         validated = cli("validate", "-c", config, env=env)
 
-        assert validated.exit_code in (0, 2), str(validated)
+        assert validated.returncode in (0, 2), str(validated)
         assert tree(root) == before
-        if validated.exit_code == 2:
+        if validated.returncode == 2:
             problems = assert_located_within(validated, config, data)
             for command in ("plan", "apply"):
                 outcome = cli(command, "-c", config, env=env)
-                assert outcome.exit_code == 2, f"{command}: {outcome}"
+                assert outcome.returncode == 2, f"{command}: {outcome}"
                 assert located_lines(outcome, config) == problems, f"{command}: {outcome}"
                 assert tree(root) == before, f"{command} created files for an invalid config"
                 assert not state.exists()
@@ -495,11 +496,11 @@ def test_random_config_file_exits_0_or_2_with_located_messages_and_creates_nothi
         if loaded is None:
             return
         planned = cli("plan", "-c", config, env=env)
-        assert planned.exit_code in (0, 1), str(planned)
+        assert planned.returncode in (0, 1), str(planned)
         assert tree(root) == before, "plan created files"
         if runs_no_command(loaded):
             applied = cli("apply", "-c", config, env=env)
-            assert applied.exit_code in (0, 1), str(applied)
+            assert applied.returncode in (0, 1), str(applied)
 
 
 # -- 2. random values for every key of a resource ------------------------------
@@ -677,11 +678,11 @@ def test_random_value_for_any_key_exits_0_or_2_and_a_rejection_names_the_offendi
 
         validated = cli("validate", "-c", config, env=env)
 
-        assert validated.exit_code in (0, 2), str(validated)
+        assert validated.returncode in (0, 2), str(validated)
         assert tree(root) == before
         if all(verdicts.values()):
-            assert validated.exit_code == 0, f"{verdicts}\n{text[:2000]}\n{validated}"
-        if validated.exit_code == 2:
+            assert validated.returncode == 0, f"{verdicts}\n{text[:2000]}\n{validated}"
+        if validated.returncode == 2:
             problems = assert_located_within(validated, config, text.encode())
             problem_lines = {problem.line for problem in problems}
             for key, accepted in verdicts.items():
@@ -696,7 +697,7 @@ def test_random_value_for_any_key_exits_0_or_2_and_a_rejection_names_the_offendi
         assert not any(accepted is False for accepted in verdicts.values()), str(validated)
         if confined(config, root) is not None:
             planned = cli("plan", "-c", config, env=env)
-            assert planned.exit_code in (0, 1), str(planned)
+            assert planned.returncode in (0, 1), str(planned)
             assert tree(root) == before, "plan created files"
 
 
@@ -713,7 +714,7 @@ def test_explicit_str_tag_on_a_valid_value_is_accepted(cli: Cli, tmp_path: Path)
 
     validated = cli("validate", "-c", config)
 
-    assert validated.exit_code == 0, str(validated)
+    assert validated.returncode == 0, str(validated)
 
 
 # -- 3. a corrupt or unreadable state store ------------------------------------
@@ -736,7 +737,7 @@ def backed_up(cli: Cli, root: Path, state: Path) -> Path:
         },
     )
     applied = cli("apply", "-c", config, "--state-dir", state)
-    assert applied.exit_code == 0, str(applied)
+    assert applied.returncode == 0, str(applied)
     assert (state / "cache.db").is_file()
     return config
 
@@ -830,14 +831,14 @@ def test_snapshots_are_found_again_after_a_corrupt_state_store_is_moved_aside(
     shown = cli("state", "show", "-c", config, "--json", "--state-dir", state)
     applied = cli("apply", "-c", config, "--json", "--state-dir", state)
 
-    assert planned.exit_code == 0, str(planned)
+    assert planned.returncode == 0, str(planned)
     [resource] = planned.json()["resources"]
     assert resource["actions"] == [], "the window already has its snapshot"
-    assert detailed.exit_code == 0, str(detailed)
-    assert shown.exit_code == 0, str(shown)
+    assert detailed.returncode == 0, str(detailed)
+    assert shown.returncode == 0, str(shown)
     listed = [snapshot["name"] for snapshot in shown.json()["resources"]["r"]["snapshots"]]
     assert listed == sorted(before)
-    assert applied.exit_code == 0, str(applied)
+    assert applied.returncode == 0, str(applied)
     assert applied.json()["resources"][0]["result"] == "settled"
     assert snapshots_of(tmp_path / "dst") == before
 
@@ -854,7 +855,7 @@ def test_read_only_command_on_an_empty_cache_db_writes_nothing_to_the_state_dir(
 
     outcome = cli(*command, "-c", config, "--state-dir", state)
 
-    assert outcome.exit_code in (0, 1), str(outcome)
+    assert outcome.returncode in (0, 1), str(outcome)
     assert {path.name: path.read_bytes() for path in state.iterdir()} == before
 
 
@@ -898,5 +899,5 @@ def test_state_dir_unreadable_to_the_user_exits_1_naming_it_and_the_way_out(
         timeout=60,
     )
 
-    says_how_to_recover(Outcome(finished.returncode, finished.stdout, finished.stderr), state)
+    says_how_to_recover(Finished(finished.returncode, finished.stdout, finished.stderr), state)
     assert sorted(snapshots_of(root / "dst")) == ["2026.088.06.00"]

@@ -20,8 +20,10 @@ import pytest
 from hardsnap.providers.backup.target import PARTIAL_PREFIX
 from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
 from tests.conftest import Mount
-from tests.processes import Applies, slow_threads
-from tests.site import Site, at, name_of, new_site, work_left
+from tests.world.clock import at, name_of
+from tests.world.files import work_left
+from tests.world.processes import Applies, slow_threads
+from tests.world.site import Site, new_site
 
 TIB = 1 << 40
 # Generous: each of these commands takes well under a second.

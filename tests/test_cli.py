@@ -19,7 +19,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,10 @@ import pytest
 
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from tests.conftest import T0, Outcome, hardsnap_command, write_config
+from tests.world.cli import Cli, hardsnap_command
+from tests.world.clock import T0
+from tests.world.site import write_config
 
-Cli = Callable[..., Outcome]
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # T0
 SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
@@ -201,30 +202,30 @@ def test_apply_takes_one_snapshot_per_window_and_settles_within_it(
 ) -> None:
     world.write(schedule=schedule)
     outcome = cli("apply", "-c", world.config, now=first)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     first_name = name_of(dt.datetime.fromisoformat(first))
     assert world.snapshots() == [first_name]
 
     outcome = cli("apply", "-c", world.config, "--json", now=same_window)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert result_of(outcome.json()) == "settled"
     assert actions_of(outcome.json()) == []
     outcome = cli("apply", "-c", world.config, now=same_window)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "No changes" in outcome.stdout
     assert world.snapshots() == [first_name]
 
     outcome = cli("apply", "-c", world.config, now=next_window)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert world.snapshots() == [first_name, name_of(dt.datetime.fromisoformat(next_window))]
 
 
 def test_apply_window_uses_utc_not_the_offset_of_hardsnap_now(world: World, cli: Cli) -> None:
     world.write()
-    assert cli("apply", "-c", world.config, now=iso(at(0))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
     # 01:00+02:00 on the 30th is still the 29th in UTC.
     outcome = cli("apply", "-c", world.config, now="2026-03-30T01:00:00+02:00")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "No changes" in outcome.stdout
     assert world.snapshots() == ["2026.088.06.00"]
 
@@ -234,7 +235,7 @@ def test_three_daily_applies_make_three_named_snapshots_with_the_source_content(
 ) -> None:
     world.write()
     for day in range(3):
-        assert cli("apply", "-c", world.config, now=iso(at(day))).exit_code == 0
+        assert cli("apply", "-c", world.config, now=iso(at(day))).returncode == 0
     assert world.snapshots() == ["2026.088.06.00", "2026.089.06.00", "2026.090.06.00"]
     for name in world.snapshots():
         assert files_below(world.target / name) == ["a.txt", "sub/b.txt"]
@@ -256,7 +257,7 @@ def test_plan_on_a_fresh_config_creates_no_target_no_state_and_runs_no_hook(
         post_command=append_line(world.mark("post"), "post"),
     )
     outcome = cli("plan", "-c", world.config)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "snapshot" in outcome.stdout
     assert not (world.root / "deep").exists()
     assert not state_dir.exists()
@@ -272,7 +273,7 @@ def test_plan_with_existing_state_leaves_state_dir_and_target_unchanged(
         post_command=append_line(world.mark("post"), "post"),
     )
     for day in range(3):
-        assert cli("apply", "-c", world.config, now=iso(at(day))).exit_code == 0
+        assert cli("apply", "-c", world.config, now=iso(at(day))).returncode == 0
     listing = state_listing(state_dir)
     shown = cli("state", "show", "--json", now=None).stdout
     snapshots = world.snapshots()
@@ -280,7 +281,7 @@ def test_plan_with_existing_state_leaves_state_dir_and_target_unchanged(
 
     # A new window with expired snapshots: a plan full of changes.
     outcome = cli("plan", "-c", world.config, "--json", now=iso(at(5)))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert kinds(actions_of(outcome.json())) == [
         "pre_command",
         "snapshot",
@@ -298,18 +299,18 @@ def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_invalid_con
 ) -> None:
     world.write()
     outcome = cli("plan", "-c", world.config, "--detailed-exitcode")
-    assert outcome.exit_code == 2, outcome
-    assert cli("plan", "-c", world.config).exit_code == 0
-    assert cli("apply", "-c", world.config).exit_code == 0
+    assert outcome.returncode == 2, outcome
+    assert cli("plan", "-c", world.config).returncode == 0
+    assert cli("apply", "-c", world.config).returncode == 0
     outcome = cli("plan", "-c", world.config, "--detailed-exitcode", now=iso(at(0, hours=17)))
-    assert outcome.exit_code == 0, outcome
-    assert cli("plan", "-c", world.config, "--detailed-exitcode", now=iso(at(1))).exit_code == 2
+    assert outcome.returncode == 0, outcome
+    assert cli("plan", "-c", world.config, "--detailed-exitcode", now=iso(at(1))).returncode == 2
 
     world.write(schedule="fortnightly")
     outcome = cli("plan", "-c", world.config, "--detailed-exitcode")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "schedule" in outcome.stderr
-    assert cli("plan", "-c", world.config).exit_code == 2
+    assert cli("plan", "-c", world.config).returncode == 2
 
 
 # -- JSON ----------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def test_plan_json_lists_actions_in_order_with_snapshot_prediction_and_prune(
     world.write(pre_command="echo from-pre", post_command="echo from-post")
     outcome = cli("plan", "-c", world.config, "--json", now=iso(at(-40)))
     document = json.loads(outcome.stdout)  # exactly one JSON document
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert [resource["name"] for resource in document["resources"]] == ["r"]
     actions = actions_of(document)
     assert kinds(actions) == ["pre_command", "snapshot", "post_command"]
@@ -331,8 +332,8 @@ def test_plan_json_lists_actions_in_order_with_snapshot_prediction_and_prune(
     assert (snapshot["files_to_copy"], snapshot["files_to_link"]) == (2, 0)
     assert snapshot["bytes_to_copy"] == len(b"alpha") + len(b"bravo!")
 
-    assert cli("apply", "-c", world.config, now=iso(at(-40))).exit_code == 0
-    assert cli("apply", "-c", world.config, now=iso(at(-10))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-40))).returncode == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-10))).returncode == 0
     make_file(world.source / "a.txt", b"alpha, longer now")
     outcome = cli("plan", "-c", world.config, "--json")
     document = json.loads(outcome.stdout)
@@ -351,9 +352,9 @@ def test_plan_json_prune_action_reports_bytes_freed_as_a_count(world: World, cli
     make_file(world.source / "unique.bin", b"u" * 5000)
     make_file(world.source / "shared.bin", b"s" * 100_000)
     world.write()
-    assert cli("apply", "-c", world.config, now=iso(at(-31))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-31))).returncode == 0
     make_file(world.source / "unique.bin", b"v" * 6000)
-    assert cli("apply", "-c", world.config, now=iso(at(-2))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-2))).returncode == 0
     outcome = cli("plan", "-c", world.config, "--json")
     prune = [action for action in actions_of(outcome.json()) if action["kind"] == "prune"]
     assert prune and prune[0]["snapshots"] == [name_of(at(-31))], outcome
@@ -369,7 +370,7 @@ def test_apply_json_is_one_document_with_results_and_snapshot_counts(
     os.symlink("a.txt", world.source / "link")
     world.write(pre_command="echo noise-on-stdout; echo noise-on-stderr >&2")
     outcome = cli("apply", "-c", world.config, "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     document = json.loads(outcome.stdout)
     assert result_of(document) == "changed"
     actions = actions_of(document)
@@ -405,11 +406,11 @@ def test_hooks_run_pre_then_snapshot_then_prune_then_post(world: World, cli: Cli
         pre_command=append_line(order, f"pre: {listing}"),
         post_command=append_line(order, f"post: {listing}"),
     )
-    assert cli("apply", "-c", world.config, now=iso(at(-40))).exit_code == 0
-    assert cli("apply", "-c", world.config, now=iso(at(-10))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-40))).returncode == 0
+    assert cli("apply", "-c", world.config, now=iso(at(-10))).returncode == 0
     order.unlink()
     outcome = cli("apply", "-c", world.config, now=iso(at(0)))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     old, kept, new = name_of(at(-40)), name_of(at(-10)), name_of(at(0))
     assert [line.strip() for line in lines_of(order)] == [
         f"pre: {old} {kept}",
@@ -426,8 +427,8 @@ def test_hooks_see_resource_source_target_and_snapshot_in_the_environment(
         pre_command=append_line(world.mark("pre"), environment),
         post_command=append_line(world.mark("post"), environment),
     )
-    assert cli("apply", "-c", world.config, now=iso(at(0))).exit_code == 0
-    assert cli("apply", "-c", world.config, now=iso(at(1))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
+    assert cli("apply", "-c", world.config, now=iso(at(1))).returncode == 0
     base = f"r|{world.source}|{world.target}"
     first, second = (str(world.target / name_of(at(day))) for day in (0, 1))
     assert lines_of(world.mark("pre")) == [f"{base}|unset", f"{base}|{first}"]
@@ -451,7 +452,7 @@ def test_hook_values_with_shell_metacharacters_arrive_intact_and_unexpanded(
     )
     monkeypatch.chdir(world.marks)
     outcome = cli("apply", "-c", world.config)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert source_out.read_text() == str(strange)
     assert target_out.read_text() == str(target)
     for directory in (world.root, world.marks):
@@ -465,7 +466,7 @@ def test_failed_pre_command_aborts_resource_with_no_snapshot(world: World, cli: 
         post_command=append_line(world.mark("post"), "post"),
     )
     outcome = cli("apply", "-c", world.config, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     document = json.loads(outcome.stdout)
     assert result_of(document) == "failed"
     results = {action["kind"]: action["result"] for action in actions_of(document)}
@@ -479,7 +480,7 @@ def test_failed_pre_command_aborts_resource_with_no_snapshot(world: World, cli: 
     assert world.snapshots() == []
     # The next apply tries again from the start.
     outcome = cli("apply", "-c", world.config, now=iso(at(0, hours=1)))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert lines_of(world.mark("pre")) == ["pre", "pre"]
 
 
@@ -496,14 +497,14 @@ def test_failed_post_command_keeps_snapshot_and_only_it_is_retried_until_it_succ
     )
     snapshot = str(world.target / name_of(at(0)))
     outcome = cli("apply", "-c", world.config, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert result_of(outcome.json()) == "failed"
     results = {action["kind"]: action["result"] for action in actions_of(outcome.json())}
     assert results == {"pre_command": "changed", "snapshot": "changed", "post_command": "failed"}
     assert world.snapshots() == [name_of(at(0))]
 
     shown = cli("state", "show", "--json", now=None)
-    assert shown.exit_code == 0, shown
+    assert shown.returncode == 0, shown
     pending = shown.json()["resources"]["r"]["post_command_pending"]
     assert pending and pending["snapshot"] == name_of(at(0))
 
@@ -511,17 +512,17 @@ def test_failed_post_command_keeps_snapshot_and_only_it_is_retried_until_it_succ
     assert kinds(actions_of(plan.json())) == ["post_command"]
 
     outcome = cli("apply", "-c", world.config, "--json", now=iso(at(0, hours=1)))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert kinds(actions_of(outcome.json())) == ["post_command"]
 
     allowed.touch()
     outcome = cli("apply", "-c", world.config, "--json", now=iso(at(0, hours=2)))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert kinds(actions_of(outcome.json())) == ["post_command"]
     assert result_of(outcome.json()) == "changed"
 
     outcome = cli("apply", "-c", world.config, now=iso(at(0, hours=3)))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "No changes" in outcome.stdout
     assert lines_of(post) == [snapshot, snapshot, snapshot]
     assert lines_of(world.mark("pre")) == ["pre"]
@@ -540,26 +541,26 @@ def test_revert_runs_once_then_settles_and_a_normal_apply_rearms_it(world: World
     plan = cli("plan", "-c", world.config, "--json")
     assert kinds(actions_of(plan.json())) == ["revert"]
     outcome = cli("apply", "-c", world.config, "--json")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert result_of(outcome.json()) == "changed"
     outcome = cli("apply", "-c", world.config, "--json", now=iso(at(1)))
     assert result_of(outcome.json()) == "settled"
     assert lines_of(world.mark("revert")) == ["reverted r"]
     assert world.snapshots() == []
     assert not world.mark("pre").exists() and not world.mark("post").exists()
-    assert cli("plan", "-c", world.config, "--detailed-exitcode", now=iso(at(2))).exit_code == 0
+    assert cli("plan", "-c", world.config, "--detailed-exitcode", now=iso(at(2))).returncode == 0
     assert cli("state", "show", "--json", now=None).json()["resources"]["r"]["revert"] == "spent"
 
     world.write(revert=False, on_revert=revert, **hooks)
-    assert cli("apply", "-c", world.config, now=iso(at(2))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(2))).returncode == 0
     assert world.snapshots() == [name_of(at(2))]
     assert cli("state", "show", "--json", now=None).json()["resources"]["r"]["revert"] != "spent"
 
     world.write(revert=True, on_revert=revert, **hooks)
     shown = cli("state", "show", "-c", world.config, "--json", now=None)
     assert shown.json()["resources"]["r"]["revert"] == "armed"
-    assert cli("apply", "-c", world.config, now=iso(at(3))).exit_code == 0
-    assert cli("apply", "-c", world.config, now=iso(at(4))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(3))).returncode == 0
+    assert cli("apply", "-c", world.config, now=iso(at(4))).returncode == 0
     assert lines_of(world.mark("revert")) == ["reverted r", "reverted r"]
     assert world.snapshots() == [name_of(at(2))]
 
@@ -570,10 +571,10 @@ def test_failed_revert_is_retried_by_the_next_apply(world: World, cli: Cli) -> N
         revert=True,
         on_revert=f"{append_line(world.mark('revert'), 'r')}; [ -e {shlex.quote(str(allowed))} ]",
     )
-    assert cli("apply", "-c", world.config).exit_code == 1
+    assert cli("apply", "-c", world.config).returncode == 1
     allowed.touch()
-    assert cli("apply", "-c", world.config, now=iso(at(0, hours=1))).exit_code == 0
-    assert cli("apply", "-c", world.config, now=iso(at(0, hours=2))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(0, hours=1))).returncode == 0
+    assert cli("apply", "-c", world.config, now=iso(at(0, hours=2))).returncode == 0
     assert lines_of(world.mark("revert")) == ["r", "r"]
 
 
@@ -586,7 +587,7 @@ def test_retain_prunes_snapshots_older_than_retain_days(world: World, cli: Cli) 
     times = [at(day, minutes=10 * day) for day in range(6)]
     for index, moment in enumerate(times):
         outcome = cli("apply", "-c", world.config, now=iso(moment))
-        assert outcome.exit_code == 0, outcome
+        assert outcome.returncode == 0, outcome
         kept = [name_of(t) for t in times[: index + 1] if moment - t < dt.timedelta(days=3)]
         assert world.snapshots() == kept, f"after apply {index}"
     assert len(world.snapshots()) == 3
@@ -597,7 +598,7 @@ def test_keep_min_keeps_the_newest_snapshots_whatever_their_age(world: World, cl
     world.write(schedule="hourly", retain="1", keep_min=3)
     times = [at(day / 2, minutes=10 * day) for day in range(6)]
     for moment in times:
-        assert cli("apply", "-c", world.config, now=iso(moment)).exit_code == 0
+        assert cli("apply", "-c", world.config, now=iso(moment)).returncode == 0
     # times[3] and times[4] are more than a day old, kept as two of the three newest.
     assert world.snapshots() == [name_of(t) for t in times[3:]]
 
@@ -607,18 +608,18 @@ def test_keep_min_zero_prunes_an_expired_snapshot_of_the_current_window(
 ) -> None:
     # 2026-03-23 is a Monday; on Sunday the week's snapshot is six days old.
     world.write(schedule="weekly", retain="1", keep_min=0)
-    assert cli("apply", "-c", world.config, now="2026-03-23T00:00:00Z").exit_code == 0
+    assert cli("apply", "-c", world.config, now="2026-03-23T00:00:00Z").returncode == 0
     outcome = cli("apply", "-c", world.config, now="2026-03-29T23:00:00Z")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert world.snapshots() == []
 
 
 def test_default_keep_min_never_prunes_the_newest_snapshot(world: World, cli: Cli) -> None:
     world.write(schedule="weekly", retain="1")
-    assert cli("apply", "-c", world.config, now="2026-03-23T00:00:00Z").exit_code == 0
+    assert cli("apply", "-c", world.config, now="2026-03-23T00:00:00Z").returncode == 0
     # Same week, so no new snapshot: the only one is past retain but the newest.
     outcome = cli("apply", "-c", world.config, "--json", now="2026-03-29T23:00:00Z")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert result_of(outcome.json()) == "settled"
     assert world.snapshots() == ["2026.082.00.00"]
 
@@ -639,7 +640,7 @@ def test_entries_in_target_that_are_not_snapshots_are_untouched(world: World, cl
     }
     world.write(retain="2")
     for day in range(4):
-        assert cli("apply", "-c", world.config, now=iso(at(day, minutes=day))).exit_code == 0
+        assert cli("apply", "-c", world.config, now=iso(at(day, minutes=day))).returncode == 0
     assert world.snapshots() == [name_of(at(day, minutes=day)) for day in (2, 3)]
     after = {
         path: (path.read_bytes() if path.is_file() else None, os.lstat(path).st_mtime_ns)
@@ -657,7 +658,7 @@ def test_missing_target_path_is_created_with_mode_0700(world: World, cli: Cli) -
         outcome = cli("apply", "-c", world.config)
     finally:
         os.umask(old_umask)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o700
     assert world.snapshots(target) == [name_of(at(0))]
 
@@ -675,7 +676,7 @@ def test_relative_paths_resolve_against_the_config_folder_from_another_cwd(
     )
     monkeypatch.chdir(elsewhere)
     outcome = cli("apply", "-c", "../conf/hardsnap.yaml")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     snapshot = tmp_path / "backups" / "data" / name_of(at(0))
     assert files_below(snapshot) == ["right.txt"]
     assert not (elsewhere / "backups").exists()
@@ -707,13 +708,13 @@ def test_cross_fs_fail_refuses_naming_both_filesystems_and_the_fix(
 ) -> None:
     world.write(source_dir=str(other_fs_source), pre_command=append_line(world.mark("pre"), "x"))
     outcome = cli("apply", "-c", world.config)
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert filesystem_type(other_fs_source) in outcome.stderr
     assert filesystem_type(world.root) in outcome.stderr
     assert "cross_fs" in outcome.stderr
     assert not world.target.exists()
     assert not world.mark("pre").exists()
-    assert cli("plan", "-c", world.config).exit_code == 1
+    assert cli("plan", "-c", world.config).returncode == 1
 
 
 def test_refused_apply_json_fails_the_snapshot_and_runs_nothing_else(
@@ -721,7 +722,7 @@ def test_refused_apply_json_fails_the_snapshot_and_runs_nothing_else(
 ) -> None:
     world.write(source_dir=str(other_fs_source), pre_command=append_line(world.mark("pre"), "x"))
     outcome = cli("apply", "-c", world.config, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     resource = outcome.json()["resources"][0]
     assert resource["result"] == "failed" and "cross_fs" in resource["message"]
     results = {action["kind"]: action["result"] for action in resource["actions"]}
@@ -735,7 +736,7 @@ def test_cross_fs_copy_warns_on_every_run_and_copies_every_file(
     world.write(source_dir=str(other_fs_source), cross_fs="copy")
     for day in range(2):
         outcome = cli("apply", "-c", world.config, now=iso(at(day)))
-        assert outcome.exit_code == 0, outcome
+        assert outcome.returncode == 0, outcome
         assert "warning" in outcome.stderr and "filesystem" in outcome.stderr, outcome
     first, second = (world.target / name_of(at(day)) for day in range(2))
     assert files_below(second) == ["f1.txt", "sub/f2.txt"]
@@ -749,10 +750,10 @@ def test_cross_fs_warn_warns_on_the_first_run_only_and_copies(
 ) -> None:
     world.write(source_dir=str(other_fs_source), cross_fs="warn")
     first_run = cli("apply", "-c", world.config, now=iso(at(0)))
-    assert first_run.exit_code == 0, first_run
+    assert first_run.returncode == 0, first_run
     assert "filesystem" in first_run.stderr, first_run
     second_run = cli("apply", "-c", world.config, now=iso(at(1)))
-    assert second_run.exit_code == 0, second_run
+    assert second_run.returncode == 0, second_run
     assert "filesystem" not in second_run.stderr, second_run
     first, second = (world.target / name_of(at(day)) for day in range(2))
     assert os.lstat(first / "f1.txt").st_ino != os.lstat(second / "f1.txt").st_ino
@@ -762,10 +763,10 @@ def test_cross_fs_link_hard_links_unchanged_files_to_the_reference(
     world: World, cli: Cli, other_fs_source: Path
 ) -> None:
     world.write(source_dir=str(other_fs_source), cross_fs="link")
-    assert cli("apply", "-c", world.config, now=iso(at(0))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
     make_file(other_fs_source / "f1.txt", b"changed")
     outcome = cli("apply", "-c", world.config, "--json", now=iso(at(1)))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     snapshot = actions_of(outcome.json())[0]
     assert (snapshot["files_copied"], snapshot["files_linked"]) == (1, 1)
     first, second = (world.target / name_of(at(day)) for day in range(2))
@@ -782,11 +783,11 @@ def test_min_free_space_above_free_space_refuses_and_creates_nothing(
 ) -> None:
     world.write(min_free_space="1000T", pre_command=append_line(world.mark("pre"), "pre"))
     outcome = cli("apply", "-c", world.config)
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "min_free_space" in outcome.stderr
     assert not world.target.exists()
     assert not world.mark("pre").exists()
-    assert cli("plan", "-c", world.config).exit_code == 1
+    assert cli("plan", "-c", world.config).returncode == 1
 
 
 @pytest.fixture
@@ -814,12 +815,12 @@ def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snaps
 ) -> None:
     target = small_tmpfs / "dst"
     world.write(target_path=str(target), cross_fs="copy", min_free_space="1M")
-    assert cli("apply", "-c", world.config, now=iso(at(0))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
     earlier = target / name_of(at(0))
     for index in range(3):
         make_file(world.source / f"big{index}.bin", os.urandom(4 << 20))
     outcome = cli("apply", "-c", world.config, now=iso(at(1)))
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     # In human units, with what the run held back besides the floor.
     said = re.search(
         r"free space on the target is down to (\d+\.\d [KMG]iB), short of the "
@@ -872,7 +873,7 @@ def test_second_apply_while_lock_held_exits_75_naming_pid_and_kill_leaves_no_sta
         # hardsnap: let it end whatever happened above.
         release.touch()
     outcome = cli("apply", "-c", world.config)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert world.snapshots() == [name_of(at(0))]
 
 
@@ -886,20 +887,20 @@ def test_state_show_and_plan_list_a_resource_removed_from_the_config_as_unmanage
     keep = world.resource()
     gone = world.resource(name="gone", target_path=str(other_target))
     world.write(keep, gone)
-    assert cli("apply", "-c", world.config).exit_code == 0
+    assert cli("apply", "-c", world.config).returncode == 0
     world.write(keep)
     shown = cli("state", "show", "-c", world.config, "--json", now=None)
-    assert shown.exit_code == 0, shown
+    assert shown.returncode == 0, shown
     resources = shown.json()["resources"]
     assert resources["r"]["managed"] is True
     assert resources["gone"]["managed"] is False
     assert [entry["name"] for entry in resources["gone"]["snapshots"]] == [name_of(at(0))]
     text = cli("state", "show", "-c", world.config, now=None)
-    assert text.exit_code == 0 and "gone" in text.stdout
+    assert text.returncode == 0 and "gone" in text.stdout
     plan = cli("plan", "-c", world.config, now=iso(at(1)))
     assert "gone" in plan.stdout
     # Removing a resource undoes nothing.
-    assert cli("apply", "-c", world.config, now=iso(at(1))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(1))).returncode == 0
     assert world.snapshots(other_target) == [name_of(at(0))]
 
 
@@ -910,7 +911,7 @@ def test_apply_resource_option_applies_only_that_resource(world: World, cli: Cli
         world.resource(name="b", target_path=str(target_b)),
     )
     outcome = cli("apply", "-c", world.config, "--resource", "b")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert world.snapshots(target_b) == [name_of(at(0))]
     assert not world.target.exists()
     assert not world.mark("a").exists()
@@ -919,7 +920,7 @@ def test_apply_resource_option_applies_only_that_resource(world: World, cli: Cli
 def test_apply_unknown_resource_exits_2_and_changes_nothing(world: World, cli: Cli) -> None:
     world.write(pre_command=append_line(world.mark("pre"), "pre"))
     outcome = cli("apply", "-c", world.config, "--resource", "nope")
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert "nope" in outcome.stderr
     assert not world.target.exists()
     assert not world.mark("pre").exists()
@@ -929,7 +930,7 @@ def test_apply_unknown_resource_exits_2_and_changes_nothing(world: World, cli: C
 def test_invalid_hardsnap_now_is_a_clear_error(world: World, cli: Cli, command: str) -> None:
     world.write()
     outcome = cli(command, "-c", world.config, now="yesterday at noon")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "HARDSNAP_NOW" in outcome.stderr
     assert "yesterday at noon" in outcome.stderr
     assert "Traceback" not in outcome.stderr
@@ -947,14 +948,14 @@ def test_python_m_reconcile_help_lists_the_commands() -> None:
 
 def test_a_refused_resource_shows_its_reason_and_no_actions_in_plan(world: World, cli: Cli) -> None:
     world.write(retain="1", post_command="echo done")
-    assert cli("apply", "-c", world.config, now=iso(at(0))).exit_code == 0
-    assert cli("apply", "-c", world.config, now=iso(at(1))).exit_code == 0
+    assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
+    assert cli("apply", "-c", world.config, now=iso(at(1))).returncode == 0
     for path in sorted(world.source.rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     # An empty source (an unmounted disk): the snapshot and the prune that
     # would follow are refused; the plan shows the reason, not the actions.
     text = cli("plan", "-c", world.config, now=iso(at(2)))
-    assert text.exit_code == 1, text
+    assert text.returncode == 1, text
     assert "refused: source_dir" in text.stdout
     actions = [line for line in text.stdout.splitlines() if line.startswith(("  +", "  -", "  <"))]
     assert actions == [], text.stdout

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.site import Site, at, name_of, new_site
 from tests.test_monitoring import read_metrics
+from tests.world.clock import at, name_of
+from tests.world.site import Site, new_site
 
 
 @pytest.fixture

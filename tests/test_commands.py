@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import run
-from tests.site import Site, at, make_file, name_of, new_site
+from tests.world.cli import run
+from tests.world.clock import at, name_of
+from tests.world.files import make_file
+from tests.world.site import Site, new_site
 
 SYSTEM_CONFIG = Path("/etc/hardsnap/hardsnap.yaml")
 

@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from tests.benchmarks.measure import run
-from tests.conftest import Mount, hardsnap_command
-from tests.processes import Finished
-from tests.site import Site, at, iso, make_file, name_of, new_site
+from tests.conftest import Mount
+from tests.world.cli import Finished, hardsnap_command
+from tests.world.clock import at, iso, name_of
+from tests.world.files import make_file
+from tests.world.site import Site, new_site
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 # Deeper than 1024 descriptors allow when each level holds one.

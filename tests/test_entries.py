@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.site import Site, at, make_file, name_of, new_site
+from tests.world.clock import at, name_of
+from tests.world.files import make_file
+from tests.world.site import Site, new_site
 
 ROOT = os.geteuid() == 0
 RSYNC = shutil.which("rsync")

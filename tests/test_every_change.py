@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.processes import Applies, wait_for_entry
-from tests.site import START, Site, at, make_file, name_of, new_site
+from tests.world.clock import START, at, name_of
+from tests.world.files import make_file
+from tests.world.processes import Applies, wait_for_entry
+from tests.world.site import Site, new_site
 
 PARTIAL = ".hardsnap-partial."
 

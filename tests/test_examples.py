@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import write_config
+from tests.world.site import write_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -64,7 +64,7 @@ def test_service_is_hardened_and_idle(tmp_path: Path) -> None:
 def test_service_command_converges(tmp_path: Path, cli: Any) -> None:
     config = small_world(tmp_path)
     outcome = run_hardsnap_line(unit("hardsnap.service")["Service"]["ExecStart"], cli, config)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert (tmp_path / "dst" / "2026.088.06.00").is_dir()
 
 
@@ -80,7 +80,7 @@ def test_cron_line_converges(tmp_path: Path, cli: Any) -> None:
     assert len(jobs) == 1
     command = jobs[0].split(None, 6)[6].split(">>")[0]
     outcome = run_hardsnap_line(command, cli, small_world(tmp_path))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
 
 
 # -- the Ansible role (run for real by .ci/run; these need no Ansible) -------------------
@@ -139,7 +139,7 @@ def test_role_default_config_is_valid_and_its_commands_are_real_invocations(
     command, arguments = validate.split(" }} ")
     assert command == "{{ __hardsnap_command"
     words = [str(config) if word == "%s" else word for word in shlex.split(arguments)]
-    assert cli(*words).exit_code == 0
+    assert cli(*words).returncode == 0
     # The report task runs plan only; nothing in the role applies.
     commands = [module_arguments(t, "command") for t in tasks if module_arguments(t, "command")]
     argvs = [command["argv"] for command in commands if command is not None]
@@ -153,7 +153,7 @@ def test_role_default_config_is_valid_and_its_commands_are_real_invocations(
         "{{ hardsnap_prefix }}{{ hardsnap_state_dir }}": str(tmp_path / "state"),
     }
     outcome = cli(*[values.get(word, word) for word in plan[1:]])
-    assert outcome.exit_code == 2, outcome  # --detailed-exitcode: a snapshot to take
+    assert outcome.returncode == 2, outcome  # --detailed-exitcode: a snapshot to take
     assert not (tmp_path / "world" / "dst").exists()
 
 

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from hardsnap.providers import platform
 from hardsnap.providers.backup import effects as backup
@@ -39,10 +38,11 @@ from hardsnap.providers.engine import copying
 from hardsnap.providers.engine.snapshot import SnapshotFailed
 from hardsnap.providers.files.locking import lock_directory, lock_file_name
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from hardsnap.reconcile.cli import app
 from hardsnap.state.lock import LOCK_FILE
-from tests.conftest import Mount, hardsnap_command, write_config
-from tests.processes import Applies, Apply, Finished, wait_for_entry
+from tests.conftest import Mount
+from tests.world.cli import Finished, hardsnap_command, invoke
+from tests.world.processes import Applies, Apply, wait_for_entry
+from tests.world.site import write_config
 
 UTC = dt.UTC
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # a Sunday, day 088
@@ -369,11 +369,7 @@ def state_show(config: Path, state: Path, in_process: bool = False) -> dict[str,
     """`state show --json`: it must exit 0 and print one JSON document.
     In-process (the same CLI code, without a Python start-up) where it runs often."""
     arguments = ["state", "show", "-c", str(config), "--json", "--state-dir", str(state)]
-    if in_process:
-        result = CliRunner().invoke(app, arguments, catch_exceptions=False)
-        shown = Finished(result.exit_code, result.stdout, result.stderr)
-    else:
-        shown = hardsnap(*arguments, state=state, now=None)
+    shown = invoke(arguments, {}) if in_process else hardsnap(*arguments, state=state, now=None)
     assert shown.returncode == 0, shown
     document: dict[str, Any] = json.loads(shown.stdout)
     return document

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import T0, hardsnap_command, write_config
+from tests.world.cli import hardsnap_command
+from tests.world.clock import T0
+from tests.world.site import write_config
 
 SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
 

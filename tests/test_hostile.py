@@ -20,7 +20,7 @@ import shutil
 import stat
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +36,10 @@ from hardsnap.providers.engine.directories import Walker
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.engine.snapshot import Walk
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from tests.conftest import (
-    Outcome,
-    hand_to_nobody,
-    run_as_nobody,
-    write_config,
-)
+from tests.world.cli import Cli, Finished
+from tests.world.site import write_config
+from tests.world.users import hand_to_nobody, run_as_nobody
 
-Cli = Callable[..., Outcome]
 START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=dt.UTC)  # T0
 ODD_NS = 1_700_000_000_123_456_789
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -228,11 +224,11 @@ class Site:
         values.update(overrides)
         return write_config(self.config, values)
 
-    def apply(self, cli: Cli, day: int = 0) -> tuple[Outcome, dict[str, Any]]:
+    def apply(self, cli: Cli, day: int = 0) -> tuple[Finished, dict[str, Any]]:
         """Apply on `day` (days after T0), expecting success; return the
         outcome and its JSON document."""
         outcome = cli("apply", "-c", self.config, "--json", now=iso(day))
-        assert outcome.exit_code == 0, outcome
+        assert outcome.returncode == 0, outcome
         assert "Traceback" not in outcome.stderr, outcome
         return outcome, outcome.json()
 
@@ -591,7 +587,7 @@ def test_hostile_names_are_snapshotted_byte_identical_and_linked_on_the_next_run
     assert tree(site.snapshot()) == source
     assert skipped_paths(first) == {}
     plan = cli("plan", "-c", site.config, "--json", now=iso(1))
-    assert plan.exit_code == 0, plan
+    assert plan.returncode == 0, plan
     assert snapshot_action(plan.json())["files_to_link"] == len(files_of(source))
 
     _, second = site.apply(cli, day=1)
@@ -648,7 +644,7 @@ def test_tree_deeper_than_path_max_is_snapshotted_linked_and_pruned(site: Site, 
         assert node.inode == first[path].inode, path
 
     plan = cli("plan", "-c", site.config, "--json", now=iso(2))
-    assert plan.exit_code == 0, plan
+    assert plan.returncode == 0, plan
     assert "Traceback" not in plan.stderr
 
     _, document = site.apply(cli, day=2)
@@ -783,7 +779,7 @@ def test_target_path_symlink_snapshots_go_to_the_real_directory_and_plan_shows_i
     site.write()
 
     plan = cli("plan", "-c", site.config, now=iso(0))
-    assert plan.exit_code == 0, plan
+    assert plan.returncode == 0, plan
     assert f"{link} (-> {real})" in plan.stdout, plan
     planned = cli("plan", "-c", site.config, "--json", now=iso(0))
     assert planned.json()["resources"][0]["target"] == str(real)
@@ -879,7 +875,7 @@ def test_target_and_state_dir_are_created_0700_even_with_umask_0(
     state = tmp_path / "state-here"
     site.write()
     outcome = cli("apply", "-c", site.config, "--state-dir", str(state), now=iso(0))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert stat.S_IMODE(os.stat(site.target).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
     for path in (site.target, state):
@@ -897,7 +893,7 @@ def test_missing_parents_of_target_and_state_dir_are_not_left_writable_by_others
     state = tmp_path / "new-state" / "hardsnap"
     site.write()
     outcome = cli("apply", "-c", site.config, "--state-dir", str(state), now=iso(0))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     for created in (
         tmp_path / "new-disk",
         tmp_path / "new-disk" / "backups",

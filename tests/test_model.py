@@ -57,7 +57,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.conftest import write_config
 from tests.model_faults import Faults
 from tests.model_support import (
     DISK_FULL,
@@ -75,7 +74,9 @@ from tests.model_support import (
     real_directory,
     state_files,
 )
-from tests.processes import Applies, Finished, run
+from tests.world.cli import Finished, run
+from tests.world.processes import Applies
+from tests.world.site import write_config
 
 # -- the machine -----------------------------------------------------------------------------
 

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import NOBODY, hardsnap_command, write_config
-from tests.site import Site, at, make_file, name_of, new_site
+from tests.world.cli import hardsnap_command
+from tests.world.clock import at, name_of
+from tests.world.files import make_file
+from tests.world.site import Site, new_site, write_config
+from tests.world.users import NOBODY
 
 
 @dataclass

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Mount, hardsnap_command, write_config
+from tests.conftest import Mount
+from tests.world.cli import hardsnap_command
+from tests.world.site import write_config
 
 GOLDEN = Path(__file__).parent / "golden"
 DAY = "2026-03-{:02d}T06:00:00Z"
@@ -95,10 +97,10 @@ def test_plan_apply_and_state_show_text_match_the_golden_files(
     config = world["config"]
     assert_golden("plan_first", cli("plan", "-c", config, now=DAY.format(1)).stdout, root)
     assert_golden("apply_first", cli("apply", "-c", config, now=DAY.format(1)).stdout, root)
-    assert cli("apply", "-c", config, now=DAY.format(2)).exit_code == 0
+    assert cli("apply", "-c", config, now=DAY.format(2)).returncode == 0
     make_file(world["source"] / "etc" / "users", b"alice\nbob\ncarol\n")
     outcome = cli("plan", "-c", config, now=DAY.format(4))
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert_golden("plan_prune", outcome.stdout, root)
     outcome = cli("apply", "-c", config, now=DAY.format(4))
     assert_golden("apply_prune", outcome.stdout, root)
@@ -140,7 +142,7 @@ def test_plan_predicts_exactly_what_apply_then_copies_and_links(
     world: dict[str, Any], cli: Any, change: str
 ) -> None:
     config, source = world["config"], world["source"]
-    assert cli("apply", "-c", config, now=DAY.format(1)).exit_code == 0
+    assert cli("apply", "-c", config, now=DAY.format(1)).returncode == 0
     users = source / "etc" / "users"
     if change == "rewrite":
         make_file(users, b"carol\ndave\n", ODD_NS + 5)
@@ -182,7 +184,7 @@ def test_plan_predicts_the_bytes_a_prune_then_frees(world: dict[str, Any], cli: 
     config, source = world["config"], world["source"]
     for day in (1, 2):
         make_file(source / "etc" / "users", b"day %d\n" % day * (100 * day), ODD_NS + day)
-        assert cli("apply", "-c", config, now=DAY.format(day)).exit_code == 0
+        assert cli("apply", "-c", config, now=DAY.format(day)).returncode == 0
     # The day-1 copy of users is the only file no kept snapshot links to:
     # pruning frees the blocks it holds.
     alone = os.stat(world["target"] / "2026.060.06.00" / "etc" / "users").st_blocks * 512
@@ -211,7 +213,7 @@ def test_plan_refuses_a_snapshot_that_would_leave_less_than_min_free_space(
         },
     )
     outcome = cli("plan", "-c", config, "--json")
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     refusal = outcome.json()["resources"][0]["refusal"]
     assert "would take 6.0 MiB on disk" in refusal and "min_free_space" in refusal
     assert not (root / "dst").exists()
@@ -322,13 +324,13 @@ def test_plan_after_a_killed_run_counts_the_work_it_resumes_as_done(
     subprocess.run(["cp", "-p", str(source / "big.bin"), str(partial)], check=True)
     kept_inode = (partial / "big.bin").stat().st_ino
     planned = cli("plan", "-c", config, "--json", now=DAY.format(29))
-    assert planned.exit_code == 0, planned
+    assert planned.returncode == 0, planned
     snapshot = snapshot_action(planned.json())
     assert snapshot["resumes"] == partial.name
     # big.bin is kept (counted as kept, not as a copy): only small.txt costs space.
     assert (snapshot["files_kept"], snapshot["files_to_copy"]) == (1, 1), snapshot
     applied = cli("apply", "-c", config, "--json", now=DAY.format(29))
-    assert applied.exit_code == 0, applied
+    assert applied.returncode == 0, applied
     done = snapshot_action(applied.json())
     assert (done["files_copied"], done["bytes_copied"]) == (
         snapshot["files_to_copy"],
@@ -344,10 +346,10 @@ def test_state_show_fits_the_terminal_and_cuts_nothing(
 ) -> None:
     config = world["config"]
     for day in (1, 2, 3):
-        assert cli("apply", "-c", config, now=DAY.format(day)).exit_code == 0
-    assert cli("verify", "etc", "-c", config, now=DAY.format(3)).exit_code == 0
+        assert cli("apply", "-c", config, now=DAY.format(day)).returncode == 0
+    assert cli("verify", "etc", "-c", config, now=DAY.format(3)).returncode == 0
     shown = cli("state", "show", "-c", config, now=DAY.format(3), env={"COLUMNS": str(columns)})
-    assert shown.exit_code == 0, shown
+    assert shown.returncode == 0, shown
     lines = shown.stdout.splitlines()
     assert max(len(line) for line in lines) <= columns, shown.stdout
     assert "…" not in shown.stdout

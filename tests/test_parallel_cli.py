@@ -20,7 +20,7 @@ from hardsnap.providers.engine import snapshot
 from hardsnap.providers.engine.directories import Walker
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.manifest.writer import ManifestWriter
-from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody
+from tests.world.users import NOBODY, hand_to_nobody, run_as_nobody
 
 T0, T1 = "2026-03-29T06:00:00Z", "2026-03-30T06:00:00Z"
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
@@ -88,13 +88,13 @@ def test_workers_share_a_tree_under_one_directory(tmp_path: Path, cli: Any, plac
     config = write_config(tmp_path, source, target)
 
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     workers = pids(placers) - {os.getpid()}
     assert len(workers) == 3, "every worker placed files of a tree under one directory"
     assert entries(target / FIRST) == entries(source)
 
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T1)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert entries(target / SECOND) == entries(source)
     for top in range(12):
         relative = f"home/user/p{top}/q2/f1"
@@ -118,7 +118,7 @@ def test_a_busy_worker_hands_subdirectories_to_an_idle_one(
     config = write_config(tmp_path, source, target)
 
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert len(pids(placers) - {os.getpid()}) == 3
     assert entries(target / FIRST) == entries(source)
 
@@ -130,7 +130,7 @@ def test_jobs_one_walks_in_this_process_alone(
     for top in range(4):
         make_file(source / f"t{top}" / "s" / "f", b"x")
     outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "1", now=T0)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert forks == []
     assert pids(placers) == {os.getpid()}
 
@@ -140,7 +140,7 @@ def test_jobs_must_be_a_positive_number(tmp_path: Path, cli: Any, jobs: str) -> 
     source, target = tmp_path / "src", tmp_path / "dst"
     make_file(source / "f", b"x")
     outcome = cli("apply", "-c", write_config(tmp_path, source, target), "--jobs", jobs, now=T0)
-    assert outcome.exit_code == 2
+    assert outcome.returncode == 2
     assert "--jobs" in outcome.stderr
     assert not target.exists()
 
@@ -198,7 +198,7 @@ def test_workers_share_one_free_space_budget_on_a_small_filesystem(
         f"    target_path: {target}\n    min_free_space: 4M\n    cross_fs: copy\n"
     )
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert len(pids(placers) - {os.getpid()}) == 3
     assert entries(target / FIRST) == entries(source)
     before = os.statvfs(small)
@@ -209,7 +209,7 @@ def test_workers_share_one_free_space_budget_on_a_small_filesystem(
     for index in range(80):
         make_file(source / f"d{index % 12}" / f"g{index}", os.urandom(64 << 10))
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T1)
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "min_free_space" in outcome.stdout + outcome.stderr
     assert sorted(os.listdir(target)) == sorted([".hardsnap-manifests", ".hardsnap-target", FIRST])
     after = os.statvfs(small)
@@ -236,7 +236,7 @@ def test_a_handed_over_directory_whose_parent_went_away_is_skipped_not_fatal(
     monkeypatch.setattr(Walker, "enter_path", moving_the_parent)
     config = write_config(tmp_path, source, target)
     outcome = cli("apply", "-c", config, "--jobs", "2", now=T0)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "Traceback" not in outcome.stderr
     assert "home/user/p0: vanished before it was read" in outcome.stderr
     assert (target / FIRST / "kept.txt").read_bytes() == b"kept"
@@ -259,7 +259,7 @@ def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
 
     monkeypatch.setattr(ManifestWriter, "finish_part", dying)
     outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "2", now=T0)
-    assert outcome.exit_code == 1, outcome
+    assert outcome.returncode == 1, outcome
     assert "died" in outcome.stdout + outcome.stderr
     assert "Traceback" not in outcome.stderr
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", ".hardsnap-target"]
@@ -290,7 +290,7 @@ def test_a_directory_gone_before_its_second_names_are_placed_is_skipped_not_fata
 
     monkeypatch.setattr(snapshot.Walk, "_place_deferred", removing_one)
     outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "2", now=T0)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "Traceback" not in outcome.stderr
     for name in ("t1/s/a", "t1/s/b", "t2/s/a", "t2/s/b"):
         assert f"{name}: vanished before it was read" in outcome.stderr
@@ -323,7 +323,7 @@ def test_a_late_directory_gone_before_its_metadata_is_reported_not_fatal(
 
     monkeypatch.setattr(snapshot, "apply_late", moving_one)
     outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "1", now=T0)
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "t1/s: metadata not copied: vanished before it was read" in outcome.stderr
     snap = target / FIRST
     assert stat.S_IMODE((snap / "t0/s").stat().st_mode) == 0o500

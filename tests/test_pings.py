@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
-from tests.processes import run
-from tests.site import Site, at, name_of, new_site
+from tests.world.cli import run
+from tests.world.clock import at, name_of
+from tests.world.site import Site, new_site, write_config
 
 SECRET_PATH = "/ping/5a0e-secret"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"

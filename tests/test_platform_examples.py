@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import T0
 from tests.test_examples import small_world, unit
+from tests.world.clock import T0
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PLIST = EXAMPLES / "launchd" / "org.hardsnap.apply.plist"

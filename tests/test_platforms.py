@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount, hardsnap_command
-from tests.processes import Finished, run
-from tests.site import START, Site, at, new_site, tree_of, work_left
+from tests.conftest import Mount
+from tests.world.cli import Finished, hardsnap_command, run
+from tests.world.clock import START, at
+from tests.world.files import tree_of, work_left
+from tests.world.site import Site, new_site
 
 MASK = Path(__file__).parent / "masked"
 

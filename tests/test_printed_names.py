@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import hand_to_nobody, run_as_nobody
-from tests.site import Site, at, iso, name_of, new_site
+from tests.world.clock import at, iso, name_of
+from tests.world.site import Site, new_site
+from tests.world.users import hand_to_nobody, run_as_nobody
 
 NEWLINE = b"x\n+ forged"
 OSC = b"\x1b]0;pwned\x07"

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Finished, run
-from tests.site import START, Site, at, make_file, name_of, new_site
+from tests.world.cli import Finished, run
+from tests.world.clock import START, at, name_of
+from tests.world.files import make_file
+from tests.world.site import Site, new_site
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD = -100

@@ -14,17 +14,18 @@ from typing import Any
 
 import pytest
 
-from tests import processes
-from tests.conftest import T0, Outcome
+from tests.world import cli
 from tests.test_state_security import backup_config
+from tests.world.cli import Finished
+from tests.world.clock import T0
 
 T1 = "2026-03-30T06:00:00Z"
 
 
-def run(state: Path, *arguments: str | Path, now: str = T0) -> Outcome:
+def run(state: Path, *arguments: str | Path, now: str = T0) -> Finished:
     environment = dict(os.environ, HARDSNAP_STATE_DIR=str(state), HARDSNAP_NOW=now)
-    done = processes.run([str(argument) for argument in arguments], environment, timeout=120)
-    return Outcome(done.returncode, done.stdout, done.stderr)
+    done = cli.run([str(argument) for argument in arguments], environment, timeout=120)
+    return Finished(done.returncode, done.stdout, done.stderr)
 
 
 @pytest.fixture
@@ -59,13 +60,13 @@ def read_only_view(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
 def applied(tmp_path: Path, state: Path) -> Path:
     config = backup_config(tmp_path)
     outcome = run(state, "apply", "-c", config, "--allow-new-target")
-    assert outcome.exit_code == 0, str(outcome)
+    assert outcome.returncode == 0, str(outcome)
     return config
 
 
 def shown(state: Path, config: Path, now: str = T0) -> Any:
     outcome = run(state, "state", "show", "-c", config, "--json", now=now)
-    assert outcome.exit_code == 0, str(outcome)
+    assert outcome.returncode == 0, str(outcome)
     assert "Traceback" not in outcome.stderr, str(outcome)
     return outcome.json()
 
@@ -81,7 +82,7 @@ def test_plan_and_state_show_read_a_store_on_a_read_only_mount(
 
     assert from_view == shown(state_dir, config)
     assert len(from_view["resources"]["r"]["runs"]) == 1
-    assert planned.exit_code == 0, str(planned)
+    assert planned.returncode == 0, str(planned)
     assert planned.json() == run(state_dir, "plan", "-c", config, "--json").json()
     assert planned.json()["resources"][0]["actions"] == []
 
@@ -97,7 +98,7 @@ def test_a_read_only_view_of_a_store_an_apply_writes_shows_its_latest_runs(
     try:
         reader.execute("SELECT count(*) FROM Cache").fetchall()
         outcome = run(state_dir, "apply", "-c", config, now=T1)
-        assert outcome.exit_code == 0, str(outcome)
+        assert outcome.returncode == 0, str(outcome)
         assert (state_dir / "cache.db-wal").stat().st_size > 0
         view = read_only_view(state_dir)
 
@@ -121,7 +122,7 @@ def test_apply_with_a_read_only_state_directory_is_refused_saying_so_and_runs_no
 
     outcome = run(view, "apply", "-c", config, now=T1)
 
-    assert outcome.exit_code == 1, str(outcome)
+    assert outcome.returncode == 1, str(outcome)
     assert "Traceback" not in outcome.stderr, str(outcome)
     assert f"state directory {view} is on a read-only filesystem" in outcome.stderr, str(outcome)
     assert "move it aside" not in outcome.stderr, str(outcome)
@@ -139,7 +140,7 @@ def test_a_store_on_a_read_only_mount_that_cannot_be_read_is_reported_without_ad
 
     outcome = run(view, "state", "show", "-c", config)
 
-    assert outcome.exit_code == 1, str(outcome)
+    assert outcome.returncode == 1, str(outcome)
     assert "Traceback" not in outcome.stderr, str(outcome)
     assert f"state store {view}, on a read-only filesystem, could not be read" in outcome.stderr
     assert "move it aside" not in outcome.stderr, str(outcome)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import T0, hardsnap_command, write_config
+from tests.world.cli import hardsnap_command
+from tests.world.clock import T0
+from tests.world.site import write_config
 
 MIB = 1 << 20
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.site import Site, at, name_of, new_site
+from tests.world.clock import at, name_of
+from tests.world.site import Site, new_site
 
 
 @pytest.fixture

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import T0, Mount, hardsnap_command, write_config
+from tests.conftest import Mount
+from tests.world.cli import hardsnap_command
+from tests.world.clock import T0
+from tests.world.site import write_config
 
 
 def peak_rss_of_plan(root: Path, entries: int) -> int:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from tests.conftest import write_config
+from tests.world.site import write_config
 
 
 def test_apply_then_apply_again_reports_no_changes(tmp_path: Path, cli) -> None:
@@ -17,7 +17,7 @@ def test_apply_then_apply_again_reports_no_changes(tmp_path: Path, cli) -> None:
         },
     )
     first = cli("apply", "-c", config)
-    assert first.exit_code == 0, first
+    assert first.returncode == 0, first
     second = cli("apply", "-c", config)
-    assert second.exit_code == 0, second
+    assert second.returncode == 0, second
     assert "No changes" in second.stdout

@@ -22,9 +22,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import NOBODY, T0, Outcome, hardsnap_command, write_config
+from tests.world.cli import Cli, Finished, hardsnap_command
+from tests.world.clock import T0
+from tests.world.site import write_config
+from tests.world.users import NOBODY
 
-Cli = Callable[..., Outcome]
 T1 = "2026-03-30T06:00:00Z"
 MODE_RAW, MODE_BINARY, MODE_PICKLE = 1, 2, 4
 COMMANDS = [["apply"], ["plan"], ["state", "show"]]
@@ -65,7 +67,7 @@ def applied(cli: Cli, root: Path) -> Path:
     """A config whose resource has one snapshot and a state store; its path."""
     config = backup_config(root)
     outcome = cli("apply", "-c", config)
-    assert outcome.exit_code == 0, str(outcome)
+    assert outcome.returncode == 0, str(outcome)
     return config
 
 
@@ -97,8 +99,8 @@ def rows(state: Path) -> list[tuple[Any, ...]]:
     return sql(state, "SELECT key, raw, mode, filename, value FROM Cache ORDER BY key")
 
 
-def refused(outcome: Outcome, *words: str) -> None:
-    assert outcome.exit_code == 1, str(outcome)
+def refused(outcome: Finished, *words: str) -> None:
+    assert outcome.returncode == 1, str(outcome)
     assert "Traceback" not in outcome.stdout + outcome.stderr, str(outcome)
     for word in words:
         assert word in outcome.stderr, f"{word!r} not said\n{outcome}"
@@ -165,7 +167,7 @@ def test_apply_lock_that_is_a_fifo_is_refused_at_once(tmp_path: Path, state_dir:
         timeout=60,
     )
 
-    refused(Outcome(finished.returncode, finished.stdout, finished.stderr), "apply.lock", "FIFO")
+    refused(Finished(finished.returncode, finished.stdout, finished.stderr), "apply.lock", "FIFO")
     assert not (tmp_path / "dst").exists()
 
 
@@ -431,16 +433,16 @@ def test_legacy_store_is_read_as_it_is_then_converted_once_and_a_spent_revert_st
     shown = cli("state", "show", "-c", config, "--json")
     planned = cli("plan", "-c", config, "--json")
 
-    assert shown.exit_code == 0, str(shown)
+    assert shown.returncode == 0, str(shown)
     assert shown.json()["resources"]["r"]["revert"] == "spent"
     assert shown.json()["resources"]["r"]["runs"][0]["actions"][0]["skipped"] == ["a", "b"]
-    assert planned.exit_code == 0, str(planned)
+    assert planned.returncode == 0, str(planned)
     assert planned.json()["resources"][0]["actions"] == []
     assert rows(state_dir) == legacy_rows, "a read-only command converted the store"
 
     outcome = cli("apply", "-c", config, "--json")
 
-    assert outcome.exit_code == 0, str(outcome)
+    assert outcome.returncode == 0, str(outcome)
     assert outcome.json()["resources"][0]["result"] == "settled"
     assert not marker.exists(), "the spent revert ran again"
     stored = {
@@ -455,7 +457,7 @@ def test_legacy_store_is_read_as_it_is_then_converted_once_and_a_spent_revert_st
     assert sorted(path.name for path in state_dir.iterdir() if path.is_dir()) == []
     again = cli("state", "show", "-c", config, "--json")
     assert again.json()["resources"]["r"]["revert"] == "spent"
-    assert cli("apply", "-c", config).exit_code == 0
+    assert cli("apply", "-c", config).returncode == 0
     assert not marker.exists()
 
 

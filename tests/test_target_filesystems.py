@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.filesystems import exfat_mount, ntfs_mount
-from tests.site import Site, at, make_file, name_of, new_site, tree_of
+from tests.world.clock import at, name_of
+from tests.world.files import make_file, tree_of
+from tests.world.filesystems import exfat_mount, ntfs_mount
+from tests.world.site import Site, new_site
 
 pytestmark = pytest.mark.linux_only(reason="the FUSE images are mounted and checked through /proc")
 

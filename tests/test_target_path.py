@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
-from tests.site import START, Site, make_file, name_of, new_site, tree_of
+from tests.world.clock import START, name_of
+from tests.world.files import make_file, tree_of
+from tests.world.site import Site, new_site, write_config
 
 
 @pytest.fixture

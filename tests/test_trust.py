@@ -20,18 +20,12 @@ from pathlib import Path
 import pytest
 
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from tests.conftest import Mount, hardsnap_command
-from tests.processes import Applies, wait_for_entry, wait_for_file
-from tests.site import (
-    START,
-    Site,
-    at,
-    make_file,
-    name_of,
-    new_site,
-    tree_of,
-    work_left,
-)
+from tests.conftest import Mount
+from tests.world.cli import hardsnap_command
+from tests.world.clock import START, at, name_of
+from tests.world.files import make_file, tree_of, work_left
+from tests.world.processes import Applies, wait_for_entry, wait_for_file
+from tests.world.site import Site, new_site
 
 PARTIAL = ".hardsnap-partial."
 

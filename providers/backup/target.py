@@ -16,7 +16,6 @@ import os
 import socket
 import stat
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from hardsnap.providers import platform
 from hardsnap.providers.backup.naming import is_snapshot_name
@@ -72,12 +71,7 @@ class TargetLocks:
             os.close(directory_fd)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
     def release(self) -> None:

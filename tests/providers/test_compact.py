@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from hardsnap.providers.files.compact import EMPTY, IntTable
 from hardsnap.providers.manifest.reader import BlockIndex, ManifestReader, manifest_path
-from tests.site import at, make_file, name_of, new_site
+from tests.world.clock import at, name_of
+from tests.world.files import make_file
+from tests.world.site import new_site
 
 keys = st.integers(min_value=-(2**70), max_value=2**70)
 

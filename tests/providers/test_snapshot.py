@@ -30,7 +30,8 @@ from hardsnap.providers.engine.snapshot import (
 )
 from hardsnap.providers.files.capabilities import PROBE
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from tests.conftest import NOBODY, hand_to_nobody, run_as_nobody, write_config
+from tests.world.site import write_config
+from tests.world.users import NOBODY, hand_to_nobody, run_as_nobody
 
 # An mtime with odd nanoseconds: a float round-trip would lose them.
 ODD_NS = 1_700_000_000_123_456_789

@@ -924,7 +924,7 @@ def test_validate_valid_config_exits_0(cli: Any, config_path: Path) -> None:
 
     outcome = cli("validate", "-c", config_path)
 
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert "valid, 2 resources" in outcome.stdout
     assert outcome.stderr == ""
 
@@ -937,7 +937,7 @@ def test_validate_defaults_to_hardsnap_yaml_in_the_cwd(
 
     outcome = cli("validate")
 
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
 
 
 def test_validate_misspelt_key_exits_2_with_a_located_message_on_stderr(
@@ -947,7 +947,7 @@ def test_validate_misspelt_key_exits_2_with_a_located_message_on_stderr(
 
     outcome = cli("validate", "-c", config_path)
 
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert (
         f'{config_path}:{FIRST_EXTRA_LINE}:{KEY_COLUMN}: unknown key "retian" '
         '(did you mean "retain"?)'
@@ -961,7 +961,7 @@ def test_validate_reports_every_problem_on_its_own_stderr_line(cli: Any, config_
 
     outcome = cli("validate", "-c", config_path)
 
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     lines = outcome.stderr.splitlines()
     for line, column in [
         (3, value_column("type")),
@@ -975,7 +975,7 @@ def test_validate_reports_every_problem_on_its_own_stderr_line(cli: Any, config_
 def test_validate_missing_config_file_exits_2(cli: Any, tmp_path: Path) -> None:
     outcome = cli("validate", "-c", tmp_path / "absent.yaml")
 
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert f"{tmp_path / 'absent.yaml'}:1:1: " in outcome.stderr
 
 
@@ -984,7 +984,7 @@ def test_validate_yaml_syntax_error_exits_2_located(cli: Any, config_path: Path)
 
     outcome = cli("validate", "-c", config_path)
 
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert f"{config_path}:2:12: " in outcome.stderr
 
 
@@ -993,8 +993,8 @@ def test_plan_of_an_invalid_config_exits_2_or_1_with_detailed_exitcode(
 ) -> None:
     config_path.write_text(config("retain: 0"))
 
-    assert cli("plan", "-c", config_path).exit_code == 2
-    assert cli("plan", "-c", config_path, "--detailed-exitcode").exit_code == 1
+    assert cli("plan", "-c", config_path).returncode == 2
+    assert cli("plan", "-c", config_path, "--detailed-exitcode").returncode == 1
     assert not state_dir.exists()
 
 
@@ -1032,7 +1032,7 @@ def test_apply_with_one_invalid_resource_exits_2_and_changes_nothing(
 
     outcome = cli("apply", "-c", path)
 
-    assert outcome.exit_code == 2, outcome
+    assert outcome.returncode == 2, outcome
     assert f"{path}:12:{value_column('retain')}: " in outcome.stderr
     assert not marker.exists()
     assert not (tmp_path / "dst").exists()
@@ -1049,7 +1049,7 @@ def test_apply_of_the_same_config_without_the_invalid_resource_runs_the_hook(
 
     outcome = cli("apply", "-c", path)
 
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert marker.exists()
     assert (tmp_path / "dst").is_dir()
 
@@ -1068,7 +1068,7 @@ def test_apply_resolves_relative_paths_against_the_config_folder(
 
     outcome = cli("apply", "-c", "../conf/hardsnap.yaml")
 
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert (folder / "dst").is_dir()
     assert list((folder / "dst").iterdir()), "no snapshot in the config folder's dst"
     assert list(elsewhere.iterdir()) == []
@@ -1079,7 +1079,7 @@ def test_validate_of_a_config_using_a_merge_key_does_not_crash(cli: Any, config_
 
     outcome = cli("validate", "-c", config_path)
 
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
 
 
 def test_retain_accepted_by_validate_does_not_crash_plan(
@@ -1090,11 +1090,11 @@ def test_retain_accepted_by_validate_does_not_crash_plan(
     config_path.write_text(config("retain: 1000000000", "min_free_space: 0"))
 
     validated = cli("validate", "-c", config_path)
-    if validated.exit_code == 0:
+    if validated.returncode == 0:
         planned = cli("plan", "-c", config_path)
-        assert planned.exit_code == 0, planned
+        assert planned.returncode == 0, planned
     else:
-        assert validated.exit_code == 2, validated
+        assert validated.returncode == 2, validated
         assert f"{config_path}:{FIRST_EXTRA_LINE}:{value_column('retain')}: " in (validated.stderr)
 
 

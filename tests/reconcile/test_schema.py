@@ -138,5 +138,5 @@ def test_schema_rejects_what_the_validator_rejects_in_shape(text: str) -> None:
 
 def test_schema_command_prints_the_schema(cli: Any) -> None:
     outcome = cli("schema")
-    assert outcome.exit_code == 0, outcome
+    assert outcome.returncode == 0, outcome
     assert json.loads(outcome.stdout) == config_schema()

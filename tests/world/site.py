@@ -6,76 +6,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from typer.testing import CliRunner
-
-from hardsnap.reconcile.cli import app
-from tests.conftest import write_config
-from tests.processes import Finished, run
-
-UTC = dt.UTC
-# 2026-03-29 is a Sunday, day 088 of 2026.
-START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)
-SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
-ODD_NS = 1_700_000_000_123_456_789
+from tests.world.cli import Finished, invoke, run
+from tests.world.clock import START, iso
+from tests.world.files import make_file, snapshots_in
 
 
-def at(days: float = 0, hours: float = 0) -> dt.datetime:
-    return START + dt.timedelta(days=days, hours=hours)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def name_of(moment: dt.datetime) -> str:
-    return moment.strftime("%Y.%j.%H.%M")
-
-
-def make_file(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int = ODD_NS) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
+def write_config(path: Path, *resources: dict[str, Any]) -> Path:
+    """Write a config file holding `resources` (values rendered as JSON, valid YAML)."""
+    lines = ["resources:"]
+    for resource in resources:
+        for index, (key, value) in enumerate(resource.items()):
+            lead = "  - " if index == 0 else "    "
+            lines.append(f"{lead}{key}: {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    # Whatever the umask: a config others may write is refused.
+    os.chmod(path, 0o644)
     return path
-
-
-def snapshots_in(target: Path) -> list[str]:
-    """Snapshot-named real directories in a target, oldest first."""
-    if not target.is_dir():
-        return []
-    return sorted(
-        name
-        for name in os.listdir(target)
-        if SNAPSHOT_NAME.fullmatch(name) and stat.S_ISDIR(os.lstat(target / name).st_mode)
-    )
-
-
-def work_left(target: Path) -> list[str]:
-    """What runs left in a target besides snapshots: work and prune leftovers."""
-    if not target.is_dir():
-        return []
-    return sorted(
-        name
-        for name in os.listdir(target)
-        if name.startswith((".hardsnap-partial.", ".hardsnap-pruning."))
-    )
-
-
-def tree_of(root: Path) -> dict[str, bytes]:
-    """Every regular file below `root` and its content."""
-    found = {}
-    for directory, _, files in os.walk(root):
-        for name in files:
-            path = Path(directory) / name
-            if path.is_file() and not path.is_symlink():
-                found[str(path.relative_to(root))] = path.read_bytes()
-    return found
 
 
 @dataclass
@@ -112,10 +62,7 @@ class Site:
         environment = {"HARDSNAP_STATE_DIR": str(self.state)}
         if now is not None:
             environment["HARDSNAP_NOW"] = iso(now)
-        result = CliRunner().invoke(
-            app, [*arguments, "-c", str(self.config)], env=environment, catch_exceptions=False
-        )
-        return Finished(result.exit_code, result.stdout, result.stderr)
+        return invoke([*arguments, "-c", str(self.config)], environment)
 
     def process(
         self, *arguments: str, now: dt.datetime | None = START, timeout: float = 300

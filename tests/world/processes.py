@@ -10,42 +10,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.conftest import hardsnap_command
-
-
-@dataclass(frozen=True)
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return f"exit {self.returncode}\n--stdout--\n{self.stdout}\n--stderr--\n{self.stderr}"
-
-
-def run(
-    arguments: list[str],
-    environment: dict[str, str],
-    timeout: float = 300,
-    cwd: Path | None = None,
-) -> Finished:
-    """Run the CLI to its end as a subprocess (in `cwd` when given)."""
-    done = subprocess.run(
-        [*hardsnap_command(), *arguments],
-        env=environment,
-        capture_output=True,
-        text=True,
-        # Bytes that are not UTF-8 come through (as lone surrogates) for a
-        # test to find, instead of failing the decoding.
-        errors="surrogateescape",
-        timeout=timeout,
-        cwd=cwd,
-    )
-    return Finished(done.returncode, done.stdout, done.stderr)
+from tests.world.cli import hardsnap_command
 
 
 @dataclass
@@ -113,12 +81,7 @@ class Applies:
         self.logs.mkdir(exist_ok=True)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         for apply in self.started:
             if apply.alive():
                 apply.kill()
