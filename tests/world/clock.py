@@ -11,13 +11,15 @@ START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)
 T0 = "2026-03-29T06:00:00Z"
 
 
-def at(days: float = 0, hours: float = 0) -> dt.datetime:
-    return START + dt.timedelta(days=days, hours=hours)
+def at(days: float = 0, hours: float = 0, minutes: float = 0) -> dt.datetime:
+    return START + dt.timedelta(days=days, hours=hours, minutes=minutes)
 
 
 def iso(moment: dt.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """As HARDSNAP_NOW takes it: UTC, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def name_of(moment: dt.datetime) -> str:
-    return moment.strftime("%Y.%j.%H.%M")
+    """The name of a snapshot taken at `moment`."""
+    return moment.astimezone(UTC).strftime("%Y.%j.%H.%M")

@@ -3,10 +3,14 @@ and read back (snapshots, leftovers, whole trees)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
 from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
 ODD_NS = 1_700_000_000_123_456_789
@@ -51,3 +55,65 @@ def tree_of(root: Path) -> dict[str, bytes]:
             if path.is_file() and not path.is_symlink():
                 found[str(path.relative_to(root))] = path.read_bytes()
     return found
+
+
+def make_sparse(path: Path, size: int, data_at: int, data: bytes) -> Path:
+    """A file of `size` bytes holding `data` at `data_at` and holes elsewhere."""
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+        handle.seek(data_at)
+        handle.write(data)
+    return path
+
+
+def skip_without_holes(path: Path) -> None:
+    if os.stat(path).st_blocks * 512 > 1 << 20:
+        pytest.skip("the filesystem under tmp_path does not keep holes")
+
+
+def xattrs_supported(path: Path) -> None:
+    """Skip the test when the filesystem refuses user.* extended attributes."""
+    if not hasattr(os, "setxattr"):
+        pytest.skip("Linux only: xattr calls (the masked platform run)")
+    probe = path / ".xattr-probe"
+    probe.write_bytes(b"")
+    try:
+        os.setxattr(probe, "user.probe", b"1")
+    except OSError as error:
+        if error.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+            pytest.skip(f"filesystem of {path} refuses user.* xattrs: {error.strerror}")
+        raise
+    finally:
+        probe.unlink()
+
+
+def read_metrics(path: Path) -> dict[tuple[str, str], float]:
+    """Every sample of the file, by (metric name, resource label), through
+    Prometheus' parser; each family must be declared a gauge."""
+    samples = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        assert family.type == "gauge", family
+        for sample in family.samples:
+            samples[(sample.name, sample.labels["resource"])] = sample.value
+    return samples
+
+
+def rewrite(path: Path, data: bytes, mtime_ns: int) -> None:
+    """Change a file in place (same inode, as a writer would), size and mtime."""
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+        handle.write(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def files_below(root: Path) -> list[str]:
+    """Every file's path below `root`, relative to it, sorted."""
+    return sorted(
+        os.path.relpath(os.path.join(directory, name), root)
+        for directory, _, names in os.walk(root)
+        for name in names
+    )
+
+
+def lines_of(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, ManifestReader, manifest_path
 from tests.world.cli import Finished, invoke, run
-from tests.world.clock import START, iso
+from tests.world.clock import START, iso, name_of
 from tests.world.files import make_file, snapshots_in
 
 
@@ -30,25 +32,38 @@ def write_config(path: Path, *resources: dict[str, Any]) -> Path:
 
 @dataclass
 class Site:
+    """One test's world: a source, a target, a config and a state directory
+    under `root`, hook markers in `marks`, and the real CLI run on them."""
+
     root: Path
     source: Path
     target: Path
     config: Path
     state: Path
+    marks: Path
+    # Settings every resource written gets unless a test says otherwise.
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # The last resource written by `write`.
     values: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, **overrides: Any) -> Path:
-        """(Re)write the config with one resource "r" and these settings."""
+    def resource(self, **overrides: Any) -> dict[str, Any]:
+        """Resource "r" of this site's source and target, with these settings."""
         values: dict[str, Any] = {
             "name": "r",
             "type": "backup",
             "source_dir": str(self.source),
             "target_path": str(self.target),
-            "min_free_space": 0,
+            **self.defaults,
         }
         values.update(overrides)
-        self.values = values
-        return write_config(self.config, values)
+        return values
+
+    def write(self, *resources: dict[str, Any], **overrides: Any) -> Path:
+        """(Re)write the config: these resources, or resource "r" with
+        these settings."""
+        resources = resources or (self.resource(**overrides),)
+        self.values = resources[0]
+        return write_config(self.config, *resources)
 
     def environment(self, now: dt.datetime | None) -> dict[str, str]:
         values = dict(os.environ, HARDSNAP_STATE_DIR=str(self.state), NO_COLOR="1")
@@ -74,6 +89,16 @@ class Site:
     def apply(self, now: dt.datetime = START, *options: str) -> Finished:
         return self.cli("apply", *options, now=now)
 
+    def apply_json(
+        self, now: dt.datetime = START, *options: str
+    ) -> tuple[Finished, dict[str, Any]]:
+        """`apply --json`, which must succeed: what it printed, and its document."""
+        done = self.cli("apply", "--json", *options, now=now)
+        assert done.returncode == 0, done
+        assert "Traceback" not in done.stderr, done
+        document: dict[str, Any] = done.json()
+        return done, document
+
     def plan_json(self, now: dt.datetime = START, *options: str) -> dict[str, Any]:
         done = self.cli("plan", "--json", *options, now=now)
         document: dict[str, Any] = json.loads(done.stdout)
@@ -85,14 +110,69 @@ class Site:
         document: dict[str, Any] = json.loads(done.stdout)
         return document["resources"]["r"]  # type: ignore[no-any-return]
 
-    def snapshots(self) -> list[str]:
-        return snapshots_in(self.target)
+    def snapshots(self, target: Path | None = None) -> list[str]:
+        return snapshots_in(target or self.target)
+
+    def snapshot(self, name: str) -> Path:
+        """A snapshot's directory, where the target really is."""
+        return Path(os.path.realpath(self.target)) / name
+
+    def taken_at(self, moment: dt.datetime = START) -> Path:
+        """The directory of the snapshot taken at `moment`."""
+        return self.snapshot(name_of(moment))
+
+    def manifest(self, name: str) -> Path:
+        return self.target / MANIFEST_DIRECTORY / name
+
+    def manifests(self) -> list[str]:
+        directory = self.target / MANIFEST_DIRECTORY
+        return sorted(os.listdir(directory)) if directory.is_dir() else []
+
+    def mark(self, name: str) -> Path:
+        """Where a hook leaves a trace (the folder is made when first asked)."""
+        self.marks.mkdir(exist_ok=True)
+        return self.marks / name
+
+    def marker_command(self, name: str) -> str:
+        """A hook command that leaves a line in mark `name` each time it runs."""
+        return f"echo ran >> {shlex.quote(str(self.mark(name)))}"
+
+
+def empty_site(root: Path, **defaults: Any) -> Site:
+    """A site whose source is empty and whose config is not written yet."""
+    source = root / "src"
+    source.mkdir(parents=True, exist_ok=True)
+    config, state, marks = root / "hardsnap.yaml", root / "state", root / "marks"
+    return Site(root, source, root / "dst", config, state, marks, defaults)
 
 
 def new_site(root: Path) -> Site:
-    source = root / "src"
-    make_file(source / "a.txt", b"alpha\n")
-    make_file(source / "sub" / "b.txt", b"bravo\n", 0o600)
-    site = Site(root, source, root / "dst", root / "hardsnap.yaml", root / "state")
+    """A site with two files (one in a subdirectory) and its config written."""
+    site = empty_site(root, min_free_space=0)
+    make_file(site.source / "a.txt", b"alpha\n")
+    make_file(site.source / "sub" / "b.txt", b"bravo\n", 0o600)
     site.write()
     return site
+
+
+def backup_config(root: Path, **extra: Any) -> Path:
+    source = root / "src"
+    source.mkdir(exist_ok=True)
+    (source / "file").write_text("data\n")
+    resource = {
+        "name": "r",
+        "type": "backup",
+        "source_dir": "src",
+        "target_path": "dst",
+        "min_free_space": 0,
+        **extra,
+    }
+    return write_config(root / "hardsnap.yaml", resource)
+
+
+def digests(site: Site, snapshot: str) -> dict[str, str | None]:
+    """Each file's digest as the snapshot's manifest records it."""
+    with ManifestReader(manifest_path(str(site.target), snapshot)) as manifest:
+        return {
+            entry.path: entry.sha256 for _, block in manifest.entries() for entry in block.values()
+        }

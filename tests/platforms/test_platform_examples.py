@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
-from tests.test_examples import small_world, unit
 from tests.world.clock import T0
+from tests.world.examples import unit
+from tests.world.site import backup_config
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PLIST = EXAMPLES / "launchd" / "org.hardsnap.apply.plist"
 PERIODIC = EXAMPLES / "freebsd" / "periodic" / "daily" / "450.hardsnap"
 FREEBSD_CRON = EXAMPLES / "freebsd" / "hardsnap.cron"
@@ -195,7 +196,7 @@ def test_launchd_command_converges_quietly_as_launchd_starts_it(tmp_path: Path) 
     other, its Umask, stdin from /dev/null, stdout and stderr appended to
     the log. A run that converged writes nothing there."""
     job = launchd_job()
-    config, state = small_world(tmp_path), tmp_path / "db-hardsnap"
+    config, state = backup_config(tmp_path), tmp_path / "db-hardsnap"
     log = tmp_path / "hardsnap.log"
     environment = dict(job["EnvironmentVariables"], HARDSNAP_NOW=T0, **importable())
     with log.open("a") as output:
@@ -401,7 +402,7 @@ def test_periodic_script_enabled_without_hardsnap_is_a_bad_config(periodic: Peri
 def test_periodic_script_runs_the_real_hardsnap(
     periodic: Periodic, tmp_path: Path, held_apply_lock: Path
 ) -> None:
-    config = small_world(tmp_path)
+    config = backup_config(tmp_path)
 
     def settings(state: Path) -> str:
         flags = shlex.join(on_this_host(APPLY[1:], config, state))
@@ -482,7 +483,7 @@ def test_freebsd_cron_command_converges_silently_in_the_files_environment(
     file's PATH, where this environment's hardsnap stands in for
     /usr/local/bin. No output: cron mails nothing."""
     environment, jobs = crontab(FREEBSD_CRON)
-    config, state = small_world(tmp_path), tmp_path / "db-hardsnap"
+    config, state = backup_config(tmp_path), tmp_path / "db-hardsnap"
     command = shlex.join(on_this_host(shlex.split(jobs[0].split(None, 6)[6]), config, state))
     path = environment["PATH"].replace("/usr/local/bin", str(INSTALLED.parent))
     done = subprocess.run(

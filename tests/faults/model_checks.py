@@ -16,8 +16,8 @@ from hypothesis.stateful import (
 
 from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from tests.model_edits import SourceEdits
-from tests.model_support import (
+from tests.faults.model_edits import SourceEdits
+from tests.faults.model_support import (
     SNAPSHOT_NAME,
     WINDOW_LENGTHS,
     Entry,

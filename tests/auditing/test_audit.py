@@ -7,17 +7,14 @@ the `cli` fixture (a crash fails the test) and HARDSNAP_NOW for the clock.
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +24,12 @@ from hardsnap.providers.engine import copying
 from hardsnap.providers.files.escaping import format_bytes
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, PARTIAL_SUFFIX, ManifestReader
 from tests.world.cli import Cli, Finished
-from tests.world.site import write_config
+from tests.world.clock import at, iso, name_of
+from tests.world.documents import action_results, resource_of
+from tests.world.files import ODD_NS, files_below, make_file, rewrite
+from tests.world.site import Site, empty_site, write_config
 
-UTC = dt.UTC
-START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # conftest.T0, day 088
-MTIME_NS = 1_700_000_000_123_456_789
 UNKNOWN_SNAPSHOT = "2020.001.00.00"
-SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
 
 # Names that a text-only manifest could get wrong.
 NEWLINE_NAME = b"new\nline.txt"
@@ -45,28 +41,6 @@ FileRecord = tuple[int, int, int, int, int, int, str | None]
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def now_at(days: float = 0) -> str:
-    moment = START + dt.timedelta(days=days)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def name_at(days: float = 0) -> str:
-    return (START + dt.timedelta(days=days)).strftime("%Y.%j.%H.%M")
-
-
-def make_file(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int = MTIME_NS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
-def rewrite(path: Path, data: bytes, mtime_ns: int) -> None:
-    """Change a source file so the next snapshot must copy it."""
-    path.write_bytes(data)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 def sha256_of(path: Path | bytes) -> str:
@@ -122,26 +96,6 @@ def read_manifest(path: Path) -> tuple[dict[bytes, FileRecord], set[bytes], Mani
     return files, directories, reader
 
 
-def files_below(root: Path) -> list[str]:
-    return sorted(
-        os.path.relpath(os.path.join(directory, name), root)
-        for directory, _, names in os.walk(root)
-        for name in names
-    )
-
-
-def resource_of(document: dict[str, Any], name: str = "r") -> dict[str, Any]:
-    for resource in document["resources"]:
-        if resource["name"] == name:
-            found: dict[str, Any] = resource
-            return found
-    raise AssertionError(f"no resource {name!r} in {document}")
-
-
-def action_results(document: dict[str, Any]) -> dict[str, str]:
-    return {action["kind"]: action["result"] for action in resource_of(document)["actions"]}
-
-
 def problems_of(document: dict[str, Any], snapshot: str) -> list[tuple[str, str]]:
     for entry in document["snapshots"]:
         if entry["name"] == snapshot:
@@ -149,63 +103,13 @@ def problems_of(document: dict[str, Any], snapshot: str) -> list[tuple[str, str]
     raise AssertionError(f"no snapshot {snapshot} in {document}")
 
 
-@dataclass
-class World:
-    """One resource's source, target, config and hook markers under tmp_path."""
-
-    root: Path
-    source: Path
-    target: Path
-    config: Path
-    marks: Path
-
-    def write(self, **overrides: Any) -> Path:
-        values: dict[str, Any] = {
-            "name": "r",
-            "type": "backup",
-            "source_dir": str(self.source),
-            "target_path": str(self.target),
-        }
-        values.update(overrides)
-        return write_config(self.config, values)
-
-    def snapshots(self) -> list[str]:
-        if not self.target.is_dir():
-            return []
-        return sorted(
-            name
-            for name in os.listdir(self.target)
-            if SNAPSHOT_NAME.fullmatch(name) and (self.target / name).is_dir()
-        )
-
-    def snapshot(self, name: str) -> Path:
-        return self.target / name
-
-    def manifest(self, name: str) -> Path:
-        return self.target / MANIFEST_DIRECTORY / name
-
-    def manifests(self) -> list[str]:
-        directory = self.target / MANIFEST_DIRECTORY
-        return sorted(os.listdir(directory)) if directory.is_dir() else []
-
-    def mark(self, name: str) -> Path:
-        return self.marks / name
-
-    def marker_command(self, name: str) -> str:
-        return f"echo ran >> {shlex.quote(str(self.mark(name)))}"
-
-
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    source = tmp_path / "src"
-    source.mkdir()
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    return World(tmp_path, source, tmp_path / "dst", tmp_path / "hardsnap.yaml", marks)
+def world(tmp_path: Path) -> Site:
+    return empty_site(tmp_path)
 
 
-def apply_ok(cli: Cli, world: World, days: float, *extra: str) -> dict[str, Any]:
-    outcome = cli("apply", "-c", world.config, "--json", *extra, now=now_at(days))
+def apply_ok(cli: Cli, world: Site, days: float, *extra: str) -> dict[str, Any]:
+    outcome = cli("apply", "-c", world.config, "--json", *extra, now=iso(at(days)))
     assert outcome.returncode == 0, outcome
     document: dict[str, Any] = outcome.json()
     assert resource_of(document)["result"] == "changed", outcome
@@ -217,7 +121,7 @@ def blocks(directory: Path, *names: str) -> int:
     return sum(os.stat(directory / name).st_blocks * 512 for name in names)
 
 
-def state_snapshots(cli: Cli, world: World) -> dict[str, dict[str, Any]]:
+def state_snapshots(cli: Cli, world: Site) -> dict[str, dict[str, Any]]:
     outcome = cli("state", "show", "-c", world.config, "--json")
     assert outcome.returncode == 0, outcome
     return {entry["name"]: entry for entry in outcome.json()["resources"]["r"]["snapshots"]}
@@ -240,10 +144,10 @@ def build_varied_source(source: Path) -> None:
     for name in (NEWLINE_NAME, os.path.join(b"sub", INVALID_UTF8_NAME)):
         with open(os.path.join(odd, name), "wb") as handle:
             handle.write(b"odd name " + name)
-        os.utime(os.path.join(odd, name), ns=(MTIME_NS, MTIME_NS))
+        os.utime(os.path.join(odd, name), ns=(ODD_NS, ODD_NS))
 
 
-def assert_manifest_matches_tree(world: World, name: str) -> dict[bytes, FileRecord]:
+def assert_manifest_matches_tree(world: Site, name: str) -> dict[bytes, FileRecord]:
     manifest_files, manifest_directories, reader = read_manifest(world.manifest(name))
     tree_files, tree_directories = walk_snapshot(world.snapshot(name))
     assert set(manifest_files) == set(tree_files)
@@ -256,15 +160,15 @@ def assert_manifest_matches_tree(world: World, name: str) -> dict[bytes, FileRec
 
 
 def test_manifests_of_two_applies_match_an_independent_walk_of_each_snapshot(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     build_varied_source(world.source)
     world.write()
     apply_ok(cli, world, 0)
-    rewrite(world.source / "edit.txt", b"second, longer version\n", MTIME_NS + 1)
+    rewrite(world.source / "edit.txt", b"second, longer version\n", ODD_NS + 1)
     make_file(world.source / "sub" / "added.txt", b"new in the second")
     apply_ok(cli, world, 1)
-    first, second = name_at(0), name_at(1)
+    first, second = name_of(at(0)), name_of(at(1))
     assert world.snapshots() == [first, second]
 
     first_files = assert_manifest_matches_tree(world, first)
@@ -289,35 +193,33 @@ def test_manifests_of_two_applies_match_an_independent_walk_of_each_snapshot(
     assert first_files[b"run.sh"][2] == 0o755 and first_files[b"edit.txt"][2] == 0o600
 
 
-def test_linked_files_inherit_their_hash_from_the_reference_manifest(
-    world: World, cli: Cli
-) -> None:
+def test_linked_files_inherit_their_hash_from_the_reference_manifest(world: Site, cli: Cli) -> None:
     build_varied_source(world.source)
     world.write()
     apply_ok(cli, world, 0)
-    rewrite(world.source / "edit.txt", b"changed\n", MTIME_NS + 7)
+    rewrite(world.source / "edit.txt", b"changed\n", ODD_NS + 7)
     apply_ok(cli, world, 1)
-    first, _, _ = read_manifest(world.manifest(name_at(0)))
-    second, _, _ = read_manifest(world.manifest(name_at(1)))
+    first, _, _ = read_manifest(world.manifest(name_of(at(0))))
+    second, _, _ = read_manifest(world.manifest(name_of(at(1))))
 
     linked = [path for path in second if path in first and second[path][5] == first[path][5]]
     assert sorted(linked) == sorted(set(first) - {b"edit.txt"})
     for path in linked:
         assert second[path][6] == first[path][6], path
-        assert second[path][6] == sha256_of(world.snapshot(name_at(1)) / os.fsdecode(path))
+        assert second[path][6] == sha256_of(world.snapshot(name_of(at(1))) / os.fsdecode(path))
     assert second[b"edit.txt"][5] != first[b"edit.txt"][5]
     assert second[b"edit.txt"][6] == hashlib.sha256(b"changed\n").hexdigest()
 
 
 def test_manifest_lives_outside_the_snapshot_so_cp_a_does_not_copy_it(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     build_varied_source(world.source)
     world.write()
     apply_ok(cli, world, 0)
-    snapshot = world.snapshot(name_at(0))
-    assert world.manifest(name_at(0)).is_file()
-    assert not world.manifest(name_at(0)).is_relative_to(snapshot)
+    snapshot = world.snapshot(name_of(at(0)))
+    assert world.manifest(name_of(at(0))).is_file()
+    assert not world.manifest(name_of(at(0))).is_relative_to(snapshot)
 
     restored = world.root / "restored"
     subprocess.run(["cp", "-a", str(snapshot), str(restored)], check=True)
@@ -329,30 +231,30 @@ def test_manifest_lives_outside_the_snapshot_so_cp_a_does_not_copy_it(
     assert files_below(restored) == files_below(snapshot)
 
 
-def test_prune_removes_the_manifests_of_pruned_snapshots(world: World, cli: Cli) -> None:
+def test_prune_removes_the_manifests_of_pruned_snapshots(world: Site, cli: Cli) -> None:
     make_file(world.source / "a.txt", b"alpha")
     world.write(retain="1")
     apply_ok(cli, world, 0)
     apply_ok(cli, world, 1)
-    assert world.manifests() == [name_at(0), name_at(1)]
+    assert world.manifests() == [name_of(at(0)), name_of(at(1))]
 
     document = apply_ok(cli, world, 2)
     assert action_results(document)["prune"] == "changed"
-    assert world.snapshots() == [name_at(1), name_at(2)]
-    assert world.manifests() == [name_at(1), name_at(2)]
+    assert world.snapshots() == [name_of(at(1)), name_of(at(2))]
+    assert world.manifests() == [name_of(at(1)), name_of(at(2))]
 
 
 def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
-    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    world: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_file(world.source / "a.txt", b"alpha")
     make_file(world.source / "b.txt", b"bravo")
     world.write()
     apply_ok(cli, world, 0)
-    rewrite(world.source / "a.txt", b"alpha 2", MTIME_NS + 1)
-    rewrite(world.source / "b.txt", b"bravo 2", MTIME_NS + 1)
+    rewrite(world.source / "a.txt", b"alpha 2", ODD_NS + 1)
+    rewrite(world.source / "b.txt", b"bravo 2", ODD_NS + 1)
 
-    partial = world.manifest(name_at(1) + PARTIAL_SUFFIX)
+    partial = world.manifest(name_of(at(1)) + PARTIAL_SUFFIX)
     seen_partial: list[bool] = []
     real_copy = copying.copy_contents
 
@@ -365,12 +267,12 @@ def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
         return real_copy(input_fd, output_fd, info, charge)
 
     monkeypatch.setattr(copying, "copy_contents", failing_copy)
-    outcome = cli("apply", "-c", world.config, "--json", now=now_at(1))
+    outcome = cli("apply", "-c", world.config, "--json", now=iso(at(1)))
     assert outcome.returncode == 1, outcome
     assert action_results(outcome.json())["snapshot"] == "failed"
     assert seen_partial == [True, True]  # the manifest was being written
-    assert world.snapshots() == [name_at(0)]
-    assert world.manifests() == [name_at(0)]
+    assert world.snapshots() == [name_of(at(0))]
+    assert world.manifests() == [name_of(at(0))]
     assert not any(name.startswith(".hardsnap-partial") for name in os.listdir(world.target))
 
 
@@ -378,7 +280,7 @@ def test_failed_snapshot_leaves_no_manifest_and_no_partial_manifest(
 
 
 @pytest.fixture
-def two_snapshots(world: World, cli: Cli) -> World:
+def two_snapshots(world: Site, cli: Cli) -> Site:
     """Day 0 and day 1: a.txt and sub/b.txt linked from day 0 into day 1,
     c.txt changed (copied) and new.txt only in day 1."""
     make_file(world.source / "a.txt", b"alpha")
@@ -386,26 +288,26 @@ def two_snapshots(world: World, cli: Cli) -> World:
     make_file(world.source / "c.txt", b"charlie")
     world.write()
     apply_ok(cli, world, 0)
-    rewrite(world.source / "c.txt", b"charlie, second", MTIME_NS + 5)
+    rewrite(world.source / "c.txt", b"charlie, second", ODD_NS + 5)
     make_file(world.source / "new.txt", b"only in the second")
     apply_ok(cli, world, 1)
-    assert world.snapshots() == [name_at(0), name_at(1)]
-    first, second = world.snapshot(name_at(0)), world.snapshot(name_at(1))
+    assert world.snapshots() == [name_of(at(0)), name_of(at(1))]
+    first, second = world.snapshot(name_of(at(0))), world.snapshot(name_of(at(1)))
     assert os.lstat(first / "a.txt").st_ino == os.lstat(second / "a.txt").st_ino
     assert os.lstat(first / "c.txt").st_ino != os.lstat(second / "c.txt").st_ino
     return world
 
 
-def verify(cli: Cli, world: World, *args: str, days: float = 2) -> Finished:
-    return cli("verify", "r", *args, "-c", world.config, now=now_at(days))
+def verify(cli: Cli, world: Site, *args: str, days: float = 2) -> Finished:
+    return cli("verify", "r", *args, "-c", world.config, now=iso(at(days)))
 
 
-def test_verify_fresh_snapshots_is_clean_in_text_and_json(two_snapshots: World, cli: Cli) -> None:
+def test_verify_fresh_snapshots_is_clean_in_text_and_json(two_snapshots: Site, cli: Cli) -> None:
     world = two_snapshots
     outcome = verify(cli, world)
     assert outcome.returncode == 0, outcome
-    assert f"{name_at(0)}: clean (3 files, metadata)" in outcome.stdout
-    assert f"{name_at(1)}: clean (4 files, metadata)" in outcome.stdout
+    assert f"{name_of(at(0))}: clean (3 files, metadata)" in outcome.stdout
+    assert f"{name_of(at(1))}: clean (4 files, metadata)" in outcome.stdout
     assert "All 2 snapshots clean." in outcome.stdout
 
     outcome = verify(cli, world, "--json", "--content")
@@ -414,24 +316,36 @@ def test_verify_fresh_snapshots_is_clean_in_text_and_json(two_snapshots: World, 
         "resource": "r",
         "clean": True,
         "snapshots": [
-            {"name": name_at(0), "result": "clean", "content": True, "files": 3, "problems": []},
-            {"name": name_at(1), "result": "clean", "content": True, "files": 4, "problems": []},
+            {
+                "name": name_of(at(0)),
+                "result": "clean",
+                "content": True,
+                "files": 3,
+                "problems": [],
+            },
+            {
+                "name": name_of(at(1)),
+                "result": "clean",
+                "content": True,
+                "files": 4,
+                "problems": [],
+            },
         ],
     }
 
 
 def test_verify_reports_an_edit_through_a_hard_link_in_every_snapshot_sharing_it(
-    two_snapshots: World, cli: Cli
+    two_snapshots: Site, cli: Cli
 ) -> None:
     world = two_snapshots
-    with open(world.snapshot(name_at(1)) / "a.txt", "ab") as handle:
+    with open(world.snapshot(name_of(at(1))) / "a.txt", "ab") as handle:
         handle.write(b" edited")
 
     outcome = verify(cli, world, "--json")
     assert outcome.returncode == 1, outcome
     document = outcome.json()
     assert document["clean"] is False
-    for snapshot in (name_at(0), name_at(1)):
+    for snapshot in (name_of(at(0)), name_of(at(1))):
         assert problems_of(document, snapshot) == [("a.txt", "changed")]
     entry = document["snapshots"][0]
     assert entry["result"] == "damaged"
@@ -445,10 +359,10 @@ def test_verify_reports_an_edit_through_a_hard_link_in_every_snapshot_sharing_it
 
 
 def test_verify_flipped_byte_with_size_and_mtime_restored_is_clean_by_metadata_corrupted_by_content(
-    two_snapshots: World, cli: Cli
+    two_snapshots: Site, cli: Cli
 ) -> None:
     world = two_snapshots
-    path = world.snapshot(name_at(1)) / "new.txt"
+    path = world.snapshot(name_of(at(1))) / "new.txt"
     before = os.lstat(path)
     with open(path, "r+b") as handle:
         handle.seek(3)
@@ -465,8 +379,8 @@ def test_verify_flipped_byte_with_size_and_mtime_restored_is_clean_by_metadata_c
 
     outcome = verify(cli, world, "--content", "--json")
     assert outcome.returncode == 1, outcome
-    assert problems_of(outcome.json(), name_at(1)) == [("new.txt", "corrupted")]
-    assert problems_of(outcome.json(), name_at(0)) == []
+    assert problems_of(outcome.json(), name_of(at(1))) == [("new.txt", "corrupted")]
+    assert problems_of(outcome.json(), name_of(at(0))) == []
     text = verify(cli, world, "--content")
     assert text.returncode == 1, text
     assert "corrupted  new.txt" in text.stdout
@@ -474,61 +388,64 @@ def test_verify_flipped_byte_with_size_and_mtime_restored_is_clean_by_metadata_c
 
 
 def test_verify_content_reports_a_flipped_byte_in_a_shared_file_in_both_snapshots(
-    two_snapshots: World, cli: Cli
+    two_snapshots: Site, cli: Cli
 ) -> None:
     world = two_snapshots
-    path = world.snapshot(name_at(0)) / "sub" / "b.txt"
+    path = world.snapshot(name_of(at(0))) / "sub" / "b.txt"
     before = os.lstat(path)
     path.write_bytes(b"brAvo!")
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
 
     outcome = verify(cli, world, "--content", "--json")
     assert outcome.returncode == 1, outcome
-    for snapshot in (name_at(0), name_at(1)):
+    for snapshot in (name_of(at(0)), name_of(at(1))):
         assert problems_of(outcome.json(), snapshot) == [("sub/b.txt", "corrupted")]
 
 
 def test_verify_reports_a_deleted_file_as_missing_only_where_it_was_deleted(
-    two_snapshots: World, cli: Cli
+    two_snapshots: Site, cli: Cli
 ) -> None:
     world = two_snapshots
-    (world.snapshot(name_at(0)) / "sub" / "b.txt").unlink()
+    (world.snapshot(name_of(at(0))) / "sub" / "b.txt").unlink()
     outcome = verify(cli, world, "--json")
     assert outcome.returncode == 1, outcome
-    assert problems_of(outcome.json(), name_at(0)) == [("sub/b.txt", "missing")]
-    assert problems_of(outcome.json(), name_at(1)) == []
+    assert problems_of(outcome.json(), name_of(at(0))) == [("sub/b.txt", "missing")]
+    assert problems_of(outcome.json(), name_of(at(1))) == []
 
 
 def test_verify_reports_a_removed_directory_and_its_files_as_missing(
-    two_snapshots: World, cli: Cli
+    two_snapshots: Site, cli: Cli
 ) -> None:
     world = two_snapshots
-    shutil.rmtree(world.snapshot(name_at(1)) / "sub")
-    outcome = verify(cli, world, "--json", name_at(1))
+    shutil.rmtree(world.snapshot(name_of(at(1))) / "sub")
+    outcome = verify(cli, world, "--json", name_of(at(1)))
     assert outcome.returncode == 1, outcome
-    assert problems_of(outcome.json(), name_at(1)) == [("sub", "missing"), ("sub/b.txt", "missing")]
+    assert problems_of(outcome.json(), name_of(at(1))) == [
+        ("sub", "missing"),
+        ("sub/b.txt", "missing"),
+    ]
 
 
 def test_verify_reports_an_extra_file_and_directory_as_unexpected(
-    two_snapshots: World, cli: Cli
+    two_snapshots: Site, cli: Cli
 ) -> None:
     world = two_snapshots
-    make_file(world.snapshot(name_at(1)) / "extra.txt", b"planted")
-    (world.snapshot(name_at(1)) / "sub" / "newdir").mkdir()
+    make_file(world.snapshot(name_of(at(1))) / "extra.txt", b"planted")
+    (world.snapshot(name_of(at(1))) / "sub" / "newdir").mkdir()
     outcome = verify(cli, world, "--json")
     assert outcome.returncode == 1, outcome
-    assert problems_of(outcome.json(), name_at(1)) == [
+    assert problems_of(outcome.json(), name_of(at(1))) == [
         ("extra.txt", "unexpected"),
         ("sub/newdir", "unexpected"),
     ]
-    assert problems_of(outcome.json(), name_at(0)) == []
+    assert problems_of(outcome.json(), name_of(at(0))) == []
 
 
 def test_verify_reports_a_file_recreated_with_same_content_and_metadata_as_replaced(
-    two_snapshots: World, cli: Cli
+    two_snapshots: Site, cli: Cli
 ) -> None:
     world = two_snapshots
-    path = world.snapshot(name_at(1)) / "new.txt"
+    path = world.snapshot(name_of(at(1))) / "new.txt"
     old = os.lstat(path)
     # Written beside it first, so the new file cannot reuse the old inode.
     twin = path.with_name("new.txt.twin")
@@ -545,28 +462,28 @@ def test_verify_reports_a_file_recreated_with_same_content_and_metadata_as_repla
 
     outcome = verify(cli, world, "--json", "--content")
     assert outcome.returncode == 1, outcome
-    assert problems_of(outcome.json(), name_at(1)) == [("new.txt", "replaced")]
+    assert problems_of(outcome.json(), name_of(at(1))) == [("new.txt", "replaced")]
     detail = outcome.json()["snapshots"][1]["problems"][0]["detail"]
     assert str(old.st_ino) in detail and str(new.st_ino) in detail
 
 
-def test_verify_named_snapshots_checks_only_those(two_snapshots: World, cli: Cli) -> None:
+def test_verify_named_snapshots_checks_only_those(two_snapshots: Site, cli: Cli) -> None:
     world = two_snapshots
-    (world.snapshot(name_at(1)) / "new.txt").unlink()
-    outcome = verify(cli, world, name_at(0), "--json")
+    (world.snapshot(name_of(at(1))) / "new.txt").unlink()
+    outcome = verify(cli, world, name_of(at(0)), "--json")
     assert outcome.returncode == 0, outcome
-    assert [entry["name"] for entry in outcome.json()["snapshots"]] == [name_at(0)]
+    assert [entry["name"] for entry in outcome.json()["snapshots"]] == [name_of(at(0))]
 
-    outcome = verify(cli, world, name_at(1))
+    outcome = verify(cli, world, name_of(at(1)))
     assert outcome.returncode == 1, outcome
-    assert name_at(0) not in outcome.stdout
+    assert name_of(at(0)) not in outcome.stdout
     assert "missing    new.txt" in outcome.stdout
     shown = state_snapshots(cli, world)
-    assert shown[name_at(0)]["verified"]["clean"] is True
-    assert shown[name_at(1)]["verified"]["clean"] is False
+    assert shown[name_of(at(0))]["verified"]["clean"] is True
+    assert shown[name_of(at(1))]["verified"]["clean"] is False
 
 
-def test_verify_unknown_snapshot_exits_1_naming_it(two_snapshots: World, cli: Cli) -> None:
+def test_verify_unknown_snapshot_exits_1_naming_it(two_snapshots: Site, cli: Cli) -> None:
     world = two_snapshots
     outcome = verify(cli, world, UNKNOWN_SNAPSHOT)
     assert outcome.returncode == 1, outcome
@@ -574,13 +491,13 @@ def test_verify_unknown_snapshot_exits_1_naming_it(two_snapshots: World, cli: Cl
     assert UNKNOWN_SNAPSHOT not in state_snapshots(cli, world)
 
 
-def test_verify_unknown_resource_exits_2(two_snapshots: World, cli: Cli) -> None:
+def test_verify_unknown_resource_exits_2(two_snapshots: Site, cli: Cli) -> None:
     outcome = cli("verify", "nope", "-c", two_snapshots.config)
     assert outcome.returncode == 2, outcome
     assert 'no resource named "nope"' in outcome.stderr
 
 
-def test_verify_resource_without_snapshots_is_clean(world: World, cli: Cli) -> None:
+def test_verify_resource_without_snapshots_is_clean(world: Site, cli: Cli) -> None:
     world.write()
     outcome = verify(cli, world, "--json")
     assert outcome.returncode == 0, outcome
@@ -589,10 +506,10 @@ def test_verify_resource_without_snapshots_is_clean(world: World, cli: Cli) -> N
 
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
 def test_verify_reports_a_missing_or_damaged_manifest_while_the_snapshot_stays_usable(
-    two_snapshots: World, cli: Cli, damage: str
+    two_snapshots: Site, cli: Cli, damage: str
 ) -> None:
     world = two_snapshots
-    manifest = world.manifest(name_at(1))
+    manifest = world.manifest(name_of(at(1)))
     if damage == "missing":
         manifest.unlink()
     else:
@@ -601,49 +518,49 @@ def test_verify_reports_a_missing_or_damaged_manifest_while_the_snapshot_stays_u
 
     outcome = verify(cli, world, "--json")
     assert outcome.returncode == 1, outcome
-    assert problems_of(outcome.json(), name_at(1)) == [("", "manifest")]
-    assert problems_of(outcome.json(), name_at(0)) == []
+    assert problems_of(outcome.json(), name_of(at(1))) == [("", "manifest")]
+    assert problems_of(outcome.json(), name_of(at(0))) == []
     text = verify(cli, world)
     assert text.returncode == 1, text
     assert "manifest" in text.stdout and str(manifest) in text.stdout
 
     # Still browsable, and everything else keeps working.
-    assert (world.snapshot(name_at(1)) / "new.txt").read_bytes() == b"only in the second"
+    assert (world.snapshot(name_of(at(1))) / "new.txt").read_bytes() == b"only in the second"
     shown = cli("state", "show", "-c", world.config)
     assert shown.returncode == 0, shown
-    assert name_at(1) in shown.stdout
-    assert set(state_snapshots(cli, world)) == {name_at(0), name_at(1)}
-    planned = cli("plan", "-c", world.config, now=now_at(2))
+    assert name_of(at(1)) in shown.stdout
+    assert set(state_snapshots(cli, world)) == {name_of(at(0)), name_of(at(1))}
+    planned = cli("plan", "-c", world.config, now=iso(at(2)))
     assert planned.returncode == 0, planned
-    assert name_at(2) in planned.stdout
+    assert name_of(at(2)) in planned.stdout
     apply_ok(cli, world, 2)
-    assert world.snapshots() == [name_at(0), name_at(1), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(1)), name_of(at(2))]
     # The new snapshot's manifest is sound, its hashes read from the files.
-    assert_manifest_matches_tree(world, name_at(2))
-    outcome = verify(cli, world, name_at(2), "--content")
+    assert_manifest_matches_tree(world, name_of(at(2)))
+    outcome = verify(cli, world, name_of(at(2)), "--content")
     assert outcome.returncode == 0, outcome
 
 
-def test_state_show_gives_each_snapshots_last_verification(two_snapshots: World, cli: Cli) -> None:
+def test_state_show_gives_each_snapshots_last_verification(two_snapshots: Site, cli: Cli) -> None:
     world = two_snapshots
     shown = state_snapshots(cli, world)
-    assert [shown[name]["verified"] for name in (name_at(0), name_at(1))] == [None, None]
+    assert [shown[name]["verified"] for name in (name_of(at(0)), name_of(at(1)))] == [None, None]
     text = cli("state", "show", "-c", world.config)
     assert text.stdout.count("never") == 2, text
 
     assert verify(cli, world, days=2).returncode == 0
-    (world.snapshot(name_at(1)) / "new.txt").unlink()
-    assert verify(cli, world, name_at(1), "--content", days=3).returncode == 1
+    (world.snapshot(name_of(at(1))) / "new.txt").unlink()
+    assert verify(cli, world, name_of(at(1)), "--content", days=3).returncode == 1
 
     shown = state_snapshots(cli, world)
-    assert shown[name_at(0)]["verified"] == {
-        "at": now_at(2),
+    assert shown[name_of(at(0))]["verified"] == {
+        "at": iso(at(2)),
         "content": False,
         "clean": True,
         "problems": 0,
     }
-    assert shown[name_at(1)]["verified"] == {
-        "at": now_at(3),
+    assert shown[name_of(at(1))]["verified"] == {
+        "at": iso(at(3)),
         "content": True,
         "clean": False,
         "problems": 1,
@@ -658,7 +575,7 @@ def test_state_show_gives_each_snapshots_last_verification(two_snapshots: World,
 
 
 @pytest.fixture
-def three_snapshots(world: World, cli: Cli) -> World:
+def three_snapshots(world: Site, cli: Cli) -> Site:
     """Day 0 -> 1: a linked, b changed, c added, gone/ removed, fresh/ added,
     morph turned from a file into a directory. Day 1 -> 2: a changed."""
     make_file(world.source / "a.txt", b"alpha")
@@ -669,7 +586,7 @@ def three_snapshots(world: World, cli: Cli) -> World:
     world.write()
     apply_ok(cli, world, 0)
 
-    rewrite(world.source / "b.txt", b"bravo-2", MTIME_NS + 1)
+    rewrite(world.source / "b.txt", b"bravo-2", ODD_NS + 1)
     make_file(world.source / "c.txt", b"cc")
     shutil.rmtree(world.source / "gone")
     make_file(world.source / "fresh" / "one.txt", b"1")
@@ -678,20 +595,20 @@ def three_snapshots(world: World, cli: Cli) -> World:
     make_file(world.source / "morph" / "inner.txt", b"inner")
     apply_ok(cli, world, 1)
 
-    rewrite(world.source / "a.txt", b"alpha, longer", MTIME_NS + 2)
+    rewrite(world.source / "a.txt", b"alpha, longer", ODD_NS + 2)
     apply_ok(cli, world, 2)
-    assert world.snapshots() == [name_at(0), name_at(1), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(1)), name_of(at(2))]
     return world
 
 
-def diff(cli: Cli, world: World, *args: str) -> Finished:
+def diff(cli: Cli, world: Site, *args: str) -> Finished:
     return cli("diff", "r", *args, "-c", world.config)
 
 
 FIRST_TO_SECOND = {
     "resource": "r",
-    "from": name_at(0),
-    "to": name_at(1),
+    "from": name_of(at(0)),
+    "to": name_of(at(1)),
     "added": [
         {"path": "c.txt", "size_before": None, "size_after": 2},
         {"path": "fresh/deep/two.txt", "size_before": None, "size_after": 2},
@@ -708,31 +625,31 @@ FIRST_TO_SECOND = {
 }
 
 
-def test_diff_defaults_to_the_two_newest_snapshots(three_snapshots: World, cli: Cli) -> None:
+def test_diff_defaults_to_the_two_newest_snapshots(three_snapshots: Site, cli: Cli) -> None:
     outcome = diff(cli, three_snapshots)
     assert outcome.returncode == 0, outcome
     assert outcome.stdout.splitlines() == [
-        f'diff "r": {name_at(1)} -> {name_at(2)}',
+        f'diff "r": {name_of(at(1))} -> {name_of(at(2))}',
         "~ a.txt (5 B -> 13 B)",
         "1 change: 0 added, 0 removed, 1 changed; 5 unchanged",
     ]
 
 
 def test_diff_json_lists_added_removed_changed_with_sizes_and_counts_linked_as_unchanged(
-    three_snapshots: World, cli: Cli
+    three_snapshots: Site, cli: Cli
 ) -> None:
-    outcome = diff(cli, three_snapshots, name_at(0), name_at(1), "--json")
+    outcome = diff(cli, three_snapshots, name_of(at(0)), name_of(at(1)), "--json")
     assert outcome.returncode == 0, outcome
     assert outcome.json() == FIRST_TO_SECOND
 
 
 def test_diff_text_shows_each_change_with_its_sizes_and_a_summary(
-    three_snapshots: World, cli: Cli
+    three_snapshots: Site, cli: Cli
 ) -> None:
-    outcome = diff(cli, three_snapshots, name_at(0), name_at(1))
+    outcome = diff(cli, three_snapshots, name_of(at(0)), name_of(at(1)))
     assert outcome.returncode == 0, outcome
     assert outcome.stdout.splitlines() == [
-        f'diff "r": {name_at(0)} -> {name_at(1)}',
+        f'diff "r": {name_of(at(0))} -> {name_of(at(1))}',
         "~ b.txt (5 B -> 7 B)",
         "+ c.txt (2 B)",
         "+ fresh/deep/two.txt (2 B)",
@@ -746,25 +663,25 @@ def test_diff_text_shows_each_change_with_its_sizes_and_a_summary(
 
 
 def test_diff_naming_only_a_compares_it_with_the_snapshot_after_it(
-    three_snapshots: World, cli: Cli
+    three_snapshots: Site, cli: Cli
 ) -> None:
-    outcome = diff(cli, three_snapshots, name_at(0), "--json")
+    outcome = diff(cli, three_snapshots, name_of(at(0)), "--json")
     assert outcome.returncode == 0, outcome
     assert outcome.json() == FIRST_TO_SECOND
 
 
 def test_diff_naming_only_the_newest_snapshot_exits_1_saying_none_follows(
-    three_snapshots: World, cli: Cli
+    three_snapshots: Site, cli: Cli
 ) -> None:
-    outcome = diff(cli, three_snapshots, name_at(2))
+    outcome = diff(cli, three_snapshots, name_of(at(2)))
     assert outcome.returncode == 1, outcome
-    assert "newest" in outcome.stderr and name_at(2) in outcome.stderr
+    assert "newest" in outcome.stderr and name_of(at(2)) in outcome.stderr
 
 
 def test_diff_across_two_days_sees_the_file_changed_in_either(
-    three_snapshots: World, cli: Cli
+    three_snapshots: Site, cli: Cli
 ) -> None:
-    outcome = diff(cli, three_snapshots, name_at(0), name_at(2), "--json")
+    outcome = diff(cli, three_snapshots, name_of(at(0)), name_of(at(2)), "--json")
     assert outcome.returncode == 0, outcome
     document = outcome.json()
     assert [item["path"] for item in document["changed"]] == ["a.txt", "b.txt"]
@@ -772,12 +689,12 @@ def test_diff_across_two_days_sees_the_file_changed_in_either(
 
 
 def test_diff_counts_a_file_with_the_same_content_but_a_new_inode_as_changed(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     make_file(world.source / "same.txt", b"same")
     world.write()
     apply_ok(cli, world, 0)
-    os.utime(world.source / "same.txt", ns=(MTIME_NS + 9, MTIME_NS + 9))
+    os.utime(world.source / "same.txt", ns=(ODD_NS + 9, ODD_NS + 9))
     apply_ok(cli, world, 1)
     document = diff(cli, world, "--json").json()
     assert document["changed"] == [{"path": "same.txt", "size_before": 4, "size_after": 4}]
@@ -786,7 +703,7 @@ def test_diff_counts_a_file_with_the_same_content_but_a_new_inode_as_changed(
 
 @pytest.mark.parametrize("applies", [0, 1])
 def test_diff_with_fewer_than_two_snapshots_exits_1_with_a_message(
-    world: World, cli: Cli, applies: int
+    world: Site, cli: Cli, applies: int
 ) -> None:
     make_file(world.source / "a.txt", b"alpha")
     world.write()
@@ -801,15 +718,19 @@ def test_diff_with_fewer_than_two_snapshots_exits_1_with_a_message(
 
 @pytest.mark.parametrize("position", ["first", "second"])
 def test_diff_unknown_snapshot_exits_1_naming_it(
-    three_snapshots: World, cli: Cli, position: str
+    three_snapshots: Site, cli: Cli, position: str
 ) -> None:
-    args = [UNKNOWN_SNAPSHOT, name_at(1)] if position == "first" else [name_at(0), UNKNOWN_SNAPSHOT]
+    args = (
+        [UNKNOWN_SNAPSHOT, name_of(at(1))]
+        if position == "first"
+        else [name_of(at(0)), UNKNOWN_SNAPSHOT]
+    )
     outcome = diff(cli, three_snapshots, *args)
     assert outcome.returncode == 1, outcome
     assert f"no snapshot {UNKNOWN_SNAPSHOT}" in outcome.stderr
 
 
-def test_diff_unknown_resource_exits_2(three_snapshots: World, cli: Cli) -> None:
+def test_diff_unknown_resource_exits_2(three_snapshots: Site, cli: Cli) -> None:
     outcome = cli("diff", "nope", "-c", three_snapshots.config)
     assert outcome.returncode == 2, outcome
     assert 'no resource named "nope"' in outcome.stderr
@@ -819,7 +740,7 @@ def test_diff_unknown_resource_exits_2(three_snapshots: World, cli: Cli) -> None
 
 
 def test_state_show_gives_bytes_copied_and_bytes_exclusive_per_snapshot(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     make_file(world.source / "shared.txt", b"S" * 100)  # linked in both: counts for neither
     make_file(world.source / "changes.txt", b"C" * 20)  # 20 in the first, 30 in the second
@@ -827,17 +748,17 @@ def test_state_show_gives_bytes_copied_and_bytes_exclusive_per_snapshot(
     os.link(world.source / "pair_a", world.source / "pair_b")
     world.write(retain="1")
     apply_ok(cli, world, 0)
-    rewrite(world.source / "changes.txt", b"C" * 30, MTIME_NS + 1)
+    rewrite(world.source / "changes.txt", b"C" * 30, ODD_NS + 1)
     (world.source / "pair_a").unlink()
     (world.source / "pair_b").unlink()
     make_file(world.source / "late.txt", b"L" * 3)
     apply_ok(cli, world, 1)
 
     shown = state_snapshots(cli, world)
-    first, second = shown[name_at(0)], shown[name_at(1)]
+    first, second = shown[name_of(at(0))], shown[name_of(at(1))]
     # Exclusive bytes are the blocks its files alone hold (at least one each).
-    first_alone = blocks(world.snapshot(name_at(0)), "changes.txt", "pair_a")
-    second_alone = blocks(world.snapshot(name_at(1)), "changes.txt", "late.txt")
+    first_alone = blocks(world.snapshot(name_of(at(0))), "changes.txt", "pair_a")
+    second_alone = blocks(world.snapshot(name_of(at(1))), "changes.txt", "late.txt")
     assert first_alone >= 2 * 512 and second_alone >= 2 * 512
     assert (first["bytes_copied"], first["bytes_exclusive"]) == (100 + 20 + 7, first_alone)
     assert (second["bytes_copied"], second["bytes_exclusive"]) == (30 + 3, second_alone)
@@ -845,10 +766,10 @@ def test_state_show_gives_bytes_copied_and_bytes_exclusive_per_snapshot(
     assert (second["files_copied"], second["files_linked"]) == (2, 1)
 
     # The planned prune of the first frees what it holds alone.
-    outcome = cli("plan", "-c", world.config, "--json", now=now_at(1.5))
+    outcome = cli("plan", "-c", world.config, "--json", now=iso(at(1.5)))
     assert outcome.returncode == 0, outcome
     prune = [a for a in resource_of(outcome.json())["actions"] if a["kind"] == "prune"]
-    assert [(a["snapshots"], a["bytes_freed"]) for a in prune] == [([name_at(0)], first_alone)]
+    assert [(a["snapshots"], a["bytes_freed"]) for a in prune] == [([name_of(at(0))], first_alone)]
     text = cli("state", "show", "-c", world.config)
     assert text.returncode == 0, text
     assert "127 B" in text.stdout and "33 B" in text.stdout
@@ -856,7 +777,7 @@ def test_state_show_gives_bytes_copied_and_bytes_exclusive_per_snapshot(
 
 
 def test_bytes_exclusive_grows_when_the_other_snapshot_sharing_a_file_is_pruned(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     make_file(world.source / "shared.txt", b"S" * 50)
     world.write(retain="1")
@@ -867,23 +788,23 @@ def test_bytes_exclusive_grows_when_the_other_snapshot_sharing_a_file_is_pruned(
 
     # The file changes; on day 1.75 (midnight) day 0 expires, day 0.75 (a day old)
     # stays.
-    rewrite(world.source / "shared.txt", b"T" * 50, MTIME_NS + 1)
+    rewrite(world.source / "shared.txt", b"T" * 50, ODD_NS + 1)
     document = apply_ok(cli, world, 1.75)
     assert action_results(document)["prune"] == "changed"
     shown = state_snapshots(cli, world)
-    assert list(shown) == [name_at(0.75), name_at(1.75)]
-    assert shown[name_at(0.75)]["bytes_exclusive"] == blocks(
-        world.snapshot(name_at(0.75)), "shared.txt"
+    assert list(shown) == [name_of(at(0.75)), name_of(at(1.75))]
+    assert shown[name_of(at(0.75))]["bytes_exclusive"] == blocks(
+        world.snapshot(name_of(at(0.75))), "shared.txt"
     )
-    assert shown[name_at(0.75)]["bytes_exclusive"] > 0
-    assert shown[name_at(1.75)]["bytes_copied"] == 50
+    assert shown[name_of(at(0.75))]["bytes_exclusive"] > 0
+    assert shown[name_of(at(1.75))]["bytes_copied"] == 50
 
 
 # -- 5. source guards --------------------------------------------------------------
 
 
 @pytest.fixture
-def filled_then_emptied(world: World, cli: Cli) -> World:
+def filled_then_emptied(world: Site, cli: Cli) -> Site:
     """Snapshots of three files on days 0 and 2 (retain 2 keeps both), then
     the source emptied (as an unmounted disk looks) and retain 1, so on day 3
     the day-0 snapshot is expired and day 2's is not."""
@@ -899,28 +820,28 @@ def filled_then_emptied(world: World, cli: Cli) -> World:
 
 
 def test_plan_refuses_an_empty_source_when_the_newest_snapshot_has_files(
-    filled_then_emptied: World, cli: Cli
+    filled_then_emptied: Site, cli: Cli
 ) -> None:
     world = filled_then_emptied
     world.write(retain="1", post_command=world.marker_command("post"))
-    outcome = cli("plan", "-c", world.config, now=now_at(3))
+    outcome = cli("plan", "-c", world.config, now=iso(at(3)))
     assert outcome.returncode == 1, outcome
     assert "refused: source_dir" in outcome.stdout
     assert "is empty" in outcome.stdout
     assert "3 files" in outcome.stdout
     assert "--allow-empty-source" in outcome.stdout
 
-    outcome = cli("plan", "-c", world.config, "--allow-empty-source", now=now_at(3))
+    outcome = cli("plan", "-c", world.config, "--allow-empty-source", now=iso(at(3)))
     assert outcome.returncode == 0, outcome
     assert "refused" not in outcome.stdout
 
 
 def test_apply_refuses_an_empty_source_with_no_snapshot_no_prune_and_no_hook(
-    filled_then_emptied: World, cli: Cli
+    filled_then_emptied: Site, cli: Cli
 ) -> None:
     world = filled_then_emptied
     world.write(retain="1", post_command=world.marker_command("post"))
-    outcome = cli("apply", "-c", world.config, "--json", now=now_at(3))
+    outcome = cli("apply", "-c", world.config, "--json", now=iso(at(3)))
     assert outcome.returncode == 1, outcome
     document = outcome.json()
     assert resource_of(document)["result"] == "failed"
@@ -930,51 +851,51 @@ def test_apply_refuses_an_empty_source_with_no_snapshot_no_prune_and_no_hook(
         "prune": "upstream_failed",
         "post_command": "upstream_failed",
     }
-    assert world.snapshots() == [name_at(0), name_at(2)]
-    assert world.manifests() == [name_at(0), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(2))]
+    assert world.manifests() == [name_of(at(0)), name_of(at(2))]
     assert os.listdir(world.marks) == []
 
-    text = cli("apply", "-c", world.config, now=now_at(3))
+    text = cli("apply", "-c", world.config, now=iso(at(3)))
     assert text.returncode == 1, text
     assert "is empty" in text.stderr
-    assert world.snapshots() == [name_at(0), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(2))]
 
 
 def test_apply_allow_empty_source_takes_the_empty_snapshot_and_prunes(
-    filled_then_emptied: World, cli: Cli
+    filled_then_emptied: Site, cli: Cli
 ) -> None:
     world = filled_then_emptied
     document = apply_ok(cli, world, 3, "--allow-empty-source")
     assert action_results(document) == {"snapshot": "changed", "prune": "changed"}
-    assert world.snapshots() == [name_at(2), name_at(3)]
-    assert os.listdir(world.snapshot(name_at(3))) == []
-    with ManifestReader(str(world.manifest(name_at(3)))) as reader:
+    assert world.snapshots() == [name_of(at(2)), name_of(at(3))]
+    assert os.listdir(world.snapshot(name_of(at(3)))) == []
+    with ManifestReader(str(world.manifest(name_of(at(3))))) as reader:
         assert reader.files == 0
 
 
 def test_missing_source_without_pre_command_is_refused_with_no_snapshot_and_no_prune(
-    filled_then_emptied: World, cli: Cli
+    filled_then_emptied: Site, cli: Cli
 ) -> None:
     world = filled_then_emptied
     world.source.rmdir()
-    outcome = cli("plan", "-c", world.config, now=now_at(3))
+    outcome = cli("plan", "-c", world.config, now=iso(at(3)))
     assert outcome.returncode == 1, outcome
     assert "does not exist" in outcome.stdout
 
-    outcome = cli("apply", "-c", world.config, "--json", now=now_at(3))
+    outcome = cli("apply", "-c", world.config, "--json", now=iso(at(3)))
     assert outcome.returncode == 1, outcome
     assert resource_of(outcome.json())["result"] == "failed"
     assert "does not exist" in resource_of(outcome.json())["message"]
     assert action_results(outcome.json()) == {"snapshot": "failed", "prune": "upstream_failed"}
-    assert world.snapshots() == [name_at(0), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(2))]
     # --allow-empty-source does not make a missing source acceptable.
-    outcome = cli("apply", "-c", world.config, "--allow-empty-source", now=now_at(3))
+    outcome = cli("apply", "-c", world.config, "--allow-empty-source", now=iso(at(3)))
     assert outcome.returncode == 1, outcome
-    assert world.snapshots() == [name_at(0), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(2))]
 
 
 def test_pre_command_that_mounts_a_missing_source_lets_the_snapshot_run(
-    filled_then_emptied: World, cli: Cli
+    filled_then_emptied: Site, cli: Cli
 ) -> None:
     world = filled_then_emptied
     world.source.rmdir()
@@ -984,7 +905,7 @@ def test_pre_command_that_mounts_a_missing_source_lets_the_snapshot_run(
         pre_command=f"mkdir -p {source} && printf mounted > {source}/disk.txt",
         post_command=world.marker_command("post"),
     )
-    planned = cli("plan", "-c", world.config, now=now_at(3))
+    planned = cli("plan", "-c", world.config, now=iso(at(3)))
     assert planned.returncode == 0, planned
     assert "does not exist yet" in planned.stdout
 
@@ -995,13 +916,13 @@ def test_pre_command_that_mounts_a_missing_source_lets_the_snapshot_run(
         "prune": "changed",
         "post_command": "changed",
     }
-    assert world.snapshots() == [name_at(2), name_at(3)]
-    assert (world.snapshot(name_at(3)) / "disk.txt").read_bytes() == b"mounted"
+    assert world.snapshots() == [name_of(at(2)), name_of(at(3))]
+    assert (world.snapshot(name_of(at(3))) / "disk.txt").read_bytes() == b"mounted"
     assert world.mark("post").exists()
 
 
 def test_pre_command_that_leaves_the_source_empty_fails_the_snapshot_and_skips_the_rest(
-    filled_then_emptied: World, cli: Cli
+    filled_then_emptied: Site, cli: Cli
 ) -> None:
     world = filled_then_emptied
     world.write(
@@ -1009,11 +930,11 @@ def test_pre_command_that_leaves_the_source_empty_fails_the_snapshot_and_skips_t
         pre_command=world.marker_command("pre"),
         post_command=world.marker_command("post"),
     )
-    planned = cli("plan", "-c", world.config, now=now_at(3))
+    planned = cli("plan", "-c", world.config, now=iso(at(3)))
     assert planned.returncode == 0, planned
     assert "is empty: the snapshot fails unless pre_command fills it" in planned.stdout
 
-    outcome = cli("apply", "-c", world.config, "--json", now=now_at(3))
+    outcome = cli("apply", "-c", world.config, "--json", now=iso(at(3)))
     assert outcome.returncode == 1, outcome
     document = outcome.json()
     assert action_results(document) == {
@@ -1026,41 +947,41 @@ def test_pre_command_that_leaves_the_source_empty_fails_the_snapshot_and_skips_t
     assert "is empty" in snapshot["message"] and "--allow-empty-source" in snapshot["message"]
     assert world.mark("pre").exists()
     assert not world.mark("post").exists()
-    assert world.snapshots() == [name_at(0), name_at(2)]
-    assert world.manifests() == [name_at(0), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(2))]
+    assert world.manifests() == [name_of(at(0)), name_of(at(2))]
 
 
-def test_empty_source_holding_only_the_target_inside_it_is_refused(world: World, cli: Cli) -> None:
+def test_empty_source_holding_only_the_target_inside_it_is_refused(world: Site, cli: Cli) -> None:
     target = world.source / "backups"
     make_file(world.source / "a.txt", b"alpha")
     world.target = target
     world.write()
     apply_ok(cli, world, 0)
     (world.source / "a.txt").unlink()
-    outcome = cli("apply", "-c", world.config, now=now_at(1))
+    outcome = cli("apply", "-c", world.config, now=iso(at(1)))
     assert outcome.returncode == 1, outcome
     assert "is empty" in outcome.stderr
-    assert world.snapshots() == [name_at(0)]
+    assert world.snapshots() == [name_of(at(0))]
 
 
 def test_empty_source_is_refused_even_when_the_newest_snapshot_has_no_manifest(
-    filled_then_emptied: World, cli: Cli
+    filled_then_emptied: Site, cli: Cli
 ) -> None:
     # A snapshot made before manifests existed, or whose manifest was lost,
     # still holds files: an empty source is still the sign of an unmounted disk.
     world = filled_then_emptied
-    world.manifest(name_at(2)).unlink()
-    assert os.listdir(world.snapshot(name_at(2)))
-    outcome = cli("plan", "-c", world.config, now=now_at(3))
+    world.manifest(name_of(at(2))).unlink()
+    assert os.listdir(world.snapshot(name_of(at(2))))
+    outcome = cli("plan", "-c", world.config, now=iso(at(3)))
     assert outcome.returncode == 1, outcome
     assert "--allow-empty-source" in outcome.stdout
-    outcome = cli("apply", "-c", world.config, now=now_at(3))
+    outcome = cli("apply", "-c", world.config, now=iso(at(3)))
     assert outcome.returncode == 1, outcome
-    assert world.snapshots() == [name_at(0), name_at(2)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(2))]
 
 
 def test_source_that_lost_more_than_half_its_files_warns_in_plan_and_apply_and_snapshots(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     for index in range(5):
         make_file(world.source / f"f{index}.txt", b"data")
@@ -1070,35 +991,35 @@ def test_source_that_lost_more_than_half_its_files_warns_in_plan_and_apply_and_s
         (world.source / f"f{index}.txt").unlink()
     warning = "the source holds 2 files, the newest snapshot 5: more than half are gone since"
 
-    planned = cli("plan", "-c", world.config, now=now_at(1))
+    planned = cli("plan", "-c", world.config, now=iso(at(1)))
     assert planned.returncode == 0, planned
     assert warning in planned.stdout
 
-    outcome = cli("apply", "-c", world.config, now=now_at(1))
+    outcome = cli("apply", "-c", world.config, now=iso(at(1)))
     assert outcome.returncode == 0, outcome
     assert f"warning: r: {warning}" in outcome.stderr
     assert warning not in outcome.stdout
-    assert world.snapshots() == [name_at(0), name_at(1)]
-    assert sorted(os.listdir(world.snapshot(name_at(1)))) == ["f3.txt", "f4.txt"]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(1))]
+    assert sorted(os.listdir(world.snapshot(name_of(at(1))))) == ["f3.txt", "f4.txt"]
 
 
-def test_source_that_lost_exactly_half_its_files_gives_no_warning(world: World, cli: Cli) -> None:
+def test_source_that_lost_exactly_half_its_files_gives_no_warning(world: Site, cli: Cli) -> None:
     for index in range(4):
         make_file(world.source / f"f{index}.txt", b"data")
     world.write()
     apply_ok(cli, world, 0)
     for index in range(2):
         (world.source / f"f{index}.txt").unlink()
-    planned = cli("plan", "-c", world.config, now=now_at(1))
+    planned = cli("plan", "-c", world.config, now=iso(at(1)))
     assert planned.returncode == 0, planned
     assert "more than half" not in planned.stdout
-    outcome = cli("apply", "-c", world.config, now=now_at(1))
+    outcome = cli("apply", "-c", world.config, now=iso(at(1)))
     assert outcome.returncode == 0, outcome
     assert "more than half" not in outcome.stderr
 
 
 def test_apply_json_warns_of_a_shrunken_source_in_its_document_and_on_stderr(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     for index in range(5):
         make_file(world.source / f"f{index}.txt", b"data")
@@ -1106,29 +1027,29 @@ def test_apply_json_warns_of_a_shrunken_source_in_its_document_and_on_stderr(
     apply_ok(cli, world, 0)
     for index in range(4):
         (world.source / f"f{index}.txt").unlink()
-    outcome = cli("apply", "-c", world.config, "--json", now=now_at(1))
+    outcome = cli("apply", "-c", world.config, "--json", now=iso(at(1)))
     assert outcome.returncode == 0, outcome
     warnings = resource_of(outcome.json())["warnings"]
     assert any("more than half are gone" in warning for warning in warnings), warnings
     assert "more than half are gone" in outcome.stderr
 
 
-def test_empty_first_snapshot_without_a_reference_is_taken(world: World, cli: Cli) -> None:
+def test_empty_first_snapshot_without_a_reference_is_taken(world: Site, cli: Cli) -> None:
     world.write()
-    planned = cli("plan", "-c", world.config, "--json", now=now_at(0))
+    planned = cli("plan", "-c", world.config, "--json", now=iso(at(0)))
     assert planned.returncode == 0, planned
     assert resource_of(planned.json())["refusal"] is None
     apply_ok(cli, world, 0)
-    assert world.snapshots() == [name_at(0)]
-    assert os.listdir(world.snapshot(name_at(0))) == []
+    assert world.snapshots() == [name_of(at(0))]
+    assert os.listdir(world.snapshot(name_of(at(0)))) == []
     # An empty source after an empty snapshot is no alarm either.
     apply_ok(cli, world, 1)
-    assert world.snapshots() == [name_at(0), name_at(1)]
+    assert world.snapshots() == [name_of(at(0)), name_of(at(1))]
     assert json.loads(cli("verify", "r", "-c", world.config, "--json").stdout)["clean"] is True
 
 
 def test_verify_and_diff_still_reach_a_resource_removed_from_the_config(
-    three_snapshots: World, cli: Cli
+    three_snapshots: Site, cli: Cli
 ) -> None:
     world = three_snapshots
     write_config(
@@ -1143,7 +1064,7 @@ def test_verify_and_diff_still_reach_a_resource_removed_from_the_config(
     outcome = verify(cli, world, "--json")
     assert outcome.returncode == 0, outcome
     assert [s["name"] for s in outcome.json()["snapshots"]] == world.snapshots()
-    outcome = diff(cli, world, name_at(0), name_at(1), "--json")
+    outcome = diff(cli, world, name_of(at(0)), name_of(at(1)), "--json")
     assert outcome.returncode == 0, outcome
     assert outcome.json() == FIRST_TO_SECOND
     assert cli("verify", "never-existed", "-c", world.config).returncode == 2

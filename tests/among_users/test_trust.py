@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -216,9 +217,13 @@ def test_a_target_serving_another_source_is_refused_naming_both_and_left_alone(
     site: Site, tmp_path: Path
 ) -> None:
     assert site.apply(at(0)).returncode == 0
-    other = Site(tmp_path, tmp_path / "other-src", site.target, tmp_path / "other.yaml", site.state)
+    other = replace(
+        site,
+        source=tmp_path / "other-src",
+        config=tmp_path / "other.yaml",
+        state=tmp_path / "other-state",
+    )
     make_file(other.source / "x.txt", b"other source")
-    other.state = tmp_path / "other-state"
     other.write(retain="1")
     before = tree_of(site.target)
     for command in ("plan", "apply"):

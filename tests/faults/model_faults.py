@@ -21,8 +21,8 @@ from hypothesis.stateful import (
 )
 
 from hardsnap.providers.backup.target import PARTIAL_PREFIX, PRUNING_PREFIX
-from tests.model_checks import ModelChecks
-from tests.model_support import (
+from tests.faults.model_checks import ModelChecks
+from tests.faults.model_support import (
     FAR_FUTURE,
     LONG_AGO,
     ODD_NS,

@@ -13,12 +13,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Mount
-from tests.test_big_files import digests, make_sparse, skip_without_holes
-from tests.test_hostile import xattrs_supported
 from tests.world.cli import Finished
 from tests.world.clock import at, name_of
-from tests.world.files import ODD_NS, make_file
-from tests.world.site import Site, new_site
+from tests.world.files import ODD_NS, make_file, make_sparse, skip_without_holes, xattrs_supported
+from tests.world.site import Site, digests, new_site
 
 DAYS = [name_of(at(day)) for day in range(3)]
 

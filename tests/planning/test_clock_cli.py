@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_monitoring import read_metrics
 from tests.world.clock import at, name_of
+from tests.world.files import read_metrics
 from tests.world.site import Site, new_site
 
 

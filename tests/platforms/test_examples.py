@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import shlex
@@ -16,16 +15,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.world.site import write_config
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def unit(name: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(EXAMPLES / "systemd" / name)
-    return parser
+from tests.world.examples import EXAMPLES, unit
+from tests.world.site import backup_config, write_config
 
 
 def run_hardsnap_line(line: str, cli: Any, config: Path) -> Any:
@@ -35,21 +26,6 @@ def run_hardsnap_line(line: str, cli: Any, config: Path) -> Any:
     arguments = words[start + 1 :]
     arguments = [str(config) if word.endswith("hardsnap.yaml") else word for word in arguments]
     return cli(*arguments)
-
-
-def small_world(tmp_path: Path) -> Path:
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f.txt").write_text("x")
-    return write_config(
-        tmp_path / "hardsnap.yaml",
-        {
-            "name": "r",
-            "type": "backup",
-            "source_dir": str(source),
-            "target_path": str(tmp_path / "dst"),
-        },
-    )
 
 
 def test_service_is_hardened_and_idle(tmp_path: Path) -> None:
@@ -62,7 +38,7 @@ def test_service_is_hardened_and_idle(tmp_path: Path) -> None:
 
 
 def test_service_command_converges(tmp_path: Path, cli: Any) -> None:
-    config = small_world(tmp_path)
+    config = backup_config(tmp_path)
     outcome = run_hardsnap_line(unit("hardsnap.service")["Service"]["ExecStart"], cli, config)
     assert outcome.returncode == 0, outcome
     assert (tmp_path / "dst" / "2026.088.06.00").is_dir()
@@ -79,7 +55,7 @@ def test_cron_line_converges(tmp_path: Path, cli: Any) -> None:
     jobs = [line for line in lines if re.match(r"^[*0-9]", line)]
     assert len(jobs) == 1
     command = jobs[0].split(None, 6)[6].split(">>")[0]
-    outcome = run_hardsnap_line(command, cli, small_world(tmp_path))
+    outcome = run_hardsnap_line(command, cli, backup_config(tmp_path))
     assert outcome.returncode == 0, outcome
 
 
@@ -147,7 +123,7 @@ def test_role_default_config_is_valid_and_its_commands_are_real_invocations(
     plan = next(argv for argv in argvs if "plan" in argv)
     assert plan[0] == "{{ __hardsnap_command }}"
     (tmp_path / "world").mkdir()
-    world = small_world(tmp_path / "world")
+    world = backup_config(tmp_path / "world")
     values = {
         "{{ __hardsnap_config }}": str(world),
         "{{ hardsnap_prefix }}{{ hardsnap_state_dir }}": str(tmp_path / "state"),

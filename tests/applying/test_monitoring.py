@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.world.cli import hardsnap_command
 from tests.world.clock import at, name_of
-from tests.world.files import make_file
+from tests.world.files import make_file, read_metrics
 from tests.world.site import Site, new_site, write_config
 from tests.world.users import NOBODY
 
@@ -152,17 +151,6 @@ def test_a_ping_that_fails_is_a_warning_never_a_failed_backup(
     assert done.returncode == 0, done
     assert "ping http://127.0.0.1:9 (start) failed after 2 attempts" in done.stderr, done
     assert "password" not in done.stderr and "nothing-listens-here" not in done.stderr, done
-
-
-def read_metrics(path: Path) -> dict[tuple[str, str], float]:
-    """Every sample of the file, by (metric name, resource label), through
-    Prometheus' parser; each family must be declared a gauge."""
-    samples = {}
-    for family in text_string_to_metric_families(path.read_text()):
-        assert family.type == "gauge", family
-        for sample in family.samples:
-            samples[(sample.name, sample.labels["resource"])] = sample.value
-    return samples
 
 
 def test_metrics_file_holds_every_gauge_per_resource_and_is_rewritten_each_apply(

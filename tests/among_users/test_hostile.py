@@ -10,9 +10,6 @@ in-process; the unreadable-entry test runs it as nobody in a subprocess.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import errno
 import hashlib
 import json
 import os
@@ -21,14 +18,12 @@ import stat
 import struct
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hardsnap.providers.backup import effects as backup
-from hardsnap.providers.backup.naming import is_snapshot_name
 from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.engine import copying
@@ -36,144 +31,20 @@ from hardsnap.providers.engine.directories import Walker
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.engine.snapshot import Walk
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
-from tests.world.cli import Cli, Finished
-from tests.world.site import write_config
+from tests.world.cli import Cli
+from tests.world.clock import at, iso, name_of
+from tests.world.documents import skipped_paths, snapshot_action
+from tests.world.files import ODD_NS, make_file, rewrite, snapshots_in, xattrs_supported
+from tests.world.site import Site, empty_site, write_config
+from tests.world.trees import DIRECTORY_FLAGS, files_of, tree
 from tests.world.users import hand_to_nobody, run_as_nobody
 
-START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=dt.UTC)  # T0
-ODD_NS = 1_700_000_000_123_456_789
-DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # More than PATH_MAX (4096) once joined: 30 levels of 200-byte names.
 DEEP_LEVELS = 30
 DEEP_NAME_LENGTH = 200
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def iso(day: int) -> str:
-    return (START + dt.timedelta(days=day)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def name_of(day: int) -> str:
-    return (START + dt.timedelta(days=day)).strftime("%Y.%j.%H.%M")
-
-
-def make_file(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int = ODD_NS) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
-    return path
-
-
-def rewrite(path: Path, data: bytes, mtime_ns: int) -> None:
-    """Change a file in place (same inode, as a writer would), size and mtime."""
-    with open(path, "r+b") as handle:
-        handle.truncate(0)
-        handle.write(data)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
-@dataclass(frozen=True)
-class Node:
-    """One entry of a tree, as a restore would have to reproduce it."""
-
-    kind: str
-    mode: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    # sha256 of a file's content, the target of a symlink, None for a directory.
-    data: bytes | None
-    xattrs: tuple[tuple[str, bytes], ...]
-    inode: int = field(compare=False)
-    links: int = field(compare=False)
-
-
-def _xattrs(fd: int) -> tuple[tuple[str, bytes], ...]:
-    if not hasattr(os, "listxattr"):  # the masked platform run
-        return ()
-    try:
-        names = os.listxattr(fd)
-    except OSError:
-        return ()
-    return tuple(sorted((name, os.getxattr(fd, name)) for name in names))
-
-
-def _node(kind: str, info: os.stat_result, data: bytes | None, fd: int | None) -> Node:
-    return Node(
-        kind,
-        stat.S_IMODE(info.st_mode),
-        info.st_mtime_ns,
-        info.st_uid,
-        info.st_gid,
-        data,
-        _xattrs(fd) if fd is not None else (),
-        info.st_ino,
-        info.st_nlink,
-    )
-
-
-def _digest(fd: int) -> bytes:
-    hasher = hashlib.sha256()
-    while block := os.read(fd, 1 << 20):
-        hasher.update(block)
-    return hasher.digest()
-
-
-def tree(root: Path) -> dict[bytes, Node]:
-    """Every entry below `root` (and `root` itself as b"."), keyed by its
-    relative path as bytes. Walks with directory descriptors and O_NOFOLLOW,
-    so it works beyond PATH_MAX and never follows a symlink."""
-    found: dict[bytes, Node] = {}
-    top = os.open(root, DIRECTORY_FLAGS)
-    try:
-        found[b"."] = _node("dir", os.fstat(top), None, top)
-        _tree_below(top, b"", found)
-    finally:
-        os.close(top)
-    return found
-
-
-def _tree_below(directory_fd: int, prefix: bytes, found: dict[bytes, Node]) -> None:
-    with os.scandir(directory_fd) as entries:
-        names = sorted(os.fsencode(entry.name) for entry in entries)
-    for name in names:
-        relative = prefix + name
-        info = os.stat(name, dir_fd=directory_fd, follow_symlinks=False)
-        if stat.S_ISDIR(info.st_mode):
-            child = os.open(name, DIRECTORY_FLAGS, dir_fd=directory_fd)
-            try:
-                found[relative] = _node("dir", info, None, child)
-                _tree_below(child, relative + b"/", found)
-            finally:
-                os.close(child)
-        elif stat.S_ISREG(info.st_mode):
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory_fd)
-            try:
-                found[relative] = _node("file", info, _digest(fd), fd)
-            finally:
-                os.close(fd)
-        elif stat.S_ISLNK(info.st_mode):
-            found[relative] = _node("symlink", info, os.readlink(name, dir_fd=directory_fd), None)
-        else:
-            found[relative] = _node("special", info, None, None)
-
-
-def files_of(nodes: dict[bytes, Node]) -> dict[bytes, Node]:
-    return {path: node for path, node in nodes.items() if node.kind == "file"}
-
-
-def snapshot_names(target: Path) -> list[str]:
-    """Snapshot-named real directories in `target` (not symlinks)."""
-    if not target.is_dir():
-        return []
-    return sorted(
-        name
-        for name in os.listdir(target)
-        if is_snapshot_name(name) and stat.S_ISDIR(os.lstat(target / name).st_mode)
-    )
 
 
 def leftovers(target: Path) -> list[str]:
@@ -185,78 +56,9 @@ def leftovers(target: Path) -> list[str]:
     )
 
 
-def snapshot_action(document: dict[str, Any]) -> dict[str, Any]:
-    for action in document["resources"][0]["actions"]:
-        if action["kind"] == "snapshot":
-            found: dict[str, Any] = action
-            return found
-    raise AssertionError(f"no snapshot action in {document}")
-
-
-def skipped_paths(document: dict[str, Any]) -> dict[str, str]:
-    return {path_of(skip): skip["reason"] for skip in snapshot_action(document)["skipped"]}
-
-
-def path_of(entry: dict[str, Any]) -> str:
-    """An entry's path, one that is not UTF-8 read back from `path_base64`."""
-    if "path_base64" in entry:
-        return os.fsdecode(base64.b64decode(entry["path_base64"]))
-    return str(entry["path"])
-
-
-@dataclass
-class Site:
-    """One resource's source, target and config under tmp_path."""
-
-    root: Path
-    source: Path
-    target: Path
-    config: Path
-
-    def write(self, **overrides: Any) -> Path:
-        values: dict[str, Any] = {
-            "name": "r",
-            "type": "backup",
-            "source_dir": str(self.source),
-            "target_path": str(self.target),
-            "min_free_space": 0,
-        }
-        values.update(overrides)
-        return write_config(self.config, values)
-
-    def apply(self, cli: Cli, day: int = 0) -> tuple[Finished, dict[str, Any]]:
-        """Apply on `day` (days after T0), expecting success; return the
-        outcome and its JSON document."""
-        outcome = cli("apply", "-c", self.config, "--json", now=iso(day))
-        assert outcome.returncode == 0, outcome
-        assert "Traceback" not in outcome.stderr, outcome
-        return outcome, outcome.json()
-
-    def snapshot(self, day: int = 0) -> Path:
-        return Path(os.path.realpath(self.target)) / name_of(day)
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
-    source = tmp_path / "src"
-    source.mkdir()
-    return Site(tmp_path, source, tmp_path / "dst", tmp_path / "hardsnap.yaml")
-
-
-def xattrs_supported(path: Path) -> None:
-    """Skip the test when the filesystem refuses user.* extended attributes."""
-    if not hasattr(os, "setxattr"):
-        pytest.skip("Linux only: xattr calls (the masked platform run)")
-    probe = path / ".xattr-probe"
-    probe.write_bytes(b"")
-    try:
-        os.setxattr(probe, "user.probe", b"1")
-    except OSError as error:
-        if error.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-            pytest.skip(f"filesystem of {path} refuses user.* xattrs: {error.strerror}")
-        raise
-    finally:
-        probe.unlink()
+    return empty_site(tmp_path, min_free_space=0)
 
 
 # -- promise 3: files that move under us ----------------------------------------------
@@ -283,13 +85,13 @@ def test_file_changed_while_copied_is_copied_again_and_snapshot_holds_new_conten
 
     monkeypatch.setattr(copying, "copy_contents", changing_once)
     site.write()
-    outcome, document = site.apply(cli)
+    outcome, document = site.apply_json()
 
-    copy = site.snapshot() / "growing.log"
+    copy = site.taken_at() / "growing.log"
     assert len(attempts) == 2, "a file that changed during its copy must be copied again"
     assert copy.read_bytes() == b"second version, longer than the first"
     assert os.stat(copy).st_mtime_ns == new_mtime
-    assert (site.snapshot() / "steady.txt").read_bytes() == b"steady"
+    assert (site.taken_at() / "steady.txt").read_bytes() == b"steady"
     assert snapshot_action(document)["unstable"] == []
     assert "kept changing" not in outcome.stderr
 
@@ -314,25 +116,25 @@ def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it
 
     monkeypatch.setattr(copying, "copy_contents", changing_always)
     site.write()
-    outcome, document = site.apply(cli)
+    outcome, document = site.apply_json()
 
     assert document["resources"][0]["result"] == "changed"
     assert snapshot_action(document)["unstable"] == ["hot.log"]
     assert "hot.log kept changing" in outcome.stderr
-    assert snapshot_names(site.target) == [name_of(0)]
+    assert snapshots_in(site.target) == [name_of(at(0))]
     # The last copy went as far as the size the file had when it began
     # (the version before), with what the file held by then.
-    assert (site.snapshot() / "hot.log").read_bytes() == versions[-1][: len(versions[-2])]
-    assert (site.snapshot() / "steady.txt").read_bytes() == b"steady"
+    assert (site.taken_at() / "hot.log").read_bytes() == versions[-1][: len(versions[-2])]
+    assert (site.taken_at() / "steady.txt").read_bytes() == b"steady"
 
     # The file settles: the next snapshot must hold its real content, not a
     # link to the copy that was taken while it moved.
     monkeypatch.setattr(copying, "copy_contents", original)
-    site.apply(cli, day=1)
-    settled = site.snapshot(1) / "hot.log"
+    site.apply_json(at(1))
+    settled = site.taken_at(at(1)) / "hot.log"
     assert settled.read_bytes() == hot.read_bytes()
     assert os.stat(settled).st_mtime_ns == os.stat(hot).st_mtime_ns
-    assert os.stat(settled).st_ino != os.stat(site.snapshot() / "hot.log").st_ino
+    assert os.stat(settled).st_ino != os.stat(site.taken_at() / "hot.log").st_ino
 
 
 def test_take_snapshot_reports_a_file_changing_on_every_copy_in_unstable(
@@ -353,10 +155,10 @@ def test_take_snapshot_reports_a_file_changing_on_every_copy_in_unstable(
     resource = Resource(
         name="r", source_dir=str(site.source), target_path=str(site.target), min_free_space=0
     )
-    report = backup.take_snapshot(resource, name_of(0), str(site.target))
+    report = backup.take_snapshot(resource, name_of(at(0)), str(site.target))
     assert report.unstable == ["hot.log"]
     assert report.files_copied == 1
-    assert (site.target / name_of(0) / "hot.log").is_file()
+    assert (site.target / name_of(at(0)) / "hot.log").is_file()
 
 
 def test_file_vanishing_between_listing_and_copying_is_skipped_with_reason_not_fatal(
@@ -375,11 +177,11 @@ def test_file_vanishing_between_listing_and_copying_is_skipped_with_reason_not_f
 
     monkeypatch.setattr(Placer, "file", deleting_first)
     site.write()
-    outcome, document = site.apply(cli)
+    outcome, document = site.apply_json()
 
     skipped = skipped_paths(document)
     assert "vanished" in skipped["doomed.txt"]
-    assert sorted(os.listdir(site.snapshot())) == ["kept.txt"]
+    assert sorted(os.listdir(site.taken_at())) == ["kept.txt"]
     assert "doomed.txt" in outcome.stderr
     assert snapshot_action(document)["files_copied"] == 1
 
@@ -411,13 +213,13 @@ def test_files_vanishing_after_their_directory_was_listed_are_skipped_with_reaso
 
     monkeypatch.setattr(Placer, "file", deleting_siblings)
     site.write()
-    _, document = site.apply(cli)
+    _, document = site.apply_json()
 
     skipped = skipped_paths(document)
     assert len(deleted) == 5
     for name in deleted:
         assert "vanished" in skipped[f"batch/{name}"], skipped
-    assert os.listdir(site.snapshot() / "batch") == [seen[0]]
+    assert os.listdir(site.taken_at() / "batch") == [seen[0]]
 
 
 def test_directory_vanishing_between_listing_and_entering_is_skipped_with_reason(
@@ -434,11 +236,11 @@ def test_directory_vanishing_between_listing_and_entering_is_skipped_with_reason
 
     monkeypatch.setattr(Walker, "enter", removing_first)
     site.write()
-    outcome, document = site.apply(cli)
+    outcome, document = site.apply_json()
 
     assert "vanished" in skipped_paths(document)["gone"]
-    assert sorted(os.listdir(site.snapshot())) == ["kept"]
-    assert (site.snapshot() / "kept" / "a.txt").read_bytes() == b"a"
+    assert sorted(os.listdir(site.taken_at())) == ["kept"]
+    assert (site.taken_at() / "kept" / "a.txt").read_bytes() == b"a"
     assert "gone" in outcome.stderr
 
 
@@ -458,12 +260,12 @@ def test_file_swapped_for_symlink_before_copy_is_not_followed_and_is_reported(
 
     monkeypatch.setattr(Placer, "file", swapping)
     site.write()
-    _, document = site.apply(cli)
+    _, document = site.apply_json()
 
     assert "swap.txt" in skipped_paths(document)
-    for node in files_of(tree(site.snapshot())).values():
+    for node in files_of(tree(site.taken_at())).values():
         assert node.data != hashlib.sha256(b"OUTSIDE SECRET").digest()
-    assert not (site.snapshot() / "swap.txt").exists()
+    assert not (site.taken_at() / "swap.txt").exists()
     assert os.stat(outside).st_nlink == 1
 
 
@@ -484,10 +286,10 @@ def test_directory_swapped_for_symlink_before_entering_is_not_followed(
 
     monkeypatch.setattr(Walker, "enter", swapping)
     site.write()
-    _, document = site.apply(cli)
+    _, document = site.apply_json()
 
     assert "sub" in skipped_paths(document)
-    assert not (site.snapshot() / "sub" / "secret.txt").exists()
+    assert not (site.taken_at() / "sub" / "secret.txt").exists()
     assert os.stat(outside / "secret.txt").st_nlink == 1
 
 
@@ -530,7 +332,7 @@ def test_unreadable_files_and_directories_are_reported_by_path_and_run_completes
         assert "ermission denied" in skipped[path], outcome
         assert path in stderr, outcome
     assert os.fsdecode(b"open/bad-\xff\nname") in skipped, outcome
-    snapshot = target / name_of(0)
+    snapshot = target / name_of(at(0))
     assert (snapshot / "ok.txt").read_bytes() == b"readable"
     assert (snapshot / "open" / "inner.txt").read_bytes() == b"readable too"
     assert not (snapshot / "secret.txt").exists()
@@ -583,18 +385,20 @@ def test_hostile_names_are_snapshotted_byte_identical_and_linked_on_the_next_run
     site.write(exclude="*.swp")
     source = tree(site.source)
 
-    _, first = site.apply(cli)
-    assert tree(site.snapshot()) == source
+    _, first = site.apply_json()
+    assert tree(site.taken_at()) == source
     assert skipped_paths(first) == {}
-    plan = cli("plan", "-c", site.config, "--json", now=iso(1))
+    plan = cli("plan", "-c", site.config, "--json", now=iso(at(1)))
     assert plan.returncode == 0, plan
     assert snapshot_action(plan.json())["files_to_link"] == len(files_of(source))
 
-    _, second = site.apply(cli, day=1)
-    assert tree(site.snapshot(1)) == source
+    _, second = site.apply_json(at(1))
+    assert tree(site.taken_at(at(1))) == source
     assert snapshot_action(second)["files_linked"] == len(files_of(source))
-    first_inodes = {path: node.inode for path, node in files_of(tree(site.snapshot())).items()}
-    second_inodes = {path: node.inode for path, node in files_of(tree(site.snapshot(1))).items()}
+    first_inodes = {path: node.inode for path, node in files_of(tree(site.taken_at())).items()}
+    second_inodes = {
+        path: node.inode for path, node in files_of(tree(site.taken_at(at(1)))).items()
+    }
     assert second_inodes == first_inodes
     assert not (tmp_path / "pwned").exists()
 
@@ -632,27 +436,27 @@ def test_tree_deeper_than_path_max_is_snapshotted_linked_and_pruned(site: Site, 
     source = tree(site.source)
     assert directories[-1] + b"/file.txt" in source
 
-    site.apply(cli)
-    first = tree(site.snapshot())
+    site.apply_json()
+    first = tree(site.taken_at())
     assert first == source
 
-    _, document = site.apply(cli, day=1)
-    second = tree(site.snapshot(1))
+    _, document = site.apply_json(at(1))
+    second = tree(site.taken_at(at(1)))
     assert second == source
     assert snapshot_action(document)["files_linked"] == len(files_of(source))
     for path, node in files_of(second).items():
         assert node.inode == first[path].inode, path
 
-    plan = cli("plan", "-c", site.config, "--json", now=iso(2))
+    plan = cli("plan", "-c", site.config, "--json", now=iso(at(2)))
     assert plan.returncode == 0, plan
     assert "Traceback" not in plan.stderr
 
-    _, document = site.apply(cli, day=2)
+    _, document = site.apply_json(at(2))
     prune = [a for a in document["resources"][0]["actions"] if a["kind"] == "prune"]
     assert prune and prune[0]["result"] == "changed", document
-    assert snapshot_names(site.target) == [name_of(1), name_of(2)]
+    assert snapshots_in(site.target) == [name_of(at(1)), name_of(at(2))]
     assert leftovers(site.target) == []
-    assert tree(site.snapshot(2)) == source
+    assert tree(site.taken_at(at(2))) == source
 
 
 def test_symlink_swapped_in_for_a_directory_of_the_reference_is_not_followed(
@@ -661,26 +465,26 @@ def test_symlink_swapped_in_for_a_directory_of_the_reference_is_not_followed(
     make_file(site.source / "a.txt", b"alpha")
     make_file(site.source / "sub" / "f.txt", b"source data")
     site.write()
-    site.apply(cli)
+    site.apply_json()
     # Outside: a file that looks unchanged (same size, mtime and mode) to a
     # walk that would follow the symlink into it.
     outside = site.root / "outside"
     make_file(outside / "f.txt", b"OUTSIDE!!!!")
     make_file(outside / "extra.txt", b"extra")
     before = tree(outside)
-    reference_sub = site.snapshot() / "sub"
+    reference_sub = site.taken_at() / "sub"
     shutil.rmtree(reference_sub)
     reference_sub.symlink_to(outside)
 
-    plan = cli("plan", "-c", site.config, "--json", now=iso(1))
+    plan = cli("plan", "-c", site.config, "--json", now=iso(at(1)))
     prediction = snapshot_action(plan.json())
     assert (prediction["files_to_copy"], prediction["files_to_link"]) == (1, 1)
 
-    _, document = site.apply(cli, day=1)
-    copy = site.snapshot(1) / "sub" / "f.txt"
+    _, document = site.apply_json(at(1))
+    copy = site.taken_at(at(1)) / "sub" / "f.txt"
     assert copy.read_bytes() == b"source data"
     assert os.stat(copy).st_ino != os.stat(outside / "f.txt").st_ino
-    assert not (site.snapshot(1) / "sub" / "extra.txt").exists()
+    assert not (site.taken_at(at(1)) / "sub" / "extra.txt").exists()
     assert tree(outside) == before
     assert [node.links for node in files_of(tree(outside)).values()] == [1, 1]
     assert snapshot_action(document)["files_linked"] == 1
@@ -691,23 +495,25 @@ def test_symlink_with_a_snapshot_name_is_neither_reference_nor_window_nor_pruned
 ) -> None:
     make_file(site.source / "a.txt", b"alpha")
     site.write()
-    site.apply(cli)
+    site.apply_json()
     outside = site.root / "outside"
     make_file(outside / "a.txt", b"alpha")
     before = tree(outside)
     # Looks like a newer snapshot of the next day's window, holding an
     # identical-looking a.txt.
-    fake = site.target / name_of(1).replace(".06.00", ".00.00")
+    fake = site.target / name_of(at(1)).replace(".06.00", ".00.00")
     fake.symlink_to(outside)
 
-    _, document = site.apply(cli, day=1)
-    assert snapshot_action(document)["reference"] == name_of(0)
-    assert os.stat(site.snapshot(1) / "a.txt").st_ino == os.stat(site.snapshot() / "a.txt").st_ino
+    _, document = site.apply_json(at(1))
+    assert snapshot_action(document)["reference"] == name_of(at(0))
+    assert (
+        os.stat(site.taken_at(at(1)) / "a.txt").st_ino == os.stat(site.taken_at() / "a.txt").st_ino
+    )
 
-    site.apply(cli, day=31)
+    site.apply_json(at(31))
     assert fake.is_symlink()
     assert tree(outside) == before
-    assert snapshot_names(site.target) == [name_of(1), name_of(31)]
+    assert snapshots_in(site.target) == [name_of(at(1)), name_of(at(31))]
 
 
 def test_prune_does_not_follow_symlinks_swapped_in_inside_a_snapshot(site: Site, cli: Cli) -> None:
@@ -715,26 +521,26 @@ def test_prune_does_not_follow_symlinks_swapped_in_inside_a_snapshot(site: Site,
     make_file(site.source / "c.txt", b"charlie")
     make_file(site.source / "sub" / "f.txt", b"inner")
     site.write()
-    site.apply(cli)
-    site.apply(cli, day=1)
+    site.apply_json()
+    site.apply_json(at(1))
     outside = site.root / "outside"
     make_file(outside / "big.bin", b"\x01" * (1 << 20))
     make_file(outside / "nested" / "deep.txt", b"deep")
     make_file(site.root / "outside-file.txt", b"lone outside file")
-    old = site.snapshot()
+    old = site.taken_at()
     shutil.rmtree(old / "sub")
     (old / "sub").symlink_to(outside)
     (old / "a.txt").unlink()
     (old / "a.txt").symlink_to(site.root / "outside-file.txt")
     before = tree(outside)
 
-    plan = cli("plan", "-c", site.config, "--json", now=iso(31))
+    plan = cli("plan", "-c", site.config, "--json", now=iso(at(31)))
     prunes = [a for a in plan.json()["resources"][0]["actions"] if a["kind"] == "prune"]
-    assert prunes and prunes[0]["snapshots"] == [name_of(0)], plan
+    assert prunes and prunes[0]["snapshots"] == [name_of(at(0))], plan
     assert prunes[0]["bytes_freed"] < 1 << 20, "bytes behind a symlink were counted"
 
-    site.apply(cli, day=31)
-    assert snapshot_names(site.target) == [name_of(1), name_of(31)]
+    site.apply_json(at(31))
+    assert snapshots_in(site.target) == [name_of(at(1)), name_of(at(31))]
     assert leftovers(site.target) == []
     assert tree(outside) == before
     assert (site.root / "outside-file.txt").read_bytes() == b"lone outside file"
@@ -757,10 +563,10 @@ def test_symlink_swapped_in_for_a_directory_being_built_is_never_written_through
 
     monkeypatch.setattr(Walker, "_make_directory", swapping)
     site.write()
-    outcome = cli("apply", "-c", site.config, now=iso(0))
+    outcome = cli("apply", "-c", site.config, now=iso(at(0)))
     assert "Traceback" not in outcome.stderr, outcome
     assert os.listdir(outside) == [], outcome
-    for name in snapshot_names(site.target):
+    for name in snapshots_in(site.target):
         # Whatever the run decided, a snapshot that exists is whole and real.
         assert (site.target / name / "sub" / "f.txt").read_bytes() == b"inner"
         assert not (site.target / name / "sub").is_symlink()
@@ -778,22 +584,23 @@ def test_target_path_symlink_snapshots_go_to_the_real_directory_and_plan_shows_i
     site.target = link
     site.write()
 
-    plan = cli("plan", "-c", site.config, now=iso(0))
+    plan = cli("plan", "-c", site.config, now=iso(at(0)))
     assert plan.returncode == 0, plan
     assert f"{link} (-> {real})" in plan.stdout, plan
-    planned = cli("plan", "-c", site.config, "--json", now=iso(0))
+    planned = cli("plan", "-c", site.config, "--json", now=iso(at(0)))
     assert planned.json()["resources"][0]["target"] == str(real)
 
-    site.apply(cli)
-    site.apply(cli, day=1)
+    site.apply_json()
+    site.apply_json(at(1))
     assert link.is_symlink() and os.readlink(link) == str(real)
-    assert snapshot_names(real) == [name_of(0), name_of(1)]
+    assert snapshots_in(real) == [name_of(at(0)), name_of(at(1))]
     assert (
-        os.stat(real / name_of(1) / "a.txt").st_ino == os.stat(real / name_of(0) / "a.txt").st_ino
+        os.stat(real / name_of(at(1)) / "a.txt").st_ino
+        == os.stat(real / name_of(at(0)) / "a.txt").st_ino
     )
 
-    site.apply(cli, day=31)
-    assert snapshot_names(real) == [name_of(1), name_of(31)]
+    site.apply_json(at(31))
+    assert snapshots_in(real) == [name_of(at(1)), name_of(at(31))]
     assert link.is_symlink()
 
 
@@ -806,10 +613,10 @@ def test_target_path_dangling_symlink_creates_the_directory_it_points_to(
     link.symlink_to(real)
     site.target = link
     site.write()
-    site.apply(cli)
+    site.apply_json()
     assert link.is_symlink()
     assert stat.S_IMODE(os.stat(real).st_mode) == 0o700
-    assert (real / name_of(0) / "a.txt").read_bytes() == b"alpha"
+    assert (real / name_of(at(0)) / "a.txt").read_bytes() == b"alpha"
 
 
 def test_target_path_symlink_repointed_mid_run_keeps_the_snapshot_where_it_was_resolved(
@@ -847,10 +654,10 @@ def test_target_path_symlink_repointed_mid_run_keeps_the_snapshot_where_it_was_r
 
     monkeypatch.setattr(backup, "take_snapshot", repointing_before_snapshot)
     monkeypatch.setattr(Walk, "run", repointing_during_walk)
-    site.apply(cli)
+    site.apply_json()
     assert repointed == [str(other), str(other)]
-    assert snapshot_names(real) == [name_of(0)]
-    assert (real / name_of(0) / "a.txt").read_bytes() == b"alpha"
+    assert snapshots_in(real) == [name_of(at(0))]
+    assert (real / name_of(at(0)) / "a.txt").read_bytes() == b"alpha"
     assert os.listdir(other) == []
     assert leftovers(real) == []
 
@@ -874,7 +681,7 @@ def test_target_and_state_dir_are_created_0700_even_with_umask_0(
     site.target = tmp_path / "backups"
     state = tmp_path / "state-here"
     site.write()
-    outcome = cli("apply", "-c", site.config, "--state-dir", str(state), now=iso(0))
+    outcome = cli("apply", "-c", site.config, "--state-dir", str(state), now=iso(at(0)))
     assert outcome.returncode == 0, outcome
     assert stat.S_IMODE(os.stat(site.target).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
@@ -892,7 +699,7 @@ def test_missing_parents_of_target_and_state_dir_are_not_left_writable_by_others
     site.target = tmp_path / "new-disk" / "backups" / "etc"
     state = tmp_path / "new-state" / "hardsnap"
     site.write()
-    outcome = cli("apply", "-c", site.config, "--state-dir", str(state), now=iso(0))
+    outcome = cli("apply", "-c", site.config, "--state-dir", str(state), now=iso(at(0)))
     assert outcome.returncode == 0, outcome
     for created in (
         tmp_path / "new-disk",
@@ -932,13 +739,13 @@ def test_hooks_get_paths_only_through_env_and_a_target_with_shell_syntax_never_r
 
     monkeypatch.setattr(subprocess, "Popen", SpyPopen)
     monkeypatch.setattr(os, "system", no_system)
-    site.apply(cli)
+    site.apply_json()
 
     assert (marks / "pre").read_text() == str(site.target)
-    assert (marks / "post").read_text() == f"{hostile_source}|{site.target / name_of(0)}"
+    assert (marks / "post").read_text() == f"{hostile_source}|{site.target / name_of(at(0))}"
     pwned = list(tmp_path.rglob("pwned*"))
     assert pwned == []
-    assert (site.target / name_of(0) / "a.txt").read_bytes() == b"alpha"
+    assert (site.target / name_of(at(0)) / "a.txt").read_bytes() == b"alpha"
     shells = [argv for argv, _ in launched if argv[0].endswith("sh")]
     assert shells == [["/bin/sh", "-c", pre], ["/bin/sh", "-c", post]]
     for argv, options in launched:
@@ -964,11 +771,11 @@ def test_user_xattrs_on_files_and_directories_are_kept_on_copies_and_links(
     site.write()
     source = tree(site.source)
 
-    site.apply(cli)
-    assert tree(site.snapshot()) == source
-    site.apply(cli, day=1)
-    assert tree(site.snapshot(1)) == source
-    copy = tree(site.snapshot(1))[b"note.txt"]
+    site.apply_json()
+    assert tree(site.taken_at()) == source
+    site.apply_json(at(1))
+    assert tree(site.taken_at(at(1))) == source
+    copy = tree(site.taken_at(at(1)))[b"note.txt"]
     assert ("user.plain", b"value") in copy.xattrs
 
 
@@ -977,12 +784,12 @@ def test_xattr_change_alone_reaches_the_next_snapshot(site: Site, cli: Cli) -> N
     note = make_file(site.source / "note.txt", b"note")
     os.setxattr(note, "user.tag", b"old")
     site.write()
-    site.apply(cli)
+    site.apply_json()
     # Content, size, mtime and mode stay the same: only the attribute changes.
     os.setxattr(note, "user.tag", b"new")
-    site.apply(cli, day=1)
-    assert os.getxattr(site.snapshot(1) / "note.txt", "user.tag") == b"new"
-    assert os.getxattr(site.snapshot() / "note.txt", "user.tag") == b"old"
+    site.apply_json(at(1))
+    assert os.getxattr(site.taken_at(at(1)) / "note.txt", "user.tag") == b"new"
+    assert os.getxattr(site.taken_at() / "note.txt", "user.tag") == b"old"
 
 
 def capability_of_net_raw() -> bytes:
@@ -1011,8 +818,8 @@ def test_as_root_trusted_and_security_xattrs_and_capabilities_are_kept(
     os.utime(folder, ns=(ODD_NS, ODD_NS))
     site.write()
     source = tree(site.source)
-    site.apply(cli)
-    snapshot = tree(site.snapshot())
+    site.apply_json()
+    snapshot = tree(site.taken_at())
     assert snapshot == source
     assert ("security.capability", capability_of_net_raw()) in snapshot[b"tool"].xattrs
     assert (snapshot[b"tool"].uid, snapshot[b"tool"].gid) == (1234, 5678)
@@ -1055,8 +862,8 @@ def test_posix_acls_on_files_and_directories_are_kept(site: Site, cli: Cli) -> N
     os.utime(folder, ns=(ODD_NS, ODD_NS))
     site.write()
     source = tree(site.source)
-    site.apply(cli)
-    copy = site.snapshot()
+    site.apply_json()
+    copy = site.taken_at()
     assert tree(copy) == source
     assert os.getxattr(copy / "shared.txt", "system.posix_acl_access") == access
     assert os.getxattr(copy / "folder", "system.posix_acl_default") == default
@@ -1086,8 +893,8 @@ def test_hard_linked_names_stay_one_inode_on_first_copy_and_after_a_change(
     os.link(pair, site.source / "y")
     site.write()
 
-    site.apply(cli)
-    old = site.snapshot()
+    site.apply_json()
+    old = site.taken_at()
     trio = {os.stat(old / name).st_ino for name in ("a", "b", "sub/c")}
     duo = {os.stat(old / name).st_ino for name in ("x", "y")}
     assert len(trio) == 1 and len(duo) == 1 and trio != duo
@@ -1096,8 +903,8 @@ def test_hard_linked_names_stay_one_inode_on_first_copy_and_after_a_change(
 
     rewrite(first, b"three names, changed", ODD_NS + 10**9)
     os.link(pair, site.source / "sub" / "z")
-    site.apply(cli, day=1)
-    new = site.snapshot(1)
+    site.apply_json(at(1))
+    new = site.taken_at(at(1))
     changed = {os.stat(new / name).st_ino for name in ("a", "b", "sub/c")}
     assert len(changed) == 1 and changed != trio
     assert (new / "sub" / "c").read_bytes() == b"three names, changed"
@@ -1120,8 +927,8 @@ def test_hard_linked_names_deeper_than_path_max_stay_one_inode(site: Site, cli: 
     finally:
         os.close(fd)
     site.write()
-    site.apply(cli)
-    snapshot = files_of(tree(site.snapshot()))
+    site.apply_json()
+    snapshot = files_of(tree(site.taken_at()))
     bottom = directories[-1] + b"/"
     assert snapshot[bottom + b"file.txt"].inode == snapshot[bottom + b"second-name.txt"].inode
 
@@ -1148,11 +955,11 @@ def test_sparse_files_stay_sparse_with_identical_content(site: Site, cli: Cli) -
         pytest.skip("the filesystem under tmp_path does not keep holes")
     site.write()
     source = tree(site.source)
-    site.apply(cli)
-    snapshot = tree(site.snapshot())
+    site.apply_json()
+    snapshot = tree(site.taken_at())
     assert snapshot == source
     for name in ("middle.img", "ends.img", "hole.img"):
-        copy = os.stat(site.snapshot() / name)
+        copy = os.stat(site.taken_at() / name)
         assert copy.st_size == SPARSE_SIZE
         assert copy.st_blocks * 512 <= 1 << 20, f"{name}: {copy.st_blocks} blocks"
 
@@ -1183,17 +990,17 @@ def test_restore_with_cp_a_equals_the_source_on_content_mode_mtime_owner_and_xat
         os.utime(site.source / directory, ns=(mtime, mtime))
     site.write()
 
-    site.apply(cli)
+    site.apply_json()
     sources = [tree(site.source)]
     # A later snapshot, mostly links, after one change.
     rewrite(site.source / "plain.txt", b"plain, edited", ODD_NS + 20)
     os.utime(site.source, ns=(ODD_NS + 12, ODD_NS + 12))
-    site.apply(cli, day=1)
+    site.apply_json(at(1))
     sources.append(tree(site.source))
 
     for day, source in enumerate(sources):
         restored = tmp_path / f"restored-{day}"
-        subprocess.run(["cp", "-a", str(site.snapshot(day)), str(restored)], check=True)
+        subprocess.run(["cp", "-a", str(site.taken_at(at(day))), str(restored)], check=True)
         assert tree(restored) == source, f"restore of day {day}"
     restored_tree = tree(tmp_path / "restored-1")
     assert restored_tree[b"conf/private.key"].xattrs == (("user.origin", b"vault"),)

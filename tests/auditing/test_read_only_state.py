@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.world import cli
-from tests.test_state_security import backup_config
 from tests.world.cli import Finished
 from tests.world.clock import T0
+from tests.world.site import backup_config
 
 T1 = "2026-03-30T06:00:00Z"
 

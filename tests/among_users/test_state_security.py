@@ -24,7 +24,7 @@ import pytest
 
 from tests.world.cli import Cli, Finished, hardsnap_command
 from tests.world.clock import T0
-from tests.world.site import write_config
+from tests.world.site import backup_config
 from tests.world.users import NOBODY
 
 T1 = "2026-03-30T06:00:00Z"
@@ -46,21 +46,6 @@ LEGACY_RECORD: dict[str, Any] = {
     ],
     "snapshots": {},
 }
-
-
-def backup_config(root: Path, **extra: Any) -> Path:
-    source = root / "src"
-    source.mkdir(exist_ok=True)
-    (source / "file").write_text("data\n")
-    resource = {
-        "name": "r",
-        "type": "backup",
-        "source_dir": "src",
-        "target_path": "dst",
-        "min_free_space": 0,
-        **extra,
-    }
-    return write_config(root / "hardsnap.yaml", resource)
 
 
 def applied(cli: Cli, root: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.linux_only(reason="the FUSE images are mounted and chec
 
 def on(site: Site, target: Path, **settings: Any) -> Site:
     """The same source, backed up into `target`."""
-    moved = Site(site.root, site.source, target, site.config, site.state)
+    moved = replace(site, target=target)
     moved.write(**settings)
     return moved
 

@@ -423,7 +423,7 @@ def test_snapshot_in_window_converts_non_utc_now() -> None:
     assert snapshot_in_window(["2026.088.00.00"], now, Schedule.DAILY) is None
 
 
-# --- expired: retain and keep_min (the period rules: tests/providers/test_retention.py) ---
+# --- expired: retain and keep_min (the period rules: tests/planning/test_retention.py) ---
 
 
 def expired(names: list[str], now: dt.datetime, retain_days: int, keep_min: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""The source edits of the model-based test (tests/test_model.py): new
+"""The source edits of the model-based test (tests/faults/test_model.py): new
 files, new content, modes, owners, xattrs, renames, deletions, a file
 becoming a directory and back. A mixin of the state machine, which holds
 the source, the clock and the notes these steps use."""
@@ -17,7 +17,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tests.model_support import (
+from tests.faults.model_support import (
     DIRECTORY_MODES,
     EDITS,
     FILE_MODES,

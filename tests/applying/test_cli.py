@@ -20,61 +20,24 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from tests.world.cli import Cli, hardsnap_command
-from tests.world.clock import T0
-from tests.world.site import write_config
-
-UTC = dt.UTC
-START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # T0
-SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
-ODD_NS = 1_700_000_000_123_456_789
-
+from tests.world.clock import T0, at, iso, name_of
+from tests.world.documents import actions_of, kinds, result_of
+from tests.world.files import files_below, lines_of, make_file
+from tests.world.site import Site, empty_site, write_config
 
 # -- helpers -------------------------------------------------------------------
-
-
-def at(days: float = 0, hours: float = 0, minutes: float = 0) -> dt.datetime:
-    return START + dt.timedelta(days=days, hours=hours, minutes=minutes)
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def name_of(moment: dt.datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y.%j.%H.%M")
 
 
 def append_line(marker: Path, text: str) -> str:
     """A hook command appending `text` (expanded by the shell) to a marker file."""
     return f'echo "{text}" >> {shlex.quote(str(marker))}'
-
-
-def lines_of(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def make_file(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int = ODD_NS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
-def files_below(root: Path) -> list[str]:
-    return sorted(
-        os.path.relpath(os.path.join(directory, name), root)
-        for directory, _, names in os.walk(root)
-        for name in names
-    )
 
 
 def wait_for(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -117,72 +80,12 @@ def state_listing(directory: Path) -> dict[str, str | None]:
     return found
 
 
-def actions_of(document: dict[str, Any], name: str = "r") -> list[dict[str, Any]]:
-    for resource in document["resources"]:
-        if resource["name"] == name:
-            actions: list[dict[str, Any]] = resource["actions"]
-            return actions
-    raise AssertionError(f"no resource {name!r} in {document}")
-
-
-def kinds(actions: list[dict[str, Any]]) -> list[str]:
-    return [action["kind"] for action in actions]
-
-
-def result_of(document: dict[str, Any], name: str = "r") -> str:
-    for resource in document["resources"]:
-        if resource["name"] == name:
-            result: str = resource["result"]
-            return result
-    raise AssertionError(f"no resource {name!r} in {document}")
-
-
-@dataclass
-class World:
-    """One resource's source, target, config and hook markers under tmp_path."""
-
-    root: Path
-    source: Path
-    target: Path
-    config: Path
-    marks: Path
-
-    def resource(self, **overrides: Any) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "name": "r",
-            "type": "backup",
-            "source_dir": str(self.source),
-            "target_path": str(self.target),
-        }
-        values.update(overrides)
-        return values
-
-    def write(self, *resources: dict[str, Any], **overrides: Any) -> Path:
-        return write_config(self.config, *(resources or (self.resource(**overrides),)))
-
-    def snapshots(self, target: Path | None = None) -> list[str]:
-        directory = target or self.target
-        if not directory.is_dir():
-            return []
-        return sorted(
-            name
-            for name in os.listdir(directory)
-            if SNAPSHOT_NAME.fullmatch(name) and stat.S_ISDIR(os.lstat(directory / name).st_mode)
-        )
-
-    def mark(self, name: str) -> Path:
-        return self.marks / name
-
-
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    source = tmp_path / "src"
-    source.mkdir()
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    make_file(source / "a.txt", b"alpha")
-    make_file(source / "sub" / "b.txt", b"bravo!", 0o600)
-    return World(tmp_path, source, tmp_path / "dst", tmp_path / "hardsnap.yaml", marks)
+def world(tmp_path: Path) -> Site:
+    site = empty_site(tmp_path)
+    make_file(site.source / "a.txt", b"alpha")
+    make_file(site.source / "sub" / "b.txt", b"bravo!", 0o600)
+    return site
 
 
 # -- windows and convergence ---------------------------------------------------------
@@ -198,7 +101,7 @@ def world(tmp_path: Path) -> World:
     ],
 )
 def test_apply_takes_one_snapshot_per_window_and_settles_within_it(
-    world: World, cli: Cli, schedule: str, first: str, same_window: str, next_window: str
+    world: Site, cli: Cli, schedule: str, first: str, same_window: str, next_window: str
 ) -> None:
     world.write(schedule=schedule)
     outcome = cli("apply", "-c", world.config, now=first)
@@ -220,7 +123,7 @@ def test_apply_takes_one_snapshot_per_window_and_settles_within_it(
     assert world.snapshots() == [first_name, name_of(dt.datetime.fromisoformat(next_window))]
 
 
-def test_apply_window_uses_utc_not_the_offset_of_hardsnap_now(world: World, cli: Cli) -> None:
+def test_apply_window_uses_utc_not_the_offset_of_hardsnap_now(world: Site, cli: Cli) -> None:
     world.write()
     assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
     # 01:00+02:00 on the 30th is still the 29th in UTC.
@@ -231,7 +134,7 @@ def test_apply_window_uses_utc_not_the_offset_of_hardsnap_now(world: World, cli:
 
 
 def test_three_daily_applies_make_three_named_snapshots_with_the_source_content(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     world.write()
     for day in range(3):
@@ -249,7 +152,7 @@ def test_three_daily_applies_make_three_named_snapshots_with_the_source_content(
 
 
 def test_plan_on_a_fresh_config_creates_no_target_no_state_and_runs_no_hook(
-    world: World, cli: Cli, state_dir: Path
+    world: Site, cli: Cli, state_dir: Path
 ) -> None:
     world.write(
         target_path=str(world.root / "deep" / "dst"),
@@ -265,7 +168,7 @@ def test_plan_on_a_fresh_config_creates_no_target_no_state_and_runs_no_hook(
 
 
 def test_plan_with_existing_state_leaves_state_dir_and_target_unchanged(
-    world: World, cli: Cli, state_dir: Path
+    world: Site, cli: Cli, state_dir: Path
 ) -> None:
     world.write(
         retain="3",
@@ -295,7 +198,7 @@ def test_plan_with_existing_state_leaves_state_dir_and_target_unchanged(
 
 
 def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_invalid_config(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     world.write()
     outcome = cli("plan", "-c", world.config, "--detailed-exitcode")
@@ -317,7 +220,7 @@ def test_plan_detailed_exitcode_is_2_with_changes_0_without_and_1_on_invalid_con
 
 
 def test_plan_json_lists_actions_in_order_with_snapshot_prediction_and_prune(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     world.write(pre_command="echo from-pre", post_command="echo from-post")
     outcome = cli("plan", "-c", world.config, "--json", now=iso(at(-40)))
@@ -348,7 +251,7 @@ def test_plan_json_lists_actions_in_order_with_snapshot_prediction_and_prune(
     assert "bytes_freed" in prune
 
 
-def test_plan_json_prune_action_reports_bytes_freed_as_a_count(world: World, cli: Cli) -> None:
+def test_plan_json_prune_action_reports_bytes_freed_as_a_count(world: Site, cli: Cli) -> None:
     make_file(world.source / "unique.bin", b"u" * 5000)
     make_file(world.source / "shared.bin", b"s" * 100_000)
     world.write()
@@ -364,9 +267,7 @@ def test_plan_json_prune_action_reports_bytes_freed_as_a_count(world: World, cli
     assert 5000 <= freed < 100_000
 
 
-def test_apply_json_is_one_document_with_results_and_snapshot_counts(
-    world: World, cli: Cli
-) -> None:
+def test_apply_json_is_one_document_with_results_and_snapshot_counts(world: Site, cli: Cli) -> None:
     os.symlink("a.txt", world.source / "link")
     world.write(pre_command="echo noise-on-stdout; echo noise-on-stderr >&2")
     outcome = cli("apply", "-c", world.config, "--json")
@@ -399,7 +300,7 @@ def test_apply_json_is_one_document_with_results_and_snapshot_counts(
 # -- hooks -------------------------------------------------------------------------------
 
 
-def test_hooks_run_pre_then_snapshot_then_prune_then_post(world: World, cli: Cli) -> None:
+def test_hooks_run_pre_then_snapshot_then_prune_then_post(world: Site, cli: Cli) -> None:
     order = world.mark("order")
     listing = '$(ls "$HARDSNAP_TARGET" | tr "\\n" " ")'
     world.write(
@@ -420,7 +321,7 @@ def test_hooks_run_pre_then_snapshot_then_prune_then_post(world: World, cli: Cli
 
 
 def test_hooks_see_resource_source_target_and_snapshot_in_the_environment(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     environment = "$HARDSNAP_RESOURCE|$HARDSNAP_SOURCE|$HARDSNAP_TARGET|${HARDSNAP_SNAPSHOT-unset}"
     world.write(
@@ -437,7 +338,7 @@ def test_hooks_see_resource_source_target_and_snapshot_in_the_environment(
 
 
 def test_hook_values_with_shell_metacharacters_arrive_intact_and_unexpanded(
-    world: World, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    world: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     strange = world.root / "src $(touch PWNED) ; `touch PWNED2` 'q' \"d\" & $HOME *"
     strange.mkdir()
@@ -460,7 +361,7 @@ def test_hook_values_with_shell_metacharacters_arrive_intact_and_unexpanded(
     assert files_below(target / name_of(at(0))) == ["f.txt"]
 
 
-def test_failed_pre_command_aborts_resource_with_no_snapshot(world: World, cli: Cli) -> None:
+def test_failed_pre_command_aborts_resource_with_no_snapshot(world: Site, cli: Cli) -> None:
     world.write(
         pre_command=f"{append_line(world.mark('pre'), 'pre')}; exit 3",
         post_command=append_line(world.mark("post"), "post"),
@@ -485,7 +386,7 @@ def test_failed_pre_command_aborts_resource_with_no_snapshot(world: World, cli: 
 
 
 def test_failed_post_command_keeps_snapshot_and_only_it_is_retried_until_it_succeeds(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     allowed = world.mark("allowed")
     post = world.mark("post")
@@ -531,7 +432,7 @@ def test_failed_post_command_keeps_snapshot_and_only_it_is_retried_until_it_succ
     assert not shown.json()["resources"]["r"]["post_command_pending"]
 
 
-def test_revert_runs_once_then_settles_and_a_normal_apply_rearms_it(world: World, cli: Cli) -> None:
+def test_revert_runs_once_then_settles_and_a_normal_apply_rearms_it(world: Site, cli: Cli) -> None:
     revert = append_line(world.mark("revert"), "reverted $HARDSNAP_RESOURCE")
     hooks = {
         "pre_command": append_line(world.mark("pre"), "pre"),
@@ -565,7 +466,7 @@ def test_revert_runs_once_then_settles_and_a_normal_apply_rearms_it(world: World
     assert world.snapshots() == [name_of(at(2))]
 
 
-def test_failed_revert_is_retried_by_the_next_apply(world: World, cli: Cli) -> None:
+def test_failed_revert_is_retried_by_the_next_apply(world: Site, cli: Cli) -> None:
     allowed = world.mark("allowed")
     world.write(
         revert=True,
@@ -581,7 +482,7 @@ def test_failed_revert_is_retried_by_the_next_apply(world: World, cli: Cli) -> N
 # -- retain, keep_min, the target ---------------------------------------------------------
 
 
-def test_retain_prunes_snapshots_older_than_retain_days(world: World, cli: Cli) -> None:
+def test_retain_prunes_snapshots_older_than_retain_days(world: Site, cli: Cli) -> None:
     world.write(retain="3")
     # Day i at 06:00 + 10*i minutes: no snapshot is ever exactly `retain` days old.
     times = [at(day, minutes=10 * day) for day in range(6)]
@@ -593,7 +494,7 @@ def test_retain_prunes_snapshots_older_than_retain_days(world: World, cli: Cli) 
     assert len(world.snapshots()) == 3
 
 
-def test_keep_min_keeps_the_newest_snapshots_whatever_their_age(world: World, cli: Cli) -> None:
+def test_keep_min_keeps_the_newest_snapshots_whatever_their_age(world: Site, cli: Cli) -> None:
     # Twice a day (hourly windows): each run finds the last within retain.
     world.write(schedule="hourly", retain="1", keep_min=3)
     times = [at(day / 2, minutes=10 * day) for day in range(6)]
@@ -604,7 +505,7 @@ def test_keep_min_keeps_the_newest_snapshots_whatever_their_age(world: World, cl
 
 
 def test_keep_min_zero_prunes_an_expired_snapshot_of_the_current_window(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     # 2026-03-23 is a Monday; on Sunday the week's snapshot is six days old.
     world.write(schedule="weekly", retain="1", keep_min=0)
@@ -614,7 +515,7 @@ def test_keep_min_zero_prunes_an_expired_snapshot_of_the_current_window(
     assert world.snapshots() == []
 
 
-def test_default_keep_min_never_prunes_the_newest_snapshot(world: World, cli: Cli) -> None:
+def test_default_keep_min_never_prunes_the_newest_snapshot(world: Site, cli: Cli) -> None:
     world.write(schedule="weekly", retain="1")
     assert cli("apply", "-c", world.config, now="2026-03-23T00:00:00Z").returncode == 0
     # Same week, so no new snapshot: the only one is past retain but the newest.
@@ -624,7 +525,7 @@ def test_default_keep_min_never_prunes_the_newest_snapshot(world: World, cli: Cl
     assert world.snapshots() == ["2026.082.00.00"]
 
 
-def test_entries_in_target_that_are_not_snapshots_are_untouched(world: World, cli: Cli) -> None:
+def test_entries_in_target_that_are_not_snapshots_are_untouched(world: Site, cli: Cli) -> None:
     outside = world.root / "outside"
     make_file(outside / "precious.txt", b"precious")
     world.target.mkdir()
@@ -650,7 +551,7 @@ def test_entries_in_target_that_are_not_snapshots_are_untouched(world: World, cl
     assert os.readlink(world.target / "2026.002.00.00") == str(outside)
 
 
-def test_missing_target_path_is_created_with_mode_0700(world: World, cli: Cli) -> None:
+def test_missing_target_path_is_created_with_mode_0700(world: Site, cli: Cli) -> None:
     target = world.root / "new" / "nested" / "dst"
     world.write(target_path=str(target))
     old_umask = os.umask(0)
@@ -704,7 +605,7 @@ def other_fs_source(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.linux_only(reason="the test reads /proc/self/mountinfo")
 def test_cross_fs_fail_refuses_naming_both_filesystems_and_the_fix(
-    world: World, cli: Cli, other_fs_source: Path
+    world: Site, cli: Cli, other_fs_source: Path
 ) -> None:
     world.write(source_dir=str(other_fs_source), pre_command=append_line(world.mark("pre"), "x"))
     outcome = cli("apply", "-c", world.config)
@@ -718,7 +619,7 @@ def test_cross_fs_fail_refuses_naming_both_filesystems_and_the_fix(
 
 
 def test_refused_apply_json_fails_the_snapshot_and_runs_nothing_else(
-    world: World, cli: Cli, other_fs_source: Path
+    world: Site, cli: Cli, other_fs_source: Path
 ) -> None:
     world.write(source_dir=str(other_fs_source), pre_command=append_line(world.mark("pre"), "x"))
     outcome = cli("apply", "-c", world.config, "--json")
@@ -731,7 +632,7 @@ def test_refused_apply_json_fails_the_snapshot_and_runs_nothing_else(
 
 
 def test_cross_fs_copy_warns_on_every_run_and_copies_every_file(
-    world: World, cli: Cli, other_fs_source: Path
+    world: Site, cli: Cli, other_fs_source: Path
 ) -> None:
     world.write(source_dir=str(other_fs_source), cross_fs="copy")
     for day in range(2):
@@ -746,7 +647,7 @@ def test_cross_fs_copy_warns_on_every_run_and_copies_every_file(
 
 
 def test_cross_fs_warn_warns_on_the_first_run_only_and_copies(
-    world: World, cli: Cli, other_fs_source: Path
+    world: Site, cli: Cli, other_fs_source: Path
 ) -> None:
     world.write(source_dir=str(other_fs_source), cross_fs="warn")
     first_run = cli("apply", "-c", world.config, now=iso(at(0)))
@@ -760,7 +661,7 @@ def test_cross_fs_warn_warns_on_the_first_run_only_and_copies(
 
 
 def test_cross_fs_link_hard_links_unchanged_files_to_the_reference(
-    world: World, cli: Cli, other_fs_source: Path
+    world: Site, cli: Cli, other_fs_source: Path
 ) -> None:
     world.write(source_dir=str(other_fs_source), cross_fs="link")
     assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
@@ -778,9 +679,7 @@ def test_cross_fs_link_hard_links_unchanged_files_to_the_reference(
 # -- free space --------------------------------------------------------------------------
 
 
-def test_min_free_space_above_free_space_refuses_and_creates_nothing(
-    world: World, cli: Cli
-) -> None:
+def test_min_free_space_above_free_space_refuses_and_creates_nothing(world: Site, cli: Cli) -> None:
     world.write(min_free_space="1000T", pre_command=append_line(world.mark("pre"), "pre"))
     outcome = cli("apply", "-c", world.config)
     assert outcome.returncode == 1, outcome
@@ -811,7 +710,7 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snapshot(
-    world: World, cli: Cli, small_tmpfs: Path
+    world: Site, cli: Cli, small_tmpfs: Path
 ) -> None:
     target = small_tmpfs / "dst"
     world.write(target_path=str(target), cross_fs="copy", min_free_space="1M")
@@ -839,7 +738,7 @@ def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snaps
 
 
 def test_second_apply_while_lock_held_exits_75_naming_pid_and_kill_leaves_no_stale_lock(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     started, release = world.mark("started"), world.mark("release")
     wait = (
@@ -881,7 +780,7 @@ def test_second_apply_while_lock_held_exits_75_naming_pid_and_kill_leaves_no_sta
 
 
 def test_state_show_and_plan_list_a_resource_removed_from_the_config_as_unmanaged(
-    world: World, cli: Cli
+    world: Site, cli: Cli
 ) -> None:
     other_target = world.root / "dst-other"
     keep = world.resource()
@@ -904,7 +803,7 @@ def test_state_show_and_plan_list_a_resource_removed_from_the_config_as_unmanage
     assert world.snapshots(other_target) == [name_of(at(0))]
 
 
-def test_apply_resource_option_applies_only_that_resource(world: World, cli: Cli) -> None:
+def test_apply_resource_option_applies_only_that_resource(world: Site, cli: Cli) -> None:
     target_b = world.root / "dst-b"
     world.write(
         world.resource(name="a", pre_command=append_line(world.mark("a"), "a")),
@@ -917,7 +816,7 @@ def test_apply_resource_option_applies_only_that_resource(world: World, cli: Cli
     assert not world.mark("a").exists()
 
 
-def test_apply_unknown_resource_exits_2_and_changes_nothing(world: World, cli: Cli) -> None:
+def test_apply_unknown_resource_exits_2_and_changes_nothing(world: Site, cli: Cli) -> None:
     world.write(pre_command=append_line(world.mark("pre"), "pre"))
     outcome = cli("apply", "-c", world.config, "--resource", "nope")
     assert outcome.returncode == 2, outcome
@@ -927,7 +826,7 @@ def test_apply_unknown_resource_exits_2_and_changes_nothing(world: World, cli: C
 
 
 @pytest.mark.parametrize("command", ["plan", "apply"])
-def test_invalid_hardsnap_now_is_a_clear_error(world: World, cli: Cli, command: str) -> None:
+def test_invalid_hardsnap_now_is_a_clear_error(world: Site, cli: Cli, command: str) -> None:
     world.write()
     outcome = cli(command, "-c", world.config, now="yesterday at noon")
     assert outcome.returncode == 1, outcome
@@ -946,7 +845,7 @@ def test_python_m_reconcile_help_lists_the_commands() -> None:
         assert command in completed.stdout
 
 
-def test_a_refused_resource_shows_its_reason_and_no_actions_in_plan(world: World, cli: Cli) -> None:
+def test_a_refused_resource_shows_its_reason_and_no_actions_in_plan(world: Site, cli: Cli) -> None:
     world.write(retain="1", post_command="echo done")
     assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
     assert cli("apply", "-c", world.config, now=iso(at(1))).returncode == 0

@@ -1,4 +1,4 @@
-"""What the model-based test (tests/test_model.py) knows of time, trees
+"""What the model-based test (tests/faults/test_model.py) knows of time, trees
 and processes: the constants it draws from and how it looks at disk."""
 
 from __future__ import annotations

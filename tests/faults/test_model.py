@@ -29,7 +29,7 @@ After every step:
    is allowed only after keep_min 0 pruned the window's own snapshot.
 
 The default run is short. A soak run needs no code change:
-`HARDSNAP_SOAK_EXAMPLES=500 [HARDSNAP_SOAK_STEPS=40] .venv/bin/pytest tests/test_model.py`.
+`HARDSNAP_SOAK_EXAMPLES=500 [HARDSNAP_SOAK_STEPS=40] .venv/bin/pytest tests/faults/test_model.py`.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.model_faults import Faults
-from tests.model_support import (
+from tests.faults.model_faults import Faults
+from tests.faults.model_support import (
     DISK_FULL,
     ODD_NS,
     SNAPSHOT_NAME,

@@ -18,30 +18,16 @@ from pathlib import Path
 import pytest
 
 from hardsnap.providers.backup.target import PARTIAL_PREFIX
-from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
+from hardsnap.providers.manifest.reader import manifest_path
 from tests.conftest import Mount
 from tests.world.clock import at, name_of
-from tests.world.files import work_left
+from tests.world.files import make_sparse, skip_without_holes, work_left
 from tests.world.processes import Applies, slow_threads
-from tests.world.site import Site, new_site
+from tests.world.site import Site, digests, new_site
 
 TIB = 1 << 40
 # Generous: each of these commands takes well under a second.
 DEADLINE = 60
-
-
-def make_sparse(path: Path, size: int, data_at: int, data: bytes) -> Path:
-    """A file of `size` bytes holding `data` at `data_at` and holes elsewhere."""
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-        handle.seek(data_at)
-        handle.write(data)
-    return path
-
-
-def skip_without_holes(path: Path) -> None:
-    if os.stat(path).st_blocks * 512 > 1 << 20:
-        pytest.skip("the filesystem under tmp_path does not keep holes")
 
 
 @pytest.fixture
@@ -78,14 +64,6 @@ def test_a_1_tib_sparse_file_holding_4_kib_is_snapshotted_verified_and_diffed_wi
     assert changed == [{"path": "disk.img", "size_before": TIB, "size_after": TIB}]
     copy = os.stat(site.target / name_of(at(1)) / "disk.img")
     assert copy.st_blocks * 512 <= 1 << 20, f"the copy holds {copy.st_blocks} blocks"
-
-
-def digests(site: Site, snapshot: str) -> dict[str, str | None]:
-    """Each file's digest as the snapshot's manifest records it."""
-    with ManifestReader(manifest_path(str(site.target), snapshot)) as manifest:
-        return {
-            entry.path: entry.sha256 for _, block in manifest.entries() for entry in block.values()
-        }
 
 
 def rewrite_in_format_2(manifest: Path, snapshot: Path) -> None:

@@ -48,7 +48,7 @@ from hardsnap.providers.backup.target import Owner
 from hardsnap.reconcile.plan import Plan, ResourcePlan
 from hardsnap.reconcile.planner import plan
 
-CASES_DIR = Path(__file__).parent.parent / "planner_cases"
+CASES_DIR = Path(__file__).parent / "planner_cases"
 CASES = sorted(CASES_DIR.glob("*.yaml"))
 
 CASE_KEYS = {

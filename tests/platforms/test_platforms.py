@@ -19,7 +19,7 @@ from tests.world.clock import START, at
 from tests.world.files import tree_of, work_left
 from tests.world.site import Site, new_site
 
-MASK = Path(__file__).parent / "masked"
+MASK = Path(__file__).parent.parent / "masked"
 
 
 def without_linux(
