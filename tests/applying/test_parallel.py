@@ -14,22 +14,15 @@ from typing import Any
 import pytest
 
 from hardsnap.providers.audit.verify import verify_snapshot
-from hardsnap.providers.backup import effects as backup
-from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine import snapshot as snapshot_module
-from hardsnap.providers.engine.snapshot import SnapshotFailed, SnapshotReport
+from hardsnap.providers.engine.snapshot import SnapshotFailed
 from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
+from tests.world.engine import resource_for, take
+from tests.world.files import ODD_NS, make_file
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
-ODD_NS = 1_700_000_000_123_456_789
-
-
-def make_file(path: Path, data: bytes, mtime_ns: int = ODD_NS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 def tree(root: Path) -> dict[str, tuple[Any, ...]]:
@@ -80,25 +73,19 @@ def source(tmp_path: Path) -> Path:
     return root
 
 
-def snapshot(source: Path, target: Path, name: str, jobs: int = 2) -> SnapshotReport:
-    resource = Resource(name="r", source_dir=str(source), target_path=str(target), min_free_space=0)
-    request = backup.SnapshotRequest(jobs=jobs)
-    return backup.take_snapshot(resource, name, str(target), request=request)
-
-
 def test_two_walkers_make_the_snapshot_one_walker_makes(
     source: Path, tmp_path: Path, parallel: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target, single = tmp_path / "dst", tmp_path / "single"
-    snapshot(source, target, FIRST)
-    snapshot(source, single, FIRST, jobs=1)
+    take(resource_for(source, target), FIRST, jobs=2)
+    take(resource_for(source, single), FIRST, jobs=1)
     for top in range(8):
         make_file(source / f"top{top}" / "sub0" / "f0.txt", b"changed %d" % top)
     for top in range(7):
         # Rewritten in place: both names (in two walkers' shares) change.
         make_file(source / f"top{top}" / "shared.bin", b"rewritten shared %d" % top)
     make_file(source / "top6" / "new.txt", b"new")
-    report = snapshot(source, target, SECOND)
+    report = take(resource_for(source, target), SECOND, jobs=2)
     assert len(parallel) == 4, "each snapshot is walked by two processes"
 
     assert tree(target / SECOND) == tree(source)
@@ -106,7 +93,7 @@ def test_two_walkers_make_the_snapshot_one_walker_makes(
     unchanged = target / SECOND / "top4" / "sub1" / "f1.txt"
     assert os.lstat(unchanged).st_ino == os.lstat(target / FIRST / "top4/sub1/f1.txt").st_ino
 
-    alone = snapshot(source, single, SECOND, jobs=1)
+    alone = take(resource_for(source, single), SECOND, jobs=1)
     assert len(parallel) == 4, "jobs=1 walks in one process"
     assert (report.files_copied, report.files_linked, report.bytes_copied) == (
         alone.files_copied,
@@ -118,8 +105,8 @@ def test_two_walkers_make_the_snapshot_one_walker_makes(
 
 def test_two_walkers_write_one_whole_manifest(source: Path, tmp_path: Path, parallel: None) -> None:
     target = tmp_path / "dst"
-    snapshot(source, target, FIRST)
-    snapshot(source, target, SECOND)
+    take(resource_for(source, target), FIRST, jobs=2)
+    take(resource_for(source, target), SECOND, jobs=2)
     with ManifestReader(manifest_path(str(target), SECOND)) as manifest:
         paths = {entry.path for _, block in manifest.entries() for entry in block.values()}
         assert manifest.files == len(paths)
@@ -138,7 +125,7 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
     source: Path, tmp_path: Path, parallel: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "dst"
-    snapshot(source, target, FIRST)
+    take(resource_for(source, target), FIRST, jobs=2)
     for top in range(8):  # in both walkers' shares
         make_file(source / f"top{top}" / "sub0" / "f0.txt", b"rewritten %d" % top)
     parent = os.getpid()
@@ -153,7 +140,7 @@ def test_a_failing_worker_fails_the_snapshot_and_leaves_nothing(
 
     monkeypatch.setattr(copying, "copy_contents", full_in_the_worker)
     with pytest.raises(SnapshotFailed, match="full"):
-        snapshot(source, target, SECOND)
+        take(resource_for(source, target), SECOND, jobs=2)
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", MARKER, FIRST]
     assert os.listdir(target / ".hardsnap-manifests") == [FIRST], "no worker's share is left"
     with pytest.raises(ChildProcessError):
@@ -164,7 +151,7 @@ def test_two_walkers_make_a_first_snapshot_of_a_wide_tree(
     source: Path, tmp_path: Path, parallel: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "dst"
-    report = snapshot(source, target, FIRST)
+    report = take(resource_for(source, target), FIRST, jobs=2)
     assert len(parallel) == 2, "a first snapshot is walked by two"
     assert tree(target / FIRST) == tree(source)
     assert link_groups(target / FIRST) == link_groups(source)
@@ -181,7 +168,7 @@ def test_both_walkers_take_linked_files_hashes_from_the_reference_manifest(
     for top in range(100):
         for index in range(12):
             make_file(source / f"top{top:02d}" / f"sub{index % 4}" / f"f{index}", b"%d" % index)
-    snapshot(source, target, FIRST)
+    take(resource_for(source, target), FIRST, jobs=2)
     # Give every file of the reference's manifest a hash no read of the file
     # gives (its hex reversed; same length, so the index still holds).
     path = Path(manifest_path(str(target), FIRST))
@@ -195,7 +182,7 @@ def test_both_walkers_take_linked_files_hashes_from_the_reference_manifest(
             lines[number] = b"\t".join(fields)
     path.write_bytes(b"\n".join(lines))
 
-    report = snapshot(source, target, SECOND)
+    report = take(resource_for(source, target), SECOND, jobs=2)
     assert len(parallel) == 4, "both snapshots are walked by two processes"
     assert report.files_linked == 1200
     with ManifestReader(manifest_path(str(target), SECOND)) as manifest:

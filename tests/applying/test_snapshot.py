@@ -17,24 +17,21 @@ from typing import Any
 import pytest
 
 from hardsnap.providers import platform
-from hardsnap.providers.backup import effects as backup
 from hardsnap.providers.backup.naming import is_snapshot_name
-from hardsnap.providers.backup.resource import Resource
-from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers.backup.target import PARTIAL_PREFIX, PRUNING_PREFIX
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine.snapshot import (
     Excludes,
     SnapshotFailed,
-    SnapshotReport,
     is_unchanged,
 )
 from hardsnap.providers.files.capabilities import PROBE
-from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
+from tests.world.engine import listing, resource_for, take
+from tests.world.files import ODD_NS, make_file
 from tests.world.site import write_config
 from tests.world.users import NOBODY, hand_to_nobody, run_as_nobody
 
 # An mtime with odd nanoseconds: a float round-trip would lose them.
-ODD_NS = 1_700_000_000_123_456_789
 FIRST = "2026.088.06.00"
 SECOND = "2026.089.06.00"
 THIRD = "2026.090.06.00"
@@ -43,39 +40,8 @@ THIRD = "2026.090.06.00"
 # -- helpers -------------------------------------------------------------------
 
 
-def make_file(path: Path, data: bytes = b"", mode: int = 0o644, mtime_ns: int = ODD_NS) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
-    return path
-
-
-def resource_for(source: Path, target: Path, **overrides: Any) -> Resource:
-    values: dict[str, Any] = {
-        "name": "r",
-        "source_dir": str(source),
-        "target_path": str(target),
-        "min_free_space": 0,
-    }
-    values.update(overrides)
-    return Resource(**values)
-
-
-def take(resource: Resource, name: str) -> SnapshotReport:
-    return backup.take_snapshot(resource, name, os.path.realpath(resource.target_path))
-
-
 def inode(path: Path) -> int:
     return os.lstat(path).st_ino
-
-
-def listing(directory: Path) -> set[str]:
-    """Entries of a directory, less hardsnap's manifests and owner marker (kept beside
-    the snapshots)."""
-    if not directory.exists():
-        return set()
-    return set(os.listdir(directory)) - {MANIFEST_DIRECTORY, MARKER}
 
 
 def relative_tree(root: Path) -> set[str]:
@@ -466,7 +432,7 @@ def _fail_on_second_copy(
     def copy_contents(*args: Any, **kwargs: Any) -> int:
         calls.append(1)
         if len(calls) == 2:
-            seen.append(listing(target))
+            seen.append(set(listing(target)))
             raise error
         return real(*args, **kwargs)
 
@@ -493,7 +459,7 @@ def test_failed_walk_leaves_no_snapshot_dir_and_removes_partial_work(
     # While the walk ran, the work lived under a name that is not a snapshot name.
     assert SECOND not in seen[0]
     assert any(name.startswith(PARTIAL_PREFIX) for name in seen[0])
-    assert listing(target) == {FIRST}
+    assert set(listing(target)) == {FIRST}
     after = {path: inode(target / FIRST / path) for path in relative_tree(target / FIRST)}
     assert after == before
     assert (target / FIRST / "a").read_bytes() == b"a"
@@ -509,11 +475,11 @@ def test_interrupted_walk_keeps_partial_work_under_its_work_name_and_reraises(
     with pytest.raises(KeyboardInterrupt):
         take(resource_for(source, target), FIRST)
     # Kept for the next apply to resume, never under a snapshot name.
-    assert listing(target) == {PARTIAL_PREFIX + FIRST}
+    assert set(listing(target)) == {PARTIAL_PREFIX + FIRST}
     assert not any(is_snapshot_name(name) for name in seen[0])
     monkeypatch.undo()
     report = take(resource_for(source, target), FIRST)
-    assert listing(target) == {FIRST}
+    assert set(listing(target)) == {FIRST}
     assert report.files_kept == 1
     assert relative_tree(target / FIRST) == {"a", "b"}
 
@@ -533,7 +499,7 @@ def test_leftover_partials_are_resumed_or_removed_and_the_rest_left_alone(
     make_file(pruning / "old.txt", b"old")
     make_file(target / "foreign.txt", b"not ours")
     take(resource_for(source, target), FIRST)
-    assert listing(target) == {FIRST, "foreign.txt", PRUNING_PREFIX + "2026.001.06.00"}
+    assert set(listing(target)) == {FIRST, "foreign.txt", PRUNING_PREFIX + "2026.001.06.00"}
     assert relative_tree(target / FIRST) == {"a"}
     assert (target / FIRST / "a").read_bytes() == b"a"
 
@@ -546,7 +512,7 @@ def test_snapshot_name_that_already_exists_is_refused_untouched(source: Path, ta
     with pytest.raises(SnapshotFailed):
         take(resource, FIRST)
     assert (target / FIRST / "a").read_bytes() == b"a"
-    assert listing(target) == {FIRST}
+    assert set(listing(target)) == {FIRST}
 
 
 def test_link_failing_with_emlink_falls_back_to_copy(
@@ -592,7 +558,7 @@ def test_link_failing_for_any_other_reason_falls_back_to_a_copy_reported_once(
 
     monkeypatch.setattr(os, "link", link)
     report = take(resource, SECOND)
-    assert listing(target) == {FIRST, SECOND}
+    assert set(listing(target)) == {FIRST, SECOND}
     assert (report.files_copied, report.files_linked) == (2, 0)
     assert report.link_failures == 2
     assert inode(target / SECOND / "a") != inode(target / FIRST / "a")
@@ -616,7 +582,7 @@ def test_link_failing_for_want_of_space_or_a_broken_disk_fails_the_snapshot(
     monkeypatch.setattr(os, "link", link)
     with pytest.raises(SnapshotFailed):
         take(resource, SECOND)
-    assert listing(target) == {FIRST}
+    assert set(listing(target)) == {FIRST}
 
 
 # -- unreadable entries (run as nobody: root reads everything) ----------------------------------

@@ -20,13 +20,11 @@ import pytest
 
 from hardsnap.providers import platform
 from hardsnap.providers.audit.verify import verify_snapshot
-from hardsnap.providers.backup import effects as backup
-from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.engine import copying, flushing, hashing, snapshot
 from hardsnap.providers.engine.snapshot import SnapshotFailed
 from hardsnap.providers.files import digest
-from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
+from tests.world.engine import manifest_digests, resource_for, take
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 OLD_NS = 1_600_000_000_000_000_000
@@ -41,19 +39,6 @@ def make_file(path: Path, data: bytes) -> None:
 
 # Worker processes a snapshot takes (the `walkers` fixture sets it).
 JOBS = {"jobs": 1}
-
-
-def take(source: Path, target: Path, name: str) -> None:
-    resource = Resource(name="r", source_dir=str(source), target_path=str(target), min_free_space=0)
-    request = backup.SnapshotRequest(jobs=JOBS["jobs"])
-    backup.take_snapshot(resource, name, str(target), request=request)
-
-
-def manifest_hashes(target: Path, name: str) -> dict[str, str | None]:
-    with ManifestReader(manifest_path(str(target), name)) as manifest:
-        return {
-            entry.path: entry.sha256 for _, block in manifest.entries() for entry in block.values()
-        }
 
 
 def content_hashes(root: Path) -> dict[str, str]:
@@ -105,15 +90,15 @@ def test_every_copy_hashed_in_threads_lands_in_its_own_block(
 
     monkeypatch.setattr(digest, "hash_open_file", slow_hash)
     target = tmp_path / "dst"
-    take(source, target, FIRST)
+    take(resource_for(source, target), FIRST, jobs=JOBS["jobs"])
     expected = content_hashes(source)
-    assert manifest_hashes(target, FIRST) == expected
+    assert manifest_digests(target, FIRST) == expected
     assert verify_snapshot(str(target), FIRST, content=True).clean
 
     for top in range(6):  # rewrite some, in both walkers' shares
         make_file(source / f"t{top}" / "s1" / "f3", os.urandom(4000 + top))
-    take(source, target, SECOND)
-    assert manifest_hashes(target, SECOND) == content_hashes(source)
+    take(resource_for(source, target), SECOND, jobs=JOBS["jobs"])
+    assert manifest_digests(target, SECOND) == content_hashes(source)
     assert verify_snapshot(str(target), SECOND, content=True).clean
 
 
@@ -121,10 +106,10 @@ def test_every_copy_hashed_in_threads_lands_in_its_own_block(
 def test_a_big_copy_keeps_the_atime_it_was_given(tmp_path: Path) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
     make_file(source / "big.bin", os.urandom(hashing.HASH_IN_THREAD_BYTES + 1))
-    take(source, target, FIRST)
+    take(resource_for(source, target), FIRST, jobs=JOBS["jobs"])
     copy = os.stat(target / FIRST / "big.bin")
     assert (copy.st_atime_ns, copy.st_mtime_ns) == (OLD_NS, ODD_NS)
-    assert manifest_hashes(target, FIRST)["big.bin"] == content_hashes(source)["big.bin"]
+    assert manifest_digests(target, FIRST)["big.bin"] == content_hashes(source)["big.bin"]
 
 
 @pytest.mark.linux_only(reason="descriptors counted in /proc/self/fd")
@@ -158,7 +143,7 @@ def test_a_failing_walk_leaves_no_hashing_thread_and_no_descriptor(
     descriptors = len(os.listdir("/proc/self/fd"))
     target = tmp_path / "dst"
     with pytest.raises(SnapshotFailed):
-        take(source, target, FIRST)
+        take(resource_for(source, target), FIRST, jobs=JOBS["jobs"])
     assert threading.active_count() == threads
     assert len(os.listdir("/proc/self/fd")) == descriptors
     assert sorted(os.listdir(target)) == [".hardsnap-manifests", MARKER]
@@ -182,7 +167,7 @@ def test_the_target_is_flushed_while_copying_and_no_flusher_outlives_the_walk(
     monkeypatch.setattr(platform, "sync_filesystem", counting)
     threads = threading.active_count()
     target = tmp_path / "dst"
-    take(source, target, FIRST)
+    take(resource_for(source, target), FIRST, jobs=JOBS["jobs"])
     assert threading.active_count() == threads
     flushes = [line.split() for line in log.read_text().splitlines()]
     ahead = [pid for pid, name in flushes if name == "hardsnap-flush"]

@@ -31,26 +31,24 @@ from typing import Any
 import pytest
 
 from hardsnap.providers import platform
-from hardsnap.providers.backup import effects as backup
+from hardsnap.providers.backup.naming import is_snapshot_name
 from hardsnap.providers.backup.resource import Resource
-from hardsnap.providers.backup.target import MARKER, PARTIAL_PREFIX, PRUNING_PREFIX
+from hardsnap.providers.backup.target import PARTIAL_PREFIX, PRUNING_PREFIX
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine.snapshot import SnapshotFailed
 from hardsnap.providers.files.locking import lock_directory, lock_file_name
-from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from hardsnap.state.lock import LOCK_FILE
 from tests.conftest import Mount
-from tests.world.cli import Finished, hardsnap_command, invoke
+from tests.world.cli import Finished, environment, hardsnap_command, invoke
+from tests.world.clock import START, at, iso, name_of, time_of
+from tests.world.engine import listing, take
+from tests.world.files import ODD_NS, make_file, snapshots_in
 from tests.world.processes import Applies, Apply, wait_for_entry
-from tests.world.site import write_config
+from tests.world.site import Site, empty_site, write_config
 
-UTC = dt.UTC
-START = dt.datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # a Sunday, day 088
-SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
 PARTIAL = PARTIAL_PREFIX
 PRUNING = PRUNING_PREFIX
 # An mtime with odd nanoseconds: a float round-trip would lose them.
-ODD_NS = 1_700_000_000_123_456_789
 FILES = 20_000
 FILES_PER_DIRECTORY = 200
 FILE_MODES = (0o644, 0o600, 0o755, 0o640)
@@ -64,22 +62,6 @@ DISK_FULL = re.compile(r"full|no space left on device|quota", re.IGNORECASE)
 
 
 # -- time and names ------------------------------------------------------------------------
-
-
-def moment(days: int) -> dt.datetime:
-    return START + dt.timedelta(days=days)
-
-
-def iso(when: dt.datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def name_of(when: dt.datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y.%j.%H.%M")
-
-
-def time_of(name: str) -> dt.datetime:
-    return dt.datetime.strptime(name, "%Y.%j.%H.%M").replace(tzinfo=UTC)
 
 
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"  # START and a day later
@@ -100,7 +82,7 @@ def build_tree(source: Path, files: int) -> None:
     """Write `files` small files in directories of 200, with varied sizes,
     modes and odd-nanosecond mtimes, some hard-linked pairs, an empty and a
     deep directory; then give every directory its own mode and mtime."""
-    source.mkdir()
+    source.mkdir(exist_ok=True)
     for index in range(files):
         path = file_path(source, index)
         if index % FILES_PER_DIRECTORY == 0:
@@ -237,18 +219,6 @@ def assert_same_tree(actual: Tree, expected: Tree, what: str, links: bool = True
         assert actual.link_groups() == expected.link_groups(), f"{what}: hard-link groups differ"
 
 
-def listing(directory: Path) -> list[str]:
-    """Entries of a directory, less hardsnap's manifests and owner marker (kept beside
-    the snapshots)."""
-    if not directory.exists():
-        return []
-    return sorted(set(os.listdir(directory)) - {MANIFEST_DIRECTORY, MARKER})
-
-
-def snapshots_in(target: Path) -> list[str]:
-    return [name for name in listing(target) if SNAPSHOT_NAME.fullmatch(name)]
-
-
 def finished_work(target: Path, source: Tree) -> dict[str, int]:
     """The files of the newest partial snapshot in `target` that a resumed
     run can keep as they are (permission bits, mtime, owner and size equal
@@ -316,7 +286,7 @@ class Verified:
         equal to `source`; one that is gone was expired. Return the other
         entries (work left by a killed run)."""
         names = listing(self.target)
-        present = [name for name in names if SNAPSHOT_NAME.fullmatch(name)]
+        present = [name for name in names if is_snapshot_name(name)]
         leftovers = [name for name in names if name not in present]
         strangers = [name for name in leftovers if not name.startswith((PARTIAL, PRUNING))]
         assert not strangers, f"unexpected entries in the target: {strangers}"
@@ -345,19 +315,11 @@ class Verified:
 # -- processes -------------------------------------------------------------------------------
 
 
-def environment(state: Path, now: dt.datetime | None) -> dict[str, str]:
-    values = dict(os.environ, HARDSNAP_STATE_DIR=str(state), NO_COLOR="1", COLUMNS="300")
-    values.pop("HARDSNAP_NOW", None)
-    if now is not None:
-        values["HARDSNAP_NOW"] = iso(now)
-    return values
-
-
 def hardsnap(*arguments: str | Path, state: Path, now: dt.datetime | None = START) -> Finished:
     """Run the CLI to its end as a subprocess."""
     done = subprocess.run(
         [*hardsnap_command(), *(str(argument) for argument in arguments)],
-        env=environment(state, now),
+        env=environment(state, None if now is None else iso(now)),
         capture_output=True,
         text=True,
         timeout=300,
@@ -382,7 +344,7 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     with Applies(tmp_path / "logs") as applies:
 
         def start(config: Path, state: Path, now: dt.datetime) -> Apply:
-            return applies.start(["apply", "-c", str(config)], environment(state, now))
+            return applies.start(["apply", "-c", str(config)], environment(state, iso(now)))
 
         yield start
 
@@ -436,28 +398,12 @@ def backup_resource(source: Path, target: Path, **overrides: Any) -> dict[str, A
     return values
 
 
-@dataclass
-class Site:
-    """A 20k-file source on its own tmpfs, with a config snapshotting it."""
-
-    root: Path
-    source: Path
-    target: Path
-    config: Path
-
-    def state(self, label: str = "state") -> Path:
-        return self.root / label
-
-    def configure(self, **overrides: Any) -> Path:
-        return write_config(self.config, backup_resource(self.source, self.target, **overrides))
-
-
 @pytest.fixture
 def big_site(tmpfs: Mount) -> Site:
-    root = tmpfs("big", "size=512m")
-    site = Site(root, root / "src", root / "dst", root / "hardsnap.yaml")
+    """A 20k-file source on its own tmpfs, with a config snapshotting it."""
+    site = empty_site(tmpfs("big", "size=512m"), min_free_space="1M")
     build_tree(site.source, FILES)
-    site.configure()
+    site.write()
     return site
 
 
@@ -521,10 +467,10 @@ def test_apply_killed_at_random_moments_never_leaves_an_incomplete_snapshot_and_
     for day in range(WARM_UP_DAYS):
         expected = scan(source)
         started = time.monotonic()
-        warm_up = hardsnap("apply", "-c", config, state=state, now=moment(day))
+        warm_up = hardsnap("apply", "-c", config, state=state, now=at(day))
         durations.append(time.monotonic() - started)
         assert warm_up.returncode == 0, warm_up
-        assert verified.check(moment(day), expected) == []
+        assert verified.check(at(day), expected) == []
     assert len(verified.snapshots) == RETAIN_DAYS + 1, "the last warm-up did not prune"
     # A whole run of linking and pruning: the median of the runs after the
     # first (which copies everything), not thrown off by one slow run.
@@ -536,7 +482,7 @@ def test_apply_killed_at_random_moments_never_leaves_an_incomplete_snapshot_and_
     history = [f"a whole run takes {duration:.2f} s"]
     print(history[0])
     for round_number, trigger in enumerate(kill_schedule(rng, duration), start=1):
-        now = moment(WARM_UP_DAYS + round_number - 1)
+        now = at(WARM_UP_DAYS + round_number - 1)
         rewrite_some(source, FILES, round_number)
         expected = scan(source)
         kept = finished_work(target, expected)
@@ -574,7 +520,7 @@ def test_apply_killed_at_random_moments_never_leaves_an_incomplete_snapshot_and_
     assert in_prune >= 1, f"no kill landed during a prune:\n{what}"
 
     # The last kill was mid-walk: an apply that is let run must resume its work.
-    now = moment(WARM_UP_DAYS + round_number)
+    now = at(WARM_UP_DAYS + round_number)
     rewrite_some(source, FILES, round_number + 1)
     expected = scan(source)
     kept = finished_work(target, expected)
@@ -609,25 +555,25 @@ def test_apply_killed_at_random_moments_never_leaves_an_incomplete_snapshot_and_
 def test_apply_in_the_same_window_after_a_kill_during_prune_removes_the_half_pruned_snapshot(
     big_site: Site, spawn: Spawn
 ) -> None:
-    config = big_site.configure(retain="1")
-    state, target = big_site.state(), big_site.target
+    config = big_site.write(retain="1")
+    state, target = big_site.state, big_site.target
     for day in (0, 1):
-        assert hardsnap("apply", "-c", config, state=state, now=moment(day)).returncode == 0
+        assert hardsnap("apply", "-c", config, state=state, now=at(day)).returncode == 0
     expected = scan(big_site.source)
-    apply = spawn(config, state, moment(2))
-    pruning = PRUNING + name_of(moment(0))
+    apply = spawn(config, state, at(2))
+    pruning = PRUNING + name_of(at(0))
     assert wait_for_entry(target, lambda name: name == pruning, apply), str(apply)
     apply.kill()
     assert apply.wait() == -signal.SIGKILL
-    assert listing(target) == sorted([name_of(moment(1)), name_of(moment(2)), pruning])
-    assert_same_tree(scan(target / name_of(moment(2))), expected, "the new snapshot")
+    assert listing(target) == sorted([name_of(at(1)), name_of(at(2)), pruning])
+    assert_same_tree(scan(target / name_of(at(2))), expected, "the new snapshot")
 
-    again = hardsnap("apply", "-c", config, state=state, now=moment(2))
+    again = hardsnap("apply", "-c", config, state=state, now=at(2))
     assert again.returncode == 0, again
-    assert listing(target) == [name_of(moment(1)), name_of(moment(2))], (
+    assert listing(target) == [name_of(at(1)), name_of(at(2))], (
         "the half-pruned snapshot was left behind"
     )
-    assert_same_tree(scan(target / name_of(moment(2))), expected, "the new snapshot")
+    assert_same_tree(scan(target / name_of(at(2))), expected, "the new snapshot")
 
 
 # -- 2. full disk ------------------------------------------------------------------------------
@@ -654,9 +600,9 @@ def test_apply_onto_a_full_tmpfs_exits_1_removes_partial_work_and_records_the_fa
     (source / "sub").mkdir(parents=True)
     (source / "a.txt").write_bytes(b"alpha")
     (source / "sub" / "b.txt").write_bytes(b"bravo")
-    first = hardsnap("apply", "-c", config, state=state, now=moment(0))
+    first = hardsnap("apply", "-c", config, state=state, now=at(0))
     assert first.returncode == 0, first
-    earlier = scan(target / name_of(moment(0)))
+    earlier = scan(target / name_of(at(0)))
 
     grown: list[Path] = []
     if layout == "inodes":
@@ -671,12 +617,12 @@ def test_apply_onto_a_full_tmpfs_exits_1_removes_partial_work_and_records_the_fa
             path.write_bytes(os.urandom(5 << 20))
     before = used(small)
 
-    failed = hardsnap("apply", "-c", config, state=state, now=moment(1))
+    failed = hardsnap("apply", "-c", config, state=state, now=at(1))
     assert failed.returncode == 1, failed
     assert DISK_FULL.search(failed.stderr), failed
-    assert listing(target) == [name_of(moment(0))], "partial work or a snapshot was left"
+    assert listing(target) == [name_of(at(0))], "partial work or a snapshot was left"
     assert used(small) == before, "the partial snapshot's space was not given back"
-    assert_same_tree(scan(target / name_of(moment(0))), earlier, "the earlier snapshot")
+    assert_same_tree(scan(target / name_of(at(0))), earlier, "the earlier snapshot")
     record = state_show(config, state)["resources"]["r"]
     assert record["last_result"] == "failed"
     run = record["runs"][-1]
@@ -689,17 +635,10 @@ def test_apply_onto_a_full_tmpfs_exits_1_removes_partial_work_and_records_the_fa
     # With room again, the next apply makes the snapshot.
     for path in grown:
         path.unlink()
-    retried = hardsnap("apply", "-c", config, state=state, now=moment(1))
+    retried = hardsnap("apply", "-c", config, state=state, now=at(1))
     assert retried.returncode == 0, retried
-    assert snapshots_in(target) == [name_of(moment(0)), name_of(moment(1))]
-    assert_same_tree(scan(target / name_of(moment(1))), scan(source), "the retried snapshot")
-
-
-def make_file(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int = ODD_NS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    set_mtime(path, mtime_ns)
+    assert snapshots_in(target) == [name_of(at(0)), name_of(at(1))]
+    assert_same_tree(scan(target / name_of(at(1))), scan(source), "the retried snapshot")
 
 
 @pytest.fixture
@@ -709,10 +648,6 @@ def unit_source(tmp_path: Path) -> Path:
     for index in range(10):
         make_file(source / f"d{index % 3}" / f"f{index}.txt", b"file %d" % index)
     return source
-
-
-def take(resource: Resource, name: str) -> None:
-    backup.take_snapshot(resource, name, os.path.realpath(resource.target_path))
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
@@ -802,7 +737,7 @@ def test_two_applies_with_different_state_dirs_racing_on_one_target_make_one_com
             big_site.root / f"race-{round_number}.yaml",
             backup_resource(big_site.source, target),
         )
-        states = [big_site.state(f"state-{round_number}-{side}") for side in "ab"]
+        states = [big_site.root / f"state-{round_number}-{side}" for side in "ab"]
         if round_number % 2:
             states.reverse()
         racers = [spawn(config, state, START) for state in states]
@@ -825,10 +760,10 @@ def test_apply_with_another_state_dir_during_a_snapshot_exits_75_naming_the_writ
     big_site: Site, spawn: Spawn
 ) -> None:
     name, target = name_of(START), big_site.target
-    holder = spawn(big_site.config, big_site.state("holder"), START)
+    holder = spawn(big_site.config, big_site.root / "holder", START)
     stop_while_writing(holder, target, name)
     try:
-        other = hardsnap("apply", "-c", big_site.config, state=big_site.state("other"))
+        other = hardsnap("apply", "-c", big_site.config, state=big_site.root / "other")
         assert other.returncode == 75, other
         assert f"pid {holder.pid}" in other.stderr, other
         assert listing(target) == [PARTIAL + name], "the refused apply touched the target"
@@ -837,7 +772,7 @@ def test_apply_with_another_state_dir_during_a_snapshot_exits_75_naming_the_writ
     assert holder.wait() == 0, str(holder)
     assert listing(target) == [name]
     assert_same_tree(scan(target / name), scan(big_site.source), "the snapshot")
-    settled = hardsnap("apply", "-c", big_site.config, state=big_site.state("other"))
+    settled = hardsnap("apply", "-c", big_site.config, state=big_site.root / "other")
     assert settled.returncode == 0, settled
     assert listing(target) == [name]
 
@@ -846,7 +781,7 @@ def test_apply_with_another_state_dir_during_a_snapshot_exits_75_naming_the_writ
 def test_kill_9_of_an_apply_holding_the_locks_leaves_none_and_the_next_apply_succeeds(
     big_site: Site, spawn: Spawn
 ) -> None:
-    name, target, state = name_of(START), big_site.target, big_site.state()
+    name, target, state = name_of(START), big_site.target, big_site.state
     holder = spawn(big_site.config, state, START)
     assert wait_for_entry(target, lambda entry: entry == PARTIAL + name, holder), str(holder)
     wait_for_a_finished_file(target / (PARTIAL + name), big_site.source, holder)
@@ -874,7 +809,7 @@ def test_kill_9_of_an_apply_holding_the_locks_leaves_none_and_the_next_apply_suc
 def test_second_apply_with_the_same_state_dir_exits_75_at_once_naming_the_holder_pid(
     big_site: Site, spawn: Spawn
 ) -> None:
-    name, target, state = name_of(START), big_site.target, big_site.state()
+    name, target, state = name_of(START), big_site.target, big_site.state
     holder = spawn(big_site.config, state, START)
     stop_while_writing(holder, target, name)
     try:

@@ -63,6 +63,16 @@ def run(
 Cli = Callable[..., Finished]
 
 
+def environment(state: Path, now: str | None) -> dict[str, str]:
+    """This process's environment for a hardsnap process: its own state
+    directory, a clock (HARDSNAP_NOW, ISO) or the real one, no colours."""
+    values = dict(os.environ, HARDSNAP_STATE_DIR=str(state), NO_COLOR="1", COLUMNS="300")
+    values.pop("HARDSNAP_NOW", None)
+    if now is not None:
+        values["HARDSNAP_NOW"] = now
+    return values
+
+
 def invoke(arguments: list[str], environment: Mapping[str, str]) -> Finished:
     """Run the CLI in-process with these environment variables set."""
     shown = [str(argument) for argument in arguments]

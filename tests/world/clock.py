@@ -23,3 +23,8 @@ def iso(moment: dt.datetime) -> str:
 def name_of(moment: dt.datetime) -> str:
     """The name of a snapshot taken at `moment`."""
     return moment.astimezone(UTC).strftime("%Y.%j.%H.%M")
+
+
+def time_of(name: str) -> dt.datetime:
+    """When the snapshot of this name was taken."""
+    return dt.datetime.strptime(name, "%Y.%j.%H.%M").replace(tzinfo=UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, ManifestReader, manifest_path
-from tests.world.cli import Finished, invoke, run
+from tests.world.cli import Finished, environment, invoke, run
 from tests.world.clock import START, iso, name_of
 from tests.world.files import make_file, snapshots_in
 
@@ -66,11 +66,7 @@ class Site:
         return write_config(self.config, *resources)
 
     def environment(self, now: dt.datetime | None) -> dict[str, str]:
-        values = dict(os.environ, HARDSNAP_STATE_DIR=str(self.state), NO_COLOR="1")
-        values.pop("HARDSNAP_NOW", None)
-        if now is not None:
-            values["HARDSNAP_NOW"] = iso(now)
-        return values
+        return environment(self.state, None if now is None else iso(now))
 
     def cli(self, *arguments: str, now: dt.datetime | None = START) -> Finished:
         """Run a command in-process (a crash fails the test)."""
