@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.world.clock import START, at, name_of
+from tests.world.documents import snapshot_action
 from tests.world.files import make_file
 from tests.world.processes import Applies, wait_for_entry
 from tests.world.site import Site, new_site
@@ -34,11 +35,6 @@ def many_files(source: Path, directories: int, each: int) -> None:
     for directory in range(directories):
         for index in range(each):
             make_file(source / f"d{directory:02d}" / f"f{index:03d}", b"%d\n" % index)
-
-
-def snapshot_action(document: dict[str, Any]) -> dict[str, Any]:
-    (resource,) = document["resources"]
-    return next(action for action in resource["actions"] if action["kind"] == "snapshot")
 
 
 def predicted_and_done(site: Site, moment: Any, *options: str) -> tuple[tuple[int, ...], ...]:

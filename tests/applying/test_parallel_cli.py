@@ -20,25 +20,24 @@ from hardsnap.providers.engine import snapshot
 from hardsnap.providers.engine.directories import Walker
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.manifest.writer import ManifestWriter
+from tests.world.files import make_file
+from tests.world.site import write_config
 from tests.world.users import NOBODY, hand_to_nobody, run_as_nobody
 
 T0, T1 = "2026-03-29T06:00:00Z", "2026-03-30T06:00:00Z"
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 
 
-def make_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-
-
-def write_config(root: Path, source: Path, target: Path) -> Path:
-    config = root / "hardsnap.yaml"
-    config.write_text(
-        "resources:\n"
-        f"  - name: r\n    type: backup\n    source_dir: {source}\n"
-        f"    target_path: {target}\n    min_free_space: 0\n    retain: '30'\n"
-    )
-    return config
+def config_for(root: Path, source: Path, target: Path) -> Path:
+    resource = {
+        "name": "r",
+        "type": "backup",
+        "source_dir": str(source),
+        "target_path": str(target),
+        "min_free_space": 0,
+        "retain": "30",
+    }
+    return write_config(root / "hardsnap.yaml", resource)
 
 
 def entries(root: Path) -> dict[str, tuple[int, int, bytes | None]]:
@@ -85,7 +84,7 @@ def test_workers_share_a_tree_under_one_directory(tmp_path: Path, cli: Any, plac
                     source / f"home/user/p{top}/q{sub}/f{index}", b"%d-%d-%d" % (top, sub, index)
                 )
     os.link(source / "home/user/p0/q0/f0", source / "home/user/p11/q3/second-name")
-    config = write_config(tmp_path, source, target)
+    config = config_for(tmp_path, source, target)
 
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
     assert outcome.returncode == 0, outcome
@@ -115,7 +114,7 @@ def test_a_busy_worker_hands_subdirectories_to_an_idle_one(
     for leaf in range(24):
         for index in range(8):
             make_file(source / f"deep/x/y/p{leaf:02d}/f{index}", b"%d" % (leaf * index))
-    config = write_config(tmp_path, source, target)
+    config = config_for(tmp_path, source, target)
 
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
     assert outcome.returncode == 0, outcome
@@ -129,7 +128,7 @@ def test_jobs_one_walks_in_this_process_alone(
     source, target = tmp_path / "src", tmp_path / "dst"
     for top in range(4):
         make_file(source / f"t{top}" / "s" / "f", b"x")
-    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "1", now=T0)
+    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "1", now=T0)
     assert outcome.returncode == 0, outcome
     assert forks == []
     assert pids(placers) == {os.getpid()}
@@ -139,7 +138,7 @@ def test_jobs_one_walks_in_this_process_alone(
 def test_jobs_must_be_a_positive_number(tmp_path: Path, cli: Any, jobs: str) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
     make_file(source / "f", b"x")
-    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "--jobs", jobs, now=T0)
+    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "--jobs", jobs, now=T0)
     assert outcome.returncode == 2
     assert "--jobs" in outcome.stderr
     assert not target.exists()
@@ -166,7 +165,7 @@ def test_read_only_directories_shared_out_as_nobody_come_out_as_in_the_source(
     for top in tops:
         os.chmod(source / f"t{top}/s3", 0o555)
         os.chmod(source / f"t{top}", 0o500)
-    config = write_config(nobody_dir, source, target)
+    config = config_for(nobody_dir, source, target)
     os.chown(config, NOBODY, NOBODY)
     os.chown(nobody_dir, NOBODY, NOBODY)
     state = nobody_dir / "state"
@@ -234,7 +233,7 @@ def test_a_handed_over_directory_whose_parent_went_away_is_skipped_not_fatal(
         return original(self, roots, relative)
 
     monkeypatch.setattr(Walker, "enter_path", moving_the_parent)
-    config = write_config(tmp_path, source, target)
+    config = config_for(tmp_path, source, target)
     outcome = cli("apply", "-c", config, "--jobs", "2", now=T0)
     assert outcome.returncode == 0, outcome
     assert "Traceback" not in outcome.stderr
@@ -258,7 +257,7 @@ def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
         original(self)
 
     monkeypatch.setattr(ManifestWriter, "finish_part", dying)
-    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "2", now=T0)
+    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "2", now=T0)
     assert outcome.returncode == 1, outcome
     assert "died" in outcome.stdout + outcome.stderr
     assert "Traceback" not in outcome.stderr
@@ -289,7 +288,7 @@ def test_a_directory_gone_before_its_second_names_are_placed_is_skipped_not_fata
         original(self, walker, root, deferred)
 
     monkeypatch.setattr(snapshot.Walk, "_place_deferred", removing_one)
-    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "2", now=T0)
+    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "2", now=T0)
     assert outcome.returncode == 0, outcome
     assert "Traceback" not in outcome.stderr
     for name in ("t1/s/a", "t1/s/b", "t2/s/a", "t2/s/b"):
@@ -322,7 +321,7 @@ def test_a_late_directory_gone_before_its_metadata_is_reported_not_fatal(
         original(late, *arguments)
 
     monkeypatch.setattr(snapshot, "apply_late", moving_one)
-    outcome = cli("apply", "-c", write_config(tmp_path, source, target), "-j", "1", now=T0)
+    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "1", now=T0)
     assert outcome.returncode == 0, outcome
     assert "t1/s: metadata not copied: vanished before it was read" in outcome.stderr
     snap = target / FIRST

@@ -21,11 +21,11 @@ import pytest
 
 from tests.conftest import Mount
 from tests.world.cli import hardsnap_command
+from tests.world.files import ODD_NS, make_file
 from tests.world.site import write_config
 
 GOLDEN = Path(__file__).parent / "golden"
 DAY = "2026-03-{:02d}T06:00:00Z"
-ODD_NS = 1_700_000_000_123_456_789
 
 
 def normalized(text: str, root: Path) -> str:
@@ -46,12 +46,6 @@ def assert_golden(name: str, text: str, root: Path) -> None:
     if os.environ.get("HARDSNAP_UPDATE_GOLDEN"):
         path.write_text(actual)
     assert actual == path.read_text(), f"{name} differs from {path}:\n{actual}"
-
-
-def make_file(path: Path, data: bytes, mtime_ns: int = ODD_NS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 @pytest.fixture
@@ -145,7 +139,7 @@ def test_plan_predicts_exactly_what_apply_then_copies_and_links(
     assert cli("apply", "-c", config, now=DAY.format(1)).returncode == 0
     users = source / "etc" / "users"
     if change == "rewrite":
-        make_file(users, b"carol\ndave\n", ODD_NS + 5)
+        make_file(users, b"carol\ndave\n", mtime_ns=ODD_NS + 5)
     elif change == "append":
         make_file(users, b"alice\nbob\ncarol\n")
     elif change == "touch":
@@ -161,7 +155,7 @@ def test_plan_predicts_exactly_what_apply_then_copies_and_links(
     elif change == "rewrite_two_names":
         # A new inode with two names: copied once, its second name linked to the copy.
         users.unlink()
-        make_file(users, b"carol\ndave\n", ODD_NS + 5)
+        make_file(users, b"carol\ndave\n", mtime_ns=ODD_NS + 5)
         os.link(users, source / "etc" / "users.bak")
     elif change == "add_two_names":
         make_file(source / "new.bin", b"n" * 5000)
@@ -183,7 +177,7 @@ def test_plan_predicts_exactly_what_apply_then_copies_and_links(
 def test_plan_predicts_the_bytes_a_prune_then_frees(world: dict[str, Any], cli: Any) -> None:
     config, source = world["config"], world["source"]
     for day in (1, 2):
-        make_file(source / "etc" / "users", b"day %d\n" % day * (100 * day), ODD_NS + day)
+        make_file(source / "etc" / "users", b"day %d\n" % day * (100 * day), mtime_ns=ODD_NS + day)
         assert cli("apply", "-c", config, now=DAY.format(day)).returncode == 0
     # The day-1 copy of users is the only file no kept snapshot links to:
     # pruning frees the blocks it holds.
