@@ -34,10 +34,11 @@ def verify(
         results = verify_resource(
             loaded, common.state_dir(state_dir), name, snapshots or [], content, common.now()
         )
-    if as_json:
-        common.print_json(render_audit.verify_json(name, results))
-    else:
-        typer.echo(render_audit.verify_text(name, results))
+    common.show(
+        as_json,
+        lambda: render_audit.verify_json(name, results),
+        lambda: render_audit.verify_text(name, results),
+    )
     if not all(result.clean for result in results):
         raise typer.Exit(int(ExitCode.FAILED))
 
@@ -61,12 +62,12 @@ def diff(
     loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
         difference = diff_resource(loaded, common.state_dir(state_dir), name, before, after)
-    for warning in difference.warnings:
-        journal.say(f"warning: {warning}", journal.WARNING)
-    if as_json:
-        common.print_json(render_audit.diff_json(name, difference))
-    else:
-        typer.echo(render_audit.diff_text(name, difference, common.color()))
+    common.warn(difference.warnings)
+    common.show(
+        as_json,
+        lambda: render_audit.diff_json(name, difference),
+        lambda: render_audit.diff_text(name, difference, common.color()),
+    )
 
 
 @state_app.command("show")
@@ -131,9 +132,9 @@ def history(
     loaded = common.load(config, as_json)
     with common.exit_codes(as_json):
         found = history_of_path(loaded, common.state_dir(state_dir), name, path)
-    for warning in found.warnings:
-        journal.say(f"warning: {warning}", journal.WARNING)
-    if as_json:
-        common.print_json(render_audit.history_json(found))
-    else:
-        typer.echo(render_audit.history_text(name, found))
+    common.warn(found.warnings)
+    common.show(
+        as_json,
+        lambda: render_audit.history_json(found),
+        lambda: render_audit.history_text(name, found),
+    )

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -159,6 +159,20 @@ def print_json(document: Any) -> None:
     from hardsnap.providers.files.escaping import lossless_json
 
     typer.echo(json.dumps(lossless_json(document), indent=2, sort_keys=False))
+
+
+def show(as_json: bool, document: Callable[[], Any], text: Callable[[], str]) -> None:
+    """Print a command's answer: its JSON document, or its text."""
+    if as_json:
+        print_json(document())
+    else:
+        typer.echo(text())
+
+
+def warn(warnings: Iterable[str]) -> None:
+    """Say each warning on stderr (and to the journal)."""
+    for warning in warnings:
+        journal.say(f"warning: {warning}", journal.WARNING)
 
 
 def config_path(option: str | None) -> str:

@@ -17,7 +17,7 @@ import shutil
 import stat
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,11 @@ from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from tests.world.cli import Cli
 from tests.world.clock import at, iso, name_of
 from tests.world.documents import skipped_paths, snapshot_action
+from tests.world.engine import resource_for, take
 from tests.world.files import ODD_NS, make_file, rewrite, snapshots_in, xattrs_supported
-from tests.world.site import Site, empty_site, write_config
-from tests.world.trees import DIRECTORY_FLAGS, files_of, tree
-from tests.world.users import hand_to_nobody, run_as_nobody
+from tests.world.site import Site, empty_site
+from tests.world.trees import DIRECTORY_FLAGS, Node, files_of, tree
+from tests.world.users import apply_as_nobody
 
 # More than PATH_MAX (4096) once joined: 30 levels of 200-byte names.
 DEEP_LEVELS = 30
@@ -56,6 +57,21 @@ def leftovers(target: Path) -> list[str]:
     )
 
 
+def before_copying(monkeypatch: pytest.MonkeyPatch, path: Path, change: Callable[[], None]) -> None:
+    """Call `change` each time the engine is about to copy the file at `path`."""
+    inode = os.stat(path).st_ino
+    original = copying.copy_contents
+
+    def copy_contents(
+        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
+    ) -> int:
+        if os.fstat(source_fd).st_ino == inode:
+            change()
+        return original(source_fd, target_fd, info, charge)
+
+    monkeypatch.setattr(copying, "copy_contents", copy_contents)
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
     return empty_site(tmp_path, min_free_space=0)
@@ -69,21 +85,15 @@ def test_file_changed_while_copied_is_copied_again_and_snapshot_holds_new_conten
 ) -> None:
     make_file(site.source / "steady.txt", b"steady")
     growing = make_file(site.source / "growing.log", b"first version")
-    growing_inode = os.stat(growing).st_ino
     new_mtime = ODD_NS + 86_400 * 10**9 + 7
-    original = copying.copy_contents
     attempts: list[int] = []
 
-    def changing_once(
-        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
-    ) -> int:
-        if os.fstat(source_fd).st_ino == growing_inode:
-            attempts.append(1)
-            if len(attempts) == 1:
-                rewrite(growing, b"second version, longer than the first", new_mtime)
-        return original(source_fd, target_fd, info, charge)
+    def changing_once() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            rewrite(growing, b"second version, longer than the first", new_mtime)
 
-    monkeypatch.setattr(copying, "copy_contents", changing_once)
+    before_copying(monkeypatch, growing, changing_once)
     site.write()
     outcome, document = site.apply_json()
 
@@ -101,20 +111,15 @@ def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it
 ) -> None:
     make_file(site.source / "steady.txt", b"steady")
     hot = make_file(site.source / "hot.log", b"v0")
-    hot_inode = os.stat(hot).st_ino
     original = copying.copy_contents
     versions: list[bytes] = []
 
-    def changing_always(
-        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
-    ) -> int:
-        if os.fstat(source_fd).st_ino == hot_inode:
-            version = f"version {len(versions) + 1} ".encode() * (len(versions) + 2)
-            versions.append(version)
-            rewrite(hot, version, ODD_NS + len(versions) * 10**9)
-        return original(source_fd, target_fd, info, charge)
+    def changing_always() -> None:
+        version = f"version {len(versions) + 1} ".encode() * (len(versions) + 2)
+        versions.append(version)
+        rewrite(hot, version, ODD_NS + len(versions) * 10**9)
 
-    monkeypatch.setattr(copying, "copy_contents", changing_always)
+    before_copying(monkeypatch, hot, changing_always)
     site.write()
     outcome, document = site.apply_json()
 
@@ -141,21 +146,14 @@ def test_take_snapshot_reports_a_file_changing_on_every_copy_in_unstable(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hot = make_file(site.source / "hot.log", b"v0")
-    original = copying.copy_contents
     counter = [0]
 
-    def changing_always(
-        source_fd: int, target_fd: int, info: os.stat_result, charge: copying.Charge | None = None
-    ) -> int:
+    def changing_always() -> None:
         counter[0] += 1
         rewrite(hot, b"x" * counter[0], ODD_NS + counter[0])
-        return original(source_fd, target_fd, info, charge)
 
-    monkeypatch.setattr(copying, "copy_contents", changing_always)
-    resource = Resource(
-        name="r", source_dir=str(site.source), target_path=str(site.target), min_free_space=0
-    )
-    report = backup.take_snapshot(resource, name_of(at(0)), str(site.target))
+    before_copying(monkeypatch, hot, changing_always)
+    report = take(resource_for(site.source, site.target), name_of(at(0)))
     assert report.unstable == ["hot.log"]
     assert report.files_copied == 1
     assert (site.target / name_of(at(0)) / "hot.log").is_file()
@@ -306,24 +304,10 @@ def test_unreadable_files_and_directories_are_reported_by_path_and_run_completes
     make_file(source / "list-only" / "listed.txt", b"behind a mode 444 directory")
     hostile = os.path.join(os.fsencode(source), b"open", b"bad-\xff\nname")
     make_file(Path(os.fsdecode(hostile)), b"unreadable, hostile name", 0o000)
-    target = nobody_dir / "dst"
-    state = nobody_dir / "state"
-    target.mkdir()
-    state.mkdir()
-    hand_to_nobody(nobody_dir)
-    os.chmod(source / "locked", 0o000)
-    os.chmod(source / "search-only", 0o111)
-    os.chmod(source / "list-only", 0o444)
-    config = write_config(
-        nobody_dir / "hardsnap.yaml",
-        {"name": "r", "type": "backup", "source_dir": str(source), "target_path": str(target)},
-    )
-    os.chmod(config, 0o644)
-    completed = run_as_nobody(["apply", "--json", "-c", str(config)], nobody_dir, state)
-    stdout = completed.stdout.decode("utf-8", "replace")
-    stderr = completed.stderr.decode("utf-8", "replace")
-    outcome = f"exit {completed.returncode}\n{stdout}\n{stderr}"
-    assert completed.returncode == 0, outcome
+    modes = {source / "locked": 0o000, source / "search-only": 0o111, source / "list-only": 0o444}
+    outcome = apply_as_nobody(nobody_dir, modes, "--json")
+    stdout, stderr, target = outcome.stdout, outcome.stderr, nobody_dir / "dst"
+    assert outcome.returncode == 0, outcome
     assert "Traceback" not in stderr, outcome
     document = json.loads(stdout)
     skipped = skipped_paths(document)
@@ -753,6 +737,17 @@ def test_hooks_get_paths_only_through_env_and_a_target_with_shell_syntax_never_r
         assert not any(str(site.target) in argument for argument in argv), argv
 
 
+def snapshot_settled(site: Site, *settled: Path) -> tuple[dict[bytes, Node], Path]:
+    """Give `settled` an old mtime back (made in them since), snapshot the
+    source: the source's tree and the snapshot's directory."""
+    for path in settled:
+        os.utime(path, ns=(ODD_NS, ODD_NS))
+    site.write()
+    source = tree(site.source)
+    site.apply_json()
+    return source, site.taken_at()
+
+
 # -- promise 7: fidelity ---------------------------------------------------------------------
 
 
@@ -767,12 +762,8 @@ def test_user_xattrs_on_files_and_directories_are_kept_on_copies_and_links(
     os.setxattr(note, "user.binary", b"\x00\xff\n" * 300)
     os.setxattr(folder, "user.folder", b"on a directory")
     os.setxattr(site.source, "user.root", b"on the source root")
-    os.utime(folder, ns=(ODD_NS, ODD_NS))
-    site.write()
-    source = tree(site.source)
-
-    site.apply_json()
-    assert tree(site.taken_at()) == source
+    source, copy = snapshot_settled(site, folder)
+    assert tree(copy) == source
     site.apply_json(at(1))
     assert tree(site.taken_at(at(1))) == source
     copy = tree(site.taken_at(at(1)))[b"note.txt"]
@@ -814,12 +805,8 @@ def test_as_root_trusted_and_security_xattrs_and_capabilities_are_kept(
         os.setxattr(folder, "trusted.folder", b"on a directory")
     except OSError as error:
         pytest.skip(f"filesystem refuses trusted/security xattrs: {error.strerror}")
-    os.utime(tool, ns=(ODD_NS, ODD_NS))
-    os.utime(folder, ns=(ODD_NS, ODD_NS))
-    site.write()
-    source = tree(site.source)
-    site.apply_json()
-    snapshot = tree(site.taken_at())
+    source, copy = snapshot_settled(site, tool, folder)
+    snapshot = tree(copy)
     assert snapshot == source
     assert ("security.capability", capability_of_net_raw()) in snapshot[b"tool"].xattrs
     assert (snapshot[b"tool"].uid, snapshot[b"tool"].gid) == (1234, 5678)
@@ -858,12 +845,7 @@ def test_posix_acls_on_files_and_directories_are_kept(site: Site, cli: Cli) -> N
         os.setxattr(folder, "system.posix_acl_default", default)
     except OSError as error:
         pytest.skip(f"filesystem refuses POSIX ACLs: {error.strerror}")
-    os.utime(shared, ns=(ODD_NS, ODD_NS))
-    os.utime(folder, ns=(ODD_NS, ODD_NS))
-    site.write()
-    source = tree(site.source)
-    site.apply_json()
-    copy = site.taken_at()
+    source, copy = snapshot_settled(site, shared, folder)
     assert tree(copy) == source
     assert os.getxattr(copy / "shared.txt", "system.posix_acl_access") == access
     assert os.getxattr(copy / "folder", "system.posix_acl_default") == default

@@ -27,32 +27,13 @@ from hardsnap.providers.backup.hooks import (
     hook_environment,
     run_hook,
 )
+from tests.world.processes import is_running, wait_until_gone
 
 FIFTY_MIB = 50 * 1024**2
 
 
 def environment(**extra: str) -> dict[str, str]:
     return {**os.environ, **extra}
-
-
-def is_running(pid: int) -> bool:
-    """Whether `pid` is a live process. A zombie (ended, not yet reaped by an
-    init that may never reap it) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_until_gone(pid: int, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while is_running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def pids_in(path: Path) -> list[int]:
@@ -259,18 +240,25 @@ def test_child_that_leaves_the_group_cannot_keep_run_hook_waiting(
     assert result.output_tail == "done\n"
 
 
+def timed_out(command: str, tmp_path: Path, leftovers: list[int]) -> HookResult:
+    """Run `command` as a hook with a timeout of a second, which it must
+    reach and be ended at; the pids it wrote to tmp_path/pids are `leftovers`."""
+    started = time.monotonic()
+    result = run_hook(command, environment(), str(tmp_path), timeout=1)
+    leftovers.extend(pids_in(tmp_path / "pids"))
+    assert time.monotonic() - started < 30
+    assert result.timed_out
+    return result
+
+
 def test_timeout_ends_the_hook_and_everything_it_started(
     tmp_path: Path, leftovers: list[int]
 ) -> None:
     pid_file = tmp_path / "pids"
     command = f"sleep 100 & echo $! > {pid_file}; echo $$ >> {pid_file}; echo started; sleep 100"
-    started = time.monotonic()
 
-    result = run_hook(command, environment(), str(tmp_path), timeout=1)
+    result = timed_out(command, tmp_path, leftovers)
 
-    leftovers.extend(pids_in(pid_file))
-    assert time.monotonic() - started < 30
-    assert result.timed_out
     assert result.exit_code == TIMED_OUT_EXIT_CODE
     assert not result.succeeded
     assert result.output_tail == "started\n"
@@ -282,13 +270,9 @@ def test_timeout_ends_the_hook_and_everything_it_started(
 def test_timeout_kills_a_hook_that_ignores_sigterm(tmp_path: Path, leftovers: list[int]) -> None:
     pid_file = tmp_path / "pids"
     command = f"trap '' TERM; echo $$ > {pid_file}; while :; do sleep 1; done"
-    started = time.monotonic()
 
-    result = run_hook(command, environment(), str(tmp_path), timeout=1)
+    timed_out(command, tmp_path, leftovers)
 
-    leftovers.extend(pids_in(pid_file))
-    assert time.monotonic() - started < 30
-    assert result.timed_out
     assert wait_until_gone(leftovers[0])
 
 

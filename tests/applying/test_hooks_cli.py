@@ -21,29 +21,10 @@ import pytest
 
 from tests.world.cli import hardsnap_command
 from tests.world.clock import T0
+from tests.world.processes import is_running, wait_until_gone
 from tests.world.site import write_config
 
 SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
-
-
-def is_running(pid: int) -> bool:
-    """Whether `pid` is a live process; a zombie (not reaped by an init that
-    may never reap it) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_until_gone(pid: int, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while is_running(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

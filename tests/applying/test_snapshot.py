@@ -28,8 +28,7 @@ from hardsnap.providers.engine.snapshot import (
 from hardsnap.providers.files.capabilities import PROBE
 from tests.world.engine import listing, resource_for, take
 from tests.world.files import ODD_NS, make_file
-from tests.world.site import write_config
-from tests.world.users import NOBODY, hand_to_nobody, run_as_nobody
+from tests.world.users import NOBODY, apply_as_nobody
 
 # An mtime with odd nanoseconds: a float round-trip would lose them.
 FIRST = "2026.088.06.00"
@@ -540,6 +539,18 @@ def test_link_failing_with_emlink_falls_back_to_copy(
     assert stat.S_IMODE(copy.st_mode) == 0o640
 
 
+def links_fail(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    """Every hard link fails with `error`, but the probe's (the target can hold them)."""
+    real_link = os.link
+
+    def link(src: Any, dst: Any, **kwargs: Any) -> None:
+        if os.fsdecode(src).startswith(PROBE):
+            return real_link(src, dst, **kwargs)
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "link", link)
+
+
 @pytest.mark.parametrize("error", [errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL])
 def test_link_failing_for_any_other_reason_falls_back_to_a_copy_reported_once(
     source: Path, target: Path, monkeypatch: pytest.MonkeyPatch, error: int
@@ -549,14 +560,7 @@ def test_link_failing_for_any_other_reason_falls_back_to_a_copy_reported_once(
     resource = resource_for(source, target)
     take(resource, FIRST)
 
-    real_link = os.link
-
-    def link(src: Any, dst: Any, **kwargs: Any) -> None:
-        if os.fsdecode(src).startswith(PROBE):  # what the target can hold: it can
-            return real_link(src, dst, **kwargs)
-        raise OSError(error, os.strerror(error))
-
-    monkeypatch.setattr(os, "link", link)
+    links_fail(monkeypatch, error)
     report = take(resource, SECOND)
     assert set(listing(target)) == {FIRST, SECOND}
     assert (report.files_copied, report.files_linked) == (2, 0)
@@ -572,14 +576,7 @@ def test_link_failing_for_want_of_space_or_a_broken_disk_fails_the_snapshot(
     resource = resource_for(source, target)
     take(resource, FIRST)
 
-    real_link = os.link
-
-    def link(src: Any, dst: Any, **kwargs: Any) -> None:
-        if os.fsdecode(src).startswith(PROBE):  # what the target can hold: it can
-            return real_link(src, dst, **kwargs)
-        raise OSError(error, os.strerror(error))
-
-    monkeypatch.setattr(os, "link", link)
+    links_fail(monkeypatch, error)
     with pytest.raises(SnapshotFailed):
         take(resource, SECOND)
     assert set(listing(target)) == {FIRST}
@@ -594,22 +591,10 @@ def test_unreadable_file_and_directory_are_reported_and_run_completes(nobody_dir
     make_file(source / "open" / "inner.txt", b"readable too")
     make_file(source / "secret.txt", b"unreadable", 0o000)
     make_file(source / "locked" / "hidden.txt", b"behind a mode 000 directory")
-    target = nobody_dir / "dst"
-    state = nobody_dir / "state"
-    target.mkdir()
-    state.mkdir()
-    hand_to_nobody(nobody_dir)
-    os.chmod(source / "locked", 0o000)
-    config = write_config(
-        nobody_dir / "hardsnap.yaml",
-        {"name": "r", "type": "backup", "source_dir": str(source), "target_path": str(target)},
-    )
-    os.chmod(config, 0o644)
-    completed = run_as_nobody(["apply", "-c", str(config)], nobody_dir, state)
-    stderr = completed.stderr.decode("utf-8", "replace")
-    outcome = f"exit {completed.returncode}\n{completed.stdout!r}\n{stderr}"
-    assert completed.returncode == 0, outcome
-    snapshot = target / FIRST
+    outcome = apply_as_nobody(nobody_dir, {source / "locked": 0o000})
+    stderr = outcome.stderr
+    assert outcome.returncode == 0, outcome
+    snapshot = nobody_dir / "dst" / FIRST
     assert relative_tree(snapshot) == {"ok.txt", "open", "open/inner.txt"}, outcome
     assert "secret.txt" in stderr, outcome
     assert "locked" in stderr, outcome

@@ -558,6 +558,21 @@ def whole_number_verdict(value: Any, least: int) -> bool | None:
     return False
 
 
+def amount_verdict(value: Any, pattern: str, digits: int) -> bool | None:
+    """A size or a duration: a whole number >= 0, or digits (at most
+    `digits` of them, else unsure) and a suffix `pattern` allows."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return number_verdict(value, 0)
+    if isinstance(value, str):
+        amount = re.fullmatch(pattern, value)
+        if amount:
+            return None if len(amount.group(1)) > digits else True
+        return None if re.search(r"[0-9]", value) else False
+    return False
+
+
 def verdict(key: str, value: Any, values: dict[str, Any]) -> bool | None:
     """Whether the documented rules accept `value` for `key`: True, False, or
     None where the spec leaves it open (or the value is a raw YAML form)."""
@@ -587,27 +602,9 @@ def verdict(key: str, value: Any, values: dict[str, Any]) -> bool | None:
             return False if any(not isinstance(item, str) for item in value) else None
         return False
     if key == "min_free_space":
-        if isinstance(value, bool):
-            return False
-        if isinstance(value, int):
-            return number_verdict(value, 0)
-        if is_text:
-            size = re.fullmatch(r"([0-9]+)[KMGT]?", value)
-            if size:
-                return None if len(size.group(1)) > 18 else True
-            return None if re.search(r"[0-9]", value) else False
-        return False
+        return amount_verdict(value, r"([0-9]+)[KMGT]?", 18)
     if key == "hook_timeout":
-        if isinstance(value, bool):
-            return False
-        if isinstance(value, int):
-            return number_verdict(value, 0)
-        if is_text:
-            duration = re.fullmatch(r"([0-9]+)[smhSMH]?", value)
-            if duration:
-                return None if len(duration.group(1)) > 15 else True
-            return None if re.search(r"[0-9]", value) else False
-        return False
+        return amount_verdict(value, r"([0-9]+)[smhSMH]?", 15)
     if key in ("pre_command", "post_command", "on_revert", "on_failure"):
         return is_text
     if key == "ping_url":

@@ -178,3 +178,23 @@ def slow_threads(name: str) -> Iterator[SlowThreads]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` is a live process. A zombie (ended, not yet reaped by an
+    init that may never reap it) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_until_gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
