@@ -29,11 +29,14 @@ def verify(
     """Check snapshots against their manifests; exit 1 when any drifted or rotted."""
     from hardsnap.reconcile.operations import verify_resource
 
-    loaded = common.load(config, as_json)
-    with common.exit_codes(as_json):
-        results = verify_resource(
-            loaded, common.state_dir(state_dir), name, snapshots or [], content, common.now()
-        )
+    results = common.run(
+        config,
+        as_json,
+        state_dir,
+        lambda loaded, state: verify_resource(
+            loaded, state, name, snapshots or [], content, common.now()
+        ),
+    )
     common.show(
         as_json,
         lambda: render_audit.verify_json(name, results),
@@ -59,9 +62,12 @@ def diff(
     """Files added, removed and changed between two snapshots."""
     from hardsnap.reconcile.operations import diff_resource
 
-    loaded = common.load(config, as_json)
-    with common.exit_codes(as_json):
-        difference = diff_resource(loaded, common.state_dir(state_dir), name, before, after)
+    difference = common.run(
+        config,
+        as_json,
+        state_dir,
+        lambda loaded, state: diff_resource(loaded, state, name, before, after),
+    )
     common.warn(difference.warnings)
     common.show(
         as_json,
@@ -129,9 +135,9 @@ def history(
     """The versions of one file or directory across the snapshots."""
     from hardsnap.reconcile.operations import history_of_path
 
-    loaded = common.load(config, as_json)
-    with common.exit_codes(as_json):
-        found = history_of_path(loaded, common.state_dir(state_dir), name, path)
+    found = common.run(
+        config, as_json, state_dir, lambda loaded, state: history_of_path(loaded, state, name, path)
+    )
     common.warn(found.warnings)
     common.show(
         as_json,

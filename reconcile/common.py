@@ -8,13 +8,18 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from hardsnap.providers import platform
 from hardsnap.reconcile import clock, exitcodes, journal
 from hardsnap.reconcile.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from hardsnap.reconcile.model import Config
+
+Answer = TypeVar("Answer")
 
 app = typer.Typer(
     name="hardsnap",
@@ -159,6 +164,19 @@ def print_json(document: Any) -> None:
     from hardsnap.providers.files.escaping import lossless_json
 
     typer.echo(json.dumps(lossless_json(document), indent=2, sort_keys=False))
+
+
+def run(
+    config: str | None,
+    as_json: bool,
+    state_option: str | None,
+    operation: Callable[[Config, str], Answer],
+) -> Answer:
+    """Load the config and carry out `operation` on it and the state
+    directory; a failure exits with its code, said as JSON with `as_json`."""
+    loaded = load(config, as_json)
+    with exit_codes(as_json):
+        return operation(loaded, state_dir(state_option))
 
 
 def show(as_json: bool, document: Callable[[], Any], text: Callable[[], str]) -> None:

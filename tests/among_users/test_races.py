@@ -11,7 +11,6 @@ import ctypes
 import datetime as dt
 import os
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from tests.world.cli import Finished, run
 from tests.world.clock import START, at, name_of
-from tests.world.files import make_file
+from tests.world.files import immutable, make_file
 from tests.world.site import Site, new_site
 
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -52,20 +51,6 @@ def racing(pairs: list[tuple[Path, Path]]) -> Iterator[None]:
     finally:
         stop.set()
         racer.join()
-
-
-@contextlib.contextmanager
-def immutable(path: Path, *moved_to: Path) -> Iterator[None]:
-    """`path` immutable for the block; afterwards not, wherever the run
-    moved it (`moved_to`), or pytest could not remove the test's folder."""
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i refused here: {done.stderr.strip()}")
-    try:
-        yield
-    finally:
-        for place in (path, *moved_to):
-            subprocess.run(["chattr", "-i", str(place)], check=False, capture_output=True)
 
 
 def test_walks_and_prunes_never_open_chmod_or_remove_through_a_swapped_in_symlink(

@@ -8,13 +8,10 @@ symlinks, immutable files (chattr +i, ext4 /tmp) and racing processes.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +21,8 @@ from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
 from tests.conftest import Mount
 from tests.world.cli import hardsnap_command
 from tests.world.clock import START, at, name_of
-from tests.world.files import make_file, tree_of, work_left
+from tests.world.documents import snapshot_action
+from tests.world.files import immutable, make_file, tree_of, work_left
 from tests.world.processes import Applies, wait_for_entry, wait_for_file
 from tests.world.site import Site, new_site
 
@@ -107,20 +105,6 @@ def test_target_writable_by_others_is_warned_about_in_plan_and_apply_naming_the_
 # -- 2. one odd file or one stuck hook never stops the backups ---------------------------------
 
 
-@contextlib.contextmanager
-def immutable(path: Path, moved_to: Path | None = None) -> Iterator[None]:
-    """chattr +i for the duration, removed again (where the file is then:
-    `path`, or `moved_to`) so that the test can clean up."""
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i refused here: {done.stderr.strip()}")
-    try:
-        yield
-    finally:
-        now = path if path.exists() or moved_to is None else moved_to
-        subprocess.run(["chattr", "-i", str(now)], check=True)
-
-
 def test_an_immutable_file_in_the_reference_is_copied_instead_of_linked_reported_once(
     site: Site,
 ) -> None:
@@ -153,7 +137,7 @@ def test_an_immutable_file_in_an_expired_snapshot_is_reported_every_run_and_neve
     make_file(stuck, b"only here")
     site.write(retain="1")
     pruning = site.target / f".hardsnap-pruning.{name_of(at(0))}" / "own.txt"
-    with immutable(stuck, moved_to=pruning):
+    with immutable(stuck, pruning):
         for day in (2, 3):
             done = site.apply(at(day))
             assert done.returncode == 0, done
@@ -165,12 +149,19 @@ def test_an_immutable_file_in_an_expired_snapshot_is_reported_every_run_and_neve
     assert work_left(site.target) == []
 
 
-def test_plan_counts_allocated_blocks_so_small_files_cannot_sink_below_min_free_space(
-    tmpfs: Mount, tmp_path: Path
-) -> None:
-    mount = tmpfs("small", "size=8m")
+@pytest.fixture
+def site_on_small_disk(tmpfs: Mount, tmp_path: Path) -> Site:
+    """A site whose target is on an 8 MiB tmpfs."""
     site = new_site(tmp_path)
-    site.target = mount / "dst"
+    site.target = tmpfs("small", "size=8m") / "dst"
+    return site
+
+
+def test_plan_counts_allocated_blocks_so_small_files_cannot_sink_below_min_free_space(
+    site_on_small_disk: Site,
+) -> None:
+    site = site_on_small_disk
+    mount = site.target.parent
     # 1000 files of 100 bytes: 100 KB apparent, 4 MB of blocks.
     for index in range(1000):
         make_file(site.source / f"f{index:04d}", b"x" * 100)
@@ -186,24 +177,20 @@ def test_plan_counts_allocated_blocks_so_small_files_cannot_sink_below_min_free_
 
 
 def test_a_sparse_file_bigger_than_the_free_space_is_planned_and_kept_sparse(
-    tmpfs: Mount, tmp_path: Path
+    site_on_small_disk: Site,
 ) -> None:
-    mount = tmpfs("small", "size=8m")
-    site = new_site(tmp_path)
-    site.target = mount / "dst"
+    site = site_on_small_disk
     image = site.source / "disk.img"
     with open(image, "wb") as stream:
         stream.seek(1 << 30)
         stream.write(b"end")
     site.write(min_free_space="1M", cross_fs="link")
     plan = site.plan_json()
-    snapshot = next(a for a in plan["resources"][0]["actions"] if a["kind"] == "snapshot")
+    snapshot = snapshot_action(plan)
     assert plan["resources"][0]["refusal"] is None, plan
     applied = site.cli("apply", "--json")
     assert applied.returncode == 0, applied
-    action = next(
-        a for a in json.loads(applied.stdout)["resources"][0]["actions"] if a["kind"] == "snapshot"
-    )
+    action = snapshot_action(applied.json())
     assert snapshot["bytes_to_copy"] == action["bytes_copied"] < 1 << 20
     copy = site.target / name_of(START) / "disk.img"
     assert copy.stat().st_size == (1 << 30) + 3

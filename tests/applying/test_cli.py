@@ -26,6 +26,7 @@ import pytest
 
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY
+from tests.conftest import Mount
 from tests.world.cli import Cli, hardsnap_command
 from tests.world.clock import T0, at, iso, name_of
 from tests.world.documents import actions_of, kinds, result_of
@@ -689,30 +690,10 @@ def test_min_free_space_above_free_space_refuses_and_creates_nothing(world: Site
     assert cli("plan", "-c", world.config).returncode == 1
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs mounted under tmp_path."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mount refused: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
 def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snapshot(
-    world: Site, cli: Cli, small_tmpfs: Path
+    world: Site, cli: Cli, tmpfs: Mount
 ) -> None:
-    target = small_tmpfs / "dst"
+    target = tmpfs("small", "size=8m") / "dst"
     world.write(target_path=str(target), cross_fs="copy", min_free_space="1M")
     assert cli("apply", "-c", world.config, now=iso(at(0))).returncode == 0
     earlier = target / name_of(at(0))

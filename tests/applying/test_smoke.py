@@ -1,21 +1,18 @@
+"""The first thing anyone tries: apply twice, and the second has nothing to do."""
+
+from __future__ import annotations
+
 from pathlib import Path
 
-from tests.world.site import write_config
+from tests.world.cli import Cli
+from tests.world.files import make_file
+from tests.world.site import empty_site
 
 
-def test_apply_then_apply_again_reports_no_changes(tmp_path: Path, cli) -> None:
-    source = tmp_path / "src"
-    source.mkdir()
-    (source / "f.txt").write_text("x")
-    config = write_config(
-        tmp_path / "hardsnap.yaml",
-        {
-            "name": "r",
-            "type": "backup",
-            "source_dir": str(source),
-            "target_path": str(tmp_path / "dst"),
-        },
-    )
+def test_apply_then_apply_again_reports_no_changes(tmp_path: Path, cli: Cli) -> None:
+    site = empty_site(tmp_path)
+    make_file(site.source / "f.txt", b"x")
+    config = site.write()
     first = cli("apply", "-c", config)
     assert first.returncode == 0, first
     second = cli("apply", "-c", config)

@@ -38,7 +38,7 @@ from hardsnap.reconcile.config import ConfigError, load_config
 from hardsnap.reconcile.model import Config
 from tests.world.cli import Cli, Finished, hardsnap_command
 from tests.world.clock import T0
-from tests.world.site import write_config
+from tests.world.site import backup_config
 
 SNAPSHOT_NAME = re.compile(r"\d{4}\.\d{3}\.\d{2}\.\d{2}")
 # Line breaks as YAML 1.2 counts them in positions (NEL, LS and PS are not).
@@ -720,19 +720,7 @@ def test_explicit_str_tag_on_a_valid_value_is_accepted(cli: Cli, tmp_path: Path)
 def backed_up(cli: Cli, root: Path, state: Path) -> Path:
     """A config whose one resource "r" has its snapshot of T0 on disk and in
     `state`; return the config path."""
-    source = root / "src"
-    source.mkdir()
-    (source / "file").write_text("data\n")
-    config = write_config(
-        root / "hardsnap.yaml",
-        {
-            "name": "r",
-            "type": "backup",
-            "source_dir": "src",
-            "target_path": "dst",
-            "min_free_space": 0,
-        },
-    )
+    config = backup_config(root)
     applied = cli("apply", "-c", config, "--state-dir", state)
     assert applied.returncode == 0, str(applied)
     assert (state / "cache.db").is_file()
@@ -779,16 +767,17 @@ def state_dir_is_a_file(state: Path) -> None:
     state.write_text("not a directory\n")
 
 
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        garbage,
-        truncated_to_its_header,
-        truncated_to_half,
-        cache_db_is_a_directory,
-        state_dir_is_a_file,
-    ],
-)
+# Ways a state store is found broken.
+CORRUPTIONS = [
+    garbage,
+    truncated_to_its_header,
+    truncated_to_half,
+    cache_db_is_a_directory,
+    state_dir_is_a_file,
+]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS)
 @pytest.mark.parametrize("command", [["plan"], ["apply"], ["state", "show"]])
 def test_corrupt_state_store_exits_1_naming_the_store_and_the_way_out(
     cli: Cli, tmp_path: Path, corrupt: Callable[[Path], None], command: list[str]
@@ -804,16 +793,7 @@ def test_corrupt_state_store_exits_1_naming_the_store_and_the_way_out(
     assert snapshots_of(tmp_path / "dst") == before
 
 
-@pytest.mark.parametrize(
-    "corrupt",
-    [
-        garbage,
-        truncated_to_its_header,
-        truncated_to_half,
-        cache_db_is_a_directory,
-        state_dir_is_a_file,
-    ],
-)
+@pytest.mark.parametrize("corrupt", CORRUPTIONS)
 def test_snapshots_are_found_again_after_a_corrupt_state_store_is_moved_aside(
     cli: Cli, tmp_path: Path, corrupt: Callable[[Path], None]
 ) -> None:

@@ -383,6 +383,14 @@ def stop_while_writing(apply: Apply, target: Path, name: str) -> None:
     assert (target / work).is_dir(), "the snapshot was complete before the apply stopped"
 
 
+def finished_alone(apply: Apply, site: Site, name: str) -> None:
+    """`apply` (stopped, now let go) finishes snapshot `name` of the site's
+    source, the only entry in its target."""
+    assert apply.wait() == 0, str(apply)
+    assert listing(site.target) == [name]
+    assert_same_tree(scan(site.target / name), scan(site.source), "the snapshot")
+
+
 # -- filesystems -------------------------------------------------------------------------------
 
 
@@ -769,9 +777,7 @@ def test_apply_with_another_state_dir_during_a_snapshot_exits_75_naming_the_writ
         assert listing(target) == [PARTIAL + name], "the refused apply touched the target"
     finally:
         holder.send(signal.SIGCONT)
-    assert holder.wait() == 0, str(holder)
-    assert listing(target) == [name]
-    assert_same_tree(scan(target / name), scan(big_site.source), "the snapshot")
+    finished_alone(holder, big_site, name)
     settled = hardsnap("apply", "-c", big_site.config, state=big_site.root / "other")
     assert settled.returncode == 0, settled
     assert listing(target) == [name]
@@ -822,8 +828,6 @@ def test_second_apply_with_the_same_state_dir_exits_75_at_once_naming_the_holder
         assert listing(target) == [PARTIAL + name], "the refused apply touched the target"
     finally:
         holder.send(signal.SIGCONT)
-    assert holder.wait() == 0, str(holder)
-    assert listing(target) == [name]
-    assert_same_tree(scan(target / name), scan(big_site.source), "the snapshot")
+    finished_alone(holder, big_site, name)
     record = state_show(big_site.config, state)["resources"]["r"]
     assert record["last_result"] == "changed", record["runs"]

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import Mount
 from tests.world.cli import hardsnap_command
 from tests.world.files import ODD_NS, make_file
-from tests.world.site import write_config
+from tests.world.site import empty_site, write_config
 
 GOLDEN = Path(__file__).parent / "golden"
 DAY = "2026-03-{:02d}T06:00:00Z"
@@ -298,20 +298,11 @@ def test_plan_after_a_killed_run_counts_the_work_it_resumes_as_done(
     """The work a killed run left is resumed, not counted again as space
     the snapshot still needs: plan agrees with what apply then does."""
     root = tmpfs("small", "size=16m")
-    source = tmp_path / "src"
+    site = empty_site(tmp_path)
+    source = site.source
     make_file(source / "big.bin", os.urandom(6 * 1024 * 1024))
     make_file(source / "small.txt", b"small")
-    config = write_config(
-        tmp_path / "hardsnap.yaml",
-        {
-            "name": "r",
-            "type": "backup",
-            "source_dir": str(source),
-            "target_path": str(root / "dst"),
-            "min_free_space": "8M",
-            "cross_fs": "link",
-        },
-    )
+    config = site.write(target_path=str(root / "dst"), min_free_space="8M", cross_fs="link")
     # What a run killed after copying big.bin leaves behind.
     partial = root / "dst" / ".hardsnap-partial.2026.088.05.00"
     partial.mkdir(parents=True)

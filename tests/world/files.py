@@ -7,6 +7,9 @@ import errno
 import os
 import re
 import stat
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,17 @@ def files_below(root: Path) -> list[str]:
 
 def lines_of(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+@contextmanager
+def immutable(path: Path, *moved_to: Path) -> Iterator[None]:
+    """`path` immutable for the block; afterwards not, wherever the run
+    moved it (`moved_to`), or pytest could not remove the test's folder."""
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i refused here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        for place in (path, *moved_to):
+            subprocess.run(["chattr", "-i", str(place)], check=False, capture_output=True)

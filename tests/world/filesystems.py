@@ -1,4 +1,4 @@
-"""Real NTFS and exFAT filesystems for tests: small images, loop-mounted as root.
+"""Real NTFS, exFAT and XFS filesystems for tests: small images, loop-mounted as root.
 
 hardsnap probes what a target filesystem keeps (SPEC "Platforms and target
 filesystems"); these helpers give tests the FUSE drivers a Linux user really
@@ -67,6 +67,15 @@ def exfat_mount(tmp_path: Path, umask: str | None = None, name: str = "exfat") -
         yield tmp_path / name
 
 
+@contextmanager
+def xfs_mount(tmp_path: Path, name: str = "xfs") -> Iterator[Path]:
+    """A fresh XFS filesystem with reflinks (mkfs.xfs -m reflink=1) on `tmp_path/name`."""
+    _require({"mkfs.xfs": "xfsprogs"}, fuse=False)
+    image = _image(tmp_path, name, ["mkfs.xfs", "-q", "-m", "reflink=1"], mib=512)
+    with _mounted(image, tmp_path / name, ["-o", "loop"]):
+        yield tmp_path / name
+
+
 @pytest.fixture
 def ntfs(tmp_path: Path) -> Iterator[Path]:
     """A fresh ntfs-3g mount with default options (no owners or modes kept)."""
@@ -121,14 +130,17 @@ def _unescape(field: str) -> str:
     return field
 
 
-def _require(tools: dict[str, str]) -> None:
-    """Skip unless running as root with a usable /dev/fuse and each tool (key)
-    on PATH; a missing tool names its Debian package (value)."""
+def _require(tools: dict[str, str], fuse: bool = True) -> None:
+    """Skip unless running as root with each tool (key) on PATH (a missing
+    tool names its Debian package, the value) and, with `fuse`, a usable
+    /dev/fuse."""
     if os.geteuid() != 0:
         pytest.skip("mounting a filesystem image needs root")
     for tool, package in tools.items():
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (apt-get install {package})")
+    if not fuse:
+        return
     try:
         with open("/dev/fuse", "r+b", buffering=0):
             pass
@@ -136,13 +148,13 @@ def _require(tools: dict[str, str]) -> None:
         pytest.skip(f"FUSE is not usable here: /dev/fuse: {error.strerror}")
 
 
-def _image(tmp_path: Path, name: str, mkfs: list[str]) -> Path:
+def _image(tmp_path: Path, name: str, mkfs: list[str], mib: int = IMAGE_MIB) -> Path:
     """tmp_path/name.img, made by mkfs unless it is already there."""
     image = tmp_path / f"{name}.img"
     if image.exists():
         return image
     with open(image, "wb") as stream:
-        stream.truncate(IMAGE_MIB << 20)
+        stream.truncate(mib << 20)
     made = subprocess.run([*mkfs, str(image)], capture_output=True, text=True)
     if made.returncode != 0:
         image.unlink()
