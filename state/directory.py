@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 
 from hardsnap.providers import platform
 from hardsnap.providers.files.fs import make_private_directory
@@ -67,12 +68,7 @@ def open_state_directory(directory: str, create: bool) -> int | None:
                 f"{f' (owned by uid {owner})' if owner is not None else ''}; run as its owner "
                 f"or choose another with --state-dir"
             ) from None
-    try:
-        _check_directory(os.fstat(fd), directory)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _checked(fd, lambda info: _check_directory(info, directory))
 
 
 def check_entries(fd: int, directory: str) -> None:
@@ -170,12 +166,7 @@ def open_entry_directory(name: str, dir_fd: int, path: str) -> int:
     except NotADirectoryError:
         check_entry(platform.stat_at(name, dir_fd), path)
         raise
-    try:
-        check_entry(os.fstat(fd), path)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _checked(fd, lambda info: check_entry(info, path))
 
 
 def not_a_directory(directory: str) -> str:
@@ -229,3 +220,13 @@ def _owner_of(path: str) -> int | None:
         return os.lstat(path).st_uid
     except OSError:
         return None
+
+
+def _checked(fd: int, check: Callable[[os.stat_result], None]) -> int:
+    """`fd`, once `check` accepts what it is open on; closed when it does not."""
+    try:
+        check(os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

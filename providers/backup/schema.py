@@ -116,6 +116,14 @@ def _optional(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def _number(minimum: int, text: str, description: str) -> dict[str, Any]:
+    """An optional whole number from `minimum` up, or a text matching `text`."""
+    number = {"type": "integer", "minimum": minimum}
+    return _optional(
+        {"anyOf": [number, {"type": "string", "pattern": text}], "description": description}
+    )
+
+
 def _text(description: str) -> dict[str, Any]:
     return {"type": "string", "minLength": 1, "description": description}
 
@@ -131,15 +139,7 @@ def json_schema() -> dict[str, Any]:
         "type": {"enum": list(RESOURCE_TYPES), "description": "The only type: backup."},
         "source_dir": _text("Directory to snapshot; relative to the config file's folder."),
         "target_path": _text("Directory holding the snapshots; created 0700 when missing."),
-        "retain": _optional(
-            {
-                "anyOf": [
-                    {"type": "integer", "minimum": 1},
-                    {"type": "string", "pattern": POSITIVE_NUMBER_TEXT},
-                ],
-                "description": "Days a snapshot is kept (default 30).",
-            }
-        ),
+        "retain": _number(1, POSITIVE_NUMBER_TEXT, "Days a snapshot is kept (default 30)."),
         "schedule": _optional(
             {
                 "enum": [member.value for member in Schedule],
@@ -162,14 +162,8 @@ def json_schema() -> dict[str, Any]:
                 "(default fail).",
             }
         ),
-        "min_free_space": _optional(
-            {
-                "anyOf": [
-                    {"type": "integer", "minimum": 0},
-                    {"type": "string", "pattern": SIZE_TEXT},
-                ],
-                "description": "Free space the target keeps, e.g. 1G (default); 0 disables.",
-            }
+        "min_free_space": _number(
+            0, SIZE_TEXT, "Free space the target keeps, e.g. 1G (default); 0 disables."
         ),
         "pre_command": _optional(
             {"type": "string", "description": "Runs before the snapshot (/bin/sh -c)."}
@@ -181,25 +175,15 @@ def json_schema() -> dict[str, Any]:
             {"type": "boolean", "description": "true: run on_revert once instead of applying."}
         ),
         "on_revert": _optional({"type": "string", "description": "Runs once when revert is true."}),
-        "keep_min": _optional(
-            {
-                "anyOf": [
-                    {"type": "integer", "minimum": 0},
-                    {"type": "string", "pattern": WHOLE_NUMBER_TEXT},
-                ],
-                "description": "Newest snapshots always kept, whatever their age (default 1).",
-            }
+        "keep_min": _number(
+            0, WHOLE_NUMBER_TEXT, "Newest snapshots always kept, whatever their age (default 1)."
         ),
         **{
-            f"keep_{period}ly": _optional(
-                {
-                    "anyOf": [
-                        {"type": "integer", "minimum": 0},
-                        {"type": "string", "pattern": WHOLE_NUMBER_TEXT},
-                    ],
-                    "description": f"Also keep the newest snapshot of each of the last N "
-                    f"{label} that have one (default 0).",
-                }
+            f"keep_{period}ly": _number(
+                0,
+                WHOLE_NUMBER_TEXT,
+                f"Also keep the newest snapshot of each of the last N "
+                f"{label} that have one (default 0).",
             )
             for period, label in (
                 ("week", "ISO weeks"),
@@ -235,14 +219,8 @@ def json_schema() -> dict[str, Any]:
                 "description": "healthchecks-style URL: URL/start, then URL or URL/fail.",
             }
         ),
-        "hook_timeout": _optional(
-            {
-                "anyOf": [
-                    {"type": "integer", "minimum": 0},
-                    {"type": "string", "pattern": DURATION_TEXT},
-                ],
-                "description": "Seconds (or 30s, 10m, 2h) a hook may run; 0 = no limit (default).",
-            }
+        "hook_timeout": _number(
+            0, DURATION_TEXT, "Seconds (or 30s, 10m, 2h) a hook may run; 0 = no limit (default)."
         ),
     }
     assert set(properties) == set(RESOURCE_KEYS)

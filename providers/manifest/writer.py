@@ -121,29 +121,27 @@ class ManifestWriter:
 
     def file(self, name: str, info: os.stat_result | Recorded, sha256: str | None) -> None:
         """Record a file of the current directory, as it stands in the snapshot."""
-        name = escape_name(name)
-        line = (
-            f"{info.st_size}\t{info.st_mtime_ns}\t{info.st_mode & 0o7777}\t{info.st_uid}\t"
-            f"{info.st_gid}\t{info.st_ino}\t{sha256 or '-'}\t{name}\n"
-        ).encode()
-        self._file.write(line)
-        self._offset += len(line)
+        self._line(info.st_size, info, info.st_mode & 0o7777, sha256 or "-", name)
         self.files += 1
         self.bytes += info.st_size
 
     def other(self, name: str, info: os.stat_result, target: str | None) -> None:
         """Record a symlink (with its target text) or a special file of the
         current directory, as it stands in the snapshot."""
-        name = escape_name(name)
         detail = "@" + json.dumps(target, ensure_ascii=True) if target is not None else "-"
         size = (
             platform.device_of(info)
             if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
             else 0
         )
+        self._line(size, info, info.st_mode, detail, name)
+
+    def _line(
+        self, size: int, info: os.stat_result | Recorded, mode: int, detail: str, name: str
+    ) -> None:
         line = (
-            f"{size}\t{info.st_mtime_ns}\t{info.st_mode}\t{info.st_uid}\t"
-            f"{info.st_gid}\t{info.st_ino}\t{detail}\t{name}\n"
+            f"{size}\t{info.st_mtime_ns}\t{mode}\t{info.st_uid}\t"
+            f"{info.st_gid}\t{info.st_ino}\t{detail}\t{escape_name(name)}\n"
         ).encode()
         self._file.write(line)
         self._offset += len(line)

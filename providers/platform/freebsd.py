@@ -97,8 +97,7 @@ class _StatFs(ctypes.Structure):
 
 
 def filesystem_type(fd: int) -> str | None:
-    found = libc.statfs_of(_FSTATFS, fd, _StatFs)
-    return None if found is None else os.fsdecode(found.f_fstypename) or None
+    return libc.type_name_of(_FSTATFS, fd, _StatFs)
 
 
 def describe_filesystem(path: str) -> str:

@@ -57,3 +57,9 @@ def statfs_of(function: Any, fd: int, structure: type[Structure]) -> Structure |
     if function(fd, ctypes.byref(buffer)) != 0:
         return None
     return buffer
+
+
+def type_name_of(fstatfs: Any, fd: int, struct: type[ctypes.Structure]) -> str | None:
+    """The f_fstypename of the filesystem holding `fd` (a BSD statfs)."""
+    found = statfs_of(fstatfs, fd, struct)
+    return None if found is None else os.fsdecode(found.f_fstypename) or None
