@@ -16,7 +16,7 @@ _SET = libc.function("acl_set_fd_np")
 _TO_TEXT = libc.function("acl_to_text")
 _FROM_TEXT = libc.function("acl_from_text")
 _FREE = libc.function("acl_free")
-_AVAILABLE = None not in (_GET, _SET, _TO_TEXT, _FROM_TEXT, _FREE)
+_AVAILABLE = libc.found(_GET, _SET, _TO_TEXT, _FROM_TEXT, _FREE)
 if _AVAILABLE:
     _GET.restype = ctypes.c_void_p
     _GET.argtypes = [ctypes.c_int, ctypes.c_int]

@@ -61,12 +61,12 @@ def sync_filesystem(fd: int) -> None:
 
 
 def has_extended_attributes() -> bool:
-    return None not in (_LIST, _GET, _SET)
+    return libc.found(_LIST, _GET, _SET)
 
 
 def extended_attributes(fd: int) -> dict[str, bytes]:
     found = acl.read(fd, ACL_KINDS)
-    if _LIST is None or _GET is None:
+    if not libc.found(_LIST, _GET):
         return found
     size = libc.call(_LIST, "flistxattr", fd, None, 0, 0)
     names = ctypes.create_string_buffer(size)

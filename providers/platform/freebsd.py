@@ -39,12 +39,12 @@ _FSTATFS = libc.function("fstatfs")
 
 
 def has_extended_attributes() -> bool:
-    return None not in (_LIST, _GET, _SET)
+    return libc.found(_LIST, _GET, _SET)
 
 
 def extended_attributes(fd: int) -> dict[str, bytes]:
     found = acl.read(fd, ACL_KINDS)
-    if _LIST is None or _GET is None:
+    if not libc.found(_LIST, _GET):
         return found
     for prefix, namespace in NAMESPACES.items():
         try:

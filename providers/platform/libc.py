@@ -63,3 +63,8 @@ def type_name_of(fstatfs: Any, fd: int, struct: type[ctypes.Structure]) -> str |
     """The f_fstypename of the filesystem holding `fd` (a BSD statfs)."""
     found = statfs_of(fstatfs, fd, struct)
     return None if found is None else os.fsdecode(found.f_fstypename) or None
+
+
+def found(*functions: Any) -> bool:
+    """Whether the C library has every one of these functions."""
+    return None not in functions

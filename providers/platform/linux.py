@@ -109,7 +109,7 @@ def flush_file(fd: int) -> None:
 
 
 def has_extended_attributes() -> bool:
-    return None not in (_LISTXATTR, _GETXATTR, _SETXATTR)
+    return libc.found(_LISTXATTR, _GETXATTR, _SETXATTR)
 
 
 def extended_attributes(fd: int) -> dict[str, bytes]:

@@ -89,6 +89,18 @@ def world(tmp_path: Path) -> Site:
     return site
 
 
+def refused_before_anything(world: Site, cli: Cli, *said: str) -> None:
+    """apply is refused saying `said` before its pre_command runs or the
+    target is made, and plan says the resource cannot converge."""
+    outcome = cli("apply", "-c", world.config)
+    assert outcome.returncode == 1, outcome
+    for words in said:
+        assert words in outcome.stderr, outcome
+    assert not world.target.exists()
+    assert not world.mark("pre").exists()
+    assert cli("plan", "-c", world.config).returncode == 1
+
+
 # -- windows and convergence ---------------------------------------------------------
 
 
@@ -609,14 +621,9 @@ def test_cross_fs_fail_refuses_naming_both_filesystems_and_the_fix(
     world: Site, cli: Cli, other_fs_source: Path
 ) -> None:
     world.write(source_dir=str(other_fs_source), pre_command=append_line(world.mark("pre"), "x"))
-    outcome = cli("apply", "-c", world.config)
-    assert outcome.returncode == 1, outcome
-    assert filesystem_type(other_fs_source) in outcome.stderr
-    assert filesystem_type(world.root) in outcome.stderr
-    assert "cross_fs" in outcome.stderr
-    assert not world.target.exists()
-    assert not world.mark("pre").exists()
-    assert cli("plan", "-c", world.config).returncode == 1
+    refused_before_anything(
+        world, cli, filesystem_type(other_fs_source), filesystem_type(world.root), "cross_fs"
+    )
 
 
 def test_refused_apply_json_fails_the_snapshot_and_runs_nothing_else(
@@ -682,12 +689,7 @@ def test_cross_fs_link_hard_links_unchanged_files_to_the_reference(
 
 def test_min_free_space_above_free_space_refuses_and_creates_nothing(world: Site, cli: Cli) -> None:
     world.write(min_free_space="1000T", pre_command=append_line(world.mark("pre"), "pre"))
-    outcome = cli("apply", "-c", world.config)
-    assert outcome.returncode == 1, outcome
-    assert "min_free_space" in outcome.stderr
-    assert not world.target.exists()
-    assert not world.mark("pre").exists()
-    assert cli("plan", "-c", world.config).returncode == 1
+    refused_before_anything(world, cli, "min_free_space")
 
 
 def test_free_space_falling_below_min_during_copy_aborts_and_keeps_earlier_snapshot(

@@ -20,7 +20,7 @@ import pytest
 from tests.world.clock import START, at, name_of
 from tests.world.documents import snapshot_action
 from tests.world.files import make_file
-from tests.world.processes import Applies, wait_for_entry
+from tests.world.processes import Applies, Apply, wait_for_entry
 from tests.world.site import Site, new_site
 
 PARTIAL = ".hardsnap-partial."
@@ -201,6 +201,12 @@ def stopped_mid_walk(site: Site, applies: Applies) -> tuple[Any, Path]:
     return apply, finished
 
 
+def resume(apply: Apply, code: int) -> None:
+    """Let the stopped `apply` go on; it must end with exit `code`."""
+    apply.send(signal.SIGCONT)
+    assert apply.wait() == code, apply
+
+
 @pytest.mark.linux_only(reason="xattr calls")
 def test_an_xattr_set_while_a_walk_runs_after_it_passed_the_file_reaches_the_next_snapshot(
     site: Site, tmp_path: Path
@@ -208,8 +214,7 @@ def test_an_xattr_set_while_a_walk_runs_after_it_passed_the_file_reaches_the_nex
     with Applies(tmp_path / "logs") as applies:
         apply, passed = stopped_mid_walk(site, applies)
         os.setxattr(site.source / passed, "user.note", b"set during the walk")
-        apply.send(signal.SIGCONT)
-        assert apply.wait() == 0, apply
+        resume(apply, 0)
     first = site.target / name_of(START) / passed
     assert "user.note" not in os.listxattr(first), "the walk had not passed it"
     assert site.apply(at(1)).returncode == 0
@@ -226,8 +231,7 @@ def test_an_xattr_set_between_an_interrupted_run_and_its_resume_reaches_the_snap
     with Applies(tmp_path / "logs") as applies:
         apply, passed = stopped_mid_walk(site, applies)
         apply.signal(signal.SIGTERM)
-        apply.send(signal.SIGCONT)
-        assert apply.wait() == 143, apply
+        resume(apply, 143)
     os.setxattr(site.source / passed, "user.note", b"set before the resume")
     resumed = site.apply(START)
     assert resumed.returncode == 0, resumed

@@ -980,15 +980,20 @@ def test_empty_source_is_refused_even_when_the_newest_snapshot_has_no_manifest(
     assert world.snapshots() == [name_of(at(0)), name_of(at(2))]
 
 
-def test_source_that_lost_more_than_half_its_files_warns_in_plan_and_apply_and_snapshots(
-    world: Site, cli: Cli
-) -> None:
-    for index in range(5):
+def shrunk(world: Site, cli: Cli, files: int, removed: int) -> None:
+    """A snapshot of a source of `files` files, `removed` of them deleted since."""
+    for index in range(files):
         make_file(world.source / f"f{index}.txt", b"data")
     world.write()
     apply_ok(cli, world, 0)
-    for index in range(3):
+    for index in range(removed):
         (world.source / f"f{index}.txt").unlink()
+
+
+def test_source_that_lost_more_than_half_its_files_warns_in_plan_and_apply_and_snapshots(
+    world: Site, cli: Cli
+) -> None:
+    shrunk(world, cli, 5, 3)
     warning = "the source holds 2 files, the newest snapshot 5: more than half are gone since"
 
     planned = cli("plan", "-c", world.config, now=iso(at(1)))
@@ -1004,12 +1009,7 @@ def test_source_that_lost_more_than_half_its_files_warns_in_plan_and_apply_and_s
 
 
 def test_source_that_lost_exactly_half_its_files_gives_no_warning(world: Site, cli: Cli) -> None:
-    for index in range(4):
-        make_file(world.source / f"f{index}.txt", b"data")
-    world.write()
-    apply_ok(cli, world, 0)
-    for index in range(2):
-        (world.source / f"f{index}.txt").unlink()
+    shrunk(world, cli, 4, 2)
     planned = cli("plan", "-c", world.config, now=iso(at(1)))
     assert planned.returncode == 0, planned
     assert "more than half" not in planned.stdout
@@ -1021,12 +1021,7 @@ def test_source_that_lost_exactly_half_its_files_gives_no_warning(world: Site, c
 def test_apply_json_warns_of_a_shrunken_source_in_its_document_and_on_stderr(
     world: Site, cli: Cli
 ) -> None:
-    for index in range(5):
-        make_file(world.source / f"f{index}.txt", b"data")
-    world.write()
-    apply_ok(cli, world, 0)
-    for index in range(4):
-        (world.source / f"f{index}.txt").unlink()
+    shrunk(world, cli, 5, 4)
     outcome = cli("apply", "-c", world.config, "--json", now=iso(at(1)))
     assert outcome.returncode == 0, outcome
     warnings = resource_of(outcome.json())["warnings"]

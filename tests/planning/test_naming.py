@@ -200,16 +200,27 @@ def test_snapshot_time_of_name_with_non_ascii_digits_is_none(name: str) -> None:
 # --- window_of ---------------------------------------------------------------
 
 
-def test_window_of_daily_same_utc_date_shares_window() -> None:
-    assert window_of(utc(2026, 3, 29, 0, 0), Schedule.DAILY) == window_of(
-        utc(2026, 3, 29, 23, 59, 59), Schedule.DAILY
-    )
-
-
-def test_window_of_daily_across_utc_midnight_differs() -> None:
-    assert window_of(utc(2026, 3, 28, 23, 59, 59), Schedule.DAILY) != window_of(
-        utc(2026, 3, 29, 0, 0), Schedule.DAILY
-    )
+@pytest.mark.parametrize(
+    ("first", "second", "schedule", "shared"),
+    [
+        (utc(2026, 3, 29, 0, 0), utc(2026, 3, 29, 23, 59, 59), Schedule.DAILY, True),
+        (utc(2026, 3, 28, 23, 59, 59), utc(2026, 3, 29, 0, 0), Schedule.DAILY, False),
+        (utc(2026, 3, 29, 6, 0), utc(2026, 3, 29, 6, 59, 59), Schedule.HOURLY, True),
+        (utc(2026, 3, 29, 6, 59, 59), utc(2026, 3, 29, 7, 0), Schedule.HOURLY, False),
+        (utc(2026, 3, 28, 6, 30), utc(2026, 3, 29, 6, 30), Schedule.HOURLY, False),
+    ],
+    ids=[
+        "daily-same-utc-date",
+        "daily-across-utc-midnight",
+        "hourly-same-utc-hour",
+        "hourly-next-hour",
+        "hourly-same-hour-other-day",
+    ],
+)
+def test_window_of_is_shared_within_a_utc_date_or_hour_only(
+    first: dt.datetime, second: dt.datetime, schedule: Schedule, shared: bool
+) -> None:
+    assert (window_of(first, schedule) == window_of(second, schedule)) is shared
 
 
 def test_window_of_daily_same_day_of_year_in_other_year_differs() -> None:
@@ -229,24 +240,6 @@ def test_window_of_daily_converts_non_utc_time_to_utc_date() -> None:
     # 01:30 at +02:00 on the 29th is 23:30 UTC on the 28th.
     night = dt.datetime(2026, 3, 29, 1, 30, tzinfo=PLUS_TWO)
     assert window_of(night, Schedule.DAILY) == window_of(utc(2026, 3, 28, 12), Schedule.DAILY)
-
-
-def test_window_of_hourly_same_utc_hour_shares_window() -> None:
-    assert window_of(utc(2026, 3, 29, 6, 0), Schedule.HOURLY) == window_of(
-        utc(2026, 3, 29, 6, 59, 59), Schedule.HOURLY
-    )
-
-
-def test_window_of_hourly_next_hour_differs() -> None:
-    assert window_of(utc(2026, 3, 29, 6, 59, 59), Schedule.HOURLY) != window_of(
-        utc(2026, 3, 29, 7, 0), Schedule.HOURLY
-    )
-
-
-def test_window_of_hourly_same_hour_on_other_day_differs() -> None:
-    assert window_of(utc(2026, 3, 28, 6, 30), Schedule.HOURLY) != window_of(
-        utc(2026, 3, 29, 6, 30), Schedule.HOURLY
-    )
 
 
 def test_window_of_hourly_converts_half_hour_offset_to_utc_hour() -> None:

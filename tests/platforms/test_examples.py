@@ -272,6 +272,25 @@ def sandboxed(
     return ["unshare", "--mount", "sh", "-c", script]
 
 
+def run_sandboxed(
+    command: list[str],
+    writable: list[Path],
+    environment: dict[str, str],
+    bounding_set: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `command` sandboxed (skipped where no mount namespace may be made)."""
+    done = subprocess.run(
+        sandboxed(command, writable, bounding_set), env=environment, capture_output=True, text=True
+    )
+    if (
+        done.returncode != 0
+        and "unshare" in done.stderr
+        and "Operation not permitted" in done.stderr
+    ):
+        pytest.skip(f"no mount namespace here: {done.stderr.strip()}")
+    return done
+
+
 @pytest.mark.linux_only(reason="xattr calls")
 @pytest.mark.skipif(os.geteuid() != 0, reason="the unit runs as root")
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
@@ -321,15 +340,7 @@ def test_service_command_under_the_units_sandbox_keeps_setuid_owners_links_and_x
     environment = dict(
         os.environ, HARDSNAP_STATE_DIR=str(state), HARDSNAP_NOW="2026-03-29T06:00:00Z"
     )
-    done = subprocess.run(
-        sandboxed(command, [target, state]), env=environment, capture_output=True, text=True
-    )
-    if (
-        done.returncode != 0
-        and "unshare" in done.stderr
-        and "Operation not permitted" in done.stderr
-    ):
-        pytest.skip(f"no mount namespace here: {done.stderr.strip()}")
+    done = run_sandboxed(command, [target, state], environment)
     assert done.returncode == 0, done
     assert done.stdout == "", done.stdout  # -q: nothing when all went well
     snapshot = target / "2026.088.06.00"
@@ -372,18 +383,8 @@ def test_a_sandbox_too_tight_fails_the_snapshot_naming_the_file(tmp_path: Path) 
     )
     command = [str(Path(sys.executable).parent / "hardsnap"), "apply", "-q", "-c", str(config)]
     environment = dict(os.environ, HARDSNAP_STATE_DIR=str(state))
-    done = subprocess.run(
-        sandboxed(command, [target, state], "CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER"),
-        env=environment,
-        capture_output=True,
-        text=True,
-    )
-    if (
-        done.returncode != 0
-        and "unshare" in done.stderr
-        and "Operation not permitted" in done.stderr
-    ):
-        pytest.skip(f"no mount namespace here: {done.stderr.strip()}")
+    bounding_set = "CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER"
+    done = run_sandboxed(command, [target, state], environment, bounding_set)
     assert done.returncode == 1, done
     assert "Operation not permitted (owned-by-nobody)" in done.stderr, done.stderr
     assert "snapshot failed: snapshot failed" not in done.stderr
