@@ -378,12 +378,6 @@ def test_unknown_key_without_a_close_match_is_rejected_without_a_suggestion(
     assert "did you mean" not in problem.message
 
 
-def test_unknown_top_level_key_is_rejected_at_its_key(config_path: Path) -> None:
-    problem = only_problem(config() + "version: 2\n", config_path)
-
-    assert_located(problem, FIRST_EXTRA_LINE, 1, 'unknown key "version"')
-
-
 def test_misspelt_resources_key_is_rejected_with_a_suggestion_and_reported_missing(
     config_path: Path,
 ) -> None:
@@ -417,12 +411,6 @@ def test_missing_required_key_is_rejected_at_the_resource(
     assert_located(problem, 2, KEY_COLUMN, f'missing required key "{key}"')
 
 
-def test_missing_required_key_names_its_resource(config_path: Path) -> None:
-    problem = only_problem(BASE.replace("    target_path: dst\n", ""), config_path)
-
-    assert_located(problem, 2, KEY_COLUMN, '"target_path"', '"etc-backup"')
-
-
 @pytest.mark.parametrize(("key", "line"), [("source_dir", 4), ("target_path", 5)])
 def test_required_key_with_a_null_value_is_rejected_at_its_key(
     config_path: Path, key: str, line: int
@@ -445,14 +433,6 @@ def test_resource_missing_every_required_key_reports_each(config_path: Path) -> 
 
 
 # -- rejections: wrong values -------------------------------------------------
-
-
-def test_misspelt_type_is_rejected_at_its_value_with_backup_suggested(
-    config_path: Path,
-) -> None:
-    problem = only_problem(BASE.replace("type: backup", "type: bakup"), config_path)
-
-    assert_located(problem, 3, value_column("type"), '"bakup"', 'did you mean "backup"')
 
 
 @pytest.mark.parametrize("written", ["rsync", "1", "[backup]"])
@@ -527,12 +507,6 @@ def test_retain_that_is_not_a_whole_number_of_days_is_rejected_at_its_value(
     assert_located(problem, FIRST_EXTRA_LINE, value_column("retain"), '"retain"')
 
 
-def test_retain_zero_is_rejected_at_its_value(config_path: Path) -> None:
-    problem = only_problem(config("retain: 0"), config_path)
-
-    assert_located(problem, FIRST_EXTRA_LINE, value_column("retain"), '"retain"', ">= 1")
-
-
 @pytest.mark.parametrize("written", ["-1", '"-1"', '"abc"', "1.5", "true"])
 def test_keep_min_that_is_not_a_whole_number_is_rejected_at_its_value(
     config_path: Path, written: str
@@ -588,32 +562,11 @@ def test_exclude_that_is_neither_string_nor_list_is_rejected_at_its_value(
     assert_located(problem, FIRST_EXTRA_LINE, value_column("exclude"), '"exclude"')
 
 
-def test_exclude_list_item_that_is_not_a_string_is_rejected_at_that_item(
-    config_path: Path,
-) -> None:
-    problem = only_problem(config("exclude:", '  - "*.log"', "  - 3"), config_path)
-
-    # "      - 3": the item's value starts at column 9.
-    assert_located(problem, FIRST_EXTRA_LINE + 2, 9, "exclude pattern")
-
-
 @pytest.mark.parametrize("key", ["pre_command", "post_command", "on_revert"])
 def test_command_that_is_not_a_string_is_rejected_at_its_value(config_path: Path, key: str) -> None:
     problem = only_problem(config(f"{key}: [echo, hi]"), config_path)
 
     assert_located(problem, FIRST_EXTRA_LINE, value_column(key), "command")
-
-
-def test_revert_true_without_on_revert_is_rejected_at_revert(config_path: Path) -> None:
-    problem = only_problem(config("revert: true"), config_path)
-
-    assert_located(problem, FIRST_EXTRA_LINE, KEY_COLUMN, '"on_revert"', '"revert"')
-
-
-def test_revert_true_with_empty_on_revert_is_rejected(config_path: Path) -> None:
-    problem = only_problem(config("revert: true", 'on_revert: ""'), config_path)
-
-    assert_located(problem, FIRST_EXTRA_LINE, KEY_COLUMN, '"on_revert"')
 
 
 @pytest.mark.parametrize("written", ['"true"', '"false"', "yes", "1", "0"])
@@ -666,14 +619,6 @@ def test_target_path_shared_through_a_symlink_is_rejected(config_path: Path) -> 
     assert_located(problem, 9, value_column("target_path"), '"etc-backup"')
 
 
-def test_source_dir_equal_to_its_own_target_path_is_rejected_at_the_source(
-    config_path: Path,
-) -> None:
-    problem = only_problem(BASE.replace("source_dir: src", "source_dir: dst"), config_path)
-
-    assert_located(problem, 4, value_column("source_dir"), "source_dir", "target_path")
-
-
 def test_source_dir_inside_its_own_target_path_is_rejected_at_the_source(
     config_path: Path,
 ) -> None:
@@ -684,58 +629,7 @@ def test_source_dir_inside_its_own_target_path_is_rejected_at_the_source(
     assert_located(problem, 4, value_column("source_dir"), "source_dir", "inside")
 
 
-def test_source_dir_inside_another_resources_target_path_is_rejected_at_the_source(
-    config_path: Path,
-) -> None:
-    problem = only_problem(BASE + second_resource(source="dst/sub"), config_path)
-
-    assert_located(problem, 8, value_column("source_dir"), "inside", '"etc-backup"')
-
-
-def test_source_dir_equal_to_another_resources_target_path_is_rejected(
-    config_path: Path,
-) -> None:
-    problem = only_problem(BASE + second_resource(source="./dst/"), config_path)
-
-    assert_located(problem, 8, value_column("source_dir"), '"etc-backup"')
-
-
-def test_source_dir_of_an_earlier_resource_inside_a_later_target_is_rejected(
-    config_path: Path,
-) -> None:
-    problem = only_problem(BASE + second_resource(target="src"), config_path)
-
-    assert_located(problem, 4, value_column("source_dir"), '"second"')
-
-
 # -- rejections: the document -------------------------------------------------
-
-
-def test_yaml_syntax_error_is_located_where_the_parser_failed(config_path: Path) -> None:
-    problem = only_problem("resources:\n  - name: a: b\n", config_path)
-
-    # The second ":" on line 2 is column 12.
-    assert_located(problem, 2, 12, "YAML")
-
-
-def test_tab_indentation_is_a_located_yaml_error(config_path: Path) -> None:
-    problem = only_problem("resources:\n\t- name: a\n", config_path)
-
-    assert_located(problem, 2, 1, "YAML")
-
-
-def test_duplicate_yaml_key_is_rejected_at_the_second_occurrence(config_path: Path) -> None:
-    problem = only_problem(config("retain: 3", "retain: 4"), config_path)
-
-    assert_located(problem, FIRST_EXTRA_LINE + 1, KEY_COLUMN, "duplicate key", '"retain"')
-
-
-def test_duplicate_top_level_key_is_rejected_at_the_second_occurrence(
-    config_path: Path,
-) -> None:
-    problem = only_problem(config() + "resources: []\n", config_path)
-
-    assert_located(problem, FIRST_EXTRA_LINE, 1, "duplicate key", '"resources"')
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
@@ -757,24 +651,6 @@ def test_file_without_resources_key_is_rejected(config_path: Path) -> None:
 
     assert len(found) == 1
     assert_located(found[0], 1, 1, 'missing required key "resources"')
-
-
-def test_resources_as_a_string_is_rejected_at_its_value(config_path: Path) -> None:
-    problem = only_problem("resources: foo\n", config_path)
-
-    assert_located(problem, 1, 12, '"resources" must be a list')
-
-
-def test_resources_as_a_mapping_is_rejected_at_its_value(config_path: Path) -> None:
-    problem = only_problem("resources:\n  name: a\n  type: backup\n", config_path)
-
-    assert_located(problem, 2, 3, '"resources" must be a list')
-
-
-def test_resource_that_is_not_a_mapping_is_rejected_at_its_item(config_path: Path) -> None:
-    problem = only_problem(BASE + "  - just-a-string\n", config_path)
-
-    assert_located(problem, 6, 5, "resource must be a mapping")
 
 
 def test_load_config_of_a_missing_file_is_a_located_problem(tmp_path: Path) -> None:
@@ -1225,3 +1101,110 @@ def test_sibling_target_paths_sharing_a_name_prefix_are_not_nested(
     )
 
     assert len(parsed(text, config_path).resources) == 2
+
+
+# -- each problem where it is ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            config() + "version: 2\n",
+            (FIRST_EXTRA_LINE, 1, 'unknown key "version"'),
+            id="unknown_top_level_key_is_rejected_at_its_key",
+        ),
+        pytest.param(
+            BASE.replace("    target_path: dst\n", ""),
+            (2, KEY_COLUMN, '"target_path"', '"etc-backup"'),
+            id="missing_required_key_names_its_resource",
+        ),
+        pytest.param(
+            BASE.replace("type: backup", "type: bakup"),
+            (3, value_column("type"), '"bakup"', 'did you mean "backup"'),
+            id="misspelt_type_is_rejected_at_its_value_with_backup_suggested",
+        ),
+        pytest.param(
+            config("retain: 0"),
+            (FIRST_EXTRA_LINE, value_column("retain"), '"retain"', ">= 1"),
+            id="retain_zero_is_rejected_at_its_value",
+        ),
+        # "      - 3": the item's value starts at column 9.
+        pytest.param(
+            config("exclude:", '  - "*.log"', "  - 3"),
+            (FIRST_EXTRA_LINE + 2, 9, "exclude pattern"),
+            id="exclude_list_item_that_is_not_a_string_is_rejected_at_that_item",
+        ),
+        pytest.param(
+            config("revert: true"),
+            (FIRST_EXTRA_LINE, KEY_COLUMN, '"on_revert"', '"revert"'),
+            id="revert_true_without_on_revert_is_rejected_at_revert",
+        ),
+        pytest.param(
+            config("revert: true", 'on_revert: ""'),
+            (FIRST_EXTRA_LINE, KEY_COLUMN, '"on_revert"'),
+            id="revert_true_with_empty_on_revert_is_rejected",
+        ),
+        pytest.param(
+            BASE.replace("source_dir: src", "source_dir: dst"),
+            (4, value_column("source_dir"), "source_dir", "target_path"),
+            id="source_dir_equal_to_its_own_target_path_is_rejected_at_the_source",
+        ),
+        pytest.param(
+            BASE + second_resource(source="dst/sub"),
+            (8, value_column("source_dir"), "inside", '"etc-backup"'),
+            id="source_dir_inside_another_resources_target_path_is_rejected_at_the_source",
+        ),
+        pytest.param(
+            BASE + second_resource(source="./dst/"),
+            (8, value_column("source_dir"), '"etc-backup"'),
+            id="source_dir_equal_to_another_resources_target_path_is_rejected",
+        ),
+        pytest.param(
+            BASE + second_resource(target="src"),
+            (4, value_column("source_dir"), '"second"'),
+            id="source_dir_of_an_earlier_resource_inside_a_later_target_is_rejected",
+        ),
+        # The second ":" on line 2 is column 12.
+        pytest.param(
+            "resources:\n  - name: a: b\n",
+            (2, 12, "YAML"),
+            id="yaml_syntax_error_is_located_where_the_parser_failed",
+        ),
+        pytest.param(
+            "resources:\n\t- name: a\n",
+            (2, 1, "YAML"),
+            id="tab_indentation_is_a_located_yaml_error",
+        ),
+        pytest.param(
+            config("retain: 3", "retain: 4"),
+            (FIRST_EXTRA_LINE + 1, KEY_COLUMN, "duplicate key", '"retain"'),
+            id="duplicate_yaml_key_is_rejected_at_the_second_occurrence",
+        ),
+        pytest.param(
+            config() + "resources: []\n",
+            (FIRST_EXTRA_LINE, 1, "duplicate key", '"resources"'),
+            id="duplicate_top_level_key_is_rejected_at_the_second_occurrence",
+        ),
+        pytest.param(
+            "resources: foo\n",
+            (1, 12, '"resources" must be a list'),
+            id="resources_as_a_string_is_rejected_at_its_value",
+        ),
+        pytest.param(
+            "resources:\n  name: a\n  type: backup\n",
+            (2, 3, '"resources" must be a list'),
+            id="resources_as_a_mapping_is_rejected_at_its_value",
+        ),
+        pytest.param(
+            BASE + "  - just-a-string\n",
+            (6, 5, "resource must be a mapping"),
+            id="resource_that_is_not_a_mapping_is_rejected_at_its_item",
+        ),
+    ],
+)
+def test_a_problem_is_reported_where_it_is(
+    config_path: Path, text: str, expected: tuple[Any, ...]
+) -> None:
+    line, column, *words = expected
+    assert_located(only_problem(text, config_path), line, column, *words)
