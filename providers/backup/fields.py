@@ -143,24 +143,30 @@ class FieldChecks:
         return None
 
     def check_min_free_space(self, value: Any, position: tuple[int, int]) -> int | None:
-        size = _amount(value, SIZE_PATTERN, SIZE_UNITS)
-        if size is None:
-            self.report(
-                position,
-                f'"min_free_space" must be bytes with an optional K/M/G/T suffix '
-                f"(e.g. 1G, 512M, 0), got {show(value)}",
-            )
-        return size
+        size = "bytes with an optional K/M/G/T suffix (e.g. 1G, 512M, 0)"
+        return self._measure("min_free_space", value, position, SIZE_PATTERN, SIZE_UNITS, size)
 
     def check_hook_timeout(self, value: Any, position: tuple[int, int]) -> int | None:
-        seconds = _amount(value, DURATION_PATTERN, DURATION_UNITS)
-        if seconds is None:
-            self.report(
-                position,
-                f'"hook_timeout" must be whole seconds with an optional s/m/h suffix '
-                f"(e.g. 30, 30s, 10m, 2h; 0 = no limit), got {show(value)}",
-            )
-        return seconds
+        duration = (
+            "whole seconds with an optional s/m/h suffix (e.g. 30, 30s, 10m, 2h; 0 = no limit)"
+        )
+        return self._measure(
+            "hook_timeout", value, position, DURATION_PATTERN, DURATION_UNITS, duration
+        )
+
+    def _measure(
+        self,
+        key: str,
+        value: Any,
+        position: tuple[int, int],
+        pattern: re.Pattern[str],
+        units: dict[str, int],
+        wanted: str,
+    ) -> int | None:
+        amount = _amount(value, pattern, units)
+        if amount is None:
+            self.report(position, f'"{key}" must be {wanted}, got {show(value)}')
+        return amount
 
     def check_command(self, value: Any, position: tuple[int, int]) -> str | None:
         if not is_text(value):

@@ -81,7 +81,7 @@ def site(tmp_path: Path) -> Site:
 
 
 def test_file_changed_while_copied_is_copied_again_and_snapshot_holds_new_content(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_file(site.source / "steady.txt", b"steady")
     growing = make_file(site.source / "growing.log", b"first version")
@@ -107,7 +107,7 @@ def test_file_changed_while_copied_is_copied_again_and_snapshot_holds_new_conten
 
 
 def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it_afresh(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_file(site.source / "steady.txt", b"steady")
     hot = make_file(site.source / "hot.log", b"v0")
@@ -160,7 +160,7 @@ def test_take_snapshot_reports_a_file_changing_on_every_copy_in_unstable(
 
 
 def test_file_vanishing_between_listing_and_copying_is_skipped_with_reason_not_fatal(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_file(site.source / "kept.txt", b"kept")
     doomed = make_file(site.source / "doomed.txt", b"about to vanish")
@@ -185,7 +185,7 @@ def test_file_vanishing_between_listing_and_copying_is_skipped_with_reason_not_f
 
 
 def test_files_vanishing_after_their_directory_was_listed_are_skipped_with_reason(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch = site.source / "batch"
     names = [f"file{index}.txt" for index in range(6)]
@@ -221,7 +221,7 @@ def test_files_vanishing_after_their_directory_was_listed_are_skipped_with_reaso
 
 
 def test_directory_vanishing_between_listing_and_entering_is_skipped_with_reason(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_file(site.source / "kept" / "a.txt", b"a")
     make_file(site.source / "gone" / "deep" / "b.txt", b"b")
@@ -243,7 +243,7 @@ def test_directory_vanishing_between_listing_and_entering_is_skipped_with_reason
 
 
 def test_file_swapped_for_symlink_before_copy_is_not_followed_and_is_reported(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outside = make_file(site.root / "outside" / "secret.txt", b"OUTSIDE SECRET")
     swapped = make_file(site.source / "swap.txt", b"innocent")
@@ -268,7 +268,7 @@ def test_file_swapped_for_symlink_before_copy_is_not_followed_and_is_reported(
 
 
 def test_directory_swapped_for_symlink_before_entering_is_not_followed(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outside = site.root / "outside"
     make_file(outside / "secret.txt", b"OUTSIDE SECRET")
@@ -475,7 +475,7 @@ def test_symlink_swapped_in_for_a_directory_of_the_reference_is_not_followed(
 
 
 def test_symlink_with_a_snapshot_name_is_neither_reference_nor_window_nor_pruned_through(
-    site: Site, cli: Cli
+    site: Site,
 ) -> None:
     make_file(site.source / "a.txt", b"alpha")
     site.write()
@@ -588,9 +588,7 @@ def test_target_path_symlink_snapshots_go_to_the_real_directory_and_plan_shows_i
     assert link.is_symlink()
 
 
-def test_target_path_dangling_symlink_creates_the_directory_it_points_to(
-    site: Site, cli: Cli
-) -> None:
+def test_target_path_dangling_symlink_creates_the_directory_it_points_to(site: Site) -> None:
     make_file(site.source / "a.txt", b"alpha")
     real = site.root / "not-yet" / "backups"
     link = site.root / "var-backups"
@@ -604,7 +602,7 @@ def test_target_path_dangling_symlink_creates_the_directory_it_points_to(
 
 
 def test_target_path_symlink_repointed_mid_run_keeps_the_snapshot_where_it_was_resolved(
-    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
+    site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_file(site.source / "a.txt", b"alpha")
     real = site.root / "disk-a"
@@ -697,7 +695,7 @@ def test_missing_parents_of_target_and_state_dir_are_not_left_writable_by_others
 
 
 def test_hooks_get_paths_only_through_env_and_a_target_with_shell_syntax_never_runs(
-    site: Site, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     make_file(site.source / "a.txt", b"alpha")
@@ -751,9 +749,7 @@ def snapshot_settled(site: Site, *settled: Path) -> tuple[dict[bytes, Node], Pat
 # -- promise 7: fidelity ---------------------------------------------------------------------
 
 
-def test_user_xattrs_on_files_and_directories_are_kept_on_copies_and_links(
-    site: Site, cli: Cli
-) -> None:
+def test_user_xattrs_on_files_and_directories_are_kept_on_copies_and_links(site: Site) -> None:
     xattrs_supported(site.source)
     note = make_file(site.source / "note.txt", b"note")
     folder = site.source / "folder"
@@ -770,7 +766,7 @@ def test_user_xattrs_on_files_and_directories_are_kept_on_copies_and_links(
     assert ("user.plain", b"value") in copy.xattrs
 
 
-def test_xattr_change_alone_reaches_the_next_snapshot(site: Site, cli: Cli) -> None:
+def test_xattr_change_alone_reaches_the_next_snapshot(site: Site) -> None:
     xattrs_supported(site.source)
     note = make_file(site.source / "note.txt", b"note")
     os.setxattr(note, "user.tag", b"old")
@@ -789,9 +785,7 @@ def capability_of_net_raw() -> bytes:
 
 
 @pytest.mark.linux_only(reason="xattr calls")
-def test_as_root_trusted_and_security_xattrs_and_capabilities_are_kept(
-    site: Site, cli: Cli
-) -> None:
+def test_as_root_trusted_and_security_xattrs_and_capabilities_are_kept(site: Site) -> None:
     if os.geteuid() != 0:
         pytest.skip("trusted.* and security.* xattrs need root")
     tool = make_file(site.source / "tool", b"#!/bin/sh\n", 0o755)
@@ -822,7 +816,7 @@ def posix_acl(*entries: tuple[int, int, int]) -> bytes:
 
 
 @pytest.mark.linux_only(reason="xattr calls")
-def test_posix_acls_on_files_and_directories_are_kept(site: Site, cli: Cli) -> None:
+def test_posix_acls_on_files_and_directories_are_kept(site: Site) -> None:
     shared = make_file(site.source / "shared.txt", b"shared")
     folder = site.source / "folder"
     make_file(folder / "inner.txt", b"inner")
@@ -864,9 +858,7 @@ def test_posix_acls_on_files_and_directories_are_kept(site: Site, cli: Cli) -> N
             assert shown[0] == shown[1]
 
 
-def test_hard_linked_names_stay_one_inode_on_first_copy_and_after_a_change(
-    site: Site, cli: Cli
-) -> None:
+def test_hard_linked_names_stay_one_inode_on_first_copy_and_after_a_change(site: Site) -> None:
     first = make_file(site.source / "a", b"three names")
     os.link(first, site.source / "b")
     (site.source / "sub").mkdir()
@@ -896,7 +888,7 @@ def test_hard_linked_names_stay_one_inode_on_first_copy_and_after_a_change(
     assert os.stat(new / "a").st_nlink == 3
 
 
-def test_hard_linked_names_deeper_than_path_max_stay_one_inode(site: Site, cli: Cli) -> None:
+def test_hard_linked_names_deeper_than_path_max_stay_one_inode(site: Site) -> None:
     directories = build_deep_tree(site.source)
     # Link within the deepest directory, with short relative names.
     fd = os.open(site.source, DIRECTORY_FLAGS)
@@ -918,7 +910,7 @@ def test_hard_linked_names_deeper_than_path_max_stay_one_inode(site: Site, cli: 
 SPARSE_SIZE = 64 << 20
 
 
-def test_sparse_files_stay_sparse_with_identical_content(site: Site, cli: Cli) -> None:
+def test_sparse_files_stay_sparse_with_identical_content(site: Site) -> None:
     middle = site.source / "middle.img"
     with open(middle, "wb") as handle:
         handle.truncate(SPARSE_SIZE)
@@ -947,7 +939,7 @@ def test_sparse_files_stay_sparse_with_identical_content(site: Site, cli: Cli) -
 
 
 def test_restore_with_cp_a_equals_the_source_on_content_mode_mtime_owner_and_xattrs(
-    site: Site, cli: Cli, tmp_path: Path
+    site: Site, tmp_path: Path
 ) -> None:
     if shutil.which("cp") is None:
         pytest.skip("needs cp")

@@ -763,24 +763,35 @@ def test_two_applies_with_different_state_dirs_racing_on_one_target_make_one_com
         assert_same_tree(scan(target / name), expected, f"round {round_number}: the snapshot")
 
 
+def refused_while_held(site: Site, spawn: Spawn, holder_state: Path, other_state: Path) -> str:
+    """An apply stopped while it writes a snapshot holds its locks: another
+    apply (with `other_state`) exits 75 at once naming it and touches
+    nothing; let go, the holder finishes the snapshot. Its name."""
+    name, target = name_of(START), site.target
+    holder = spawn(site.config, holder_state, START)
+    stop_while_writing(holder, target, name)
+    try:
+        started = time.monotonic()
+        other = hardsnap("apply", "-c", site.config, state=other_state)
+        elapsed = time.monotonic() - started
+        assert other.returncode == 75, other
+        assert f"pid {holder.pid}" in other.stderr, other
+        assert elapsed < 10, f"the refused apply took {elapsed:.1f} s"
+        assert listing(target) == [PARTIAL + name], "the refused apply touched the target"
+    finally:
+        holder.send(signal.SIGCONT)
+    finished_alone(holder, site, name)
+    return name
+
+
 @pytest.mark.slow
 def test_apply_with_another_state_dir_during_a_snapshot_exits_75_naming_the_writer_pid(
     big_site: Site, spawn: Spawn
 ) -> None:
-    name, target = name_of(START), big_site.target
-    holder = spawn(big_site.config, big_site.root / "holder", START)
-    stop_while_writing(holder, target, name)
-    try:
-        other = hardsnap("apply", "-c", big_site.config, state=big_site.root / "other")
-        assert other.returncode == 75, other
-        assert f"pid {holder.pid}" in other.stderr, other
-        assert listing(target) == [PARTIAL + name], "the refused apply touched the target"
-    finally:
-        holder.send(signal.SIGCONT)
-    finished_alone(holder, big_site, name)
+    name = refused_while_held(big_site, spawn, big_site.root / "holder", big_site.root / "other")
     settled = hardsnap("apply", "-c", big_site.config, state=big_site.root / "other")
     assert settled.returncode == 0, settled
-    assert listing(target) == [name]
+    assert listing(big_site.target) == [name]
 
 
 @pytest.mark.slow
@@ -815,19 +826,6 @@ def test_kill_9_of_an_apply_holding_the_locks_leaves_none_and_the_next_apply_suc
 def test_second_apply_with_the_same_state_dir_exits_75_at_once_naming_the_holder_pid(
     big_site: Site, spawn: Spawn
 ) -> None:
-    name, target, state = name_of(START), big_site.target, big_site.state
-    holder = spawn(big_site.config, state, START)
-    stop_while_writing(holder, target, name)
-    try:
-        started = time.monotonic()
-        second = hardsnap("apply", "-c", big_site.config, state=state)
-        elapsed = time.monotonic() - started
-        assert second.returncode == 75, second
-        assert f"pid {holder.pid}" in second.stderr, second
-        assert elapsed < 10, f"the refused apply took {elapsed:.1f} s"
-        assert listing(target) == [PARTIAL + name], "the refused apply touched the target"
-    finally:
-        holder.send(signal.SIGCONT)
-    finished_alone(holder, big_site, name)
-    record = state_show(big_site.config, state)["resources"]["r"]
+    refused_while_held(big_site, spawn, big_site.state, big_site.state)
+    record = state_show(big_site.config, big_site.state)["resources"]["r"]
     assert record["last_result"] == "changed", record["runs"]
