@@ -93,29 +93,35 @@ class Action:
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"kind": self.kind.value, "reason": self.reason}
-        if self.kind is ActionKind.SNAPSHOT:
-            document.update(
-                snapshot=self.snapshot,
-                reference=self.reference,
-                link_unchanged=self.link_unchanged,
-                files_to_copy=self.files_to_copy,
-                files_to_link=self.files_to_link,
-                bytes_to_copy=self.bytes_to_copy,
-                free_bytes_after=self.free_bytes_after,
-                resumes=self.resumes,
-                files_kept=self.files_kept,
-                symlinks=self.symlinks,
-                special_files=self.special_files,
-                symlinks_skipped=self.symlinks_skipped,
-                special_files_skipped=self.special_files_skipped,
-            )
-        elif self.kind is ActionKind.PRUNE:
+        if self.kind is ActionKind.PRUNE:
             document.update(snapshots=list(self.prune), bytes_freed=self.bytes_freed)
         else:
-            document.update(command=self.command, snapshot=self.snapshot)
-            if self.kind is ActionKind.POST_COMMAND:
-                document["retry"] = self.retry
+            document.update((key, getattr(self, key)) for key in _SHOWN[self.kind])
         return document
+
+
+# What plan --json shows of each kind of action besides its kind and reason.
+_HOOK = ("command", "snapshot")
+_SHOWN = {
+    ActionKind.SNAPSHOT: (
+        "snapshot",
+        "reference",
+        "link_unchanged",
+        "files_to_copy",
+        "files_to_link",
+        "bytes_to_copy",
+        "free_bytes_after",
+        "resumes",
+        "files_kept",
+        "symlinks",
+        "special_files",
+        "symlinks_skipped",
+        "special_files_skipped",
+    ),
+    ActionKind.PRE_COMMAND: _HOOK,
+    ActionKind.POST_COMMAND: (*_HOOK, "retry"),
+    ActionKind.REVERT: _HOOK,
+}
 
 
 @dataclass(frozen=True)

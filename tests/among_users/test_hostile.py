@@ -111,7 +111,6 @@ def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it
 ) -> None:
     make_file(site.source / "steady.txt", b"steady")
     hot = make_file(site.source / "hot.log", b"v0")
-    original = copying.copy_contents
     versions: list[bytes] = []
 
     def changing_always() -> None:
@@ -134,7 +133,7 @@ def test_file_changing_on_every_copy_is_reported_unstable_and_next_run_copies_it
 
     # The file settles: the next snapshot must hold its real content, not a
     # link to the copy that was taken while it moved.
-    monkeypatch.setattr(copying, "copy_contents", original)
+    monkeypatch.undo()
     site.apply_json(at(1))
     settled = site.taken_at(at(1)) / "hot.log"
     assert settled.read_bytes() == hot.read_bytes()

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,14 @@ def stopped_mid_walk(site: Site, applies: Applies) -> tuple[Any, Path]:
     return apply, finished
 
 
+@pytest.fixture
+def stopped(site: Site, tmp_path: Path) -> Iterator[tuple[Apply, Path]]:
+    """A first snapshot stopped once it has placed files: the apply (killed
+    at the end of the test if still there) and a file it has placed."""
+    with Applies(tmp_path / "logs") as applies:
+        yield stopped_mid_walk(site, applies)
+
+
 def resume(apply: Apply, code: int) -> None:
     """Let the stopped `apply` go on; it must end with exit `code`."""
     apply.send(signal.SIGCONT)
@@ -209,12 +218,11 @@ def resume(apply: Apply, code: int) -> None:
 
 @pytest.mark.linux_only(reason="xattr calls")
 def test_an_xattr_set_while_a_walk_runs_after_it_passed_the_file_reaches_the_next_snapshot(
-    site: Site, tmp_path: Path
+    site: Site, stopped: tuple[Apply, Path]
 ) -> None:
-    with Applies(tmp_path / "logs") as applies:
-        apply, passed = stopped_mid_walk(site, applies)
-        os.setxattr(site.source / passed, "user.note", b"set during the walk")
-        resume(apply, 0)
+    apply, passed = stopped
+    os.setxattr(site.source / passed, "user.note", b"set during the walk")
+    resume(apply, 0)
     first = site.target / name_of(START) / passed
     assert "user.note" not in os.listxattr(first), "the walk had not passed it"
     assert site.apply(at(1)).returncode == 0
@@ -226,12 +234,11 @@ def test_an_xattr_set_while_a_walk_runs_after_it_passed_the_file_reaches_the_nex
 
 @pytest.mark.linux_only(reason="xattr calls")
 def test_an_xattr_set_between_an_interrupted_run_and_its_resume_reaches_the_snapshot(
-    site: Site, tmp_path: Path
+    site: Site, stopped: tuple[Apply, Path]
 ) -> None:
-    with Applies(tmp_path / "logs") as applies:
-        apply, passed = stopped_mid_walk(site, applies)
-        apply.signal(signal.SIGTERM)
-        resume(apply, 143)
+    apply, passed = stopped
+    apply.signal(signal.SIGTERM)
+    resume(apply, 143)
     os.setxattr(site.source / passed, "user.note", b"set before the resume")
     resumed = site.apply(START)
     assert resumed.returncode == 0, resumed

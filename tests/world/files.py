@@ -8,7 +8,7 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,24 +29,25 @@ def make_file(path: Path, data: bytes, mode: int = 0o644, mtime_ns: int = ODD_NS
 
 def snapshots_in(target: Path) -> list[str]:
     """Snapshot-named real directories in a target, oldest first."""
-    if not target.is_dir():
-        return []
-    return sorted(
-        name
-        for name in os.listdir(target)
-        if SNAPSHOT_NAME.fullmatch(name) and stat.S_ISDIR(os.lstat(target / name).st_mode)
+    return _names_in(
+        target,
+        lambda name: (
+            bool(SNAPSHOT_NAME.fullmatch(name)) and stat.S_ISDIR(os.lstat(target / name).st_mode)
+        ),
     )
 
 
 def work_left(target: Path) -> list[str]:
     """What runs left in a target besides snapshots: work and prune leftovers."""
-    if not target.is_dir():
-        return []
-    return sorted(
-        name
-        for name in os.listdir(target)
-        if name.startswith((".hardsnap-partial.", ".hardsnap-pruning."))
+    return _names_in(
+        target, lambda name: name.startswith((".hardsnap-partial.", ".hardsnap-pruning."))
     )
+
+
+def _names_in(directory: Path, wanted: Callable[[str], bool]) -> list[str]:
+    if not directory.is_dir():
+        return []
+    return sorted(name for name in os.listdir(directory) if wanted(name))
 
 
 def tree_of(root: Path) -> dict[str, bytes]:
