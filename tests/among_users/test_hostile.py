@@ -814,25 +814,24 @@ def posix_acl(*entries: tuple[int, int, int]) -> bytes:
     return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
 
 
+def acl_granting_user_1234(owner: int, user: int, group: int, other: int) -> bytes:
+    """An ACL of these permission bits for the owner, user 1234, the group
+    (the mask as wide as the last two) and others."""
+    return posix_acl(
+        (ACL_USER_OBJ, owner, ACL_UNDEFINED_ID),
+        (ACL_USER, user, 1234),
+        (ACL_GROUP_OBJ, group, ACL_UNDEFINED_ID),
+        (ACL_MASK, max(user, group), ACL_UNDEFINED_ID),
+        (ACL_OTHER, other, ACL_UNDEFINED_ID),
+    )
+
+
 @pytest.mark.linux_only(reason="xattr calls")
 def test_posix_acls_on_files_and_directories_are_kept(site: Site) -> None:
     shared = make_file(site.source / "shared.txt", b"shared")
     folder = site.source / "folder"
     make_file(folder / "inner.txt", b"inner")
-    access = posix_acl(
-        (ACL_USER_OBJ, 6, ACL_UNDEFINED_ID),
-        (ACL_USER, 4, 1234),
-        (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
-        (ACL_MASK, 4, ACL_UNDEFINED_ID),
-        (ACL_OTHER, 0, ACL_UNDEFINED_ID),
-    )
-    default = posix_acl(
-        (ACL_USER_OBJ, 7, ACL_UNDEFINED_ID),
-        (ACL_USER, 5, 1234),
-        (ACL_GROUP_OBJ, 5, ACL_UNDEFINED_ID),
-        (ACL_MASK, 5, ACL_UNDEFINED_ID),
-        (ACL_OTHER, 0, ACL_UNDEFINED_ID),
-    )
+    access, default = acl_granting_user_1234(6, 4, 4, 0), acl_granting_user_1234(7, 5, 5, 0)
     try:
         os.setxattr(shared, "system.posix_acl_access", access)
         os.setxattr(folder, "system.posix_acl_default", default)

@@ -20,24 +20,18 @@ from hardsnap.providers.engine import snapshot
 from hardsnap.providers.engine.directories import Walker
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.manifest.writer import ManifestWriter
+from tests.world.cli import Cli
 from tests.world.files import make_file
-from tests.world.site import write_config
+from tests.world.site import Site, empty_site
 from tests.world.users import NOBODY, hand_to_nobody, run_as_nobody
 
 T0, T1 = "2026-03-29T06:00:00Z", "2026-03-30T06:00:00Z"
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 
 
-def config_for(root: Path, source: Path, target: Path) -> Path:
-    resource = {
-        "name": "r",
-        "type": "backup",
-        "source_dir": str(source),
-        "target_path": str(target),
-        "min_free_space": 0,
-        "retain": "30",
-    }
-    return write_config(root / "hardsnap.yaml", resource)
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return empty_site(tmp_path, min_free_space=0, retain="30")
 
 
 def entries(root: Path) -> dict[str, tuple[int, int, bytes | None]]:
@@ -75,8 +69,8 @@ def pids(log: Path) -> set[int]:
     return pids
 
 
-def test_workers_share_a_tree_under_one_directory(tmp_path: Path, cli: Any, placers: Path) -> None:
-    source, target = tmp_path / "src", tmp_path / "dst"
+def test_workers_share_a_tree_under_one_directory(site: Site, cli: Cli, placers: Path) -> None:
+    source, target = site.source, site.target
     for top in range(12):
         for sub in range(4):
             for index in range(3):
@@ -84,7 +78,7 @@ def test_workers_share_a_tree_under_one_directory(tmp_path: Path, cli: Any, plac
                     source / f"home/user/p{top}/q{sub}/f{index}", b"%d-%d-%d" % (top, sub, index)
                 )
     os.link(source / "home/user/p0/q0/f0", source / "home/user/p11/q3/second-name")
-    config = config_for(tmp_path, source, target)
+    config = site.write()
 
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
     assert outcome.returncode == 0, outcome
@@ -105,16 +99,16 @@ def test_workers_share_a_tree_under_one_directory(tmp_path: Path, cli: Any, plac
 
 
 def test_a_busy_worker_hands_subdirectories_to_an_idle_one(
-    tmp_path: Path, cli: Any, placers: Path
+    site: Site, cli: Cli, placers: Path
 ) -> None:
     # Two pieces of work when the walk is shared out (deep/ and small/) for
     # three workers: the third only gets work handed over by a busy one.
-    source, target = tmp_path / "src", tmp_path / "dst"
+    source, target = site.source, site.target
     make_file(source / "small" / "f", b"small")
     for leaf in range(24):
         for index in range(8):
             make_file(source / f"deep/x/y/p{leaf:02d}/f{index}", b"%d" % (leaf * index))
-    config = config_for(tmp_path, source, target)
+    config = site.write()
 
     outcome = cli("apply", "-c", config, "--jobs", "3", now=T0)
     assert outcome.returncode == 0, outcome
@@ -123,22 +117,22 @@ def test_a_busy_worker_hands_subdirectories_to_an_idle_one(
 
 
 def test_jobs_one_walks_in_this_process_alone(
-    tmp_path: Path, cli: Any, placers: Path, forks: list[int]
+    site: Site, cli: Cli, placers: Path, forks: list[int]
 ) -> None:
-    source, target = tmp_path / "src", tmp_path / "dst"
+    source = site.source
     for top in range(4):
         make_file(source / f"t{top}" / "s" / "f", b"x")
-    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "1", now=T0)
+    outcome = cli("apply", "-c", site.write(), "-j", "1", now=T0)
     assert outcome.returncode == 0, outcome
     assert forks == []
     assert pids(placers) == {os.getpid()}
 
 
 @pytest.mark.parametrize("jobs", ["0", "-2", "many"])
-def test_jobs_must_be_a_positive_number(tmp_path: Path, cli: Any, jobs: str) -> None:
-    source, target = tmp_path / "src", tmp_path / "dst"
+def test_jobs_must_be_a_positive_number(site: Site, cli: Cli, jobs: str) -> None:
+    source, target = site.source, site.target
     make_file(source / "f", b"x")
-    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "--jobs", jobs, now=T0)
+    outcome = cli("apply", "-c", site.write(), "--jobs", jobs, now=T0)
     assert outcome.returncode == 2
     assert "--jobs" in outcome.stderr
     assert not target.exists()
@@ -165,7 +159,7 @@ def test_read_only_directories_shared_out_as_nobody_come_out_as_in_the_source(
     for top in tops:
         os.chmod(source / f"t{top}/s3", 0o555)
         os.chmod(source / f"t{top}", 0o500)
-    config = config_for(nobody_dir, source, target)
+    config = empty_site(nobody_dir, min_free_space=0, retain="30").write()
     os.chown(config, NOBODY, NOBODY)
     os.chown(nobody_dir, NOBODY, NOBODY)
     state = nobody_dir / "state"
@@ -184,7 +178,7 @@ def test_read_only_directories_shared_out_as_nobody_come_out_as_in_the_source(
 
 
 def test_workers_share_one_free_space_budget_on_a_small_filesystem(
-    tmp_path: Path, cli: Any, placers: Path, tmpfs: Any
+    tmp_path: Path, cli: Cli, placers: Path, tmpfs: Any
 ) -> None:
     small = tmpfs("small", "size=16m")
     source, target = tmp_path / "src", small / "dst"
@@ -216,9 +210,9 @@ def test_workers_share_one_free_space_budget_on_a_small_filesystem(
 
 
 def test_a_handed_over_directory_whose_parent_went_away_is_skipped_not_fatal(
-    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+    site: Site, cli: Cli, placers: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source, target = tmp_path / "src", tmp_path / "dst"
+    source, target = site.source, site.target
     make_file(source / "kept.txt", b"kept")
     for top in range(6):
         make_file(source / f"home/user/p{top}/f", b"%d" % top)
@@ -233,7 +227,7 @@ def test_a_handed_over_directory_whose_parent_went_away_is_skipped_not_fatal(
         return original(self, roots, relative)
 
     monkeypatch.setattr(Walker, "enter_path", moving_the_parent)
-    config = config_for(tmp_path, source, target)
+    config = site.write()
     outcome = cli("apply", "-c", config, "--jobs", "2", now=T0)
     assert outcome.returncode == 0, outcome
     assert "Traceback" not in outcome.stderr
@@ -243,9 +237,9 @@ def test_a_handed_over_directory_whose_parent_went_away_is_skipped_not_fatal(
 
 
 def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
-    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+    site: Site, cli: Cli, placers: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source, target = tmp_path / "src", tmp_path / "dst"
+    source, target = site.source, site.target
     for top in range(6):
         make_file(source / f"t{top}/s/f", b"%d" % top)
     parent = os.getpid()
@@ -257,7 +251,7 @@ def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
         original(self)
 
     monkeypatch.setattr(ManifestWriter, "finish_part", dying)
-    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "2", now=T0)
+    outcome = cli("apply", "-c", site.write(), "-j", "2", now=T0)
     assert outcome.returncode == 1, outcome
     assert "died" in outcome.stdout + outcome.stderr
     assert "Traceback" not in outcome.stderr
@@ -266,12 +260,12 @@ def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
 
 
 def test_a_directory_gone_before_its_second_names_are_placed_is_skipped_not_fatal(
-    tmp_path: Path, cli: Any, placers: Path, monkeypatch: pytest.MonkeyPatch
+    site: Site, cli: Cli, placers: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Files with several names found by workers are placed by this process
     # after the workers end: a directory of them that has gone by then is
     # reported, and the rest of the snapshot is taken.
-    source, target = tmp_path / "src", tmp_path / "dst"
+    source, target = site.source, site.target
     for top in range(4):
         make_file(source / f"t{top}/s/a", b"%d" % top)
         os.link(source / f"t{top}/s/a", source / f"t{top}/s/b")
@@ -288,7 +282,7 @@ def test_a_directory_gone_before_its_second_names_are_placed_is_skipped_not_fata
         original(self, walker, root, deferred)
 
     monkeypatch.setattr(snapshot.Walk, "_place_deferred", removing_one)
-    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "2", now=T0)
+    outcome = cli("apply", "-c", site.write(), "-j", "2", now=T0)
     assert outcome.returncode == 0, outcome
     assert "Traceback" not in outcome.stderr
     for name in ("t1/s/a", "t1/s/b", "t2/s/a", "t2/s/b"):
@@ -303,13 +297,13 @@ def test_a_directory_gone_before_its_second_names_are_placed_is_skipped_not_fata
 
 
 def test_a_late_directory_gone_before_its_metadata_is_reported_not_fatal(
-    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+    site: Site, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Not root: directories whose bits keep their owner out get their
     # metadata at the end of the walk, reopened by path. One whose source
     # went by then keeps its copy's owner-only bits; the snapshot is taken.
     monkeypatch.setattr(platform, "IS_ROOT", False)
-    source, target = tmp_path / "src", tmp_path / "dst"
+    source, target = site.source, site.target
     for top in range(2):
         make_file(source / f"t{top}/s/f", b"%d" % top)
         os.chmod(source / f"t{top}/s", 0o500)
@@ -321,7 +315,7 @@ def test_a_late_directory_gone_before_its_metadata_is_reported_not_fatal(
         original(late, *arguments)
 
     monkeypatch.setattr(snapshot, "apply_late", moving_one)
-    outcome = cli("apply", "-c", config_for(tmp_path, source, target), "-j", "1", now=T0)
+    outcome = cli("apply", "-c", site.write(), "-j", "1", now=T0)
     assert outcome.returncode == 0, outcome
     assert "t1/s: metadata not copied: vanished before it was read" in outcome.stderr
     snap = target / FIRST

@@ -111,20 +111,20 @@ STATE_KEYS = {
 }
 EXPECT_KEYS = {"actions", "notes", "refusal", "warning", "warnings", "kept", "pruning"}
 ACTION_FIELDS = {
+    "allow_new_target",
+    "bytes_to_copy",
     "command",
-    "snapshot",
-    "reference",
-    "link_unchanged",
+    "corrupted",
+    "expected",
+    "files_kept",
     "files_to_copy",
     "files_to_link",
-    "bytes_to_copy",
+    "link_unchanged",
     "prune",
-    "retry",
-    "expected",
-    "allow_new_target",
-    "corrupted",
+    "reference",
     "resumes",
-    "files_kept",
+    "retry",
+    "snapshot",
 }
 SIZE = re.compile(r"(\d+)([KMGT]?)")
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
