@@ -29,6 +29,13 @@ T0, T1 = "2026-03-29T06:00:00Z", "2026-03-30T06:00:00Z"
 FIRST, SECOND = "2026.088.06.00", "2026.089.06.00"
 
 
+def one_file_under_each(source: Path, tops: int, name: str) -> range:
+    """Top directories t0, t1, ... each holding s/NAME; their numbers."""
+    for top in range(tops):
+        make_file(source / f"t{top}/s/{name}", b"%d" % top)
+    return range(tops)
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Site:
     return empty_site(tmp_path, min_free_space=0, retain="30")
@@ -240,8 +247,7 @@ def test_a_worker_dying_before_its_result_fails_the_snapshot_cleanly(
     site: Site, cli: Cli, placers: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source, target = site.source, site.target
-    for top in range(6):
-        make_file(source / f"t{top}/s/f", b"%d" % top)
+    one_file_under_each(source, 6, "f")
     parent = os.getpid()
     original = ManifestWriter.finish_part
 
@@ -266,8 +272,7 @@ def test_a_directory_gone_before_its_second_names_are_placed_is_skipped_not_fata
     # after the workers end: a directory of them that has gone by then is
     # reported, and the rest of the snapshot is taken.
     source, target = site.source, site.target
-    for top in range(4):
-        make_file(source / f"t{top}/s/a", b"%d" % top)
+    for top in one_file_under_each(source, 4, "a"):
         os.link(source / f"t{top}/s/a", source / f"t{top}/s/b")
     original = snapshot.Walk._place_deferred
 
@@ -304,8 +309,7 @@ def test_a_late_directory_gone_before_its_metadata_is_reported_not_fatal(
     # went by then keeps its copy's owner-only bits; the snapshot is taken.
     monkeypatch.setattr(platform, "IS_ROOT", False)
     source, target = site.source, site.target
-    for top in range(2):
-        make_file(source / f"t{top}/s/f", b"%d" % top)
+    for top in one_file_under_each(source, 2, "f"):
         os.chmod(source / f"t{top}/s", 0o500)
     original = snapshot.apply_late
 

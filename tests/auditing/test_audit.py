@@ -298,6 +298,12 @@ def two_snapshots(world: Site, cli: Cli) -> Site:
     return world
 
 
+@pytest.fixture
+def newest_file(two_snapshots: Site) -> Path:
+    """The file only the second snapshot holds."""
+    return two_snapshots.snapshot(name_of(at(1))) / "new.txt"
+
+
 def verify(cli: Cli, world: Site, *args: str, days: float = 2) -> Finished:
     return cli("verify", "r", *args, "-c", world.config, now=iso(at(days)))
 
@@ -359,10 +365,10 @@ def test_verify_reports_an_edit_through_a_hard_link_in_every_snapshot_sharing_it
 
 
 def test_verify_flipped_byte_with_size_and_mtime_restored_is_clean_by_metadata_corrupted_by_content(
-    two_snapshots: Site, cli: Cli
+    two_snapshots: Site, newest_file: Path, cli: Cli
 ) -> None:
     world = two_snapshots
-    path = world.snapshot(name_of(at(1))) / "new.txt"
+    path = newest_file
     before = os.lstat(path)
     with open(path, "r+b") as handle:
         handle.seek(3)
@@ -442,10 +448,10 @@ def test_verify_reports_an_extra_file_and_directory_as_unexpected(
 
 
 def test_verify_reports_a_file_recreated_with_same_content_and_metadata_as_replaced(
-    two_snapshots: Site, cli: Cli
+    two_snapshots: Site, newest_file: Path, cli: Cli
 ) -> None:
     world = two_snapshots
-    path = world.snapshot(name_of(at(1))) / "new.txt"
+    path = newest_file
     old = os.lstat(path)
     # Written beside it first, so the new file cannot reuse the old inode.
     twin = path.with_name("new.txt.twin")
