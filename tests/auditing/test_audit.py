@@ -368,15 +368,14 @@ def test_verify_flipped_byte_with_size_and_mtime_restored_is_clean_by_metadata_c
     two_snapshots: Site, newest_file: Path, cli: Cli
 ) -> None:
     world = two_snapshots
-    path = newest_file
-    before = os.lstat(path)
-    with open(path, "r+b") as handle:
+    before = os.lstat(newest_file)
+    with open(newest_file, "r+b") as handle:
         handle.seek(3)
         byte = handle.read(1)
         handle.seek(3)
         handle.write(bytes([byte[0] ^ 0x01]))
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    after = os.lstat(path)
+    os.utime(newest_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.lstat(newest_file)
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
 
     outcome = verify(cli, world)
@@ -451,17 +450,16 @@ def test_verify_reports_a_file_recreated_with_same_content_and_metadata_as_repla
     two_snapshots: Site, newest_file: Path, cli: Cli
 ) -> None:
     world = two_snapshots
-    path = newest_file
-    old = os.lstat(path)
+    old = os.lstat(newest_file)
     # Written beside it first, so the new file cannot reuse the old inode.
-    twin = path.with_name("new.txt.twin")
-    twin.write_bytes(path.read_bytes())
+    twin = newest_file.with_name("new.txt.twin")
+    twin.write_bytes(newest_file.read_bytes())
     os.chown(twin, old.st_uid, old.st_gid)
     os.chmod(twin, stat.S_IMODE(old.st_mode))
     os.utime(twin, ns=(old.st_atime_ns, old.st_mtime_ns))
-    path.unlink()
-    os.rename(twin, path)
-    new = os.lstat(path)
+    newest_file.unlink()
+    os.rename(twin, newest_file)
+    new = os.lstat(newest_file)
     assert new.st_ino != old.st_ino
     for field in ("st_size", "st_mtime_ns", "st_mode", "st_uid", "st_gid"):
         assert getattr(new, field) == getattr(old, field), field
