@@ -12,7 +12,7 @@ import stat
 
 from hardsnap.providers import platform
 from hardsnap.providers.files.capabilities import Keeps
-from hardsnap.providers.manifest.reader import Entry
+from hardsnap.providers.manifest.format import Entry
 
 
 def moment(mtime_ns: int) -> str:

@@ -21,7 +21,8 @@ from hardsnap.providers.files.compact import IntTable
 from hardsnap.providers.files.descend import Descent, Level, Moved
 from hardsnap.providers.files.kinds import kind_of
 from hardsnap.providers.files.report import PATHS_KEPT
-from hardsnap.providers.manifest.reader import Entry, ManifestError, ManifestReader
+from hardsnap.providers.manifest.format import Entry, ManifestError, join
+from hardsnap.providers.manifest.reader import ManifestReader
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,6 @@ class Verification:
     @property
     def clean(self) -> bool:
         return not self.findings
-
-
-def _join(directory: str, name: str) -> str:
-    return f"{directory}/{name}" if directory else name
 
 
 # Content digests already computed, by (inode, ctime, sparse digest or not).
@@ -165,7 +162,7 @@ def _verify_directory(
         for found in scan:
             if hash(found.name) in listed:
                 continue
-            path = _join(directory, found.name)
+            path = join(directory, found.name)
             try:
                 info = found.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -309,7 +306,7 @@ def _diff_directory(
         )
         result.unchanged += len(copies) - len(changed)
         result.changes.extend(
-            Change(_join(directory, name), "changed", old[name].st_size, new[name].st_size)
+            Change(join(directory, name), "changed", old[name].st_size, new[name].st_size)
             for name in changed
         )
 
@@ -325,7 +322,7 @@ def _compare(
 ) -> None:
     """Count one name of a directory: unchanged, changed, added, removed,
     a copy for the manifests to judge, or a subdirectory to enter."""
-    path = _join(directory, name)
+    path = join(directory, name)
     # Files, symlinks and special files alike: one inode each.
     was_file = was is not None and not stat.S_ISDIR(was.st_mode)
     now_file = now is not None and not stat.S_ISDIR(now.st_mode)
@@ -376,7 +373,7 @@ def _whole_directory(parent_fd: int, name: str, directory: str, change: str) -> 
     """A directory only one snapshot has: every file below it added or removed."""
     return [
         Change(
-            _join(directory, path),
+            join(directory, path),
             change,
             None if change == "added" else info.st_size,
             info.st_size if change == "added" else None,

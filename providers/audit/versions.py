@@ -22,7 +22,8 @@ from collections.abc import Container, Iterator, Mapping, Set
 
 from hardsnap.providers import platform
 from hardsnap.providers.files import fs
-from hardsnap.providers.manifest.reader import Entry, ManifestError, ManifestReader
+from hardsnap.providers.manifest.format import Entry, ManifestError
+from hardsnap.providers.manifest.reader import ManifestReader
 
 
 class Witness:

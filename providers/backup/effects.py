@@ -48,7 +48,8 @@ from hardsnap.providers.files import capabilities, fs, tree
 from hardsnap.providers.files.capabilities import Keeps
 from hardsnap.providers.files.report import failure_of
 from hardsnap.providers.manifest.directory import remove_orphans
-from hardsnap.providers.manifest.reader import ManifestError, ManifestReader, open_manifest
+from hardsnap.providers.manifest.format import ManifestError
+from hardsnap.providers.manifest.reader import ManifestReader, open_manifest
 from hardsnap.providers.manifest.writer import ManifestWriter
 
 

@@ -16,7 +16,8 @@ from hardsnap.providers.backup.target import Owner
 from hardsnap.providers.files import capabilities, fs, trust
 from hardsnap.providers.files.capabilities import Keeps
 from hardsnap.providers.files.kinds import Kinds
-from hardsnap.providers.manifest.reader import ManifestError, open_manifest
+from hardsnap.providers.manifest.format import ManifestError
+from hardsnap.providers.manifest.reader import open_manifest
 
 
 @dataclass(frozen=True)

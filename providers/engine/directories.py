@@ -31,7 +31,8 @@ from hardsnap.providers.files import fs, tree
 from hardsnap.providers.files.capabilities import ALL, Keeps
 from hardsnap.providers.files.descend import Moved
 from hardsnap.providers.files.fs import named, naming
-from hardsnap.providers.manifest.reader import ManifestError, ManifestReader
+from hardsnap.providers.manifest.format import ManifestError
+from hardsnap.providers.manifest.reader import ManifestReader
 
 # Progress is reported after this many files, or this many bytes copied:
 # looked at after every copy, every PROGRESS_ENTRIES files and at the end

@@ -25,7 +25,8 @@ from hardsnap.providers.manifest.directory import (
     create_exclusive,
     open_manifest_directory,
 )
-from hardsnap.providers.manifest.reader import FORMAT_VERSION, ManifestReader
+from hardsnap.providers.manifest.format import FORMAT_VERSION
+from hardsnap.providers.manifest.reader import ManifestReader
 
 # Lines are written in chunks this big: each walker process holds one
 # buffer, so it is kept small (bigger ones wrote no faster).

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hardsnap.providers.backup.target import PARTIAL_PREFIX
-from hardsnap.providers.manifest.reader import manifest_path
+from hardsnap.providers.manifest.format import manifest_path
 from tests.conftest import Mount
 from tests.world.clock import at, name_of
 from tests.world.files import make_sparse, skip_without_holes, work_left

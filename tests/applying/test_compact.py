@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hardsnap.providers.files.compact import EMPTY, IntTable
-from hardsnap.providers.manifest.reader import BlockIndex, ManifestReader, manifest_path
+from hardsnap.providers.manifest.format import manifest_path
+from hardsnap.providers.manifest.reader import BlockIndex, ManifestReader
 from tests.world.clock import at, name_of
 from tests.world.files import make_file
 from tests.world.site import new_site

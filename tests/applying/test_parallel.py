@@ -18,7 +18,8 @@ from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.engine import copying
 from hardsnap.providers.engine import snapshot as snapshot_module
 from hardsnap.providers.engine.snapshot import SnapshotFailed
-from hardsnap.providers.manifest.reader import ManifestReader, manifest_path
+from hardsnap.providers.manifest.format import manifest_path
+from hardsnap.providers.manifest.reader import ManifestReader
 from tests.world.engine import resource_for, take
 from tests.world.files import ODD_NS, make_file
 

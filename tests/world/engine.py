@@ -12,7 +12,8 @@ from hardsnap.providers.backup import effects
 from hardsnap.providers.backup.resource import Resource
 from hardsnap.providers.backup.target import MARKER
 from hardsnap.providers.files.report import SnapshotReport
-from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, ManifestReader, manifest_path
+from hardsnap.providers.manifest.format import manifest_path
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, ManifestReader
 
 
 def resource_for(source: Path, target: Path, **settings: Any) -> Resource:

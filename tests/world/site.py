@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, ManifestReader, manifest_path
+from hardsnap.providers.manifest.format import manifest_path
+from hardsnap.providers.manifest.reader import MANIFEST_DIRECTORY, ManifestReader
 from tests.world.cli import Finished, environment, invoke, run
 from tests.world.clock import START, iso, name_of
 from tests.world.files import make_file, snapshots_in
