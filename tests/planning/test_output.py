@@ -40,7 +40,7 @@ def normalized(text: str, root: Path) -> str:
 
 
 def assert_golden(name: str, text: str, root: Path) -> None:
-    """Compare with tests/golden/NAME.txt; HARDSNAP_UPDATE_GOLDEN=1 rewrites it."""
+    """Compare with tests/planning/golden/NAME.txt; HARDSNAP_UPDATE_GOLDEN=1 rewrites it."""
     path = GOLDEN / f"{name}.txt"
     actual = normalized(text, root)
     if os.environ.get("HARDSNAP_UPDATE_GOLDEN"):

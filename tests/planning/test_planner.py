@@ -1,4 +1,4 @@
-"""The planner, table-driven: each `tests/planner_cases/*.yaml` is one test.
+"""The planner, table-driven: each `tests/planning/planner_cases/*.yaml` is one test.
 
 A case holds a config-like `resource`, its observed `facts`, the recorded
 `state`, the time `now`, and what the plan must be under `expect`:
