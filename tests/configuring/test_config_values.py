@@ -122,26 +122,36 @@ def test_each_cross_fs_value_is_accepted(config_path: Path, cross_fs: CrossFs) -
 
 
 @pytest.mark.parametrize(
-    ("written", "size"),
+    ("key", "written", "value"),
     [
-        ("0", 0),
-        ('"0"', 0),
-        ("4096", 4096),
-        ('"512"', 512),
-        ("1K", 1024),
-        ("512M", 512 * 1024**2),
-        ("1G", GIB),
-        ("10G", 10 * GIB),
-        ("2T", 2 * 1024**4),
+        pytest.param("min_free_space", "0", 0, id="min_free_space-int-0"),
+        pytest.param("min_free_space", '"0"', 0, id="min_free_space-string-0"),
+        pytest.param("min_free_space", "4096", 4096, id="min_free_space-int-bytes"),
+        pytest.param("min_free_space", '"512"', 512, id="min_free_space-string-bytes"),
+        pytest.param("min_free_space", "1K", 1024, id="min_free_space-K"),
+        pytest.param("min_free_space", "512M", 512 * 1024**2, id="min_free_space-M"),
+        pytest.param("min_free_space", "1G", GIB, id="min_free_space-G"),
+        pytest.param("min_free_space", "10G", 10 * GIB, id="min_free_space-10G"),
+        pytest.param("min_free_space", "2T", 2 * 1024**4, id="min_free_space-T"),
+        pytest.param("hook_timeout", "0", 0, id="hook_timeout-int-0"),
+        pytest.param("hook_timeout", "30", 30, id="hook_timeout-int"),
+        pytest.param("hook_timeout", '"30"', 30, id="hook_timeout-string"),
+        pytest.param("hook_timeout", '"0"', 0, id="hook_timeout-string-0"),
+        pytest.param("hook_timeout", "30s", 30, id="hook_timeout-s"),
+        pytest.param("hook_timeout", "10m", 600, id="hook_timeout-m"),
+        pytest.param("hook_timeout", "2h", 7200, id="hook_timeout-h"),
+        pytest.param("hook_timeout", '"5S"', 5, id="hook_timeout-upper-case"),
+        pytest.param("hook_timeout", '" 90 s "', 90, id="hook_timeout-spaces"),
     ],
-    ids=["int-0", "string-0", "int-bytes", "string-bytes", "K", "M", "G", "10G", "T"],
 )
-def test_min_free_space_is_bytes_with_1024_based_suffixes(
-    config_path: Path, written: str, size: int
+def test_sizes_and_durations_are_read_with_their_units(
+    config_path: Path, key: str, written: str, value: int
 ) -> None:
-    resource = only_resource(config(f"min_free_space: {written}"), config_path)
+    """min_free_space: bytes with 1024-based suffixes; hook_timeout: seconds
+    with an optional unit."""
+    resource = only_resource(config(f"{key}: {written}"), config_path)
 
-    assert resource.min_free_space == size
+    assert getattr(resource, key) == value
 
 
 @pytest.mark.parametrize(("written", "count"), [("1", 1), ("5", 5), ('"3"', 3)])
@@ -314,29 +324,6 @@ def test_bad_value_shared_through_a_merge_key_is_a_located_problem_not_a_crash(
 
 def test_hook_timeout_defaults_to_no_limit(config_path: Path) -> None:
     assert only_resource(config(), config_path).hook_timeout == 0
-
-
-@pytest.mark.parametrize(
-    ("written", "seconds"),
-    [
-        ("0", 0),
-        ("30", 30),
-        ('"30"', 30),
-        ('"0"', 0),
-        ("30s", 30),
-        ("10m", 600),
-        ("2h", 7200),
-        ('"5S"', 5),
-        ('" 90 s "', 90),
-    ],
-    ids=["int-0", "int", "string", "string-0", "s", "m", "h", "upper-case", "spaces"],
-)
-def test_hook_timeout_is_seconds_with_an_optional_unit(
-    config_path: Path, written: str, seconds: int
-) -> None:
-    resource = only_resource(config(f"hook_timeout: {written}"), config_path)
-
-    assert resource.hook_timeout == seconds
 
 
 @pytest.mark.parametrize(
