@@ -348,6 +348,7 @@ class _Resource:
             "special_files": report.special_files,
             "symlinks_skipped": report.symlinks_skipped,
             "special_files_skipped": report.special_files_skipped,
+            "directories_excluded": report.directories_excluded,
         }
         if report.symlinks_skipped and not self.record.get("symlinks_hinted"):
             # Said once: skipping is the original resource's behaviour.

@@ -76,6 +76,7 @@ def _prediction(action: Action) -> str | None:
         action.special_files_skipped or 0,
         "to skip",
     )
+    text += _excluded(action.directories_excluded or 0)
     if action.free_bytes_after is not None:
         text += f"; {format_bytes(max(action.free_bytes_after, 0))} free after"
     return text
@@ -86,6 +87,14 @@ def _resumed(details: dict[str, Any]) -> str:
     if not details.get("resumed"):
         return ""
     return f", {details['files_kept']} kept (resumed the work an interrupted run left)"
+
+
+def _excluded(directories: int) -> str:
+    """ ", 2 directories excluded (exclude_if_present)", or nothing."""
+    if not directories:
+        return ""
+    word = "directory" if directories == 1 else "directories"
+    return f", {directories} {word} excluded (exclude_if_present)"
 
 
 def _other_entries(
@@ -248,6 +257,7 @@ def action_outcome_line(outcome: ActionOutcome, color: bool = False) -> str:
         )
         detail += _resumed(details)
         detail += _other_entries(details["symlinks"], details["special_files"], 0, 0, "skipped")
+        detail += _excluded(details.get("directories_excluded", 0))
         skipped = details.get("skipped_total", len(details["skipped"]))
         if skipped:
             detail += f", {skipped} skipped"

@@ -82,6 +82,8 @@ class Action:
     special_files: int | None = None
     symlinks_skipped: int | None = None
     special_files_skipped: int | None = None
+    # snapshot: directories kept empty but for their marker (exclude_if_present).
+    directories_excluded: int | None = None
     # prune: the snapshots to remove, oldest first.
     prune: tuple[str, ...] = ()
     # prune: bytes of the files no other snapshot links to; None when not measured.
@@ -117,6 +119,7 @@ _SHOWN = {
         "special_files",
         "symlinks_skipped",
         "special_files_skipped",
+        "directories_excluded",
     ),
     ActionKind.PRE_COMMAND: _HOOK,
     ActionKind.POST_COMMAND: (*_HOOK, "retry"),

@@ -61,7 +61,7 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         return facts
     started, joined = _reference_facts(facts)
     walk = Walk(
-        Excludes(resource.exclude),
+        Excludes(resource.exclude, resource.exclude_if_present),
         links_unchanged(resource, facts),
         0,
         _identity(facts),
@@ -88,6 +88,7 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         report.special_files,
         report.symlinks_skipped,
         report.special_files_skipped,
+        report.directories_excluded,
     )
     return replace(facts, prediction=prediction)
 
@@ -311,7 +312,7 @@ def _build(
         if reference_manifest is not None:
             started, joined = _reference_facts(facts, reference_manifest)
         walk = Walk(
-            Excludes(resource.exclude),
+            Excludes(resource.exclude, resource.exclude_if_present),
             links_unchanged(resource, facts),
             resource.min_free_space,
             _identity(facts),

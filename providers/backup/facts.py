@@ -36,6 +36,8 @@ class Prediction:
     special_files: int = 0
     symlinks_skipped: int = 0
     special_files_skipped: int = 0
+    # Directories kept empty but for their marker (exclude_if_present).
+    directories_excluded: int = 0
 
 
 @dataclass(frozen=True)

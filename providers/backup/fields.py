@@ -123,22 +123,41 @@ class FieldChecks:
         return None
 
     def check_exclude(self, value: Any, position: tuple[int, int]) -> tuple[str, ...] | None:
+        return self._texts("exclude", "an exclude pattern", value, position)
+
+    def check_exclude_if_present(
+        self, value: Any, position: tuple[int, int]
+    ) -> tuple[str, ...] | None:
+        names = self._texts("exclude_if_present", "a marker name", value, position)
+        for name in names or ():
+            if "/" in name or name in (".", "..") or "\0" in name or not encodable(name):
+                self.report(
+                    position,
+                    f'"exclude_if_present" holds names of entries (like CACHEDIR.TAG), '
+                    f"got {show(name)}",
+                )
+                return None
+        return names
+
+    def _texts(
+        self, key: str, what: str, value: Any, position: tuple[int, int]
+    ) -> tuple[str, ...] | None:
+        """A comma-separated string, or a list of non-empty strings."""
         if is_text(value):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         if isinstance(value, CommentedSeq):
-            patterns: list[str] = []
-            for index, pattern in enumerate(value):
-                if not is_text(pattern) or not pattern.strip():
+            texts: list[str] = []
+            for index, text in enumerate(value):
+                if not is_text(text) or not text.strip():
                     self.report(
                         item_at(value, index),
-                        f"an exclude pattern must be a non-empty string, got {show(pattern)}",
+                        f"{what} must be a non-empty string, got {show(text)}",
                     )
                     continue
-                patterns.append(pattern.strip())
-            return tuple(patterns)
+                texts.append(text.strip())
+            return tuple(texts)
         self.report(
-            position,
-            f'"exclude" must be a comma-separated string or a list, got {show(value)}',
+            position, f'"{key}" must be a comma-separated string or a list, got {show(value)}'
         )
         return None
 
@@ -209,6 +228,7 @@ class FieldChecks:
         "retain": check_retain,
         "schedule": check_schedule,
         "exclude": check_exclude,
+        "exclude_if_present": check_exclude_if_present,
         "cross_fs": check_cross_fs,
         "min_free_space": check_min_free_space,
         "pre_command": check_command,

@@ -139,6 +139,7 @@ def plan_resource(
                 special_files=predicted.special_files if predicted else None,
                 symlinks_skipped=predicted.symlinks_skipped if predicted else None,
                 special_files_skipped=predicted.special_files_skipped if predicted else None,
+                directories_excluded=predicted.directories_excluded if predicted else None,
                 free_bytes_after=free_after_snapshot(facts),
                 after=(ActionKind.PRE_COMMAND,),
             ),

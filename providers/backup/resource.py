@@ -69,3 +69,6 @@ class Resource:
     on_failure: str | None = None
     # A healthchecks-style URL: URL/start, then URL or URL/fail.
     ping_url: str | None = None
+    # A directory holding an entry of one of these names is kept empty but
+    # for it (CACHEDIR.TAG only with the Cache Directory Tagging signature).
+    exclude_if_present: tuple[str, ...] = ()

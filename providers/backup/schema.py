@@ -46,6 +46,7 @@ RESOURCE_KEYS = (
     "hook_timeout",
     "on_failure",
     "ping_url",
+    "exclude_if_present",
 )
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 
@@ -102,6 +103,7 @@ def build(values: dict[str, Any]) -> Resource:
         hook_timeout=values.get("hook_timeout", 0),
         on_failure=values.get("on_failure") or None,
         ping_url=values.get("ping_url"),
+        exclude_if_present=values.get("exclude_if_present", ()),
     )
 
 
@@ -153,6 +155,16 @@ def json_schema() -> dict[str, Any]:
                     {"type": "array", "items": {"type": "string", "minLength": 1}},
                 ],
                 "description": "fnmatch patterns: a comma-separated string or a list.",
+            }
+        ),
+        "exclude_if_present": _optional(
+            {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                ],
+                "description": "Names (e.g. .nobackup, CACHEDIR.TAG) whose presence keeps a "
+                "directory empty but for them.",
             }
         ),
         "cross_fs": _optional(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from hardsnap.providers import platform
 from hardsnap.providers.engine import holding
 from hardsnap.providers.engine.entries import Mounts
-from hardsnap.providers.engine.excludes import Excludes
+from hardsnap.providers.engine.excludes import Excludes, marker_in
 from hardsnap.providers.engine.frames import OPEN_FRAMES, Frame, open_frame, release, restore
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.files import fs, tree
@@ -156,6 +156,12 @@ class Walker:
             return
         placer, report = self.placer, self.report
         excludes = None if self.excludes.empty else self.excludes
+        # exclude_if_present: a directory holding a marker keeps it alone.
+        marker = (
+            marker_in(frame.source_fd, self.excludes.markers) if self.excludes.markers else None
+        )
+        if marker is not None:
+            report.directories_excluded += 1
         # Most targets hold every name and kind: then no entry is asked.
         holds = placer.rules.keeps.holds_everything
         # Files left until progress is looked at again.
@@ -163,6 +169,8 @@ class Walker:
         with entries:
             for entry in entries:
                 name = entry.name
+                if marker is not None and name != marker:
+                    continue
                 relative = frame.prefix + name
                 try:
                     info = entry.stat(follow_symlinks=False)

@@ -61,6 +61,8 @@ class SnapshotReport:
     special_files: int = 0
     symlinks_skipped: int = 0
     special_files_skipped: int = 0
+    # Directories kept empty but for their marker (exclude_if_present).
+    directories_excluded: int = 0
     # What the target filesystem does not keep (capabilities.Keeps.dropped).
     not_kept: list[str] = field(default_factory=list)
 
@@ -98,6 +100,7 @@ class SnapshotReport:
         self.special_files += other.special_files
         self.symlinks_skipped += other.symlinks_skipped
         self.special_files_skipped += other.special_files_skipped
+        self.directories_excluded += other.directories_excluded
 
     def files_done(self) -> int:
         """Files of the source in the snapshot: copied, linked or kept."""
