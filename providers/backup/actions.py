@@ -84,6 +84,8 @@ class Action:
     special_files_skipped: int | None = None
     # snapshot: directories kept empty but for their marker (exclude_if_present).
     directories_excluded: int | None = None
+    # snapshot: the btrfs subvolume frozen for the run (source_snapshot).
+    source_snapshot: str | None = None
     # prune: the snapshots to remove, oldest first.
     prune: tuple[str, ...] = ()
     # prune: bytes of the files no other snapshot links to; None when not measured.
@@ -120,6 +122,7 @@ _SHOWN = {
         "symlinks_skipped",
         "special_files_skipped",
         "directories_excluded",
+        "source_snapshot",
     ),
     ActionKind.PRE_COMMAND: _HOOK,
     ActionKind.POST_COMMAND: (*_HOOK, "retry"),

@@ -25,6 +25,7 @@ from hardsnap.providers.backup.facts import (
     observe_target,
     recorded_keeps,
 )
+from hardsnap.providers.backup.frozen import walk_frozen
 from hardsnap.providers.backup.naming import snapshot_in_window, snapshot_time
 from hardsnap.providers.backup.refusals import (
     cross_fs_refusal,
@@ -34,7 +35,7 @@ from hardsnap.providers.backup.refusals import (
     missing_target_refusal,
     ownership_refusal,
 )
-from hardsnap.providers.backup.resource import CrossFs, Resource
+from hardsnap.providers.backup.resource import CrossFs, Resource, SourceSnapshot
 from hardsnap.providers.backup.target import PARTIAL_PREFIX, TargetLocks
 from hardsnap.providers.engine.snapshot import (
     Excludes,
@@ -276,7 +277,16 @@ def _take(
         owner = facts.this_source
     if owner is facts.this_source or owner.keeps != keeps:
         target.write_owner(target_fd, replace(owner, keeps=keeps))
-    report = _build(resource, name, facts, target_fd, progress, request, keeps)
+    if resource.source_snapshot is SourceSnapshot.NONE:
+        report = _build(resource, name, facts, target_fd, progress, request, keeps)
+    else:
+        report = walk_frozen(
+            resource,
+            facts.source,
+            lambda path: _build(
+                resource, name, replace(facts, source=path), target_fd, progress, request, keeps
+            ),
+        )
     report.reference_files = facts.reference_files
     report.not_kept = keeps.dropped()
     return report

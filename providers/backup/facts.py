@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 
 from hardsnap.providers import platform
 from hardsnap.providers.backup import target
+from hardsnap.providers.backup.frozen import Frozen, locate
 from hardsnap.providers.backup.naming import future_names
-from hardsnap.providers.backup.resource import CrossFs, Keep, Resource
+from hardsnap.providers.backup.resource import CrossFs, Keep, Resource, SourceSnapshot
 from hardsnap.providers.backup.target import Owner
 from hardsnap.providers.files import capabilities, fs, trust
 from hardsnap.providers.files.capabilities import Keeps
@@ -95,6 +96,9 @@ class Facts:
     # (directory, why) when a directory on source_dir's path could be
     # written by another user, who could swap the source for another.
     source_path_weakness: tuple[str, str] | None = None
+    # source_snapshot: where the source would be frozen, or why it cannot
+    # be (None: not asked for, or no source yet).
+    frozen: Frozen | str | None = None
 
 
 def observe(resource: Resource, now: dt.datetime) -> Facts:
@@ -125,6 +129,11 @@ def observe(resource: Resource, now: dt.datetime) -> Facts:
         free_bytes=free,
         this_source=target.this_host(resource.source_dir, source),
         source_path_weakness=trust.weak_directory(resource.source_dir),
+        frozen=(
+            locate(resource, source)
+            if source_exists and resource.source_snapshot is not SourceSnapshot.NONE
+            else None
+        ),
     )
     if not os.path.isdir(target_probe):
         if target_probe == resolved:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ruamel.yaml.comments import CommentedSeq
 
-from hardsnap.providers.backup.resource import CrossFs, Keep, Schedule
+from hardsnap.providers.backup.resource import CrossFs, Keep, Schedule, SourceSnapshot
 from hardsnap.providers.backup.values import (
     MAX_NUMBER,
     Position,
@@ -34,7 +34,7 @@ SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 DURATION_PATTERN = re.compile(r"([0-9]+)\s*([smh]?)", re.IGNORECASE)
 DURATION_UNITS = {"": 1, "S": 1, "M": 60, "H": 3600}
 RESOURCE_TYPES = ("backup",)
-ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs, Keep)
+ChoiceT = TypeVar("ChoiceT", Schedule, CrossFs, Keep, SourceSnapshot)
 
 
 class FieldChecks:
@@ -110,6 +110,9 @@ class FieldChecks:
 
     def check_special_files(self, value: Any, position: tuple[int, int]) -> Keep | None:
         return self._choice("special_files", Keep, value, position)
+
+    def check_source_snapshot(self, value: Any, position: tuple[int, int]) -> SourceSnapshot | None:
+        return self._choice("source_snapshot", SourceSnapshot, value, position)
 
     def _choice(
         self, key: str, enum: type[ChoiceT], value: Any, position: tuple[int, int]
@@ -229,6 +232,7 @@ class FieldChecks:
         "schedule": check_schedule,
         "exclude": check_exclude,
         "exclude_if_present": check_exclude_if_present,
+        "source_snapshot": check_source_snapshot,
         "cross_fs": check_cross_fs,
         "min_free_space": check_min_free_space,
         "pre_command": check_command,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hardsnap.providers.backup import pruning
 from hardsnap.providers.backup.actions import Action, ActionKind, Change, Pruning
 from hardsnap.providers.backup.facts import Facts, links_unchanged
+from hardsnap.providers.backup.frozen import Frozen
 from hardsnap.providers.backup.naming import snapshot_in_window, snapshot_name, window_of
 from hardsnap.providers.backup.recorded import RecordedState
 from hardsnap.providers.backup.refusals import (
@@ -140,6 +141,7 @@ def plan_resource(
                 symlinks_skipped=predicted.symlinks_skipped if predicted else None,
                 special_files_skipped=predicted.special_files_skipped if predicted else None,
                 directories_excluded=predicted.directories_excluded if predicted else None,
+                source_snapshot=facts.frozen.volume if isinstance(facts.frozen, Frozen) else None,
                 free_bytes_after=free_after_snapshot(facts),
                 after=(ActionKind.PRE_COMMAND,),
             ),
@@ -151,6 +153,11 @@ def plan_resource(
                 f"keeps {predicted.files_kept} files"
             )
         notes.extend(_source_notes(resource, facts, allow_empty_source))
+        if isinstance(facts.frozen, Frozen):
+            notes.append(
+                f"walks a read-only btrfs snapshot of {facts.frozen.volume}, made for the run "
+                f"and removed after it (source_snapshot: btrfs): every file from one instant"
+            )
         post_snapshot: str | None = name
         post_reason, retry = "runs after the snapshot and prune", False
     else:
@@ -302,6 +309,8 @@ def _snapshot_problems(
                 f"{resource.target_path} ({facts.target_filesystem}) are on different "
                 f"filesystems: every file is copied (cross_fs: {resource.cross_fs.value})"
             )
+    if refusal is None and isinstance(facts.frozen, str):
+        refusal = facts.frozen
     if refusal is None:
         refusal = free_space_refusal(resource, facts)
     return refusal, warning

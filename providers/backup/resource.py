@@ -31,6 +31,14 @@ class Keep(enum.StrEnum):
     KEEP = "keep"
 
 
+class SourceSnapshot(enum.StrEnum):
+    """What the walk reads: the live source, or a read-only snapshot of its
+    filesystem made for the run (every file from one instant)."""
+
+    NONE = "none"
+    BTRFS = "btrfs"
+
+
 @dataclass(frozen=True)
 class Resource:
     """One validated `backup` resource; paths are absolute."""
@@ -72,3 +80,6 @@ class Resource:
     # A directory holding an entry of one of these names is kept empty but
     # for it (CACHEDIR.TAG only with the Cache Directory Tagging signature).
     exclude_if_present: tuple[str, ...] = ()
+    # Walk a read-only snapshot of the source's btrfs subvolume, made for
+    # the run and removed after it (providers/backup/frozen.py).
+    source_snapshot: SourceSnapshot = SourceSnapshot.NONE

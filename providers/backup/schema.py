@@ -12,7 +12,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap
 
 from hardsnap.providers.backup.fields import NAME_PATTERN, RESOURCE_TYPES, FieldChecks
-from hardsnap.providers.backup.resource import CrossFs, Keep, Resource, Schedule
+from hardsnap.providers.backup.resource import CrossFs, Keep, Resource, Schedule, SourceSnapshot
 from hardsnap.providers.backup.values import (
     closest,
     is_text,
@@ -47,6 +47,7 @@ RESOURCE_KEYS = (
     "on_failure",
     "ping_url",
     "exclude_if_present",
+    "source_snapshot",
 )
 REQUIRED_KEYS = ("name", "type", "source_dir", "target_path")
 
@@ -104,6 +105,7 @@ def build(values: dict[str, Any]) -> Resource:
         on_failure=values.get("on_failure") or None,
         ping_url=values.get("ping_url"),
         exclude_if_present=values.get("exclude_if_present", ()),
+        source_snapshot=values.get("source_snapshot", SourceSnapshot.NONE),
     )
 
 
@@ -165,6 +167,13 @@ def json_schema() -> dict[str, Any]:
                 ],
                 "description": "Names (e.g. .nobackup, CACHEDIR.TAG) whose presence keeps a "
                 "directory empty but for them.",
+            }
+        ),
+        "source_snapshot": _optional(
+            {
+                "enum": [member.value for member in SourceSnapshot],
+                "description": "btrfs: walk a read-only snapshot of the source's subvolume, "
+                "made for the run (default none).",
             }
         ),
         "cross_fs": _optional(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from hardsnap.providers import platform
 from hardsnap.providers.engine import holding
 from hardsnap.providers.engine.entries import Mounts
-from hardsnap.providers.engine.excludes import Excludes, marker_in
+from hardsnap.providers.engine.excludes import FROZEN_PREFIX, Excludes, is_frozen_copy, marker_in
 from hardsnap.providers.engine.frames import OPEN_FRAMES, Frame, open_frame, release, restore
 from hardsnap.providers.engine.placing import Placer
 from hardsnap.providers.files import fs, tree
@@ -198,6 +198,10 @@ class Walker:
                 elif stat.S_ISDIR(mode):
                     if (
                         (info.st_dev, info.st_ino) != self.skip_identity
+                        and not (
+                            name.startswith(FROZEN_PREFIX)
+                            and is_frozen_copy(name, info, frame.info.st_dev)
+                        )
                         and (excludes is None or not excludes.directory(relative, name))
                         and (holds or placer.held(name, relative, mode, frame))
                         and self._make_directory(name, relative, frame)

@@ -11,6 +11,10 @@ from collections.abc import Iterable
 
 from hardsnap.providers import platform
 
+# A source frozen for a run (source_snapshot) is a btrfs snapshot of this
+# name in its subvolume's root; btrfs numbers every subvolume's root 256.
+FROZEN_PREFIX = ".hardsnap-source."
+SUBVOLUME_ROOT_INODE = 256
 CACHEDIR_TAG = "CACHEDIR.TAG"
 # The Cache Directory Tagging Specification: a CACHEDIR.TAG counts only
 # when it starts with this.
@@ -55,6 +59,17 @@ class Excludes:
 
     def directory(self, relative: str, name: str) -> bool:
         return _hit(self._name_dir, name) or _hit(self._path_dir, relative)
+
+
+def is_frozen_copy(name: str, info: os.stat_result, parent_device: int) -> bool:
+    """Whether an entry of a directory is a snapshot `freeze` made (a walk
+    of the live tree meanwhile leaves it out)."""
+    return (
+        name.startswith(FROZEN_PREFIX)
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_ino == SUBVOLUME_ROOT_INODE
+        and info.st_dev != parent_device
+    )
 
 
 def marker_in(directory_fd: int, markers: tuple[str, ...]) -> str | None:

@@ -86,6 +86,7 @@ close_descriptors_except = system.close_descriptors_except
 copy_in_kernel = system.copy_in_kernel
 cpu_count = system.cpu_count
 death_signal = system.death_signal
+delete_subvolume = system.delete_subvolume
 describe_filesystem = system.describe_filesystem
 extended_attribute = system.extended_attribute
 extended_attributes = system.extended_attributes
@@ -98,6 +99,7 @@ next_data = system.next_data
 next_hole = system.next_hole
 process_name = system.process_name
 set_extended_attribute = system.set_extended_attribute
+snapshot_subvolume = system.snapshot_subvolume
 sync_filesystem = system.sync_filesystem
 syncs_whole_filesystem = system.syncs_whole_filesystem
 
@@ -120,6 +122,7 @@ __all__ = [
     "create_new",
     "death_signal",
     "default_stopping_signals",
+    "delete_subvolume",
     "describe_filesystem",
     "device_number",
     "device_of",
@@ -163,6 +166,7 @@ __all__ = [
     "set_owner",
     "set_times_at",
     "signal_name",
+    "snapshot_subvolume",
     "stat_at",
     "stopping_signals_held",
     "stored_bytes",

@@ -200,3 +200,14 @@ def describe_filesystem_by(path: str, type_of: Callable[[int], str | None]) -> s
 def describe_filesystem(path: str) -> str:
     """'TYPE at MOUNTPOINT' for the filesystem holding `path`."""
     return describe_filesystem_by(path, filesystem_type)
+
+
+def snapshot_subvolume(source_fd: int, directory_fd: int, name: str) -> None:
+    """Make `name` in `directory_fd` a read-only snapshot of the subvolume
+    open as `source_fd` (btrfs); this system cannot."""
+    raise OSError(errno.ENOTSUP, "read-only subvolume snapshots are made on Linux (btrfs) only")
+
+
+def delete_subvolume(directory_fd: int, name: str) -> None:
+    """Delete subvolume `name` of `directory_fd` (btrfs); this system cannot."""
+    raise OSError(errno.ENOTSUP, "subvolumes are deleted on Linux (btrfs) only")

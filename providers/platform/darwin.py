@@ -16,6 +16,7 @@ from hardsnap.providers.platform.base import (
 from hardsnap.providers.platform.base import copy_in_kernel as copy_in_kernel
 from hardsnap.providers.platform.base import cpu_count as cpu_count
 from hardsnap.providers.platform.base import death_signal as death_signal
+from hardsnap.providers.platform.base import delete_subvolume as delete_subvolume
 from hardsnap.providers.platform.base import extended_attribute as extended_attribute
 from hardsnap.providers.platform.base import flush_file as flush_file
 from hardsnap.providers.platform.base import lock_holder as lock_holder
@@ -23,6 +24,7 @@ from hardsnap.providers.platform.base import mount_types as mount_types
 from hardsnap.providers.platform.base import next_data as next_data
 from hardsnap.providers.platform.base import next_hole as next_hole
 from hardsnap.providers.platform.base import process_name as process_name
+from hardsnap.providers.platform.base import snapshot_subvolume as snapshot_subvolume
 from hardsnap.providers.platform.base import syncs_whole_filesystem as syncs_whole_filesystem
 
 # Imported on this system alone (the type checker reads no further elsewhere).

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import signal
+import struct
 import sys
 
 from hardsnap.providers.platform import base, libc
@@ -241,3 +243,28 @@ def process_name(pid: int) -> str | None:
             return stream.read().strip() or None
     except OSError:
         return None
+
+
+# btrfs ioctls: _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2) and
+# _IOW(0x94, 15, struct btrfs_ioctl_vol_args), both structs 4096 bytes.
+_SNAP_CREATE_V2 = 0x50009417
+_SNAP_DESTROY = 0x5000940F
+_SUBVOL_RDONLY = 1 << 1
+
+
+def snapshot_subvolume(source_fd: int, directory_fd: int, name: str) -> None:
+    """Make `name` in `directory_fd` a read-only snapshot of the btrfs
+    subvolume open as `source_fd`: by descriptors, no path followed."""
+    encoded = os.fsencode(name)
+    if len(encoded) >= 4040 or b"/" in encoded:
+        raise OSError(errno.EINVAL, "not a name for a subvolume", name)
+    arguments = bytearray(struct.pack("=qQQ32s4040s", source_fd, 0, _SUBVOL_RDONLY, b"", encoded))
+    fcntl.ioctl(directory_fd, _SNAP_CREATE_V2, arguments, True)
+
+
+def delete_subvolume(directory_fd: int, name: str) -> None:
+    """Delete the btrfs subvolume `name` of `directory_fd` (EINVAL: it is none)."""
+    encoded = os.fsencode(name)
+    if len(encoded) >= 4088 or b"/" in encoded:
+        raise OSError(errno.EINVAL, "not a name for a subvolume", name)
+    fcntl.ioctl(directory_fd, _SNAP_DESTROY, bytearray(struct.pack("=q4088s", 0, encoded)), True)

@@ -220,7 +220,14 @@ def test_the_documented_full_example_is_valid(config_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "example",
-    ["etc-backup.yaml", "etc-full.yaml", "app-config.yaml", "remote-backup.yaml", "demo.yaml"],
+    [
+        "etc-backup.yaml",
+        "etc-full.yaml",
+        "app-config.yaml",
+        "remote-backup.yaml",
+        "demo.yaml",
+        "home-frozen.yaml",
+    ],
 )
 def test_shipped_example_is_valid(example: str) -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / example

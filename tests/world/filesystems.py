@@ -1,4 +1,4 @@
-"""Real NTFS, exFAT and XFS filesystems for tests: small images, loop-mounted as root.
+"""Real NTFS, exFAT, XFS and btrfs filesystems for tests: small images, loop-mounted as root.
 
 hardsnap probes what a target filesystem keeps (SPEC "Platforms and target
 filesystems"); these helpers give tests the FUSE drivers a Linux user really
@@ -74,6 +74,21 @@ def xfs_mount(tmp_path: Path, name: str = "xfs") -> Iterator[Path]:
     image = _image(tmp_path, name, ["mkfs.xfs", "-q", "-m", "reflink=1"], mib=512)
     with _mounted(image, tmp_path / name, ["-o", "loop"]):
         yield tmp_path / name
+
+
+@contextmanager
+def btrfs_mount(tmp_path: Path, name: str = "btrfs") -> Iterator[Path]:
+    """A fresh btrfs filesystem (mkfs.btrfs) on `tmp_path/name`."""
+    _require({"mkfs.btrfs": "btrfs-progs", "btrfs": "btrfs-progs"}, fuse=False)
+    image = _image(tmp_path, name, ["mkfs.btrfs", "-q"], mib=256)
+    with _mounted(image, tmp_path / name, ["-o", "loop"]):
+        yield tmp_path / name
+
+
+def btrfs_subvolume(path: Path) -> Path:
+    """Make `path` a btrfs subvolume (btrfs subvolume create)."""
+    subprocess.run(["btrfs", "subvolume", "create", str(path)], check=True, capture_output=True)
+    return path
 
 
 @pytest.fixture
