@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from hardsnap.providers.files.escaping import escape_text
-from hardsnap.reconcile import audit_commands, common, journal, render
+from hardsnap.reconcile import audit_commands, common, journal, render, restore_command
 from hardsnap.reconcile.common import (
     AllowEmptyOption,
     AllowNewTargetOption,
@@ -26,7 +26,7 @@ from hardsnap.reconcile.common import (
 )
 from hardsnap.reconcile.exitcodes import ExitCode
 
-__all__ = ["app", "audit_commands", "main"]
+__all__ = ["app", "audit_commands", "main", "restore_command"]
 
 
 @app.command()
