@@ -9,7 +9,6 @@ import os
 
 from hardsnap.providers import platform
 from hardsnap.providers.files import fs
-from hardsnap.providers.manifest.format import join
 from hardsnap.providers.manifest.reader import ManifestReader
 from hardsnap.providers.restore.restorer import Directory, Restorer
 from hardsnap.providers.restore.steps import Restoration
