@@ -91,7 +91,7 @@ def _where(
 
     if target is not None:
         if len(arguments) != 1:
-            common.fail("with --target give PATH alone", ExitCode.INVALID, as_json)
+            common.fail("with --target give PATH alone", ExitCode.FAILED, as_json)
         resolved = os.path.realpath(target)
         source = None
         try:
@@ -105,12 +105,12 @@ def _where(
             common.fail(f"cannot read target {resolved}: {error}", ExitCode.FAILED, as_json)
         return None, resolved, source, _relative(arguments[0], source, as_json)
     if len(arguments) != 2:
-        common.fail("give NAME and PATH (or --target TARGET and PATH)", ExitCode.INVALID, as_json)
+        common.fail("give NAME and PATH (or --target TARGET and PATH)", ExitCode.FAILED, as_json)
     name, path = arguments
     loaded = common.load(config, as_json)
     resource = loaded.resource(name)
     if resource is None:
-        common.fail(f'no resource named "{name}" in {loaded.path}', ExitCode.INVALID, as_json)
+        common.fail(f'no resource named "{name}" in {loaded.path}', ExitCode.FAILED, as_json)
     source = os.path.realpath(resource.source_dir)
     return name, os.path.realpath(resource.target_path), source, _relative(path, source, as_json)
 
@@ -119,13 +119,13 @@ def _relative(path: str, source: str | None, as_json: bool) -> str:
     """PATH relative to the source ("" for all of it)."""
     if os.path.isabs(path):
         if source is None or not (path == source or path.startswith(source.rstrip("/") + "/")):
-            common.fail(f"{path} is not below source_dir {source}", ExitCode.INVALID, as_json)
+            common.fail(f"{path} is not below source_dir {source}", ExitCode.FAILED, as_json)
         path = os.path.relpath(path, source)
     normal = os.path.normpath(path)
     if normal == ".":
         return ""
     if normal.startswith("../") or normal == "..":
-        common.fail(f"{path} is not below source_dir {source}", ExitCode.INVALID, as_json)
+        common.fail(f"{path} is not below source_dir {source}", ExitCode.FAILED, as_json)
     return normal
 
 

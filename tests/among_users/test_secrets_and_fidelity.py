@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.among_users.hostile import build_deep_tree
+from tests.world.acls import acl_granting_user_1234
 from tests.world.cli import Cli
 from tests.world.clock import at, iso, name_of
 from tests.world.files import ODD_NS, make_file, rewrite, xattrs_supported
@@ -183,27 +184,6 @@ def test_as_root_trusted_and_security_xattrs_and_capabilities_are_kept(site: Sit
     assert snapshot == source
     assert ("security.capability", capability_of_net_raw()) in snapshot[b"tool"].xattrs
     assert (snapshot[b"tool"].uid, snapshot[b"tool"].gid) == (1234, 5678)
-
-
-ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
-ACL_UNDEFINED_ID = 0xFFFFFFFF
-
-
-def posix_acl(*entries: tuple[int, int, int]) -> bytes:
-    """The kernel's xattr form of a POSIX ACL (what setfacl writes)."""
-    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
-
-
-def acl_granting_user_1234(owner: int, user: int, group: int, other: int) -> bytes:
-    """An ACL of these permission bits for the owner, user 1234, the group
-    (the mask as wide as the last two) and others."""
-    return posix_acl(
-        (ACL_USER_OBJ, owner, ACL_UNDEFINED_ID),
-        (ACL_USER, user, 1234),
-        (ACL_GROUP_OBJ, group, ACL_UNDEFINED_ID),
-        (ACL_MASK, max(user, group), ACL_UNDEFINED_ID),
-        (ACL_OTHER, other, ACL_UNDEFINED_ID),
-    )
 
 
 @pytest.mark.linux_only(reason="xattr calls")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from hardsnap.providers.engine import copying
+from tests.world.acls import acl_granting_user_1234
 from tests.world.clock import START, at, name_of
 from tests.world.files import make_file, xattrs_supported
 from tests.world.site import Site, empty_site
@@ -46,9 +47,13 @@ def site(tmp_path: Path) -> Site:
     os.symlink("nowhere", source / "data" / "dangling")
     os.mkfifo(source / "data" / "fifo", 0o620)
     (source / "empty").mkdir()
+    if os.geteuid() == 0:
+        os.mknod(source / "data" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     if hasattr(os, "setxattr"):  # not in the masked platform run
         with contextlib.suppress(OSError):
             os.setxattr(source / "etc" / "app.conf", "user.origin", b"restored with it")
+            acl = acl_granting_user_1234(6, 4, 4, 0)
+            os.setxattr(source / "etc" / "app.conf", "system.posix_acl_access", acl)
     site.write()
     assert site.apply().returncode == 0
     return site
@@ -87,7 +92,8 @@ def test_a_whole_snapshot_restored_is_what_rsync_finds_identical(
     planned, document = restore(site, "r", ".", "--to", str(destination))
     assert planned.returncode == 2, planned
     assert not destination.exists(), "the plan changed something"
-    assert document["created"] == 13 and document["applied"] is False, document
+    entries = 13 + (os.geteuid() == 0)  # the device node
+    assert document["created"] == entries and document["applied"] is False, document
 
     done, document = restore(site, "r", ".", "--to", str(destination), "--apply")
     assert done.returncode == 0, done
@@ -101,7 +107,7 @@ def test_a_whole_snapshot_restored_is_what_rsync_finds_identical(
 
     again, document = restore(site, "r", ".", "--to", str(destination))
     assert again.returncode == 0, again
-    assert document["entries"] == [] and document["equal"] == 13, document
+    assert document["entries"] == [] and document["equal"] == entries, document
 
 
 def test_a_file_comes_back_where_it_was_and_what_it_replaced_is_kept_beside(
@@ -223,3 +229,23 @@ def test_symlinks_another_user_planted_in_the_destination_are_never_followed(
     assert (destination / "etc" / "app.conf").read_bytes() == b"listen 8080\n"
     assert (destination / f"etc.hardsnap-replaced-{SNAPSHOT}").is_symlink()
     assert differences(site.snapshot(SNAPSHOT) / "bin", destination / "bin") == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["nosuch", "etc"], 'no resource named "nosuch"'),
+        (["r", "/elsewhere/etc"], "is not below source_dir"),
+        (["r", "../etc"], "is not below source_dir"),
+        (["r", "nothing-like-it"], "no snapshot in"),
+        (["r", "etc", "--from", "2020.001.00.00"], "no snapshot 2020.001.00.00"),
+    ],
+)
+def test_what_cannot_be_restored_exits_1_saying_why_and_changes_nothing(
+    site: Site, arguments: list[str], said: str
+) -> None:
+    before = sorted(os.listdir(site.source))
+    done = site.cli("restore", *arguments, "--apply")
+    assert done.returncode == 1, done
+    assert said in done.stderr, done
+    assert sorted(os.listdir(site.source)) == before
