@@ -50,6 +50,21 @@ class Directory:
     shown: str
 
 
+@dataclass(frozen=True)
+class Found:
+    """An entry of the snapshot, and what the destination holds in its place."""
+
+    parent: Directory
+    name: str
+    # Its name in the destination, and as shown.
+    target_name: str
+    shown: str
+    # Its path in the snapshot.
+    relative: str
+    info: os.stat_result
+    existing: os.stat_result | None
+
+
 class Restorer:
     """Restores entries of one snapshot, planning only unless `apply`."""
 
@@ -84,63 +99,47 @@ class Restorer:
     ) -> None:
         """Restore entry `name` of `parent` as `target_name`; `relative`:
         its path in the snapshot (default: below its parent's)."""
-        relative = join(parent.source, name) if relative is None else relative
         info = platform.stat_at(name, parent.source_fd)
         existing = None
         if parent.target_fd is not None:
             with contextlib.suppress(FileNotFoundError):
                 existing = platform.stat_at(target_name, parent.target_fd)
+        relative = join(parent.source, name) if relative is None else relative
+        found = Found(parent, name, target_name, shown, relative, info, existing)
         if stat.S_ISDIR(info.st_mode):
-            self._directory(parent, name, target_name, shown, info, existing, relative)
+            self._directory(found)
         elif stat.S_ISREG(info.st_mode):
-            self._file(parent, name, target_name, shown, info, existing, relative)
+            self._file(found)
         elif stat.S_ISLNK(info.st_mode):
             text = platform.readlink_at(name, parent.source_fd)
             why = ["type"] if existing is not None and not stat.S_ISLNK(existing.st_mode) else []
             if existing is not None and parent.target_fd is not None and not why:
                 why = link_differs(text, platform.readlink_at(target_name, parent.target_fd))
                 why += differences(info, None, existing, None, None)
-            self._decide(
-                parent,
-                target_name,
-                shown,
-                existing,
-                why,
-                lambda temporary, at: make_symlink(temporary, info, text, at),
-            )
+            self._decide(found, why, lambda temporary, at: make_symlink(temporary, info, text, at))
         elif not stat.S_ISSOCK(info.st_mode):
             why = differences(info, None, existing, None, None) if existing is not None else []
-            self._decide(
-                parent,
-                target_name,
-                shown,
-                existing,
-                why,
-                lambda temporary, at: make_special(temporary, info, at),
-            )
+            self._decide(found, why, lambda temporary, at: make_special(temporary, info, at))
 
-    def _directory(
-        self,
-        parent: Directory,
-        name: str,
-        target_name: str,
-        shown: str,
-        info: os.stat_result,
-        existing: os.stat_result | None,
-        relative: str,
-    ) -> None:
-        source_fd = platform.open_directory(name, parent.source_fd)
+    def _directory(self, found: Found) -> None:
+        parent, target_name, existing = found.parent, found.target_name, found.existing
+        source_fd = platform.open_directory(found.name, parent.source_fd)
         target_fd = None
         try:
             is_directory = existing is not None and stat.S_ISDIR(existing.st_mode)
             if is_directory:
                 assert parent.target_fd is not None
                 target_fd = platform.open_directory(target_name, parent.target_fd)
-                why = differences(info, source_fd, os.fstat(target_fd), target_fd, None)
-                self.result.steps.append(Step(shown, "replace" if why else "equal", tuple(why)))
+                why = differences(found.info, source_fd, os.fstat(target_fd), target_fd, None)
+                step = Step(found.shown, "replace" if why else "equal", tuple(why))
+                self.result.steps.append(step)
             else:
                 self.result.steps.append(
-                    Step(shown, "replace" if existing else "create", ("type",) if existing else ())
+                    Step(
+                        found.shown,
+                        "replace" if existing else "create",
+                        ("type",) if existing else (),
+                    )
                 )
                 if self.apply:
                     assert parent.target_fd is not None
@@ -149,11 +148,11 @@ class Restorer:
                     platform.mkdir_at(target_name, parent.target_fd, 0o700)
                     target_fd = platform.open_directory(target_name, parent.target_fd)
             directory = Directory(
-                source_fd, target_fd, relative, join(parent.target, target_name), shown
+                source_fd, target_fd, found.relative, join(parent.target, target_name), found.shown
             )
             self.children(directory)
             if self.apply and target_fd is not None:
-                fs.apply_metadata(target_fd, info, source_fd)
+                fs.apply_metadata(target_fd, found.info, source_fd)
         finally:
             os.close(source_fd)
             if target_fd is not None:
@@ -176,54 +175,37 @@ class Restorer:
             if self.apply:
                 _remove(name, directory.target_fd)
 
-    def _file(
-        self,
-        parent: Directory,
-        name: str,
-        target_name: str,
-        shown: str,
-        info: os.stat_result,
-        existing: os.stat_result | None,
-        relative: str,
-    ) -> None:
+    def _file(self, found: Found) -> None:
+        info, existing, parent = found.info, found.existing, found.parent
         first = self._linked.get(info.st_ino) if info.st_nlink > 1 else None
         if first is not None:
-            self._second_name(parent, target_name, shown, existing, first)
+            self._second_name(found, first)
             return
         if info.st_nlink > 1:
-            self._linked[info.st_ino] = (parent.target, target_name)
-        known = self._known(os.path.dirname(relative), name)
-        source_fd = platform.open_source(name, parent.source_fd)
+            self._linked[info.st_ino] = (parent.target, found.target_name)
+        known = self._known(os.path.dirname(found.relative), found.name)
+        source_fd = platform.open_source(found.name, parent.source_fd)
         try:
             why: list[str] = []
             if existing is not None:
                 why = ["type"] if not stat.S_ISREG(existing.st_mode) else []
                 if not why:
                     assert parent.target_fd is not None
-                    existing_fd = platform.open_read(target_name, parent.target_fd)
+                    existing_fd = platform.open_read(found.target_name, parent.target_fd)
                     try:
                         why = differences(info, source_fd, existing, existing_fd, known)
                     finally:
                         os.close(existing_fd)
+            shown = found.shown
             self._decide(
-                parent,
-                target_name,
-                shown,
-                existing,
+                found,
                 why,
                 lambda temporary, at: self._copy(source_fd, info, known, temporary, at, shown),
             )
         finally:
             os.close(source_fd)
 
-    def _second_name(
-        self,
-        parent: Directory,
-        target_name: str,
-        shown: str,
-        existing: os.stat_result | None,
-        first: tuple[str, str],
-    ) -> None:
+    def _second_name(self, found: Found, first: tuple[str, str]) -> None:
         """Another name of a file restored already: a hard link to it."""
         first_fd = None
         if self.root_fd is not None:
@@ -234,14 +216,12 @@ class Restorer:
             if first_fd is not None:
                 with contextlib.suppress(FileNotFoundError):
                     restored = platform.stat_at(first[1], first_fd)
+            existing = found.existing
             same = (
                 existing is not None and restored is not None and existing.st_ino == restored.st_ino
             )
             self._decide(
-                parent,
-                target_name,
-                shown,
-                existing,
+                found,
                 [] if same else ["hard link"],
                 lambda temporary, at: platform.link_at(first[1], first_fd or -1, temporary, at),
             )
@@ -251,17 +231,15 @@ class Restorer:
 
     # -- carrying out ----------------------------------------------------
 
-    def _decide(
-        self,
-        parent: Directory,
-        target_name: str,
-        shown: str,
-        existing: os.stat_result | None,
-        why: list[str],
-        make: _Make,
-    ) -> None:
+    def _decide(self, found: Found, why: list[str], make: _Make) -> None:
         """Record the step; when applying, make the entry under a temporary
         name and put it in place."""
+        parent, target_name, shown, existing = (
+            found.parent,
+            found.target_name,
+            found.shown,
+            found.existing,
+        )
         if existing is not None and not why:
             self.result.steps.append(Step(shown, "equal"))
             return
