@@ -20,38 +20,37 @@ ARGUMENTS_HELP = (
 )
 
 
+FromOption = Annotated[
+    str | None,
+    typer.Option("--from", help="The snapshot to restore from (default: the newest holding PATH)."),
+]
+ToOption = Annotated[
+    str | None,
+    typer.Option("--to", help="Restore PATH as this path (default: where it came from)."),
+]
+ApplyOption = Annotated[bool, typer.Option("--apply", help="Carry it out (else show the plan).")]
+DeleteOption = Annotated[
+    bool, typer.Option("--delete", help="Remove what the destination holds and the snapshot lacks.")
+]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace without keeping NAME.hardsnap-replaced-SNAPSHOT."),
+]
+TargetOption = Annotated[
+    str | None,
+    typer.Option("--target", help="Restore from this target alone (no config or state needed)."),
+]
+
+
 @app.command()
 def restore(
     arguments: Annotated[list[str], typer.Argument(help=ARGUMENTS_HELP, metavar="[NAME] PATH")],
-    snapshot: Annotated[
-        str | None,
-        typer.Option(
-            "--from", help="The snapshot to restore from (default: the newest holding PATH)."
-        ),
-    ] = None,
-    to: Annotated[
-        str | None,
-        typer.Option("--to", help="Restore PATH as this path (default: where it came from)."),
-    ] = None,
-    apply: Annotated[
-        bool, typer.Option("--apply", help="Carry it out (else show the plan).")
-    ] = False,
-    delete: Annotated[
-        bool,
-        typer.Option("--delete", help="Remove what the destination holds and the snapshot lacks."),
-    ] = False,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite", help="Replace without keeping NAME.hardsnap-replaced-SNAPSHOT."
-        ),
-    ] = False,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            "--target", help="Restore from this target alone (no config or state needed)."
-        ),
-    ] = None,
+    snapshot: FromOption = None,
+    to: ToOption = None,
+    apply: ApplyOption = False,
+    delete: DeleteOption = False,
+    overwrite: OverwriteOption = False,
+    target: TargetOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
     state_dir: StateDirOption = None,

@@ -46,7 +46,7 @@ def restore(
 ) -> Restoration:
     """Restore `path` ("" for all) of `snapshot` in `target` as
     `destination` (absolute); plan only unless `apply`."""
-    result = Restoration(snapshot, path or ".", destination, apply)
+    result = Restoration(snapshot, path or ".", destination, apply, delete, overwrite)
     destination_parent, destination_name = os.path.split(destination.rstrip("/") or "/")
     target_fd = fs.open_absolute(target)
     opened = [target_fd]
@@ -67,7 +67,7 @@ def restore(
         except FileNotFoundError:
             if apply:
                 raise
-        restorer = Restorer(result, manifest, delete, overwrite, root_fd)
+        restorer = Restorer(result, manifest, root_fd)
         parent = Directory(source_fd, root_fd, parent_path, "", "")
         shown = path or "."
         if name:

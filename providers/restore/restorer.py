@@ -69,18 +69,11 @@ class Restorer:
     """Restores entries of one snapshot, planning only unless `apply`."""
 
     def __init__(
-        self,
-        result: Restoration,
-        manifest: ManifestReader | None,
-        delete: bool,
-        overwrite: bool,
-        root_fd: int | None,
+        self, result: Restoration, manifest: ManifestReader | None, root_fd: int | None
     ) -> None:
         self.result = result
-        self.apply = result.applied
+        self.apply, self.delete, self.overwrite = result.applied, result.delete, result.overwrite
         self.manifest = manifest
-        self.delete = delete
-        self.overwrite = overwrite
         # The destination's parent directory.
         self.root_fd = root_fd
         # Snapshot inode -> where its first name was restored (relative to root_fd).

@@ -25,6 +25,10 @@ class Restoration:
     path: str
     destination: str
     applied: bool
+    # Remove what the destination holds and the snapshot lacks; replace
+    # without keeping what is replaced beside.
+    delete: bool = False
+    overwrite: bool = False
     steps: list[Step] = field(default_factory=list)
     # Where what was replaced was kept (relative to the destination's folder).
     kept_beside: list[str] = field(default_factory=list)
