@@ -186,11 +186,7 @@ def a_symlink(state: Path) -> str:
 )
 @pytest.mark.parametrize("command", COMMANDS)
 def test_state_directory_others_could_change_is_refused_naming_the_fix(
-    cli: Cli,
-    tmp_path: Path,
-    state_dir: Path,
-    spoil: Callable[[Path], str],
-    command: list[str],
+    cli: Cli, tmp_path: Path, state_dir: Path, spoil: Callable[[Path], str], command: list[str]
 ) -> None:
     config = applied(cli, tmp_path)
     before = contents(state_dir)
@@ -270,11 +266,7 @@ def stray_symlink(state: Path) -> str:
 )
 @pytest.mark.parametrize("command", COMMANDS)
 def test_file_in_the_state_directory_others_could_change_is_refused_before_opening_the_store(
-    cli: Cli,
-    tmp_path: Path,
-    state_dir: Path,
-    spoil: Callable[[Path], str],
-    command: list[str],
+    cli: Cli, tmp_path: Path, state_dir: Path, spoil: Callable[[Path], str], command: list[str]
 ) -> None:
     config = applied(cli, tmp_path)
     victim = tmp_path / "victim"
