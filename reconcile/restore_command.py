@@ -155,7 +155,6 @@ def _document(name: str | None, result: Any) -> dict[str, Any]:
         "entries": [
             {"path": step.path, "action": step.action, "why": list(step.why)}
             for step in result.steps
-            if step.action != "equal"
         ],
         "created": result.count("create"),
         "replaced": result.count("replace"),
@@ -166,7 +165,7 @@ def _document(name: str | None, result: Any) -> dict[str, Any]:
     }
 
 
-_SYMBOLS = {"create": "+", "replace": "~", "delete": "-", "damaged": "!"}
+_SYMBOLS = {"create": "+", "replace": "~", "equal": "=", "delete": "-", "damaged": "!"}
 
 
 def _text(name: str | None, result: Any) -> str:
@@ -178,8 +177,6 @@ def _text(name: str | None, result: Any) -> str:
         f"{escape_name(result.destination)}"
     ]
     for step in result.steps:
-        if step.action == "equal":
-            continue
         why = f" ({', '.join(step.why)})" if step.why else ""
         lines.append(f"  {_SYMBOLS[step.action]} {escape_name(step.path)}{why}")
     counts = [

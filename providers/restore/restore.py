@@ -48,6 +48,8 @@ def restore(
     `destination` (absolute); plan only unless `apply`."""
     result = Restoration(snapshot, path or ".", destination, apply, delete, overwrite)
     destination_parent, destination_name = os.path.split(destination.rstrip("/") or "/")
+    # Resolved once, then opened one directory at a time following no link.
+    destination_parent = os.path.realpath(destination_parent)
     target_fd = fs.open_absolute(target)
     opened = [target_fd]
     try:
