@@ -121,6 +121,7 @@ CHOICES = {
     "cross_fs": ("fail", "copy", "warn", "link"),
     "symlinks": ("skip", "keep"),
     "special_files": ("skip", "keep"),
+    "source_snapshot": ("none", "btrfs"),
 }
 
 
@@ -189,6 +190,17 @@ def verdict(key: str, value: Any, values: dict[str, Any]) -> bool | None:
                 return True
             return False if any(not isinstance(item, str) for item in value) else None
         return False
+    if key == "exclude_if_present":
+        # Names of entries, listed as exclude is: "/", "." and ".." refused.
+        if is_text:
+            names = [part.strip() for part in value.split(",") if part.strip()]
+        elif isinstance(value, list):
+            if any(not isinstance(name, str) or not name.strip() for name in value):
+                return False
+            names = [name.strip() for name in value]
+        else:
+            return False
+        return not any("/" in name or "\0" in name or name in (".", "..") for name in names)
     if key == "min_free_space":
         return amount_verdict(value, r"([0-9]+)[KMGT]?", 18)
     if key == "hook_timeout":
