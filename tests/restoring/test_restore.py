@@ -21,7 +21,7 @@ import pytest
 from hardsnap.providers.engine import copying
 from tests.world.acls import acl_granting_user_1234
 from tests.world.clock import START, at, name_of
-from tests.world.files import make_file, xattrs_supported
+from tests.world.files import make_file
 from tests.world.site import Site, empty_site
 from tests.world.users import NOBODY
 
@@ -211,7 +211,6 @@ def test_a_restore_interrupted_mid_file_leaves_nothing_under_a_final_name(
 def test_symlinks_another_user_planted_in_the_destination_are_never_followed(
     site: Site, tmp_path: Path
 ) -> None:
-    xattrs_supported(tmp_path)
     outside = tmp_path / "outside"
     victim = make_file(outside / "victim", b"root's own file")
     destination = tmp_path / "shared"
