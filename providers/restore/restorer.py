@@ -16,6 +16,7 @@ snapshot are restored as one inode.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import stat
@@ -78,6 +79,8 @@ class Restorer:
         self.root_fd = root_fd
         # Snapshot inode -> where its first name was restored (relative to root_fd).
         self._linked: dict[int, tuple[str, str]] = {}
+        # Snapshot inode -> the inode its first name has in the destination.
+        self._inodes: dict[int, int] = {}
         self._hashes: tuple[str, KnownHashes] | None = None
 
     # -- entries ---------------------------------------------------------
@@ -197,6 +200,10 @@ class Restorer:
             )
         finally:
             os.close(source_fd)
+        if info.st_nlink > 1 and parent.target_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                placed = platform.stat_at(found.target_name, parent.target_fd)
+                self._inodes[info.st_ino] = placed.st_ino
 
     def _second_name(self, found: Found, first: tuple[str, str]) -> None:
         """Another name of a file restored already: a hard link to it."""
@@ -213,11 +220,20 @@ class Restorer:
             same = (
                 existing is not None and restored is not None and existing.st_ino == restored.st_ino
             )
-            self._decide(
-                found,
-                [] if same else ["hard link"],
-                lambda temporary, at: platform.link_at(first[1], first_fd or -1, temporary, at),
-            )
+            expected = self._inodes.get(found.info.st_ino)
+
+            def link(temporary: str, at: int) -> None:
+                platform.link_at(first[1], first_fd or -1, temporary, at)
+                # The first name may have been swapped since (the destination
+                # may be another user's): only the file restored is linked.
+                if platform.stat_at(temporary, at).st_ino != expected:
+                    raise OSError(
+                        errno.ESTALE,
+                        "its first name was replaced while restoring: not linked",
+                        found.shown,
+                    )
+
+            self._decide(found, [] if same else ["hard link"], link)
         finally:
             if first_fd is not None:
                 os.close(first_fd)

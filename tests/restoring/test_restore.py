@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from hardsnap.providers import platform
 from hardsnap.providers.engine import copying
 from tests.world.acls import acl_granting_user_1234
 from tests.world.clock import START, at, name_of
@@ -249,3 +250,25 @@ def test_what_cannot_be_restored_exits_1_saying_why_and_changes_nothing(
     assert done.returncode == 1, done
     assert said in done.stderr, done
     assert sorted(os.listdir(site.source)) == before
+
+
+def test_a_first_name_swapped_before_its_second_is_linked_is_not_linked_to(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone who can write the destination swaps the restored bin/tool for
+    a file of theirs just before bin/tool-alias is linked to it."""
+    destination = tmp_path / "shared"
+    theirs = make_file(tmp_path / "theirs", b"someone else's")
+    original = platform.link_at
+
+    def swapping_first(old: str, old_at: int, new: str, new_at: int) -> None:
+        (destination / "bin" / "tool").rename(destination / "bin" / "moved")
+        os.link(theirs, destination / "bin" / "tool")
+        original(old, old_at, new, new_at)
+
+    monkeypatch.setattr(platform, "link_at", swapping_first)
+    done = site.cli("restore", "r", "bin", "--to", str(destination / "bin"), "--apply")
+    assert done.returncode == 1, done
+    assert "its first name was replaced while restoring" in done.stderr, done
+    assert sorted(os.listdir(destination / "bin")) == ["moved", "tool"]
+    assert os.stat(theirs).st_nlink == 2, "their file got another name"
