@@ -20,13 +20,13 @@ from hardsnap.providers.backup.values import (
     MAX_NUMBER,
     Position,
     closest,
-    encodable,
     is_integer,
     is_text,
     item_at,
     show,
     whole_number,
 )
+from hardsnap.providers.files.escaping import is_utf8
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 SIZE_PATTERN = re.compile(r"([0-9]+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
@@ -65,7 +65,7 @@ class FieldChecks:
         if not is_text(value) or not value.strip():
             self.report(position, f"a path must be a non-empty string, got {show(value)}")
             return None
-        if "\0" in value or not encodable(value):
+        if "\0" in value or not is_utf8(value):
             self.report(position, "a path must not hold NUL bytes or unpaired surrogates")
             return None
         expanded = os.path.expanduser(str(value))
@@ -133,7 +133,7 @@ class FieldChecks:
     ) -> tuple[str, ...] | None:
         names = self._texts("exclude_if_present", "a marker name", value, position)
         for name in names or ():
-            if "/" in name or name in (".", "..") or "\0" in name or not encodable(name):
+            if "/" in name or name in (".", "..") or "\0" in name or not is_utf8(name):
                 self.report(
                     position,
                     f'"exclude_if_present" holds names of entries (like CACHEDIR.TAG), '

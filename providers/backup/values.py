@@ -54,14 +54,6 @@ def untagged(value: Any) -> Any:
     return value
 
 
-def encodable(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def key_at(mapping: CommentedMap, key: str) -> tuple[int, int]:
     """Position of a key; a key merged in (`<<: *base`) has none of its own,
     so the mapping's position stands for it."""

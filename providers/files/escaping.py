@@ -83,18 +83,18 @@ def _raw_bytes(value: Any) -> Any:
     """The base64 of a string that is not UTF-8 (for a list of strings, a
     list of them, null for each that is), or None when none is needed."""
     if isinstance(value, str):
-        return None if _is_utf8(value) else _base64(value)
+        return None if is_utf8(value) else _base64(value)
     if isinstance(value, list | tuple) and any(
-        isinstance(item, str) and not _is_utf8(item) for item in value
+        isinstance(item, str) and not is_utf8(item) for item in value
     ):
         return [
-            _base64(item) if isinstance(item, str) and not _is_utf8(item) else None
-            for item in value
+            _base64(item) if isinstance(item, str) and not is_utf8(item) else None for item in value
         ]
     return None
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether `text` encodes to UTF-8: no lone surrogates (a name's bytes that are not UTF-8)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -118,7 +118,7 @@ def _base64(text: str) -> str:
 
 
 def _replaced(text: str) -> str:
-    if _is_utf8(text):
+    if is_utf8(text):
         return text
     return _bytes_of(text).decode("utf-8", "replace")
 
