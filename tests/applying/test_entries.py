@@ -18,6 +18,7 @@ import pytest
 from tests.world.clock import at, name_of
 from tests.world.files import make_file
 from tests.world.site import Site, new_site
+from tests.world.trees import rsync_changes
 
 ROOT = os.geteuid() == 0
 RSYNC = shutil.which("rsync")
@@ -69,24 +70,9 @@ def every_kind(source: Path) -> None:
 def rsync_differences(source: Path, snapshot: Path) -> list[str]:
     """What rsync -aHAX --checksum would change to make `snapshot` equal
     `source` (sockets aside: a snapshot never keeps them)."""
-    assert RSYNC is not None
-    done = subprocess.run(
-        [
-            RSYNC,
-            "-aHAX",
-            "--checksum",
-            "--dry-run",
-            "--itemize-changes",
-            "--exclude=*.sock",
-            f"{source}/",
-            f"{snapshot}/",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
     # Directories whose times only rsync's dry run would touch are not changes.
-    return [line for line in done.stdout.splitlines() if line and not line.startswith(".d..t")]
+    changes = rsync_changes(source, snapshot, "--exclude=*.sock")
+    return [line for line in changes if not line.startswith(".d..t")]
 
 
 @pytest.mark.skipif(RSYNC is None, reason="rsync is not installed")

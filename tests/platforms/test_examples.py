@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 
 from tests.world.examples import EXAMPLES, unit
 from tests.world.site import backup_config, write_config
+from tests.world.trees import rsync_changes
 
 
 def run_hardsnap_line(line: str, cli: Any, config: Path) -> Any:
@@ -344,20 +345,7 @@ def test_service_command_under_the_units_sandbox_keeps_setuid_owners_links_and_x
     assert done.returncode == 0, done
     assert done.stdout == "", done.stdout  # -q: nothing when all went well
     snapshot = target / "2026.088.06.00"
-    differences = subprocess.run(
-        [
-            "rsync",
-            "-aHAX",
-            "--checksum",
-            "--dry-run",
-            "--itemize-changes",
-            f"{source}/",
-            f"{snapshot}/",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    differences = rsync_changes(source, snapshot)
     assert [line for line in differences if not line.startswith(".d..t")] == []
     assert stat.S_IMODE(os.stat(snapshot / "bin" / "tool").st_mode) == 0o4755
     assert (

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from tests.world.acls import acl_granting_user_1234
 from tests.world.clock import START, at, name_of
 from tests.world.files import make_file
 from tests.world.site import Site, empty_site
+from tests.world.trees import rsync_changes
 from tests.world.users import NOBODY
 
 SNAPSHOT = name_of(START)
@@ -66,25 +66,6 @@ def restore(site: Site, *arguments: str) -> Any:
     return done, document
 
 
-def differences(first: Path, second: Path) -> list[str]:
-    """What rsync -aHAX --checksum would change to make `second` like `first`."""
-    done = subprocess.run(
-        [
-            "rsync",
-            "-aHAX",
-            "--checksum",
-            "--dry-run",
-            "--itemize-changes",
-            f"{first}/",
-            f"{second}/",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.splitlines()
-
-
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is the oracle")
 def test_a_whole_snapshot_restored_is_what_rsync_finds_identical(
     site: Site, tmp_path: Path
@@ -99,8 +80,8 @@ def test_a_whole_snapshot_restored_is_what_rsync_finds_identical(
     done, document = restore(site, "r", ".", "--to", str(destination), "--apply")
     assert done.returncode == 0, done
     snapshot = site.snapshot(SNAPSHOT)
-    assert differences(snapshot, destination) == []
-    assert differences(site.source, destination) == []
+    assert rsync_changes(snapshot, destination) == []
+    assert rsync_changes(site.source, destination) == []
     tool, alias = destination / "bin" / "tool", destination / "bin" / "tool-alias"
     assert os.stat(tool).st_ino == os.stat(alias).st_ino
     assert stat.S_IMODE(os.stat(tool).st_mode) == 0o4755
@@ -128,7 +109,7 @@ def test_a_file_comes_back_where_it_was_and_what_it_replaced_is_kept_beside(
     kept = conf.with_name(f"app.conf.hardsnap-replaced-{SNAPSHOT}")
     assert kept.read_bytes() == b"listen 9090\n"
     # The file as the snapshot keeps it (the folder's mtime is the rename's).
-    changes = differences(site.snapshot(SNAPSHOT) / "etc", site.source / "etc")
+    changes = rsync_changes(site.snapshot(SNAPSHOT) / "etc", site.source / "etc")
     assert [line for line in changes if not line.endswith(" ./")] == [], changes
 
 
@@ -229,7 +210,7 @@ def test_symlinks_another_user_planted_in_the_destination_are_never_followed(
     assert not (destination / "etc").is_symlink()
     assert (destination / "etc" / "app.conf").read_bytes() == b"listen 8080\n"
     assert (destination / f"etc.hardsnap-replaced-{SNAPSHOT}").is_symlink()
-    assert differences(site.snapshot(SNAPSHOT) / "bin", destination / "bin") == []
+    assert rsync_changes(site.snapshot(SNAPSHOT) / "bin", destination / "bin") == []
 
 
 @pytest.mark.parametrize(

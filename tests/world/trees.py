@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,3 +103,16 @@ def _tree_below(directory_fd: int, prefix: bytes, found: dict[bytes, Node]) -> N
 
 def files_of(nodes: dict[bytes, Node]) -> dict[bytes, Node]:
     return {path: node for path, node in nodes.items() if node.kind == "file"}
+
+
+def rsync_changes(first: Path, second: Path, *options: str) -> list[str]:
+    """What `rsync -aHAX --checksum` (and `options`) would change to make the
+    tree `second` like `first`: its itemized lines, none when they are alike."""
+    command = ["rsync", "-aHAX", "--checksum", "--dry-run", "--itemize-changes", *options]
+    done = subprocess.run(
+        [*command, f"{first}/", f"{second}/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line for line in done.stdout.splitlines() if line]
