@@ -371,15 +371,3 @@ def finished_alone(apply: Apply, site: Site, name: str) -> None:
     assert apply.wait() == 0, str(apply)
     assert listing(site.target) == [name]
     assert_same_tree(scan(site.target / name), scan(site.source), "the snapshot")
-
-
-def backup_resource(source: Path, target: Path, **overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "name": "r",
-        "type": "backup",
-        "source_dir": str(source),
-        "target_path": str(target),
-        "min_free_space": "1M",
-    }
-    values.update(overrides)
-    return values

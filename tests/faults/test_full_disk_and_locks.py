@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,6 @@ from tests.faults.faults import (
     assert_resumed,
     assert_same_tree,
     assert_unlocked,
-    backup_resource,
     finished_alone,
     finished_work,
     hardsnap,
@@ -43,7 +43,7 @@ from tests.world.clock import START, at, name_of
 from tests.world.engine import listing, take
 from tests.world.files import make_file, snapshots_in
 from tests.world.processes import wait_for_entry
-from tests.world.site import Site, write_config
+from tests.world.site import Site, empty_site
 
 # -- 2. full disk ------------------------------------------------------------------------------
 
@@ -64,8 +64,9 @@ def test_apply_onto_a_full_tmpfs_exits_1_removes_partial_work_and_records_the_fa
     else:
         source = tmp_path / "src"
         overrides["cross_fs"] = "copy"
-    target, state = small / "dst", tmp_path / "state"
-    config = write_config(tmp_path / "hardsnap.yaml", backup_resource(source, target, **overrides))
+    site = replace(empty_site(tmp_path), source=source, target=small / "dst")
+    target, state = site.target, site.state
+    config = site.write(**overrides)
     (source / "sub").mkdir(parents=True)
     (source / "a.txt").write_bytes(b"alpha")
     (source / "sub" / "b.txt").write_bytes(b"bravo")
@@ -202,10 +203,9 @@ def test_two_applies_with_different_state_dirs_racing_on_one_target_make_one_com
     name = name_of(START)
     for round_number in range(3):
         target = big_site.root / f"dst-{round_number}"
-        config = write_config(
-            big_site.root / f"race-{round_number}.yaml",
-            backup_resource(big_site.source, target),
-        )
+        config = replace(
+            big_site, target=target, config=big_site.root / f"race-{round_number}.yaml"
+        ).write()
         states = [big_site.root / f"state-{round_number}-{side}" for side in "ab"]
         if round_number % 2:
             states.reverse()

@@ -26,7 +26,6 @@ from tests.faults.faults import (
     Verified,
     assert_resumed,
     assert_same_tree,
-    backup_resource,
     build_tree,
     copies_among,
     finished_work,
@@ -39,7 +38,7 @@ from tests.world.clock import at, iso, name_of, time_of
 from tests.world.engine import listing
 from tests.world.files import snapshots_in
 from tests.world.processes import Apply, wait_for_entry
-from tests.world.site import Site, write_config
+from tests.world.site import Site, empty_site
 
 # -- 1. killed at any moment -------------------------------------------------------------------
 
@@ -89,12 +88,10 @@ def test_apply_killed_at_random_moments_never_leaves_an_incomplete_snapshot_and_
     """Daily applies of a 20k-file tree (2% rewritten between runs, retain 2
     days so runs prune), each SIGKILLed at a seeded random moment, each
     followed by a full check of the target; then one apply let run."""
-    root = tmpfs("area", "size=512m")
-    source, target, state = root / "src", root / "dst", root / "state"
+    site = empty_site(tmpfs("area", "size=512m"), min_free_space="1M")
+    source, target, state = site.source, site.target, site.state
     build_tree(source, FILES)
-    config = write_config(
-        root / "hardsnap.yaml", backup_resource(source, target, retain=str(RETAIN_DAYS))
-    )
+    config = site.write(retain=str(RETAIN_DAYS))
     verified = Verified(target)
 
     durations: list[float] = []
