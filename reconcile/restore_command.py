@@ -130,19 +130,19 @@ def _relative(path: str, source: str | None, as_json: bool) -> str:
 
 def _snapshot(target: str, path: str, wanted: str | None, as_json: bool) -> str:
     from hardsnap.providers.backup.target import list_snapshots
-    from hardsnap.providers.restore.restore import holds
+    from hardsnap.providers.restore.restore import first_holding
 
     snapshots = list_snapshots(target)
     if wanted is not None:
         if wanted not in snapshots:
             common.fail(f"no snapshot {wanted} in {target}", ExitCode.FAILED, as_json)
-        if not holds(target, wanted, path):
+        if first_holding(target, path, [wanted]) is None:
             common.fail(f"snapshot {wanted} holds no {path or '.'}", ExitCode.FAILED, as_json)
         return wanted
-    for name in reversed(snapshots):
-        if holds(target, name, path):
-            return name
-    common.fail(f"no snapshot in {target} holds {path or '.'}", ExitCode.FAILED, as_json)
+    found = first_holding(target, path, reversed(snapshots))
+    if found is None:
+        common.fail(f"no snapshot in {target} holds {path or '.'}", ExitCode.FAILED, as_json)
+    return found
 
 
 def _document(name: str | None, result: Any) -> dict[str, Any]:

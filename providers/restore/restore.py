@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 
 from hardsnap.providers import platform
 from hardsnap.providers.files import fs
@@ -14,23 +15,29 @@ from hardsnap.providers.restore.restorer import Directory, Restorer
 from hardsnap.providers.restore.steps import Restoration
 
 
-def holds(target: str, snapshot: str, path: str) -> bool:
-    """Whether `snapshot` of `target` holds `path` ("" for its root)."""
+def first_holding(target: str, path: str, snapshots: Iterable[str]) -> str | None:
+    """The first of `snapshots` of `target` that holds `path` ("" for its
+    root), looked for through one descriptor of the target; None if none."""
     try:
         target_fd = fs.open_absolute(target)
     except OSError:
-        return False
+        return None
+    parent, name = os.path.split(path)
     try:
-        parent, name = os.path.split(path)
-        directory_fd = fs.open_below(target_fd, os.path.join(snapshot, parent).rstrip("/"))
-        try:
-            if name:
-                platform.stat_at(name, directory_fd)
-        finally:
-            os.close(directory_fd)
-        return True
-    except OSError:
-        return False
+        for snapshot in snapshots:
+            try:
+                directory_fd = fs.open_below(target_fd, os.path.join(snapshot, parent).rstrip("/"))
+            except OSError:
+                continue
+            try:
+                if name:
+                    platform.stat_at(name, directory_fd)
+                return snapshot
+            except OSError:
+                continue
+            finally:
+                os.close(directory_fd)
+        return None
     finally:
         os.close(target_fd)
 
