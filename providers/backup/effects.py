@@ -19,6 +19,7 @@ from hardsnap.providers.backup import target
 from hardsnap.providers.backup.facts import (
     Facts,
     Prediction,
+    excludes,
     kinds,
     links_unchanged,
     observe,
@@ -38,7 +39,6 @@ from hardsnap.providers.backup.refusals import (
 from hardsnap.providers.backup.resource import CrossFs, Resource, SourceSnapshot
 from hardsnap.providers.backup.target import PARTIAL_PREFIX, TargetLocks
 from hardsnap.providers.engine.snapshot import (
-    Excludes,
     Progress,
     SnapshotFailed,
     SnapshotReport,
@@ -62,7 +62,7 @@ def predict(resource: Resource, facts: Facts, corrupted: frozenset[int] = frozen
         return facts
     started, joined = _reference_facts(facts)
     walk = Walk(
-        Excludes(resource.exclude, resource.exclude_if_present),
+        excludes(resource),
         links_unchanged(resource, facts),
         0,
         _identity(facts),
@@ -322,7 +322,7 @@ def _build(
         if reference_manifest is not None:
             started, joined = _reference_facts(facts, reference_manifest)
         walk = Walk(
-            Excludes(resource.exclude, resource.exclude_if_present),
+            excludes(resource),
             links_unchanged(resource, facts),
             resource.min_free_space,
             _identity(facts),

@@ -14,6 +14,7 @@ from hardsnap.providers.backup.frozen import Frozen, locate
 from hardsnap.providers.backup.naming import future_names
 from hardsnap.providers.backup.resource import CrossFs, Keep, Resource, SourceSnapshot
 from hardsnap.providers.backup.target import Owner
+from hardsnap.providers.engine.excludes import Excludes
 from hardsnap.providers.files import capabilities, fs, trust
 from hardsnap.providers.files.capabilities import Keeps
 from hardsnap.providers.files.kinds import Kinds
@@ -267,6 +268,12 @@ def kinds(resource: Resource) -> Kinds:
         special_files=resource.special_files is Keep.KEEP,
         one_file_system=resource.one_file_system,
     )
+
+
+def excludes(resource: Resource) -> Excludes:
+    """What the resource's snapshots leave out: exclude patterns and the
+    directories exclude_if_present keeps empty."""
+    return Excludes(resource.exclude, resource.exclude_if_present)
 
 
 def recorded_keeps(facts: Facts) -> Keeps:
